@@ -1,0 +1,150 @@
+"""The façade: the one place that knows the order of the stages and the fallback rule.
+
+``allocate(candidates, policy)``::
+
+    candidates ─▶ tuple[Candidate] ─reduce─▶ Problem ─strategy─▶ Selection
+        └ OPTIMAL: no solution in time / solver error ─▶ greedy fallback (recorded), or
+          SolverError when the policy says ``fallback: error``
+        └ hard rules contradict each other ─▶ InfeasibleError naming a minimal core
+    (Problem, Selection) ─build─▶ Allocation ─verify─▶ () or VerificationError (our bug)
+
+Infeasibility is never a reason to fall back: it is a property of the inputs, and the
+error says which rules conflict.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .allocation import Allocation, build
+from .candidates import BudgetItem, Candidate, from_budget_items, from_mappings
+from .errors import CandidateError, SolverError, VerificationError
+from .explain import infeasible_error
+from .policy import BudgetStrategy, Fallback, Policy
+from .problem import Problem, reduce
+from .strategies import Selection, balanced, cpsat, greedy
+from .verify import verify
+
+_HEURISTICS = {
+    BudgetStrategy.GREEDY: greedy.greedy,
+    BudgetStrategy.DENSITY: greedy.density,
+    BudgetStrategy.BALANCED: balanced.balanced,
+}
+
+
+def to_candidates(items: Iterable[Any]) -> tuple[Candidate, ...]:
+    """Accept ``BudgetItem``s, ``Candidate``s or mappings in the candidates-file shape."""
+    items = list(items)
+    if all(isinstance(x, Candidate) for x in items):
+        return tuple(items)
+    if all(isinstance(x, BudgetItem) for x in items):
+        return from_budget_items(items)
+    if all(isinstance(x, Mapping) for x in items):
+        return from_mappings((x, None) for x in items)
+    kinds = sorted({type(x).__name__ for x in items})
+    raise CandidateError("candidate.bad_type",
+                         f"candidates must all be BudgetItem, Candidate or mappings; got {', '.join(kinds)}")
+
+
+def _check_limits(policy: Policy, cands: tuple[Candidate, ...]) -> None:
+    limits = policy.limits
+    if len(cands) > limits.max_candidates:
+        raise CandidateError(
+            "candidate.too_many",
+            f"{len(cands):,} candidates exceed limits.max_candidates={limits.max_candidates:,}; "
+            "send fewer or raise the limit in the policy")
+    for c in cands:
+        size = len(c.content.encode("utf-8"))
+        if size > limits.max_item_bytes:
+            raise CandidateError(
+                "candidate.too_large",
+                f"item {c.source_id!r} has {size:,} bytes of content, over "
+                f"limits.max_item_bytes={limits.max_item_bytes:,}; split it or raise the limit",
+                path=f"$[{c.index}].content", location=c.location)
+
+
+def _pins_break_caps(problem: Problem, sel: Selection) -> bool:
+    chosen = sel.chosen
+    if any(r.upper is not None and r.total(chosen) > r.upper for r in problem.rules):
+        return True
+    return any(sum(1 for m in ch.members if m in chosen) > 1 for ch in problem.chains)
+
+
+def solve(problem: Problem, strategy: BudgetStrategy, *, time_limit_s: float | None = None,
+          fallback: Fallback | None = None) -> tuple[Selection, str | None]:
+    """Run ``strategy`` on ``problem``; returns the selection and the fallback reason."""
+    if strategy in _HEURISTICS:
+        sel = _HEURISTICS[strategy](problem)
+        if _pins_break_caps(problem, sel):
+            raise infeasible_error(problem)
+        return sel, None
+    fallback = fallback or problem.settings.fallback
+    try:
+        sel = cpsat.solve(problem, time_limit_s=time_limit_s)
+    except Exception as exc:  # the solver itself failed: a documented fallback case
+        why = f"CP-SAT raised {type(exc).__name__}: {exc}"
+        sel = None
+    else:
+        if sel.status in ("optimal", "feasible", "trivial"):
+            return sel, None
+        if sel.status == "infeasible":
+            raise infeasible_error(problem)
+        limit = problem.settings.time_limit_s if time_limit_s is None else time_limit_s
+        why = f"CP-SAT returned {sel.status.upper()} within {limit:g} s"
+    if fallback is Fallback.ERROR:
+        raise SolverError("solver.no_solution", f"{why}; the policy sets solver.fallback=error",
+                          path="$.spec.solver.fallback")
+    fb = greedy.best_heuristic(problem)
+    if _pins_break_caps(problem, fb):
+        raise infeasible_error(problem)
+    if sel is not None:
+        fb = Selection(fb.strategy, fb.chosen, fb.reasons, "fallback", fb.objective,
+                       unmet=fb.unmet, stats={**sel.stats, "fallback": fb.strategy.value},
+                       log_lines=sel.log_lines)
+    return fb, why
+
+
+def allocate(candidates: Iterable[Any], policy: Policy, *, strategy: BudgetStrategy | None = None,
+             time_limit_s: float | None = None, check: bool = True) -> Allocation:
+    """Allocate ``candidates`` under ``policy``.
+
+    Args:
+        candidates: ``BudgetItem``s, ``Candidate``s or candidate mappings.
+        policy: a validated policy (``load_policy`` or ``Policy.default``).
+        strategy: overrides the policy's strategy for this call.
+        time_limit_s: overrides the policy's solver time limit for this call.
+        check: run the independent verifier (on by default; a failure is a bug).
+
+    Returns: the :class:`~engine.allocation.Allocation`.
+
+    Raises: ``CandidateError``, ``InfeasibleError``, ``SolverError``, ``TokenizerError``,
+    ``VerificationError``.
+    """
+    t0 = time.perf_counter()
+    cands = to_candidates(candidates)
+    _check_limits(policy, cands)
+    problem = reduce(policy, cands)
+    t1 = time.perf_counter()
+    requested = strategy or policy.strategy
+    sel, why = solve(problem, requested, time_limit_s=time_limit_s)
+    t2 = time.perf_counter()
+    alloc = build(problem, sel, requested, why)
+    t3 = time.perf_counter()
+    if check:
+        problems = verify(policy, cands, alloc)
+        if problems:
+            raise VerificationError("allocation.verification_failed",
+                                    "the allocation broke a rule (this is a ctxbudget bug, please "
+                                    "report it): " + "; ".join(problems))
+    t4 = time.perf_counter()
+    timings = {"reduce_s": t1 - t0, "solve_s": t2 - t1, "assemble_s": t3 - t2,
+               "verify_s": t4 - t3, "total_s": t4 - t0}
+    return _with_timings(alloc, timings)
+
+
+def _with_timings(alloc: Allocation, timings: dict[str, float]) -> Allocation:
+    from dataclasses import replace
+
+    return replace(alloc, timings=timings)

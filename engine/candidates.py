@@ -1,0 +1,257 @@
+"""Candidates: the seed's ``BudgetItem`` and the frozen ``Candidate`` the engine works on.
+
+What goes in: ``BudgetItem`` objects (the seed's public, mutable dataclass, kept exactly:
+field names, order, no defaults) or plain mappings (the candidates file format, see
+``schemas/candidates.schema.json``). What comes out: a tuple of frozen ``Candidate``
+values, checked field by field. Bad input raises :class:`CandidateError` naming the item
+and the field; nothing is coerced or dropped silently.
+
+The snapshot into ``Candidate`` happens once, at the boundary, so a caller mutating a
+``BudgetItem`` after the call cannot change a decision that was already made or audited.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Dict
+
+from .errors import CandidateError, Location
+from .tokens import content_sha256
+
+DEFAULT_LEVEL = "PARAGRAPH"
+
+
+@dataclass
+class BudgetItem:
+    """Item being considered for context budget (the seed's public type, unchanged).
+
+    ``metadata`` may carry ``parent_id`` (the hierarchy link) and ``doc_id``;
+    ``create_budget_items_from_search`` fills both when the index has them.
+    """
+
+    content: str
+    relevance_score: float
+    token_count: int
+    source_id: str
+    level: str  # From IndexLevel
+    metadata: Dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One validated, immutable candidate.
+
+    ``index`` is its position in the input (ties are broken by it, as the seed's stable
+    sort does); ``token_count`` is ``None`` when the caller gave none and it must be
+    counted; ``sha256`` is the content digest used for caching and the audit record.
+    """
+
+    index: int
+    source_id: str
+    content: str
+    relevance_score: float
+    token_count: int | None
+    level: str
+    metadata: Mapping[str, Any]
+    parent_id: str | None
+    sha256: str
+    location: Location | None = None
+
+    @property
+    def doc_id(self) -> str | None:
+        doc = self.metadata.get("doc_id")
+        return doc if isinstance(doc, str) else None
+
+
+def _fail(code: str, message: str, index: int, field: str | None, loc: Location | None) -> CandidateError:
+    path = f"$[{index}]" + (f".{field}" if field else "")
+    return CandidateError(code, message, path=path, location=loc)
+
+
+def _check_score(value: Any, index: int, sid: str, loc: Location | None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(
+            "candidate.bad_relevance",
+            f"item {sid!r}: relevance_score must be a number, got {type(value).__name__} {value!r}",
+            index, "relevance_score", loc,
+        )
+    score = float(value)
+    if math.isnan(score) or math.isinf(score):
+        raise _fail(
+            "candidate.bad_relevance",
+            f"item {sid!r}: relevance_score is {score!r}; it must be a finite number "
+            "(fix the retriever's score for this item)",
+            index, "relevance_score", loc,
+        )
+    return score
+
+
+def _check_tokens(value: Any, index: int, sid: str, loc: Location | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer() and value >= 0:
+            hint = f" (write {int(value)})"
+        else:
+            hint = ""
+        raise _fail(
+            "candidate.bad_token_count",
+            f"item {sid!r}: token_count must be a whole number >= 0, got {value!r}{hint}",
+            index, "token_count", loc,
+        )
+    if value < 0:
+        raise _fail(
+            "candidate.bad_token_count",
+            f"item {sid!r}: token_count is {value}; it must be >= 0",
+            index, "token_count", loc,
+        )
+    return value
+
+
+def make_candidate(
+    index: int,
+    *,
+    source_id: Any,
+    content: Any,
+    relevance_score: Any,
+    token_count: Any = None,
+    level: Any = DEFAULT_LEVEL,
+    metadata: Any = None,
+    parent_id: Any = None,
+    location: Location | None = None,
+) -> Candidate:
+    """Validate one candidate's fields and freeze them. Raises ``CandidateError``."""
+    if not isinstance(source_id, str) or not source_id:
+        raise _fail(
+            "candidate.bad_source_id",
+            f"item #{index}: source_id must be a non-empty string, got {source_id!r}",
+            index, "source_id", location,
+        )
+    if not isinstance(content, str):
+        raise _fail(
+            "candidate.bad_content",
+            f"item {source_id!r}: content must be a string, got {type(content).__name__}",
+            index, "content", location,
+        )
+    score = _check_score(relevance_score, index, source_id, location)
+    tokens = _check_tokens(token_count, index, source_id, location)
+    if hasattr(level, "name") and not isinstance(level, str):  # an IndexLevel-like Enum
+        level = level.name
+    if not isinstance(level, str) or not level:
+        raise _fail(
+            "candidate.bad_level",
+            f"item {source_id!r}: level must be a non-empty string such as 'PARAGRAPH', got {level!r}",
+            index, "level", location,
+        )
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, Mapping):
+        raise _fail(
+            "candidate.bad_metadata",
+            f"item {source_id!r}: metadata must be a mapping, got {type(metadata).__name__}",
+            index, "metadata", location,
+        )
+    if parent_id is None:
+        parent_id = metadata.get("parent_id")
+    if parent_id is not None and (not isinstance(parent_id, str) or not parent_id):
+        raise _fail(
+            "candidate.bad_parent_id",
+            f"item {source_id!r}: parent_id must be a non-empty string or null, got {parent_id!r}",
+            index, "parent_id", location,
+        )
+    if parent_id == source_id:
+        raise _fail(
+            "candidate.bad_parent_id",
+            f"item {source_id!r} names itself as its parent",
+            index, "parent_id", location,
+        )
+    return Candidate(
+        index=index,
+        source_id=source_id,
+        content=content,
+        relevance_score=score,
+        token_count=tokens,
+        level=level,
+        metadata=MappingProxyType(dict(metadata)),
+        parent_id=parent_id,
+        sha256=content_sha256(content),
+        location=location,
+    )
+
+
+def from_budget_items(items: Iterable[BudgetItem]) -> tuple[Candidate, ...]:
+    """Snapshot seed ``BudgetItem`` objects into validated candidates."""
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, BudgetItem):
+            raise _fail(
+                "candidate.bad_type",
+                f"item #{i}: expected a BudgetItem, got {type(item).__name__}",
+                i, None, None,
+            )
+        out.append(
+            make_candidate(
+                i,
+                source_id=item.source_id,
+                content=item.content,
+                relevance_score=item.relevance_score,
+                token_count=item.token_count,
+                level=item.level,
+                metadata=item.metadata,
+            )
+        )
+    return check_unique(tuple(out))
+
+
+def from_mappings(rows: Iterable[tuple[Mapping[str, Any], Location | None]]) -> tuple[Candidate, ...]:
+    """Candidates from parsed file rows ``(mapping, location)`` (schema-checked already)."""
+    out = []
+    for i, (row, loc) in enumerate(rows):
+        out.append(
+            make_candidate(
+                i,
+                source_id=row.get("source_id"),
+                content=row.get("content"),
+                relevance_score=row.get("relevance_score"),
+                token_count=row.get("token_count"),
+                level=row.get("level", DEFAULT_LEVEL),
+                metadata=row.get("metadata"),
+                parent_id=row.get("parent_id"),
+                location=loc,
+            )
+        )
+    return check_unique(tuple(out))
+
+
+def check_unique(cands: tuple[Candidate, ...]) -> tuple[Candidate, ...]:
+    """Reject duplicate ``source_id``s: decisions and audit reasons are keyed by id."""
+    seen: dict[str, Candidate] = {}
+    for c in cands:
+        first = seen.get(c.source_id)
+        if first is not None:
+            where = f" (first at {first.location})" if first.location else f" (first at item #{first.index})"
+            raise _fail(
+                "candidate.duplicate_id",
+                f"duplicate source_id {c.source_id!r}{where}; every candidate needs a unique id",
+                c.index, "source_id", c.location,
+            )
+        seen[c.source_id] = c
+    return cands
+
+
+def to_budget_item(c: Candidate, token_count: int) -> BudgetItem:
+    """A fresh seed ``BudgetItem`` for a candidate (callers may mutate it freely)."""
+    meta = dict(c.metadata)
+    if c.parent_id is not None:
+        meta.setdefault("parent_id", c.parent_id)
+    return BudgetItem(
+        content=c.content,
+        relevance_score=c.relevance_score,
+        token_count=token_count,
+        source_id=c.source_id,
+        level=c.level,
+        metadata=meta,
+    )

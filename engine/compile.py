@@ -1,0 +1,155 @@
+"""Problem → CompiledModel: one CP-SAT model, every rule a named constraint family.
+
+What goes in: a :class:`~engine.problem.Problem`. What comes out: a
+:class:`CompiledModel` with the ``CpModel``, the ``take[...]`` variable of each active
+item, and — when ``guarded`` — one enforcement literal per rule so that an infeasible
+model can name the rules that conflict (see :mod:`engine.explain`).
+
+Rules are compiled by a registry keyed by :class:`~engine.problem.RuleKind` (one
+``_add_<rule>`` per kind); a test checks that the registry covers every kind and that the
+verifier's registry covers every rule of the policy schema. The model is built in input
+order of items and Problem order of rules (both stable), never dict order.
+
+Objective (maximised): ``sum(take_i * (value_i * T - weight_i))`` with ``T = capacity + 1``.
+Total weight never exceeds the capacity, so the token term can never outweigh one unit
+of value: the primary goal is exactly "most relevance"; among equally relevant sets it
+prefers the one with fewer tokens, which makes ties rare and the answer deterministic.
+When ``value * T`` could overflow CP-SAT's 64-bit range the token tie-break is dropped
+(``tie_break=False``, recorded in the trace).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ortools.sat.python import cp_model
+
+from .problem import Chain, LinearRule, PinRule, Problem, RuleKind
+
+#: Largest objective magnitude we let CP-SAT see (it works in int64; keep headroom).
+OBJECTIVE_LIMIT = 2**60
+
+
+@dataclass(slots=True)
+class CompiledModel:
+    """The CP-SAT model and its index. Mutable only while being built."""
+
+    model: cp_model.CpModel
+    take: dict[int, cp_model.IntVar]
+    guards: dict[str, cp_model.IntVar] = field(default_factory=dict)
+    guard_rules: dict[str, LinearRule | PinRule | Chain] = field(default_factory=dict)
+    tie_break: bool = True
+    multiplier: int = 1
+
+def _guard(cm: CompiledModel, key: str, rule: Any, guarded: bool) -> Any:
+    if not guarded:
+        return None
+    lit = cm.model.new_bool_var(f"rule[{key}]")
+    cm.guards[key] = lit
+    cm.guard_rules[key] = rule
+    return lit
+
+
+def _linear(cm: CompiledModel, rule: LinearRule, guarded: bool) -> None:
+    xs = [cm.take[m] for m in rule.members]
+    coefs = rule.coefs if rule.coefs is not None else [1] * len(xs)
+    expr = cp_model.LinearExpr.weighted_sum(xs, coefs)
+    lit = _guard(cm, rule.key, rule, guarded)
+    for bound_ok, ct in (
+        (rule.lower is not None, lambda: expr >= rule.lower),
+        (rule.upper is not None, lambda: expr <= rule.upper),
+    ):
+        if bound_ok:
+            c = cm.model.add(ct())
+            c.with_name(rule.key)
+            if lit is not None:
+                c.only_enforce_if(lit)
+
+
+# Budget: rendered tokens plus separators of the chosen items stay within the capacity.
+# Level and source quotas: item counts or token sums of the members within their bounds.
+# Prefer-parent: fewer than the ratio of a parent's children may be taken.
+_RULE_COMPILERS: dict[RuleKind, Callable[[CompiledModel, Any, bool], None]] = {
+    RuleKind.BUDGET: _linear,
+    RuleKind.LEVEL_MIN_ITEMS: _linear,
+    RuleKind.LEVEL_MAX_ITEMS: _linear,
+    RuleKind.LEVEL_MIN_TOKENS: _linear,
+    RuleKind.LEVEL_MAX_TOKENS: _linear,
+    RuleKind.SOURCE_MAX_ITEMS: _linear,
+    RuleKind.SOURCE_MAX_TOKENS: _linear,
+    RuleKind.PREFER_PARENT: _linear,
+}
+
+
+def _add_pin(cm: CompiledModel, pin: PinRule, guarded: bool) -> None:
+    # Pinned: the item is taken.
+    lit = _guard(cm, pin.key, pin, guarded)
+    c = cm.model.add(cm.take[pin.index] == 1)
+    c.with_name(pin.key)
+    if lit is not None:
+        c.only_enforce_if(lit)
+
+
+def _add_chain(cm: CompiledModel, chain: Chain, guarded: bool) -> None:
+    # Hierarchy: at most one node of each ancestor-to-descendant path.
+    xs = [cm.take[m] for m in chain.members]
+    lit = _guard(cm, chain.key, chain, guarded)
+    if lit is None:
+        cm.model.add_at_most_one(xs).with_name(chain.key)
+    else:
+        cm.model.add(sum(xs) <= 1).only_enforce_if(lit).with_name(chain.key)
+
+
+RULE_COMPILERS: dict[RuleKind, Callable[[CompiledModel, Any, bool], None]] = {
+    **_RULE_COMPILERS,
+    RuleKind.PINNED: _add_pin,
+    RuleKind.HIERARCHY: _add_chain,
+}
+
+
+def fingerprint(problem: Problem) -> str:
+    """SHA-256 of everything the model is built from (weights, values, every rule's
+    members, coefficients and bounds, pins, chains): equal fingerprints mean equal models.
+    Hashing the Problem rather than the proto keeps it cheap and independent of the
+    OR-Tools build (its C++ proto wrapper exposes no deterministic serialisation)."""
+    h = hashlib.sha256()
+    h.update(repr((problem.active, problem.weights, problem.values, problem.capacity)).encode())
+    for r in problem.rules:
+        h.update(repr((r.key, r.members, r.coefs, r.lower, r.upper)).encode())
+    h.update(repr([(p.key, p.index) for p in problem.pins]).encode())
+    h.update(repr([(c.key, c.members) for c in problem.chains]).encode())
+    return "sha256:" + h.hexdigest()
+
+
+def compile_problem(problem: Problem, *, guarded: bool = False, objective: bool = True) -> CompiledModel:
+    """Build the CP-SAT model of ``problem`` (see module docstring)."""
+    model = cp_model.CpModel()
+    cands = problem.candidates
+    take = {i: model.new_bool_var(f"take[{cands[i].source_id}]") for i in problem.active}
+    cm = CompiledModel(model, take)
+    for rule in problem.rules:
+        RULE_COMPILERS[rule.kind](cm, rule, guarded)
+    for pin in problem.pins:
+        RULE_COMPILERS[RuleKind.PINNED](cm, pin, guarded)
+    for chain in problem.chains:
+        RULE_COMPILERS[RuleKind.HIERARCHY](cm, chain, guarded)
+    if objective:
+        _objective(cm, problem)
+    return cm
+
+
+def _objective(cm: CompiledModel, problem: Problem) -> None:
+    v, w = problem.values, problem.weights
+    active = problem.active
+    t = problem.capacity + 1
+    total_value = sum(v[i] for i in active)
+    cm.tie_break = total_value * t + problem.capacity < OBJECTIVE_LIMIT
+    cm.multiplier = t if cm.tie_break else 1
+    if cm.tie_break:
+        coefs = [v[i] * t - w[i] for i in active]
+    else:
+        coefs = [v[i] for i in active]
+    cm.model.maximize(cp_model.LinearExpr.weighted_sum([cm.take[i] for i in active], coefs))

@@ -1,0 +1,122 @@
+"""OPTIMAL with OR-Tools CP-SAT: Problem → Selection, proven optimal or best-found with gap.
+
+* Skips the solver when the pins plus every positive-value item satisfy all rules
+  (status ``trivial``: nothing to choose, the answer is optimal by construction).
+* Hints the better of the greedy and density solutions, and keeps that heuristic answer
+  if the solver's own is worse at the limit, so OPTIMAL is never below GREEDY.
+* Deterministic by construction: fixed worker count and seed from the policy, and a
+  deterministic time limit equal to the wall limit (the wall limit is the safety net).
+* Returns status ``infeasible`` / ``unknown`` / ``model_invalid`` with an empty choice
+  instead of raising: the façade (:func:`engine.allocate.allocate`) owns the fallback
+  rule and the infeasibility explanation.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ortools.sat.python import cp_model
+
+from ..compile import compile_problem, fingerprint
+from ..policy import BudgetStrategy
+from ..problem import Problem
+from ..reasons import Reason, ReasonCode
+from . import Selection, objective_of
+from .greedy import best_heuristic
+
+_STATUS = {
+    cp_model.OPTIMAL: "optimal",
+    cp_model.FEASIBLE: "feasible",
+    cp_model.INFEASIBLE: "infeasible",
+    cp_model.MODEL_INVALID: "model_invalid",
+    cp_model.UNKNOWN: "unknown",
+}
+
+
+def trivial_choice(problem: Problem) -> frozenset[int] | None:
+    """Pins plus every positive-value active item, when that set breaks no rule."""
+    v = problem.values
+    chosen = frozenset(i for i in problem.active if v[i] > 0) | problem.pinned
+    if not all(r.holds(chosen) for r in problem.rules):
+        return None
+    for ch in problem.chains:
+        if sum(1 for m in ch.members if m in chosen) > 1:
+            return None
+    return chosen
+
+
+def parameters(problem: Problem, time_limit_s: float) -> dict[str, Any]:
+    """The CP-SAT parameters used for ``problem`` (recorded in the audit trace)."""
+    s = problem.settings
+    limit = max(0.001, time_limit_s)
+    return {
+        "num_workers": s.workers,
+        "random_seed": s.seed,
+        "max_time_in_seconds": limit,
+        "max_deterministic_time": limit,
+        "relative_gap_limit": s.relative_gap,
+        "log_search_progress": True,
+        "log_to_stdout": False,
+    }
+
+
+def solve(problem: Problem, *, time_limit_s: float | None = None) -> Selection:
+    """Solve ``problem`` exactly within ``time_limit_s`` (default: the policy's)."""
+    t0 = time.perf_counter()
+    trivial = trivial_choice(problem)
+    if trivial is not None:
+        obj = objective_of(problem.values, trivial)
+        reasons = {i: Reason(ReasonCode.PINNED if i in problem.pinned else ReasonCode.SELECTED,
+                             "everything relevant fits every rule; no search needed")
+                   for i in trivial}
+        return Selection(BudgetStrategy.OPTIMAL, trivial, reasons, "trivial", obj, obj,
+                         stats={"wall_time_s": time.perf_counter() - t0, "solver": "skipped"})
+    hint = best_heuristic(problem)
+    cm = compile_problem(problem)
+    for i, var in cm.take.items():
+        cm.model.add_hint(var, 1 if i in hint.chosen else 0)
+    limit = problem.settings.time_limit_s if time_limit_s is None else time_limit_s
+    limit -= time.perf_counter() - t0
+    params = parameters(problem, limit)
+    solver = cp_model.CpSolver()
+    for name, value in params.items():
+        setattr(solver.parameters, name, value)
+    lines: list[str] = []
+    solver.log_callback = lines.append
+    code = solver.solve(cm.model)
+    status = _STATUS.get(code, "unknown")
+    stats: dict[str, Any] = {
+        "solver": "cp-sat",
+        "status": status,
+        "wall_time_s": solver.wall_time,
+        "deterministic_time": solver.response_proto.deterministic_time,
+        "branches": solver.num_branches,
+        "conflicts": solver.num_conflicts,
+        "parameters": params,
+        "model_fingerprint": fingerprint(problem),
+        "tie_break": cm.tie_break,
+        "hint": hint.strategy.value,
+        "hint_objective": hint.objective,
+        "build_and_solve_s": time.perf_counter() - t0,
+    }
+    if status not in ("optimal", "feasible"):
+        return Selection(BudgetStrategy.OPTIMAL, frozenset(), {}, status, 0, None,
+                         stats=stats, log_lines=tuple(lines))
+    chosen = frozenset(i for i, var in cm.take.items() if solver.boolean_value(var))
+    obj = objective_of(problem.values, chosen)
+    # The bound is on the scaled objective; map it back to value units.
+    slack = problem.capacity if cm.tie_break else 0  # the token term is at most the capacity
+    bound = int(solver.best_objective_bound + slack) // cm.multiplier
+    if status == "optimal":
+        bound = obj
+    if obj < hint.objective:
+        # Never below greedy: at the limit the heuristic answer may still be better.
+        stats["kept_heuristic"] = True
+        chosen, obj = hint.chosen, hint.objective
+    reasons = {i: Reason(ReasonCode.PINNED if i in problem.pinned else ReasonCode.SELECTED,
+                         "part of the optimal selection" if status == "optimal"
+                         else "part of the best selection found in the time limit")
+               for i in chosen}
+    return Selection(BudgetStrategy.OPTIMAL, chosen, reasons, status, obj, max(bound, obj),
+                     stats=stats, log_lines=tuple(lines))

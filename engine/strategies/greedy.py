@@ -1,0 +1,208 @@
+"""The greedy family: relevance order (the seed's rule) and density order.
+
+Both honour every hard maximum of the Problem (budget, level and source caps,
+prefer-parent, hierarchy chains), include pins first, then fill level minimums with the
+best items of each level, then everything else in strategy order. A minimum they cannot
+meet is reported in ``Selection.unmet``, never hidden.
+
+Why density exists: relevance-greedy spends the budget on the first big item it meets,
+and on knapsack-like inputs captures only about half of the attainable relevance; ordering
+by value per token is within a fraction of a percent of optimal on the same inputs (see
+``bench/`` and the README's table).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from ..policy import BudgetStrategy
+from ..problem import LinearRule, Problem, RuleKind
+from ..reasons import Reason, ReasonCode
+from . import Selection, objective_of
+
+_MIN_KINDS = (RuleKind.LEVEL_MIN_ITEMS, RuleKind.LEVEL_MIN_TOKENS)
+_CAP_REASON = {
+    RuleKind.BUDGET: ReasonCode.OVER_BUDGET,
+    RuleKind.LEVEL_MAX_ITEMS: ReasonCode.LEVEL_QUOTA,
+    RuleKind.LEVEL_MAX_TOKENS: ReasonCode.LEVEL_QUOTA,
+    RuleKind.SOURCE_MAX_ITEMS: ReasonCode.SOURCE_CAP,
+    RuleKind.SOURCE_MAX_TOKENS: ReasonCode.SOURCE_CAP,
+    RuleKind.PREFER_PARENT: ReasonCode.PREFER_PARENT,
+}
+
+
+def cap_reason(rule: LinearRule, used: int, need: int, problem: Problem) -> Reason:
+    """The reason an item needing ``need`` units of ``rule`` does not fit when ``used``
+    are taken: one sentence with the numbers a reviewer checks."""
+    code = _CAP_REASON[rule.kind]
+    cap = rule.upper if rule.upper is not None else 0
+    if rule.kind is RuleKind.BUDGET:
+        # weights include one separator each; the capacity includes one spare separator.
+        left = max(0, cap - used - problem.separator_tokens)
+        real = max(0, need - problem.separator_tokens)
+        return Reason(code, f"needed {real:,} tokens, {left:,} left of {problem.limit_tokens:,}",
+                      rule.path, {"needed": real, "left": left, "budget": problem.limit_tokens})
+    unit = "items" if rule.coefs is None else "tokens"
+    return Reason(code, f"{rule.label}: {used:,}/{cap:,} {unit} used, needed {need:,} more",
+                  rule.path, {"used": used, "cap": cap, "needed": need})
+
+
+class Filler:
+    """Incremental feasibility for adding items one by one under every maximum rule."""
+
+    def __init__(self, problem: Problem) -> None:
+        self.p = problem
+        self.caps = [r for r in problem.rules if r.upper is not None]
+        self.used = [0] * len(self.caps)
+        # item -> [(cap index, coefficient)]
+        self.member: dict[int, list[tuple[int, int]]] = {}
+        for k, r in enumerate(self.caps):
+            coefs: Iterable[int] = r.coefs if r.coefs is not None else [1] * len(r.members)
+            for m, c in zip(r.members, coefs):
+                self.member.setdefault(m, []).append((k, c))
+        self.chains_of: dict[int, list[int]] = {}
+        for k, ch in enumerate(problem.chains):
+            for m in ch.members:
+                self.chains_of.setdefault(m, []).append(k)
+        self.chain_taken: dict[int, int] = {}
+        self.chosen: set[int] = set()
+        self.reasons: dict[int, Reason] = {}
+
+    def blocker(self, i: int) -> Reason | None:
+        """Why ``i`` cannot be added now, or None when it fits every rule."""
+        for k, c in self.member.get(i, ()):
+            r = self.caps[k]
+            if self.used[k] + c > r.upper:  # type: ignore[operator]
+                return cap_reason(r, self.used[k], c, self.p)
+        for k in self.chains_of.get(i, ()):
+            other = self.chain_taken.get(k)
+            if other is not None:
+                oid = self.p.candidates[other].source_id
+                ch = self.p.chains[k]
+                return Reason(ReasonCode.HIERARCHY,
+                              f"{oid!r} is already included and is its ancestor or descendant",
+                              ch.path, {"conflicts_with": oid})
+        return None
+
+    def add(self, i: int, reason: Reason) -> None:
+        for k, c in self.member.get(i, ()):
+            self.used[k] += c
+        for k in self.chains_of.get(i, ()):
+            self.chain_taken[k] = i
+        self.chosen.add(i)
+        self.reasons[i] = reason
+
+    def force(self, i: int, reason: Reason) -> None:
+        """Add regardless of rules (pins); feasibility of pins is checked by the caller."""
+        self.add(i, reason)
+
+    def try_add(self, i: int, reason: Reason) -> bool:
+        if i in self.chosen:
+            return True
+        why = self.blocker(i)
+        if why is None:
+            self.add(i, reason)
+            return True
+        self.reasons.setdefault(i, why)
+        return False
+
+    def fill_minimums(self, order: Sequence[int]) -> None:
+        """Take the best items of each level with a minimum until the minimum holds."""
+        rank = {i: r for r, i in enumerate(order)}
+        for rule in self.p.rules:
+            if rule.kind not in _MIN_KINDS:
+                continue
+            for m in sorted(rule.members, key=rank.__getitem__):
+                if rule.total(self.chosen) >= (rule.lower or 0):
+                    break
+                if m in self.chosen:
+                    continue
+                if self.blocker(m) is None:
+                    self.add(m, Reason(ReasonCode.LEVEL_MINIMUM, f"taken to meet {rule.label}", rule.path))
+
+    def unmet(self) -> tuple[str, ...]:
+        out = []
+        for rule in self.p.rules:
+            if rule.lower is not None and rule.total(self.chosen) < rule.lower:
+                out.append(f"{rule.label} (got {rule.total(self.chosen):,})")
+        return tuple(out)
+
+    def selected_reasons(self) -> dict[int, Reason]:
+        """Reasons for the chosen items and the rejected ones (rejections kept only for
+        items that ended up excluded)."""
+        return {i: r for i, r in self.reasons.items() if (i in self.chosen) == r.code.includes}
+
+
+def relevance_order(problem: Problem) -> list[int]:
+    """Active items by relevance, highest first; ties keep input order (stable, as the seed)."""
+    pre = problem.pre
+    return [i for i in problem.order if i not in pre]
+
+
+def density_order(problem: Problem) -> list[int]:
+    """Active items by scaled value per token, then relevance order for ties."""
+    rank = {i: r for r, i in enumerate(problem.order)}
+    w, v = problem.weights, problem.values
+    return sorted(relevance_order(problem), key=lambda i: (-(v[i] / max(1, w[i])), rank[i]))
+
+
+_SELECTED = Reason(ReasonCode.SELECTED, "fits every rule in strategy order")
+
+
+def fill(problem: Problem, order: Sequence[int], strategy: BudgetStrategy) -> Selection:
+    """Pins, then minimums, then ``order``: the greedy skeleton shared by the family."""
+    if _only_budget(problem):
+        return _fast_fill(problem, order, strategy)
+    f = Filler(problem)
+    for pin in problem.pins:
+        f.force(pin.index, Reason(ReasonCode.PINNED, f"matched {pin.path}", pin.path))
+    f.fill_minimums(order)
+    for i in order:
+        if i not in f.chosen:
+            f.try_add(i, _SELECTED)
+    chosen = frozenset(f.chosen)
+    return Selection(strategy, chosen, f.selected_reasons(), "heuristic",
+                     objective_of(problem.values, chosen), unmet=f.unmet())
+
+
+def _only_budget(problem: Problem) -> bool:
+    return len(problem.rules) == 1 and not problem.chains and not problem.pins
+
+
+def _fast_fill(problem: Problem, order: Sequence[int], strategy: BudgetStrategy) -> Selection:
+    """The common case (budget only) without the bookkeeping of :class:`Filler`."""
+    w = problem.weights
+    cap = problem.capacity
+    used = 0
+    chosen: list[int] = []
+    rejected: dict[int, Reason] = {}
+    budget = problem.budget_rule
+    for i in order:
+        if used + w[i] <= cap:
+            used += w[i]
+            chosen.append(i)
+        else:
+            rejected[i] = cap_reason(budget, used, w[i], problem)
+    reasons = dict.fromkeys(chosen, _SELECTED)
+    reasons.update(rejected)
+    cs = frozenset(chosen)
+    return Selection(strategy, cs, reasons, "heuristic", objective_of(problem.values, cs))
+
+
+def greedy(problem: Problem) -> Selection:
+    """The seed's GREEDY: highest relevance first, skip what does not fit."""
+    return fill(problem, relevance_order(problem), BudgetStrategy.GREEDY)
+
+
+def density(problem: Problem) -> Selection:
+    """DENSITY: highest value per token first, skip what does not fit."""
+    return fill(problem, density_order(problem), BudgetStrategy.DENSITY)
+
+
+def best_heuristic(problem: Problem) -> Selection:
+    """The better of greedy and density by objective (ties: greedy): the fallback and the
+    CP-SAT hint."""
+    g, d = greedy(problem), density(problem)
+    if len(d.unmet) < len(g.unmet) or (len(d.unmet) == len(g.unmet) and d.objective > g.objective):
+        return d
+    return g

