@@ -18,7 +18,6 @@ Differences from the seed, all on purpose and documented in the README:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -121,11 +120,9 @@ class TokenBudgetManager:
         if self.policy is None:
             return Policy.default(token_budget, tokenizer=self.tokenizer_name, separator="",
                                   strategy=strategy, min_relevance=float(min_relevance))
-        base = self.policy
-        budget = dataclasses.replace(base.budget, max_tokens=token_budget, context_window=None,
-                                     reserve_output=0, reserve_prompt=0)
-        return dataclasses.replace(base, budget=budget, strategy=strategy,
-                                   min_relevance=max(base.min_relevance, float(min_relevance)))
+        return self.policy.replace(max_tokens=token_budget, context_window=None, reserve_output=0,
+                                   reserve_prompt=0, strategy=strategy,
+                                   min_relevance=max(self.policy.min_relevance, float(min_relevance)))
 
     def optimize_for_budget(
         self,

@@ -1,0 +1,211 @@
+"""The audit record of one decision: what a compliance reviewer reads months later.
+
+What goes in: the Policy, the candidates, and the Allocation (or the InfeasibleError).
+What comes out: a JSON-ready dict matching ``schemas/audit.schema.json``: which context
+the model saw (item ids, content digests, the assembled text's digest), under which
+policy revision and digest, why each item was left out (one reason code with numbers),
+whether the answer was proven optimal (status, objective, bound, gap, the solver's own
+log), and enough of the input (ids, scores, token counts, levels, metadata — never the
+content unless ``audit.store_content`` is set) to replay the decision.
+
+Pure: the decision id and the clock are injected (:func:`build` takes ``decision_id`` and
+``now``), so tests fix them and everything else is deterministic.
+"""
+
+from __future__ import annotations
+
+import platform
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from typing import Any
+
+from .allocation import Allocation
+from .candidates import Candidate
+from .canonical import digest, sha256_hex
+from .errors import InfeasibleError
+from .policy import Policy, SolverLog
+from .tokens import get_tokenizer
+
+SCHEMA_VERSION = "1"
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib_metadata.version(dist)
+    except importlib_metadata.PackageNotFoundError:
+        return None
+
+
+def versions() -> dict[str, Any]:
+    return {"ctxbudget": _version("ctxbudget"), "ortools": _version("ortools"),
+            "tiktoken": _version("tiktoken"), "python": platform.python_version()}
+
+
+def _json_safe(value: Any) -> Any:
+    """Metadata as JSON (canonical JSON has no NaN/inf; such floats become strings)."""
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return repr(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
+
+
+def input_item(c: Candidate, store_content: bool) -> dict[str, Any]:
+    """The replayable description of one candidate."""
+    row: dict[str, Any] = {
+        "source_id": c.source_id,
+        "relevance_score": c.relevance_score,
+        "token_count": c.token_count,
+        "level": c.level,
+        "parent_id": c.parent_id,
+        "metadata": _json_safe(dict(c.metadata)),
+        "content_sha256": c.sha256,
+    }
+    if store_content:
+        row["content"] = c.content
+    return row
+
+
+def input_digest(cands: Sequence[Candidate]) -> str:
+    """Digest of the canonical, id-sorted candidates (content by its SHA-256)."""
+    rows = sorted((input_item(c, False) for c in cands), key=lambda r: r["source_id"])
+    return digest(rows)
+
+
+def _policy_part(policy: Policy) -> dict[str, Any]:
+    return {"name": policy.name, "product": policy.product, "revision": policy.revision,
+            "file": policy.file, "digest": policy.digest, "effective": policy.to_dict()}
+
+
+def _solver_part(policy: Policy, alloc: Allocation) -> dict[str, Any]:
+    sel = alloc.selection
+    st = dict(sel.stats)
+    lines = list(sel.log_lines)
+    log: dict[str, Any] = {"lines": len(lines), "sha256": sha256_hex("\n".join(lines))}
+    if policy.solver.log is SolverLog.KEEP:
+        log["text"] = lines
+    return {
+        "status": sel.status,
+        "objective": sel.objective,
+        "best_bound": sel.bound,
+        "gap": sel.gap,
+        "relative_gap_limit": policy.solver.relative_gap,
+        "time_limit_s": policy.solver.time_limit_s,
+        "deterministic_time": st.get("deterministic_time"),
+        "wall_time_s": st.get("wall_time_s"),
+        "branches": st.get("branches"),
+        "conflicts": st.get("conflicts"),
+        "parameters": st.get("parameters"),
+        "model_fingerprint": st.get("model_fingerprint"),
+        "tie_break": st.get("tie_break"),
+        "hint": st.get("hint"),
+        "log": log,
+    }
+
+
+def _budget_part(policy: Policy, alloc: Allocation) -> dict[str, Any]:
+    b = policy.budget
+    tok = get_tokenizer(policy.tokenizer)
+    plain = b.template == "{content}"
+    overhead = 0 if plain else tok.count(b.template.format(source_id="", content="", level=""))
+    return {
+        "limit_tokens": b.limit_tokens,
+        "max_tokens": b.max_tokens,
+        "context_window": b.context_window,
+        "reserve_output": b.reserve_output,
+        "reserve_prompt": b.reserve_prompt,
+        "template": b.template,
+        "template_overhead_tokens": overhead,
+        "separator_tokens": tok.count(b.separator) if b.separator else 0,
+        "assembled_tokens": alloc.context_tokens,
+        "free_tokens": b.limit_tokens - alloc.context_tokens,
+    }
+
+
+def _item_part(alloc: Allocation) -> list[dict[str, Any]]:
+    return [
+        {
+            "source_id": d.source_id,
+            "level": d.level,
+            "tokens": d.tokens,
+            "relevance": d.relevance,
+            "value": d.value,
+            "content_sha256": d.sha256,
+            "decision": d.reason.decision.value,
+            "reason": d.reason.code.value,
+            "evidence": d.reason.evidence,
+            "rule": d.reason.rule,
+            "numbers": _json_safe(dict(d.reason.numbers)),
+        }
+        for d in alloc.decisions
+    ]
+
+
+def _header(policy: Policy, cands: Sequence[Candidate], decision_id: str | None,
+            now: datetime | None) -> dict[str, Any]:
+    when = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    tok = get_tokenizer(policy.tokenizer)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "decision_id": decision_id or str(uuid.uuid4()),
+        "timestamp": when.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "engine": versions(),
+        "policy": _policy_part(policy),
+        "input": {"count": len(cands), "digest": input_digest(cands),
+                  "items": [input_item(c, policy.audit.store_content) for c in cands]},
+        "tokenizer": {"name": policy.tokenizer, "exact": tok.exact},
+    }
+
+
+def build(policy: Policy, cands: Sequence[Candidate], alloc: Allocation, *,
+          decision_id: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """The audit record of a successful allocation."""
+    rec = _header(policy, cands, decision_id, now)
+    rec.update({
+        "outcome": "allocated",
+        "budget": _budget_part(policy, alloc),
+        "strategy": {"requested": alloc.strategy_requested.value, "used": alloc.strategy_used.value,
+                     "fallback_reason": alloc.fallback_reason},
+        "solver": _solver_part(policy, alloc),
+        "rules": [r.to_dict() for r in alloc.rules],
+        "unmet": list(alloc.unmet),
+        "repairs": [dict(r) for r in alloc.repairs],
+        "items": _item_part(alloc),
+        "context": {"order": [alloc.decisions[i].source_id for i in alloc.context_order],
+                    "tokens": alloc.context_tokens, "sha256": sha256_hex(alloc.context)},
+        "timings": dict(alloc.timings),
+        "infeasibility": None,
+    })
+    return rec
+
+
+def build_infeasible(policy: Policy, cands: Sequence[Candidate], error: InfeasibleError, *,
+                     decision_id: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """The audit record of a decision that could not be made: the rules that conflict."""
+    rec = _header(policy, cands, decision_id, now)
+    rec.update({
+        "outcome": "infeasible",
+        "strategy": {"requested": policy.strategy.value, "used": None, "fallback_reason": None},
+        "infeasibility": {"message": error.message, "core": error.details.get("core", []),
+                          "minimal": error.details.get("minimal", True)},
+    })
+    return rec
+
+
+#: Fields that legitimately differ between two runs of the same decision.
+VOLATILE = ("decision_id", "timestamp", "timings")
+
+
+def stable_view(record: dict[str, Any]) -> dict[str, Any]:
+    """The record without ids, timestamps and timings (for determinism checks)."""
+    out = {k: v for k, v in record.items() if k not in VOLATILE}
+    if isinstance(out.get("solver"), dict):
+        out["solver"] = {k: v for k, v in out["solver"].items()
+                         if k not in ("wall_time_s", "log")}
+    return out

@@ -1,0 +1,64 @@
+"""A decision with its record: allocate, build the audit record, make it durable, return.
+
+``decide`` is what every command that decides goes through. With an audit log the
+record is appended (locked, written in one ``write``, fsynced) *before* the allocation
+is returned: a decision is not done until its record is on disk. If the append fails,
+the caller gets :class:`~engine.errors.AuditError` and no allocation. An infeasible
+decision is recorded too (with its conflicting rules) and the error re-raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from . import audit
+from .allocate import allocate, to_candidates
+from .allocation import Allocation
+from .auditlog import AuditLog
+from .errors import InfeasibleError, PolicyError
+from .policy import BudgetStrategy, Policy
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    allocation: Allocation
+    record: dict[str, Any]
+    envelope: dict[str, Any] | None
+
+
+def policy_log_path(policy: Policy) -> Path | None:
+    """The policy's default audit log, resolved against the policy's folder (it may not
+    point outside that folder)."""
+    if not policy.audit.log:
+        return None
+    rel = Path(policy.audit.log)
+    base = Path(policy.file).resolve().parent if policy.file else Path.cwd()
+    target = (base / rel).resolve()
+    if rel.is_absolute() or not target.is_relative_to(base):
+        raise PolicyError("policy.path_outside",
+                          f"audit.log {policy.audit.log!r} points outside the policy's folder {base}; "
+                          "use a path inside it, or pass --audit-log",
+                          path="$.spec.audit.log", location=policy.location_of("$.spec.audit.log"))
+    return target
+
+
+def decide(candidates: Iterable[Any], policy: Policy, *, audit_log: AuditLog | None = None,
+           strategy: BudgetStrategy | None = None, decision_id: str | None = None,
+           now: datetime | None = None) -> Decided:
+    """Allocate and record. Raises what ``allocate`` raises, and ``AuditError``."""
+    cands = to_candidates(candidates)
+    try:
+        alloc = allocate(cands, policy, strategy=strategy)
+    except InfeasibleError as exc:
+        rec = audit.build_infeasible(policy, cands, exc, decision_id=decision_id, now=now)
+        if audit_log is not None:
+            audit_log.append(rec)
+        exc.details["decision_id"] = rec["decision_id"]
+        raise
+    rec = audit.build(policy, cands, alloc, decision_id=decision_id, now=now)
+    env = audit_log.append(rec) if audit_log is not None else None
+    return Decided(alloc, rec, env)

@@ -1,0 +1,69 @@
+"""Plain-text rendering of one audit record, for a reviewer (``ctxbudget audit show``).
+
+What goes in: a log envelope (``seq``, ``hash``, ``record``). What comes out: text with
+the budget (used vs reserved vs free), the included and excluded items with reasons, the
+rules that bound, and the solver's verdict.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _verdict(solver: dict[str, Any]) -> str:
+    status = solver.get("status")
+    if status == "optimal":
+        return "proven optimal"
+    if status == "trivial":
+        return "optimal (everything relevant fitted; no search needed)"
+    if status == "feasible":
+        gap = solver.get("gap")
+        return f"best found at the time limit, gap {gap:.2%}" if gap is not None else "best found"
+    if status == "heuristic":
+        return "heuristic (no optimality claim)"
+    return str(status)
+
+
+def render(envelope: dict[str, Any]) -> str:
+    rec = envelope.get("record", envelope)
+    pol = rec.get("policy", {})
+    lines = [
+        f"decision {rec.get('decision_id')}  seq {envelope.get('seq', '-')}  {rec.get('timestamp')}",
+        f"policy   {pol.get('name')} revision {pol.get('revision')} ({pol.get('digest')})"
+        + (f" from {pol.get('file')}" if pol.get("file") else ""),
+        f"input    {rec.get('input', {}).get('count')} candidates ({rec.get('input', {}).get('digest')}); "
+        f"tokenizer {rec.get('tokenizer', {}).get('name')}"
+        + ("" if rec.get("tokenizer", {}).get("exact") else " (APPROXIMATE counts)"),
+    ]
+    if rec.get("outcome") == "infeasible":
+        inf = rec.get("infeasibility", {})
+        lines.append(f"outcome  INFEASIBLE: {inf.get('message')}")
+        for c in inf.get("core", []):
+            lines.append(f"  conflicting rule: {c.get('rule')} at {c.get('path')} {c.get('location') or ''}")
+        return "\n".join(lines)
+    b = rec.get("budget", {})
+    reserved = (b.get("reserve_output") or 0) + (b.get("reserve_prompt") or 0)
+    window = b.get("context_window")
+    lines.append(
+        f"budget   used {b.get('assembled_tokens'):,} of {b.get('limit_tokens'):,} tokens, "
+        f"free {b.get('free_tokens'):,}" + (f"; window {window:,}, reserved {reserved:,}" if window else ""))
+    st = rec.get("strategy", {})
+    lines.append(f"strategy requested {st.get('requested')}, ran {st.get('used')}"
+                 + (f"; FALLBACK because {st.get('fallback_reason')}" if st.get("fallback_reason") else ""))
+    sv = rec.get("solver", {})
+    lines.append(f"verdict  {_verdict(sv)}; objective {sv.get('objective')}, bound {sv.get('best_bound')}")
+    bound = [r for r in rec.get("rules", []) if r.get("binding")]
+    if bound:
+        lines.append("binding rules:")
+        lines += [f"  {r['label']}: total {r['total']:,}, slack {r['slack']:,}" for r in bound]
+    for u in rec.get("unmet", []):
+        lines.append(f"UNMET minimum: {u}")
+    items = rec.get("items", [])
+    inc = [i for i in items if i["decision"] == "included"]
+    exc = [i for i in items if i["decision"] != "included"]
+    lines.append(f"included ({len(inc)}):")
+    lines += [f"  + {i['source_id']}  {i['tokens']:,} tok  rel {i['relevance']:.3f}  [{i['reason']}]" for i in inc]
+    lines.append(f"excluded ({len(exc)}):")
+    lines += [f"  - {i['source_id']}  {i['tokens']:,} tok  rel {i['relevance']:.3f}  [{i['reason']}] {i['evidence']}"
+              for i in exc]
+    return "\n".join(lines)
