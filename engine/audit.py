@@ -206,6 +206,10 @@ def stable_view(record: dict[str, Any]) -> dict[str, Any]:
     """The record without ids, timestamps and timings (for determinism checks)."""
     out = {k: v for k, v in record.items() if k not in VOLATILE}
     if isinstance(out.get("solver"), dict):
-        out["solver"] = {k: v for k, v in out["solver"].items()
-                         if k not in ("wall_time_s", "log")}
+        solver = {k: v for k, v in out["solver"].items() if k not in ("wall_time_s", "log")}
+        if isinstance(solver.get("parameters"), dict):
+            # the wall-clock limit is what was left after building the model
+            solver["parameters"] = {k: v for k, v in solver["parameters"].items()
+                                    if k != "max_time_in_seconds"}
+        out["solver"] = solver
     return out

@@ -25,7 +25,7 @@ from . import show
 from .auditlog import AuditLog, load_checkpoint
 from .candidates import from_mappings
 from .decide import decide, policy_log_path
-from .errors import EngineError, exit_code_for
+from .errors import AuditError, EngineError, exit_code_for
 from .load import load_candidates_file
 from .pack import pack
 from .policy import BudgetStrategy, Policy, load_policy, render_policy
@@ -46,7 +46,13 @@ def _audit_log(args: argparse.Namespace, policy: Policy) -> AuditLog | None:
     path = Path(args.audit_log) if getattr(args, "audit_log", None) else policy_log_path(policy)
     if path is None:
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AuditError("audit.write_failed",
+                         f"cannot create the folder of audit log {path}: {exc.strerror or exc}; "
+                         "fix the path or its permissions (no decision is made without its record)",
+                         path="$.spec.audit.log") from None
     return AuditLog(path)
 
 

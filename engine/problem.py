@@ -149,26 +149,35 @@ def render(template: str, c: Candidate) -> str:
 
 
 def _count_tokens(policy: Policy, cands: Sequence[Candidate]) -> tuple[list[int], int]:
-    """Rendered token count per candidate (caller's ``token_count`` is trusted for the
-    content; the template's own tokens are added) and the separator's token count."""
+    """Rendered token count per candidate and the separator's token count.
+
+    A caller-supplied ``token_count`` is trusted for the content; the item's own template
+    overhead (the template rendered with this item's id and level and no content) is
+    added to it. Otherwise the rendered text is counted exactly."""
     tok = get_tokenizer(policy.tokenizer)
     template = policy.budget.template
     plain = template == "{content}"
-    overhead = 0 if plain else tok.count(template.format(source_id="", content="", level=""))
     need = [c for c in cands if c.token_count is None]
     if plain:
         counted = tok.count_many([c.content for c in need], hashes=[c.sha256 for c in need])
     else:
         counted = tok.count_many([render(template, c) for c in need])
     fresh = dict(zip((c.index for c in need), counted))
-    out = []
-    for c in cands:
-        if c.token_count is None:
-            out.append(fresh[c.index])
-        else:
-            out.append(c.token_count + overhead)
+    given = [c for c in cands if c.token_count is not None]
+    if plain or not given:
+        extra = dict.fromkeys((c.index for c in given), 0)
+    else:
+        extra = dict(zip((c.index for c in given),
+                         tok.count_many([template_overhead(template, c) for c in given])))
+    out = [fresh[c.index] if c.token_count is None else c.token_count + extra[c.index] for c in cands]
     sep = policy.budget.separator
     return out, (tok.count(sep) if sep else 0)
+
+
+def template_overhead(template: str, c: Candidate) -> str:
+    """The template rendered for ``c`` without its content: what a caller-supplied
+    content count does not include."""
+    return template.format(source_id=c.source_id, content="", level=c.level)
 
 
 def _group_key(policy: Policy, c: Candidate, by_id: Mapping[str, Candidate]) -> str | None:

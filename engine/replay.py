@@ -14,13 +14,15 @@ effective policy — is in the record verbatim.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .allocate import allocate
 from .candidates import make_candidate
 from .errors import EngineError, InfeasibleError
 from .policy import Policy
+from .problem import template_overhead
+from .tokens import get_tokenizer
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,17 +55,20 @@ class ReplayResult:
 
 
 def _candidates(record: Mapping[str, Any]) -> list[Any]:
-    overhead = (record.get("budget") or {}).get("template_overhead_tokens", 0)
+    template = (record.get("budget") or {}).get("template", "{content}")
+    tok = get_tokenizer(record["tokenizer"]["name"])
     tokens = {it["source_id"]: it["tokens"] for it in record.get("items", [])}
     out = []
     for k, row in enumerate(record["input"]["items"]):
-        count = row["token_count"]
-        if count is None:
-            count = max(0, tokens.get(row["source_id"], 0) - overhead)
-        out.append(make_candidate(
+        cand = make_candidate(
             k, source_id=row["source_id"], content=row.get("content", ""),
-            relevance_score=row["relevance_score"], token_count=count, level=row["level"],
-            metadata=row.get("metadata") or {}, parent_id=row.get("parent_id")))
+            relevance_score=row["relevance_score"], token_count=row["token_count"], level=row["level"],
+            metadata=row.get("metadata") or {}, parent_id=row.get("parent_id"))
+        if cand.token_count is None:
+            # counted by us from the rendered text: take the recorded count back apart
+            overhead = 0 if template == "{content}" else tok.count(template_overhead(template, cand))
+            cand = replace(cand, token_count=max(0, tokens.get(cand.source_id, 0) - overhead))
+        out.append(cand)
     return out
 
 

@@ -46,15 +46,18 @@ def trivial_choice(problem: Problem) -> frozenset[int] | None:
     return chosen
 
 
-def parameters(problem: Problem, time_limit_s: float) -> dict[str, Any]:
-    """The CP-SAT parameters used for ``problem`` (recorded in the audit trace)."""
+def parameters(problem: Problem, time_limit_s: float, remaining_s: float) -> dict[str, Any]:
+    """The CP-SAT parameters used for ``problem`` (recorded in the audit trace).
+
+    The deterministic limit is the policy's limit itself, so the search is reproducible;
+    the wall-clock limit is what is left of it after building the model (a safety net
+    that makes the policy's limit bound the whole call)."""
     s = problem.settings
-    limit = max(0.001, time_limit_s)
     return {
         "num_workers": s.workers,
         "random_seed": s.seed,
-        "max_time_in_seconds": limit,
-        "max_deterministic_time": limit,
+        "max_time_in_seconds": max(0.001, remaining_s),
+        "max_deterministic_time": max(0.001, time_limit_s),
         "relative_gap_limit": s.relative_gap,
         "log_search_progress": True,
         "log_to_stdout": False,
@@ -77,8 +80,7 @@ def solve(problem: Problem, *, time_limit_s: float | None = None) -> Selection:
     for i, var in cm.take.items():
         cm.model.add_hint(var, 1 if i in hint.chosen else 0)
     limit = problem.settings.time_limit_s if time_limit_s is None else time_limit_s
-    limit -= time.perf_counter() - t0
-    params = parameters(problem, limit)
+    params = parameters(problem, limit, limit - (time.perf_counter() - t0))
     solver = cp_model.CpSolver()
     for name, value in params.items():
         setattr(solver.parameters, name, value)
