@@ -1,0 +1,686 @@
+"""Text → plain mapping, with the file:line:col of every value.
+
+Policies are YAML; candidates are JSON Lines or a JSON array. Both loaders return
+plain Python data (dicts, lists, str, int, float, bool, None) and never construct
+arbitrary objects.
+
+YAML is read at the node level (``yaml.compose`` with PyYAML's ``SafeLoader``); this
+module turns nodes into values itself, so that it can record a :class:`Location` for
+every JSON path and refuse the classic YAML traps instead of guessing:
+
+* duplicate keys (YAML would silently keep the last value);
+* YAML 1.1 booleans (``yes``/``no``/``on``/``off``/``y``/``n`` unquoted): only
+  ``true``/``false`` are booleans here;
+* plain scalars follow the YAML 1.2 core schema (so ``1e3`` is a number, ``1_000`` and
+  ``1:30`` are strings), and a zero-padded integer such as ``010`` (octal in YAML 1.1)
+  is refused;
+* NaN and infinities, explicit tags (``!!python/...``, ``!!binary``), merge keys
+  (``<<``) and non-string keys are refused;
+* aliases are allowed, but their expansion is capped (alias bombs), and a recursive
+  alias is refused;
+* tabs, binary junk, non-UTF-8 bytes, more than one document and files over a size
+  limit are refused with a message that says what to do.
+
+Every problem is a :class:`~engine.errors.PolicyError` (candidates:
+:class:`~engine.errors.CandidateError`) with a code, a JSON path and a location.
+Problems that do not stop the reading (duplicate keys, booleans, ...) are all
+gathered into one error, in document order.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+import yaml
+
+from .errors import CandidateError, EngineError, Location, PolicyError
+
+MAX_POLICY_BYTES = 1024 * 1024
+"""Default size limit of a policy file (1 MiB)."""
+
+MAX_ALIAS_NODES = 10_000
+"""Most nodes a YAML document may expand to once aliases are followed."""
+
+MAX_DEPTH = 64
+"""Deepest nesting accepted in a policy (a policy needs about 5 levels)."""
+
+MAX_ISSUES = 100
+"""At most this many issues are kept in one gathered error (``details['total_issues']``
+holds the full count)."""
+
+_E = TypeVar("_E", bound=EngineError)
+
+# --------------------------------------------------------------------------- paths
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_LAST_SEGMENT = re.compile(r"(?:\.[A-Za-z_][A-Za-z0-9_-]*|\[\d+\]|\['(?:[^'\\]|\\.)*'\])$")
+
+
+def child_path(parent: str, key: str | int) -> str:
+    """The JSON path of ``key`` below ``parent``: ``$.spec.budget``, ``$.spec.pinned[0]``,
+    and ``$.metadata['a.b']`` for keys that are not plain identifiers."""
+    if isinstance(key, int):
+        return f"{parent}[{key}]"
+    if _IDENT.fullmatch(key):
+        return f"{parent}.{key}"
+    escaped = key.replace("\\", "\\\\").replace("'", "\\'")
+    return f"{parent}['{escaped}']"
+
+
+def parent_path(path: str) -> str | None:
+    """The JSON path one level up (``$.a.b`` → ``$.a``); ``None`` for ``$``."""
+    match = _LAST_SEGMENT.search(path)
+    if path == "$" or match is None:
+        return None
+    return path[: match.start()]
+
+
+def nearest_location(
+    locations: Mapping[str, Location], path: str, file: str | None = None
+) -> Location | None:
+    """The location of ``path`` or of its nearest ancestor that has one; failing
+    that, the bare ``file`` (or ``None`` when there is no file either)."""
+    current: str | None = path
+    while current is not None:
+        found = locations.get(current)
+        if found is not None:
+            return found
+        current = parent_path(current)
+    return Location(file) if file is not None else None
+
+
+def gather_issues(issues: Sequence[_E]) -> _E:
+    """One error carrying all ``issues`` (best first); its own fields are the first's.
+
+    Keeps at most :data:`MAX_ISSUES`; ``details['total_issues']`` has the full count
+    when some were dropped."""
+    if not issues:
+        raise ValueError("gather_issues needs at least one issue")
+    if len(issues) == 1:
+        return issues[0]
+    first = issues[0]
+    kept = tuple(issues[:MAX_ISSUES])
+    details = dict(first.details)
+    if len(issues) > MAX_ISSUES:
+        details["total_issues"] = len(issues)
+    return type(first)(
+        first.code,
+        first.message,
+        path=first.path,
+        location=first.location,
+        issues=kept,
+        details=details,
+    )
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A document read from text: plain ``data``, the :class:`Location` of every JSON
+    path in it (a key's location for mapping members, the item's for list items, the
+    document start for ``$``), and the ``file`` it came from (``None`` for text)."""
+
+    data: Any
+    locations: Mapping[str, Location] = field(default_factory=lambda: MappingProxyType({}))
+    file: str | None = None
+
+    def location_of(self, path: str) -> Location | None:
+        """Location of ``path`` or of its nearest ancestor that has one."""
+        return nearest_location(self.locations, path, self.file)
+
+
+_PLAIN = "ctxbudget:plain"  # tag for unquoted scalars: resolved here, by YAML 1.2 rules
+_STR_TAG = "tag:yaml.org,2002:str"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+
+_NULLS = frozenset({"", "~", "null", "Null", "NULL"})
+_TRUES = frozenset({"true", "True", "TRUE"})
+_FALSES = frozenset({"false", "False", "FALSE"})
+_YAML11_TRUE = frozenset({"yes", "on", "y"})
+_YAML11_FALSE = frozenset({"no", "off", "n"})
+_INT = re.compile(r"[-+]?[0-9]+")
+_PADDED_INT = re.compile(r"[-+]?0[0-9]+")
+_INT_OCT = re.compile(r"0o[0-7]+")
+_INT_HEX = re.compile(r"0x[0-9a-fA-F]+")
+_FLOAT = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?")
+_NON_FINITE = re.compile(r"[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)")
+# What the YAML spec (and PyYAML's reader) refuse as "non-printable": binary junk.
+_NON_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose unquoted scalars keep a neutral tag: :meth:`_Walker.plain`
+    resolves them by YAML 1.2 rules instead of PyYAML's YAML 1.1 ones."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is yaml.ScalarNode and implicit[0]:
+            return _PLAIN
+        return super().resolve(kind, value, implicit)
+
+
+def _loc(file: str | None, mark: Any) -> Location:
+    return Location(file, mark.line + 1, mark.column + 1)
+
+
+def _line_col(text: str, offset: int) -> tuple[int, int]:
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+class _Walker:
+    """Turns a composed node graph into plain values, recording locations and issues."""
+
+    def __init__(self, file: str | None, max_nodes: int) -> None:
+        self.file = file
+        self.max_nodes = max_nodes
+        self.nodes = 0
+        self.active: set[int] = set()
+        self.locations: dict[str, Location] = {}
+        self.issues: list[PolicyError] = []
+
+    def issue(self, mark: Any, path: str, code: str, message: str) -> None:
+        self.issues.append(PolicyError(code, message, path=path, location=_loc(self.file, mark)))
+
+    def value(self, node: Any, path: str, depth: int) -> Any:
+        def fatal(code: str, message: str) -> PolicyError:
+            return PolicyError(code, message, path=path, location=_loc(self.file, node.start_mark))
+
+        self.nodes += 1
+        if self.nodes > self.max_nodes:
+            raise fatal("policy.alias_bomb", f"the document expands to more than {self.max_nodes} nodes once "
+                        "aliases are followed (an alias bomb?); write the values out instead of nesting aliases")
+        if depth > MAX_DEPTH:
+            raise fatal("policy.too_deep", f"nesting deeper than {MAX_DEPTH} levels; a policy needs only a few "
+                        "— flatten the structure")
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node, path)
+        if id(node) in self.active:
+            raise fatal("policy.alias_bomb", "this alias refers to a node that contains it (a recursive alias); "
+                        "write the value out instead")
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return self.sequence(node, path, depth)
+            return self.mapping(node, path, depth)
+        finally:
+            self.active.discard(id(node))
+
+    def sequence(self, node: Any, path: str, depth: int) -> list[Any]:
+        if node.tag != _SEQ_TAG:
+            self.explicit_tag(node, path)
+        items = []
+        for index, item in enumerate(node.value):
+            item_path = child_path(path, index)
+            self.locations[item_path] = _loc(self.file, item.start_mark)
+            items.append(self.value(item, item_path, depth + 1))
+        return items
+
+    def mapping(self, node: Any, path: str, depth: int) -> dict[str, Any]:
+        if node.tag != _MAP_TAG:
+            self.explicit_tag(node, path)
+        result: dict[str, Any] = {}
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = self.key(key_node, path)
+            if key is None:
+                continue
+            key_path = child_path(path, key)
+            if key in first_line:
+                self.issue(key_node.start_mark, key_path, "policy.duplicate_key",
+                           f"duplicate key {key!r} (first defined at line {first_line[key]}); "
+                           "YAML would silently keep the last value — remove one")
+                continue
+            first_line[key] = key_node.start_mark.line + 1
+            self.locations[key_path] = _loc(self.file, key_node.start_mark)
+            result[key] = self.value(value_node, key_path, depth + 1)
+        return result
+
+    def key(self, node: Any, parent: str) -> str | None:
+        if not isinstance(node, yaml.ScalarNode):
+            self.issue(node.start_mark, parent, "policy.non_string_key",
+                       "a list or mapping cannot be a key; keys must be plain strings")
+            return None
+        if node.tag == _PLAIN and node.value == "<<":
+            self.issue(node.start_mark, parent, "policy.merge_key",
+                       "YAML merge keys ('<<') are not supported; write the keys out, or share "
+                       "settings with a base policy and `extends:`")
+            return None
+        key_path = child_path(parent, node.value)
+        key = self.scalar(node, key_path)
+        if isinstance(key, str):
+            return key
+        self.issue(node.start_mark, key_path, "policy.non_string_key",
+                   f"key {node.value or '(empty)'} is read as {_yaml_type(key)}; keys must be "
+                   f"strings — quote it ('{node.value}')")
+        return None
+
+    def scalar(self, node: Any, path: str) -> Any:
+        if node.tag == _STR_TAG:
+            return node.value
+        if node.tag != _PLAIN:
+            self.explicit_tag(node, path)
+            return node.value
+        return self.plain(node, path)
+
+    def plain(self, node: Any, path: str) -> Any:
+        """Resolve an unquoted scalar by the YAML 1.2 core schema, refusing traps."""
+        text: str = node.value
+        if _is_plain_string(text):
+            return text
+        if text in _NULLS:
+            return None
+        if text in _TRUES:
+            return True
+        if text in _FALSES:
+            return False
+        lowered = text.lower()
+        if lowered in _YAML11_TRUE or lowered in _YAML11_FALSE:
+            meant = "true" if lowered in _YAML11_TRUE else "false"
+            self.issue(node.start_mark, path, "policy.yaml11_boolean",
+                       f"'{text}' is read as a boolean by YAML 1.1; quote it ('{text}') or write {meant}")
+            return text
+        if _PADDED_INT.fullmatch(text):
+            self.issue(node.start_mark, path, "policy.ambiguous_number",
+                       f"'{text}' is octal in YAML 1.1 but decimal in YAML 1.2; write it without "
+                       f"leading zeros ({int(text)}) or quote it ('{text}')")
+            return text
+        if _INT.fullmatch(text):
+            return int(text)
+        if _INT_OCT.fullmatch(text):
+            return int(text[2:], 8)
+        if _INT_HEX.fullmatch(text):
+            return int(text[2:], 16)
+        if _NON_FINITE.fullmatch(text) or (_FLOAT.fullmatch(text) and not math.isfinite(float(text))):
+            self.issue(node.start_mark, path, "policy.non_finite",
+                       f"'{text}' is not a finite number; NaN and infinity are not allowed — write a finite number")
+            return text
+        if _FLOAT.fullmatch(text):
+            return float(text)
+        return text
+
+    def explicit_tag(self, node: Any, path: str) -> None:
+        tag = str(node.tag).replace("tag:yaml.org,2002:", "!!")
+        self.issue(node.start_mark, path, "policy.yaml_tag",
+                   f"explicit YAML tags such as '{tag}' are not supported; remove the tag "
+                   "(quote the value to make it a string)")
+
+
+def _is_plain_string(text: str) -> bool:
+    """Whether ``text`` written unquoted reads back as that same string here (not as
+    null, a boolean, a number, or a refused YAML 1.1 form)."""
+    if text in _NULLS or text in _TRUES or text in _FALSES or text == "<<":
+        return False
+    if text.lower() in _YAML11_TRUE or text.lower() in _YAML11_FALSE:
+        return False
+    numeric = (_INT, _PADDED_INT, _INT_OCT, _INT_HEX, _FLOAT, _NON_FINITE)
+    return not any(pattern.fullmatch(text) for pattern in numeric)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes YAML that this module reads back to the same data."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    # Quote what would read back as something else; escape line breaks ("\n\n")
+    # rather than fold them across lines.
+    style = '"' if any(ch in data for ch in "\n\r\t\x85\u2028\u2029") else None if _is_plain_string(data) else "'"
+    return dumper.represent_scalar(_STR_TAG, data, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def dump_yaml(data: Any) -> str:
+    """Plain data as block-style YAML with sorted keys; :func:`load_yaml_text` reads
+    it back to equal data (strings that would read as anything else are quoted)."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=True, allow_unicode=True, default_flow_style=False, width=88)
+
+
+def _yaml_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    return "a number"
+
+
+def load_yaml_text(
+    text: str,
+    file: str | None = None,
+    *,
+    max_bytes: int = MAX_POLICY_BYTES,
+    max_nodes: int = MAX_ALIAS_NODES,
+) -> Loaded:
+    """Read one YAML document whose top level is a mapping.
+
+    Args:
+        text: the YAML source.
+        file: the name used in locations and messages (``None``: ``<input>``).
+        max_bytes: size limit of ``text`` encoded as UTF-8 (``policy.too_large``).
+        max_nodes: limit of the expanded node count (``policy.alias_bomb``).
+
+    Returns:
+        :class:`Loaded` with plain data and the location of every path.
+
+    Raises:
+        PolicyError: with every problem found (see the module docstring for codes).
+    """
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise _too_large(size, max_bytes, file)
+    text = text.removeprefix("\ufeff")
+    junk = _NON_PRINTABLE.search(text)
+    if junk is not None:
+        line, col = _line_col(text, junk.start())
+        raise PolicyError(
+            "policy.control_character",
+            f"control character U+{ord(junk.group()):04X} is not allowed in YAML; the "
+            "file looks binary or corrupted — save it as plain UTF-8 text",
+            location=Location(file, line, col),
+        )
+    root = _compose(text, file)
+    if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == _PLAIN and root.value in _NULLS):
+        raise PolicyError(
+            "policy.empty",
+            "the file is empty; a policy needs apiVersion, kind, metadata and spec",
+            location=Location(file, 1, 1),
+        )
+    if not isinstance(root, yaml.MappingNode):
+        got = "a list" if isinstance(root, yaml.SequenceNode) else "a single value"
+        raise PolicyError(
+            "policy.not_a_mapping",
+            f"the top level must be a mapping of `key: value` lines, got {got}",
+            location=_loc(file, root.start_mark),
+        )
+    walker = _Walker(file, max_nodes)
+    walker.locations["$"] = _loc(file, root.start_mark)
+    data = walker.value(root, "$", 0)
+    if walker.issues:
+        raise gather_issues(walker.issues)
+    return Loaded(data, MappingProxyType(walker.locations), file)
+
+
+def _compose(text: str, file: str | None) -> Any:
+    """The root node of the only document in ``text``, or ``None`` when there is none."""
+    loader = _Loader(text)
+    try:
+        loader.get_event()  # STREAM-START
+        if loader.check_event(yaml.StreamEndEvent):
+            return None
+        root = loader.compose_document()
+        if not loader.check_event(yaml.StreamEndEvent):
+            extra = loader.peek_event()
+            raise PolicyError(
+                "policy.multiple_documents",
+                "the file holds more than one YAML document ('---'); a policy is one "
+                "document — remove the extra '---' and what follows, or split the files",
+                location=_loc(file, extra.start_mark),
+            )
+        return root
+    except yaml.MarkedYAMLError as exc:
+        raise _syntax_error(exc, file) from None
+    except yaml.YAMLError as exc:  # unmarked reader errors; the text was screened, so rare
+        raise PolicyError("policy.yaml_syntax", f"invalid YAML: {exc}", location=Location(file)) from None
+    except RecursionError:
+        raise PolicyError(
+            "policy.too_deep",
+            "the YAML is nested too deeply to read; a policy needs only a few levels",
+            location=Location(file),
+        ) from None
+    finally:
+        loader.dispose()
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError, file: str | None) -> PolicyError:
+    mark = exc.problem_mark or exc.context_mark
+    location = _loc(file, mark) if mark is not None else Location(file)
+    problem = exc.problem or "invalid YAML"
+    if "'\\t'" in problem:
+        return PolicyError(
+            "policy.tab_character",
+            "tab character where YAML allows only spaces (indentation and separators); "
+            "replace the tab with spaces",
+            location=location,
+        )
+    context = f" ({exc.context})" if exc.context else ""
+    return PolicyError(
+        "policy.yaml_syntax",
+        f"invalid YAML: {problem}{context}; check the indentation, colons and quotes here",
+        location=location,
+    )
+
+
+def _too_large(size: int, limit: int, file: str | None) -> PolicyError:
+    return PolicyError(
+        "policy.too_large",
+        f"the file is {size} bytes, over the limit of {limit} bytes; a policy should be "
+        "small — move shared settings into a base policy (`extends:`) or raise max_bytes",
+        location=Location(file),
+        details={"size_bytes": size, "limit_bytes": limit},
+    )
+
+
+def _read_text(
+    path: str | Path, error: type[_E], prefix: str, max_bytes: int | None, file: str | None = None
+) -> tuple[str, str]:
+    """(text, file label) of a UTF-8 file; ``error`` with ``<prefix>.*`` codes otherwise."""
+    file = str(path) if file is None else file
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise error(f"{prefix}.file_not_found", "no such file; check the path", location=Location(file)) from None
+    except OSError as exc:
+        raise error(
+            f"{prefix}.file_unreadable",
+            f"cannot read the file ({exc.strerror or exc}); check the path and permissions",
+            location=Location(file),
+        ) from None
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise _too_large(os.stat(path).st_size, max_bytes, file)
+    try:
+        return raw.decode("utf-8-sig"), file
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise error(
+            f"{prefix}.not_utf8",
+            f"the file is not valid UTF-8 (byte 0x{raw[exc.start]:02x}); save it as UTF-8",
+            location=Location(file, line, col),
+        ) from None
+
+
+def load_yaml_file(
+    path: str | Path,
+    *,
+    file: str | None = None,
+    max_bytes: int = MAX_POLICY_BYTES,
+    max_nodes: int = MAX_ALIAS_NODES,
+) -> Loaded:
+    """Read a YAML policy file (UTF-8, optional BOM); see :func:`load_yaml_text`.
+
+    Locations name the file as ``file``, by default ``str(path)``. Raises
+    :class:`PolicyError` with ``policy.file_not_found``, ``policy.file_unreadable``,
+    ``policy.too_large``, ``policy.not_utf8`` or any code of :func:`load_yaml_text`."""
+    text, label = _read_text(path, PolicyError, "policy", max_bytes, file)
+    return load_yaml_text(text, label, max_bytes=max_bytes, max_nodes=max_nodes)
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NonFinite(name)
+
+
+def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_object_pairs)
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+def _json_value(text: str, start: int, location: Location) -> tuple[Any, int]:
+    """Decode one JSON value at ``start``; CandidateError (``candidate.json_syntax``,
+    ``candidate.non_finite``, ``candidate.duplicate_key``) located at ``location``."""
+    try:
+        return _DECODER.raw_decode(text, start)
+    except _NonFinite as exc:
+        raise CandidateError(
+            "candidate.non_finite",
+            f"{exc} is not valid JSON (numbers must be finite); write a finite number",
+            location=location,
+        ) from None
+    except _DuplicateKey as exc:
+        raise CandidateError(
+            "candidate.duplicate_key",
+            f"duplicate key {exc.args[0]!r}; JSON readers would silently keep the last value — remove one",
+            location=location,
+        ) from None
+
+
+def load_candidates_text(
+    text: str, file: str | None = None, *, form: str = "auto"
+) -> tuple[tuple[dict[str, Any], Location], ...]:
+    """Parse and validate candidates; see :func:`load_candidates_file`.
+
+    ``form`` is ``"jsonl"``, ``"array"`` or ``"auto"`` (an array when the first
+    non-blank character is ``[``, JSON Lines otherwise)."""
+    text = text.removeprefix("\ufeff")
+    start = _WS.match(text).end()  # type: ignore[union-attr]
+    if start == len(text):
+        return ()
+    if form == "auto":
+        form = "array" if text[start] == "[" else "jsonl"
+    issues: list[CandidateError] = []
+    records = _json_array(text, file, start) if form == "array" else _json_lines(text, file, issues)
+    # schema imports this module (paths, gather_issues); importing it here avoids a cycle.
+    from .schema import candidate_issues
+
+    for item, path, location in records:
+        issues.extend(candidate_issues(item, path=path, location=location))
+    if issues:
+        issues.sort(key=lambda issue: (issue.location and issue.location.line) or 0)  # file order, stable
+        raise gather_issues(issues)
+    return tuple((item, location) for item, _path, location in records)
+
+
+def _json_lines(text: str, file: str | None, issues: list[CandidateError]) -> list[tuple[Any, str, Location]]:
+    """The parsed records of JSON Lines; unparsable lines are appended to ``issues``."""
+    records: list[tuple[Any, str, Location]] = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        location = Location(file, number)
+        try:
+            value, end = _json_value(line, _WS.match(line).end(), location)  # type: ignore[union-attr]
+            if line[end:].strip():
+                raise json.JSONDecodeError("Extra data", line, _WS.match(line, end).end())  # type: ignore[union-attr]
+        except json.JSONDecodeError as exc:
+            issues.append(
+                CandidateError(
+                    "candidate.json_syntax",
+                    f"invalid JSON: {exc.msg}; each line must hold exactly one JSON object",
+                    location=Location(file, number, exc.colno),
+                )
+            )
+            continue
+        except CandidateError as exc:
+            issues.append(exc)
+            continue
+        records.append((value, "$", location))
+    return records
+
+
+def _json_array(text: str, file: str | None, start: int) -> list[tuple[Any, str, Location]]:
+    newlines = [match.start() for match in re.finditer("\n", text)]
+
+    def where(offset: int) -> Location:
+        line = bisect.bisect_left(newlines, offset)
+        return Location(file, line + 1, offset - (newlines[line - 1] + 1 if line else 0) + 1)
+
+    def syntax(message: str, offset: int) -> CandidateError:
+        return CandidateError(
+            "candidate.json_syntax",
+            f"invalid JSON: {message}; a .json candidates file is one array of objects",
+            location=where(offset),
+        )
+
+    if text[start] != "[":
+        raise syntax("expected '[' to start the array", start)
+    records: list[tuple[Any, str, Location]] = []
+    pos = _WS.match(text, start + 1).end()  # type: ignore[union-attr]
+    if pos < len(text) and text[pos] == "]":
+        pos += 1
+    else:
+        while True:
+            location = where(pos)
+            try:
+                value, pos = _json_value(text, pos, location)
+            except json.JSONDecodeError as exc:
+                raise syntax(exc.msg, exc.pos) from None
+            records.append((value, child_path("$", len(records)), location))
+            pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
+            if pos < len(text) and text[pos] == ",":
+                pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+                continue
+            if pos < len(text) and text[pos] == "]":
+                pos += 1
+                break
+            raise syntax("expected ',' or ']' after an array element", pos)
+    rest = _WS.match(text, pos).end()  # type: ignore[union-attr]
+    if rest != len(text):
+        raise syntax("extra data after the array", rest)
+    return records
+
+
+def load_candidates_file(path: str | Path) -> tuple[tuple[dict[str, Any], Location], ...]:
+    """Read candidates from JSON Lines or a JSON array, each validated against
+    ``schemas/candidates.schema.json``.
+
+    A ``.json`` file must be one array of objects (each element located at its first
+    character); any other file is JSON Lines unless it starts with ``[`` — one object
+    per line, blank lines ignored, each located at its line. Defaults (``level``,
+    ``token_count``) are *not* filled in: that is the candidates stage's job.
+
+    Returns:
+        ``((candidate_dict, location), ...)`` in file order; ``()`` for a blank file.
+
+    Raises:
+        CandidateError: every problem found, best first per record, records in file
+            order; codes ``candidate.file_not_found``, ``candidate.file_unreadable``,
+            ``candidate.not_utf8``, ``candidate.json_syntax``, ``candidate.non_finite``
+            (NaN/Infinity literals), ``candidate.duplicate_key`` and ``candidate.schema``
+            (``details['rule']`` says which: ``missing_field``, ``wrong_type``, ...).
+    """
+    text, file = _read_text(path, CandidateError, "candidate", None)
+    form = "array" if Path(path).suffix.lower() == ".json" else "auto"
+    return load_candidates_text(text, file, form=form)

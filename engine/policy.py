@@ -1,0 +1,629 @@
+"""The budget policy: frozen dataclasses read from YAML, checked, hashed and rendered.
+
+Flow: :func:`load_policy` reads a file (``engine.load``), resolves ``extends`` (same
+folder only; maps deep-merge, lists replace, ``metadata`` comes from the extending file
+alone), validates the merged mapping against ``schemas/policy.schema.json``
+(``engine.schema``), builds a :class:`Policy` and runs the cross-field checks the schema
+cannot express (codes ``policy.semantic.*``). Every stage reports all of its issues in
+one :class:`~engine.errors.PolicyError`.
+
+A Policy carries its ``effective`` mapping: the whole policy *with every default filled
+in*, in canonical form. Its RFC 8785 ``digest`` therefore changes whenever anything that
+affects a decision changes, including a base policy or an engine default; and
+:func:`render_policy` prints exactly that mapping, which loads back to the same digest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from fnmatch import fnmatchcase
+from functools import lru_cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from .canonical import digest as canonical_digest
+from .errors import Location, PolicyError
+from .load import MAX_POLICY_BYTES, Loaded, child_path, dump_yaml, gather_issues, load_yaml_file, nearest_location
+from .schema import BUILTIN_LEVELS, matcher_label, semantic_issues, suggest, validate_policy
+
+API_VERSION = "ctxbudget/v1"
+KIND = "BudgetPolicy"
+MAX_EXTENDS_DEPTH = 8
+
+
+class BudgetStrategy(Enum):
+    """How to choose items. Also the seed API's strategy enum (member order kept)."""
+
+    GREEDY = "greedy"
+    BALANCED = "balanced"
+    OPTIMAL = "optimal"
+    DENSITY = "density"
+
+
+class Fallback(Enum):
+    """What to do when the exact solver finds no solution in time or is missing."""
+
+    GREEDY = "greedy"
+    ERROR = "error"
+
+
+class Ordering(Enum):
+    """Order of the chosen items in the assembled context."""
+
+    RELEVANCE = "relevance"
+    DOCUMENT = "document"
+    LOST_IN_THE_MIDDLE = "lost_in_the_middle"
+
+
+class Transform(Enum):
+    """How a relevance score becomes an objective weight (:meth:`Objective.weight`)."""
+
+    IDENTITY = "identity"
+    POWER = "power"
+    RECIPROCAL_RANK = "reciprocal_rank"
+
+
+class GroupBy(Enum):
+    """What a "source" is for per-source caps (see :class:`SourceRule`)."""
+
+    PREFIX = "prefix"
+    METADATA = "metadata"
+    DOCUMENT = "document"
+
+
+class SolverLog(Enum):
+    """Whether the audit keeps the solver log or only its hash."""
+
+    KEEP = "keep"
+    HASH = "hash"
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """The token budget. Exactly one of ``max_tokens`` / ``context_window`` is set in a
+    valid policy; the reserves only apply to ``context_window``. Each chosen item is
+    rendered with ``template`` and items are joined with ``separator``: both count."""
+
+    max_tokens: int | None = None
+    context_window: int | None = None
+    reserve_output: int = 0
+    reserve_prompt: int = 0
+    template: str = "{content}"
+    separator: str = "\n\n"
+
+    @property
+    def limit_tokens(self) -> int:
+        """Tokens available to the context: ``max_tokens``, else ``context_window``
+        minus both reserves. ValueError if neither is set (never in a loaded Policy)."""
+        if self.max_tokens is not None:
+            return self.max_tokens
+        if self.context_window is None:
+            raise ValueError("budget has neither max_tokens nor context_window")
+        return self.context_window - self.reserve_output - self.reserve_prompt
+
+    def render_item(self, *, source_id: str, content: str, level: str) -> str:
+        """One item as it appears in the prompt (``template`` filled in)."""
+        return self.template.format(source_id=source_id, content=content, level=level)
+
+
+@dataclass(frozen=True, slots=True)
+class LevelRule:
+    """Quotas for the items of one level; ``None`` means no bound. ``share`` is the
+    level's fraction of the budget in the BALANCED split (soft: unspent budget is
+    reused; the shares of all levels add up to at most 1). ``min_relevance``, when set,
+    replaces the global ``min_relevance`` for this level's items."""
+
+    name: str
+    min_items: int = 0
+    max_items: int | None = None
+    min_tokens: int = 0
+    max_tokens: int | None = None
+    share: float | None = None
+    min_relevance: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRule:
+    """Per-source caps. The source of a candidate is, by ``group_by``: ``prefix`` — its
+    source_id up to the first ``separator`` (the whole id if absent); ``metadata`` — the
+    value of ``metadata[field]``; ``document`` — ``metadata.doc_id``, else the root
+    ancestor reached through ``parent_id``."""
+
+    group_by: GroupBy
+    separator: str = "#"
+    field: str | None = None
+    max_items_per_source: int | None = None
+    max_tokens_per_source: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Matcher:
+    """One ``pinned`` / ``blocked`` entry: exactly one of ``id`` (exact source_id),
+    ``glob`` (fnmatch, case-sensitive) or ``metadata`` (every key present and equal).
+    ``path`` is the entry's JSON path, e.g. ``$.spec.pinned[1]``."""
+
+    kind: str
+    id: str | None
+    glob: str | None
+    metadata: tuple[tuple[str, object], ...]
+    reason: str | None
+    path: str
+
+    def matches(self, source_id: str, metadata: Mapping[str, Any]) -> bool:
+        """Whether a candidate is selected by this matcher. Metadata values compare
+        strictly by type: booleans only equal booleans (``True != 1``), numbers equal
+        numbers by value (``1 == 1.0``), strings only strings, null only null."""
+        if self.kind == "id":
+            return source_id == self.id
+        if self.kind == "glob":
+            return fnmatchcase(source_id, self.glob or "")
+        return all(key in metadata and _same(metadata[key], want) for key, want in self.metadata)
+
+    @property
+    def label(self) -> str:
+        """Short human description: ``id 'refund-terms'``, ``glob 'legal-*'``,
+        ``metadata {kind: 'disclaimer', pii: true}``."""
+        return matcher_label(self.kind, self.to_mapping()[self.kind])
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The matcher as written in YAML (normalized)."""
+        selector = dict(self.metadata) if self.kind == "metadata" else self.id if self.kind == "id" else self.glob
+        return {self.kind: selector} if self.reason is None else {self.kind: selector, "reason": self.reason}
+
+
+def _same(have: Any, want: Any) -> bool:
+    if isinstance(have, bool) or isinstance(want, bool):
+        return isinstance(have, bool) and isinstance(want, bool) and have == want
+    if isinstance(have, (int, float)) and isinstance(want, (int, float)):
+        return have == want
+    return type(have) is type(want) and have == want
+
+
+@dataclass(frozen=True, slots=True)
+class Hierarchy:
+    """``exclusive``: never a node together with its ancestor or descendant.
+    ``prefer_parent_ratio``: prefer the parent once at least this fraction of its
+    children would be chosen (needs ``exclusive``)."""
+
+    exclusive: bool = False
+    prefer_parent_ratio: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Objective:
+    """What the optimiser maximises: the sum of :meth:`weight` over chosen items."""
+
+    transform: Transform = Transform.IDENTITY
+    exponent: float = 1.0
+    k: int = 60
+
+    def weight(self, score: float, rank: int) -> float:
+        """Weight of an item with relevance ``score`` and 1-based ``rank`` (1 = most
+        relevant): identity → score; power → max(score, 0) ** exponent;
+        reciprocal_rank → 1 / (k + rank)."""
+        if self.transform is Transform.POWER:
+            return float(max(score, 0.0) ** self.exponent)
+        if self.transform is Transform.RECIPROCAL_RANK:
+            if rank < 1:
+                raise ValueError(f"rank is 1-based, got {rank}")
+            return 1.0 / (self.k + rank)
+        return float(score)
+
+
+@dataclass(frozen=True, slots=True)
+class SolverSettings:
+    """Exact-solver knobs. Determinism needs fixed ``workers`` and ``seed``."""
+
+    time_limit_s: float = 2.0
+    workers: int = 1
+    seed: int = 0
+    fallback: Fallback = Fallback.GREEDY
+    relative_gap: float = 0.0
+    log: SolverLog = SolverLog.KEEP
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    """Where decisions are logged (``None``: not logged) and whether content is kept."""
+
+    log: str | None = None
+    store_content: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Input size guards."""
+
+    max_candidates: int = 200_000
+    max_item_bytes: int = 10_485_760
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A checked, immutable budget policy. Build it with :func:`load_policy`,
+    :meth:`from_mapping` or :meth:`default`, never directly."""
+
+    api_version: str
+    kind: str
+    name: str
+    product: str | None
+    revision: str
+    owner: str | None
+    description: str | None
+    tokenizer: str
+    budget: Budget
+    min_relevance: float
+    levels: tuple[LevelRule, ...]
+    custom_levels: tuple[str, ...]
+    sources: SourceRule | None
+    pinned: tuple[Matcher, ...]
+    blocked: tuple[Matcher, ...]
+    hierarchy: Hierarchy
+    objective: Objective
+    strategy: BudgetStrategy
+    solver: SolverSettings
+    ordering: Ordering
+    audit: AuditSettings
+    limits: Limits
+    file: str | None
+    effective: Mapping[str, Any]
+    digest: str
+    locations: Mapping[str, Location]
+
+    def __hash__(self) -> int:
+        # The generated hash would fail on the mapping fields; the digest identifies the
+        # content (equality still compares every field).
+        return hash((self.digest, self.file))
+
+    def location_of(self, path: str) -> Location | None:
+        """Where ``path`` (or its nearest located ancestor) is written; the bare file
+        when nothing is located; ``None`` for a policy not read from a file."""
+        return nearest_location(self.locations, path, self.file)
+
+    def level(self, name: str) -> LevelRule | None:
+        """The rule of level ``name``, or ``None`` when the policy sets none."""
+        return next((rule for rule in self.levels if rule.name == name), None)
+
+    @property
+    def known_levels(self) -> tuple[str, ...]:
+        """Built-in level names followed by ``custom_levels``."""
+        return BUILTIN_LEVELS + tuple(name for name in self.custom_levels if name not in BUILTIN_LEVELS)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, mutable deep copy of :attr:`effective` (JSON-ready)."""
+        return thaw(self.effective)
+
+    @classmethod
+    def from_mapping(
+        cls, data: Any, *, file: str | None = None, locations: Mapping[str, Location] | None = None
+    ) -> Policy:
+        """Validate a policy mapping (schema, then semantic checks) and build the Policy.
+
+        ``data`` must not contain ``extends`` (only :func:`load_policy` can resolve it);
+        a frozen mapping such as another policy's :attr:`effective` is accepted.
+        Raises one :class:`PolicyError` with every issue found by the failing stage."""
+        data = thaw(data) if isinstance(data, Mapping) else data
+        locs = MappingProxyType(dict(locations or {}))
+        validate_policy(data, locations=locs, file=file)
+        if "extends" in data:
+            raise PolicyError(
+                "policy.extends_unresolved",
+                "extends is resolved only when reading a file; use load_policy(path)",
+                path="$.extends",
+                location=nearest_location(locs, "$.extends", file),
+            )
+        return _assemble(_parts_from_mapping(data), file, locs, raw_spec=data["spec"])
+
+    @classmethod
+    def default(cls, max_tokens: int, **overrides: Any) -> Policy:
+        """A policy without a file: every default, ``budget.max_tokens = max_tokens``,
+        and ``overrides`` as for :meth:`replace`.
+
+        No schema validation (the values are typed); the semantic checks still run.
+        Results are cached per arguments, so the hot path pays for this once."""
+        changes = tuple(sorted(overrides.items()))
+        # The types are part of the cache key: 10 == 10.0 == True, but only 10 is valid.
+        key = (max_tokens, changes, (type(max_tokens), *(type(value) for _, value in changes)))
+        try:
+            hash(key)
+        except TypeError:  # e.g. levels=[...]: fine, just not cached
+            return _default_policy(max_tokens, changes)
+        return _cached_default(*key)
+
+    def replace(self, **changes: Any) -> Policy:
+        """A copy with ``changes``, its ``effective`` mapping and ``digest`` recomputed
+        (``dataclasses.replace`` would leave them stale) and the semantic checks re-run.
+
+        Keys are Policy field names (``strategy="greedy"`` or ``BudgetStrategy.GREEDY``,
+        ``min_relevance=0.3``, ``levels=(LevelRule(...),)``, ``budget=Budget(...)``) or
+        Budget field names (``max_tokens=...``, ``separator=""``), which change the
+        budget. ``file`` and ``locations`` are kept."""
+        parts = {name: getattr(self, name) for name in _DEFAULT_PARTS}
+        return _rebuild(parts, tuple(changes.items()), self.file, self.locations)
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _matchers(items: list[dict[str, Any]], base: str) -> tuple[Matcher, ...]:
+    out = []
+    for index, item in enumerate(items):
+        kind = next(key for key in ("id", "glob", "metadata") if key in item)
+        meta = tuple(sorted(item["metadata"].items())) if kind == "metadata" else ()
+        out.append(Matcher(kind, item.get("id"), item.get("glob"), meta, item.get("reason"), child_path(base, index)))
+    return tuple(out)
+
+
+def _parts_from_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Policy constructor arguments (all but file/effective/digest/locations) from a
+    schema-valid mapping, defaults filled in. Integer fields go through ``int`` because
+    YAML 1.2 reads ``8e3`` as the float 8000.0, which the schema accepts as an integer."""
+    meta, spec = data["metadata"], data["spec"]
+    b, src = spec["budget"], spec.get("sources")
+    hier, obj = spec.get("hierarchy", {}), spec.get("objective", {})
+    solver, audit, limits = spec.get("solver", {}), spec.get("audit", {}), spec.get("limits", {})
+    return {
+        "api_version": data["apiVersion"], "kind": data["kind"], "name": meta["name"],
+        "product": meta.get("product"), "revision": meta["revision"], "owner": meta.get("owner"),
+        "description": meta.get("description"), "tokenizer": spec.get("tokenizer", "cl100k_base"),
+        "budget": Budget(
+            _int(b.get("max_tokens")), _int(b.get("context_window")), int(b.get("reserve_output", 0)),
+            int(b.get("reserve_prompt", 0)), b.get("template", "{content}"), b.get("separator", "\n\n"),
+        ),
+        "min_relevance": float(spec.get("min_relevance", 0.0)),
+        "levels": tuple(
+            LevelRule(
+                name, int(rule.get("min_items", 0)), _int(rule.get("max_items")), int(rule.get("min_tokens", 0)),
+                _int(rule.get("max_tokens")), _float(rule.get("share")), _float(rule.get("min_relevance")),
+            )
+            for name, rule in sorted(spec.get("levels", {}).items())
+        ),
+        "custom_levels": tuple(spec.get("custom_levels", ())),
+        "sources": None if src is None else SourceRule(
+            GroupBy(src["group_by"]), src.get("separator", "#"), src.get("field"),
+            _int(src.get("max_items_per_source")), _int(src.get("max_tokens_per_source")),
+        ),
+        "pinned": _matchers(spec.get("pinned", []), "$.spec.pinned"),
+        "blocked": _matchers(spec.get("blocked", []), "$.spec.blocked"),
+        "hierarchy": Hierarchy(bool(hier.get("exclusive", False)), _float(hier.get("prefer_parent_ratio"))),
+        "objective": Objective(
+            Transform(obj.get("transform", "identity")), float(obj.get("exponent", 1.0)), int(obj.get("k", 60))
+        ),
+        "strategy": BudgetStrategy(spec.get("strategy", "optimal")),
+        "solver": SolverSettings(
+            float(solver.get("time_limit_s", 2.0)), int(solver.get("workers", 1)), int(solver.get("seed", 0)),
+            Fallback(solver.get("fallback", "greedy")), float(solver.get("relative_gap", 0.0)),
+            SolverLog(solver.get("log", "keep")),
+        ),
+        "ordering": Ordering(spec.get("ordering", "relevance")),
+        "audit": AuditSettings(audit.get("log"), bool(audit.get("store_content", False))),
+        "limits": Limits(int(limits.get("max_candidates", 200_000)), int(limits.get("max_item_bytes", 10_485_760))),
+    }
+
+
+def _fields(part: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A dataclass part as its YAML mapping: enums as their strings, ``None`` left out."""
+    values = {f.name: getattr(part, f.name) for f in dataclasses.fields(part) if f.name not in skip}
+    return {name: _plain(value) for name, value in values.items() if value is not None}
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
+
+
+def _normalized(p: Mapping[str, Any]) -> dict[str, Any]:
+    """The effective mapping of Policy parts ``p``: the YAML form with every default."""
+    spec: dict[str, Any] = {
+        "tokenizer": p["tokenizer"],
+        "budget": _fields(p["budget"]),
+        "min_relevance": p["min_relevance"],
+        "levels": {rule.name: _fields(rule, skip=("name",)) for rule in p["levels"]},
+        "custom_levels": list(p["custom_levels"]),
+        "pinned": [m.to_mapping() for m in p["pinned"]],
+        "blocked": [m.to_mapping() for m in p["blocked"]],
+        **{name: _fields(p[name]) for name in ("hierarchy", "objective", "solver", "audit", "limits")},
+        "strategy": p["strategy"].value,
+        "ordering": p["ordering"].value,
+    }
+    if p["sources"] is not None:
+        spec["sources"] = _fields(p["sources"])
+    metadata = {key: p[key] for key in ("name", "product", "revision", "owner", "description") if p[key] is not None}
+    return {"apiVersion": p["api_version"], "kind": p["kind"], "metadata": metadata, "spec": spec}
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return MappingProxyType({key: _freeze(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(item) for item in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """A plain dict/list deep copy of a frozen mapping (e.g. :attr:`Policy.effective`)."""
+    if isinstance(value, Mapping):
+        return {key: thaw(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [thaw(item) for item in value]
+    return value
+
+
+def _assemble(
+    parts: dict[str, Any],
+    file: str | None,
+    locations: Mapping[str, Location],
+    raw_spec: Mapping[str, Any] | None = None,
+) -> Policy:
+    """The Policy of ``parts`` once its effective mapping passes the semantic checks."""
+    effective = _normalized(parts)
+    issues = semantic_issues(effective, raw_spec=raw_spec, locations=locations, file=file)
+    if issues:
+        raise gather_issues(issues)
+    return Policy(
+        **parts, file=file, effective=_freeze(effective), digest=canonical_digest(effective), locations=locations
+    )
+
+
+# --------------------------------------------------------------------------- defaults
+
+_DEFAULT_PARTS: dict[str, Any] = {
+    "api_version": API_VERSION, "kind": KIND, "name": "default", "product": None, "revision": "0",
+    "owner": None, "description": None, "tokenizer": "cl100k_base", "budget": Budget(), "min_relevance": 0.0,
+    "levels": (), "custom_levels": (), "sources": None, "pinned": (), "blocked": (), "hierarchy": Hierarchy(),
+    "objective": Objective(), "strategy": BudgetStrategy.OPTIMAL, "solver": SolverSettings(),
+    "ordering": Ordering.RELEVANCE, "audit": AuditSettings(), "limits": Limits(),
+}
+_ENUM_OVERRIDES: dict[str, type[Enum]] = {"strategy": BudgetStrategy, "ordering": Ordering}
+_BUDGET_FIELDS = tuple(f.name for f in dataclasses.fields(Budget))
+_SETTINGS = tuple(name for name in _DEFAULT_PARTS if name not in ("api_version", "kind")) + _BUDGET_FIELDS
+
+
+def _override(name: str, value: Any) -> Any:
+    """A value for :meth:`Policy.replace` / :meth:`Policy.default`, coerced and checked."""
+    if name not in _SETTINGS:
+        match = suggest(name, _SETTINGS)
+        hint = f"; did you mean {match!r}?" if match else ""
+        raise PolicyError("policy.unknown_field", f"unknown policy setting {name!r}{hint}", path="$")
+    if name in _ENUM_OVERRIDES:
+        enum = _ENUM_OVERRIDES[name]
+        try:
+            return enum(value.value if isinstance(value, Enum) else value)
+        except ValueError:
+            choices = ", ".join(member.value for member in enum)
+            message = f"{name} must be one of: {choices}; got {value!r}"
+            raise PolicyError("policy.bad_value", message, path=f"$.spec.{name}") from None
+    if name == "min_relevance":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            message = f"min_relevance must be a number from 0 to 1; got {value!r}"
+            raise PolicyError("policy.out_of_range", message, path="$.spec.min_relevance")
+        return float(value)
+    if name == "levels":
+        return tuple(sorted(value, key=lambda rule: rule.name))
+    if name in ("custom_levels", "pinned", "blocked"):
+        return tuple(value)
+    return value
+
+
+def _default_policy(max_tokens: Any, overrides: tuple[tuple[str, Any], ...]) -> Policy:
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= 1_000_000_000:
+        message = f"max_tokens must be an integer from 1 to 1000000000; got {max_tokens!r}"
+        raise PolicyError("policy.out_of_range", message, path="$.spec.budget.max_tokens")
+    return _rebuild(dict(_DEFAULT_PARTS, budget=Budget(max_tokens=max_tokens)), overrides, None, MappingProxyType({}))
+
+
+def _rebuild(parts: dict[str, Any], changes: tuple[tuple[str, Any], ...], file: str | None,
+             locations: Mapping[str, Location]) -> Policy:
+    budget_changes = {}
+    for name, value in changes:
+        if name in _BUDGET_FIELDS:
+            budget_changes[name] = _override(name, value)
+        else:
+            parts[name] = _override(name, value)
+    if budget_changes:
+        parts["budget"] = dataclasses.replace(parts["budget"], **budget_changes)
+    return _assemble(parts, file, locations)
+
+
+@lru_cache(maxsize=256)
+def _cached_default(max_tokens: Any, changes: tuple[tuple[str, Any], ...], _types: tuple[type, ...]) -> Policy:
+    return _default_policy(max_tokens, changes)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def load_policy(path: str | Path, *, max_bytes: int = MAX_POLICY_BYTES) -> Policy:
+    """Read a policy file, resolve ``extends``, validate, check and build the Policy.
+
+    Locations name each value's own file (a base policy's values point into the base
+    file). Raises :class:`PolicyError` (load, ``policy.extends_*``, schema or
+    ``policy.semantic.*`` codes), each stage reporting all of its issues."""
+    loaded = resolve_extends(path, max_bytes=max_bytes)
+    return Policy.from_mapping(loaded.data, file=loaded.file, locations=loaded.locations)
+
+
+def resolve_extends(path: str | Path, *, max_bytes: int = MAX_POLICY_BYTES) -> Loaded:
+    """The policy file at ``path`` merged over its ``extends`` chain (not validated).
+
+    ``extends`` names a file relative to the extending file that must stay inside the
+    folder of ``path`` once symlinks are resolved. Maps merge key by key (the extending
+    file wins), lists and scalars are replaced whole, and ``metadata`` is taken from
+    the extending file only (a base's name or revision never leaks into a child)."""
+    root = Path(path).resolve().parent
+    return _resolve(Path(path), str(path), root, (), max_bytes)
+
+
+def _resolve(path: Path, label: str, root: Path, chain: tuple[Path, ...], max_bytes: int) -> Loaded:
+    loaded = load_yaml_file(path, file=label, max_bytes=max_bytes)
+    if "extends" not in loaded.data:
+        return loaded
+    value, where = loaded.data["extends"], loaded.location_of("$.extends")
+
+    def fail(code: str, message: str) -> PolicyError:
+        return PolicyError(f"policy.{code}", message, path="$.extends", location=where)
+
+    if not isinstance(value, str) or not value.strip():
+        raise fail("wrong_type", "extends must name a policy file in the same folder, e.g. base.yaml")
+    real = path.resolve()
+    chain = (*chain, real)
+    target = (real.parent / value).resolve()
+    if os.path.isabs(value) or value.startswith("~") or not target.is_relative_to(root):
+        raise fail("extends_outside", f"extends {value!r} points outside this policy's folder; a base policy must "
+                   "be in the same folder — copy it here")
+    if target in chain:
+        names = [p.relative_to(root).as_posix() for p in (*chain, target)]
+        raise fail("extends_cycle", f"extends cycle: {' → '.join(names)}; remove one of these extends")
+    if not target.is_file():
+        raise fail("extends_missing", f"extends {value!r}: no such file in this policy's folder; check the name")
+    if len(chain) >= MAX_EXTENDS_DEPTH:
+        raise fail("extends_too_deep", f"more than {MAX_EXTENDS_DEPTH} files in the extends chain; flatten it")
+    base = _resolve(target, os.path.normpath(os.path.join(os.path.dirname(label), value)), root, chain, max_bytes)
+    child = {key: item for key, item in loaded.data.items() if key != "extends"}
+    merged = _deep_merge({key: item for key, item in base.data.items() if key != "metadata"}, child)
+    locations: dict[str, Location] = {}
+    _merge_locations(merged, "$", loaded.locations, base.locations, locations)
+    return Loaded(merged, MappingProxyType(locations), loaded.file)
+
+
+def _deep_merge(base: Any, child: Any) -> Any:
+    if isinstance(base, dict) and isinstance(child, dict):
+        merged = dict(base)
+        for key, value in child.items():
+            merged[key] = _deep_merge(base[key], value) if key in base else value
+        return merged
+    return child
+
+
+def _merge_locations(value: Any, path: str, child: Mapping[str, Location], base: Mapping[str, Location],
+                     out: dict[str, Location]) -> None:
+    """Locate every path of the merged ``value``: where the child wrote it, else where
+    the base did (a path the child writes is always the child's value)."""
+    found = child.get(path) or base.get(path)
+    if found is not None:
+        out[path] = found
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        _merge_locations(item, child_path(path, key), child, base, out)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def render_policy(policy: Policy) -> str:
+    """The effective policy as YAML (sorted keys, every default spelled out), then a
+    ``# digest: sha256:...`` line. Same policy, same bytes; loading the output back
+    gives a policy with the same digest."""
+    return f"{dump_yaml(policy.to_dict())}# digest: {policy.digest}\n"
