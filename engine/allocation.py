@@ -156,16 +156,22 @@ def build(problem: Problem, selection: Selection, requested: BudgetStrategy,
     count = tok.count(text)
     repairs: list[dict[str, Any]] = []
     dropped: dict[int, Reason] = {}
-    # Repair only counts we made ourselves; caller-supplied counts are the caller's
-    # contract (the seed API) and the recount is reported next to them instead.
+    # Repair what we counted ourselves. Caller-supplied counts are the caller's contract
+    # (they may come from the caller's own model tokenizer, which we do not have): the
+    # budget holds on them and ``context_tokens`` reports our recount beside them.
     while problem.own_counts and count > problem.limit_tokens:
         victims = [i for i in order if i not in problem.pinned]
         if not victims:
+            core = [{"rule": p.label, "key": p.key, "path": p.path,
+                     "location": str(p.location) if p.location else None} for p in problem.pins]
+            budget = problem.budget_rule
+            core.append({"rule": budget.label, "key": budget.key, "path": budget.path,
+                         "location": str(budget.location) if budget.location else None})
             raise InfeasibleError(
                 "allocation.infeasible",
                 f"the pinned items alone assemble to {count:,} tokens, over the budget of "
                 f"{problem.limit_tokens:,}; unpin one or raise the budget",
-                path="$.spec.pinned")
+                path="$.spec.pinned", details={"core": core, "minimal": False})
         v = min(victims, key=lambda i: (problem.values[i], -problem.tokens[i], -i))
         before = count
         order.remove(v)

@@ -1,8 +1,9 @@
 """Text → plain mapping, with the file:line:col of every value.
 
-Policies are YAML; candidates are JSON Lines or a JSON array. Both loaders return
-plain Python data (dicts, lists, str, int, float, bool, None) and never construct
-arbitrary objects.
+Policies are YAML. The loader returns plain Python data (dicts, lists, str, int,
+float, bool, None) and never constructs arbitrary objects. Candidates files (JSON Lines
+or a JSON array) are read by :mod:`engine.candfile`, which shares this module's JSON
+paths, issue gathering and :func:`read_text`.
 
 YAML is read at the node level (``yaml.compose`` with PyYAML's ``SafeLoader``); this
 module turns nodes into values itself, so that it can record a :class:`Location` for
@@ -21,16 +22,14 @@ every JSON path and refuse the classic YAML traps instead of guessing:
 * tabs, binary junk, non-UTF-8 bytes, more than one document and files over a size
   limit are refused with a message that says what to do.
 
-Every problem is a :class:`~engine.errors.PolicyError` (candidates:
-:class:`~engine.errors.CandidateError`) with a code, a JSON path and a location.
+Every problem is a :class:`~engine.errors.PolicyError` with a code, a JSON path and a
+location.
 Problems that do not stop the reading (duplicate keys, booleans, ...) are all
 gathered into one error, in document order.
 """
 
 from __future__ import annotations
 
-import bisect
-import json
 import math
 import os
 import re
@@ -42,7 +41,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from .errors import CandidateError, EngineError, Location, PolicyError
+from .errors import EngineError, Location, PolicyError
 
 MAX_POLICY_BYTES = 1024 * 1024
 """Default size limit of a policy file (1 MiB)."""
@@ -474,10 +473,11 @@ def _too_large(size: int, limit: int, file: str | None) -> PolicyError:
     )
 
 
-def _read_text(
+def read_text(
     path: str | Path, error: type[_E], prefix: str, max_bytes: int | None, file: str | None = None
 ) -> tuple[str, str]:
-    """(text, file label) of a UTF-8 file; ``error`` with ``<prefix>.*`` codes otherwise."""
+    """(text, file label) of a UTF-8 file; ``error`` with ``<prefix>.*`` codes otherwise.
+    Shared by the policy and candidates (:mod:`engine.candfile`) readers."""
     file = str(path) if file is None else file
     try:
         with open(path, "rb") as handle:
@@ -516,171 +516,5 @@ def load_yaml_file(
     Locations name the file as ``file``, by default ``str(path)``. Raises
     :class:`PolicyError` with ``policy.file_not_found``, ``policy.file_unreadable``,
     ``policy.too_large``, ``policy.not_utf8`` or any code of :func:`load_yaml_text`."""
-    text, label = _read_text(path, PolicyError, "policy", max_bytes, file)
+    text, label = read_text(path, PolicyError, "policy", max_bytes, file)
     return load_yaml_text(text, label, max_bytes=max_bytes, max_nodes=max_nodes)
-
-
-# --------------------------------------------------------------------------- JSON
-
-
-class _NonFinite(ValueError):
-    pass
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _reject_constant(name: str) -> Any:
-    raise _NonFinite(name)
-
-
-def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKey(key)
-        result[key] = value
-    return result
-
-
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_object_pairs)
-_WS = re.compile(r"[ \t\n\r]*")
-
-
-def _json_value(text: str, start: int, location: Location) -> tuple[Any, int]:
-    """Decode one JSON value at ``start``; CandidateError (``candidate.json_syntax``,
-    ``candidate.non_finite``, ``candidate.duplicate_key``) located at ``location``."""
-    try:
-        return _DECODER.raw_decode(text, start)
-    except _NonFinite as exc:
-        raise CandidateError(
-            "candidate.non_finite",
-            f"{exc} is not valid JSON (numbers must be finite); write a finite number",
-            location=location,
-        ) from None
-    except _DuplicateKey as exc:
-        raise CandidateError(
-            "candidate.duplicate_key",
-            f"duplicate key {exc.args[0]!r}; JSON readers would silently keep the last value — remove one",
-            location=location,
-        ) from None
-
-
-def load_candidates_text(
-    text: str, file: str | None = None, *, form: str = "auto"
-) -> tuple[tuple[dict[str, Any], Location], ...]:
-    """Parse and validate candidates; see :func:`load_candidates_file`.
-
-    ``form`` is ``"jsonl"``, ``"array"`` or ``"auto"`` (an array when the first
-    non-blank character is ``[``, JSON Lines otherwise)."""
-    text = text.removeprefix("\ufeff")
-    start = _WS.match(text).end()  # type: ignore[union-attr]
-    if start == len(text):
-        return ()
-    if form == "auto":
-        form = "array" if text[start] == "[" else "jsonl"
-    issues: list[CandidateError] = []
-    records = _json_array(text, file, start) if form == "array" else _json_lines(text, file, issues)
-    # schema imports this module (paths, gather_issues); importing it here avoids a cycle.
-    from .schema import candidate_issues
-
-    for item, path, location in records:
-        issues.extend(candidate_issues(item, path=path, location=location))
-    if issues:
-        issues.sort(key=lambda issue: (issue.location and issue.location.line) or 0)  # file order, stable
-        raise gather_issues(issues)
-    return tuple((item, location) for item, _path, location in records)
-
-
-def _json_lines(text: str, file: str | None, issues: list[CandidateError]) -> list[tuple[Any, str, Location]]:
-    """The parsed records of JSON Lines; unparsable lines are appended to ``issues``."""
-    records: list[tuple[Any, str, Location]] = []
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        location = Location(file, number)
-        try:
-            value, end = _json_value(line, _WS.match(line).end(), location)  # type: ignore[union-attr]
-            if line[end:].strip():
-                raise json.JSONDecodeError("Extra data", line, _WS.match(line, end).end())  # type: ignore[union-attr]
-        except json.JSONDecodeError as exc:
-            issues.append(
-                CandidateError(
-                    "candidate.json_syntax",
-                    f"invalid JSON: {exc.msg}; each line must hold exactly one JSON object",
-                    location=Location(file, number, exc.colno),
-                )
-            )
-            continue
-        except CandidateError as exc:
-            issues.append(exc)
-            continue
-        records.append((value, "$", location))
-    return records
-
-
-def _json_array(text: str, file: str | None, start: int) -> list[tuple[Any, str, Location]]:
-    newlines = [match.start() for match in re.finditer("\n", text)]
-
-    def where(offset: int) -> Location:
-        line = bisect.bisect_left(newlines, offset)
-        return Location(file, line + 1, offset - (newlines[line - 1] + 1 if line else 0) + 1)
-
-    def syntax(message: str, offset: int) -> CandidateError:
-        return CandidateError(
-            "candidate.json_syntax",
-            f"invalid JSON: {message}; a .json candidates file is one array of objects",
-            location=where(offset),
-        )
-
-    if text[start] != "[":
-        raise syntax("expected '[' to start the array", start)
-    records: list[tuple[Any, str, Location]] = []
-    pos = _WS.match(text, start + 1).end()  # type: ignore[union-attr]
-    if pos < len(text) and text[pos] == "]":
-        pos += 1
-    else:
-        while True:
-            location = where(pos)
-            try:
-                value, pos = _json_value(text, pos, location)
-            except json.JSONDecodeError as exc:
-                raise syntax(exc.msg, exc.pos) from None
-            records.append((value, child_path("$", len(records)), location))
-            pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
-            if pos < len(text) and text[pos] == ",":
-                pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
-                continue
-            if pos < len(text) and text[pos] == "]":
-                pos += 1
-                break
-            raise syntax("expected ',' or ']' after an array element", pos)
-    rest = _WS.match(text, pos).end()  # type: ignore[union-attr]
-    if rest != len(text):
-        raise syntax("extra data after the array", rest)
-    return records
-
-
-def load_candidates_file(path: str | Path) -> tuple[tuple[dict[str, Any], Location], ...]:
-    """Read candidates from JSON Lines or a JSON array, each validated against
-    ``schemas/candidates.schema.json``.
-
-    A ``.json`` file must be one array of objects (each element located at its first
-    character); any other file is JSON Lines unless it starts with ``[`` — one object
-    per line, blank lines ignored, each located at its line. Defaults (``level``,
-    ``token_count``) are *not* filled in: that is the candidates stage's job.
-
-    Returns:
-        ``((candidate_dict, location), ...)`` in file order; ``()`` for a blank file.
-
-    Raises:
-        CandidateError: every problem found, best first per record, records in file
-            order; codes ``candidate.file_not_found``, ``candidate.file_unreadable``,
-            ``candidate.not_utf8``, ``candidate.json_syntax``, ``candidate.non_finite``
-            (NaN/Infinity literals), ``candidate.duplicate_key`` and ``candidate.schema``
-            (``details['rule']`` says which: ``missing_field``, ``wrong_type``, ...).
-    """
-    text, file = _read_text(path, CandidateError, "candidate", None)
-    form = "array" if Path(path).suffix.lower() == ".json" else "auto"
-    return load_candidates_text(text, file, form=form)

@@ -16,7 +16,6 @@ affects a decision changes, including a base policy or an engine default; and
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -28,12 +27,13 @@ from typing import Any
 
 from .canonical import digest as canonical_digest
 from .errors import Location, PolicyError
-from .load import MAX_POLICY_BYTES, Loaded, child_path, dump_yaml, gather_issues, load_yaml_file, nearest_location
-from .schema import BUILTIN_LEVELS, matcher_label, semantic_issues, suggest, validate_policy
+from .extends import resolve_extends
+from .load import MAX_POLICY_BYTES, child_path, dump_yaml, gather_issues, nearest_location
+from .schema import BUILTIN_LEVELS, matcher_label, suggest, validate_policy
+from .semantic import semantic_issues
 
 API_VERSION = "ctxbudget/v1"
 KIND = "BudgetPolicy"
-MAX_EXTENDS_DEPTH = 8
 
 
 class BudgetStrategy(Enum):
@@ -555,68 +555,6 @@ def load_policy(path: str | Path, *, max_bytes: int = MAX_POLICY_BYTES) -> Polic
     return Policy.from_mapping(loaded.data, file=loaded.file, locations=loaded.locations)
 
 
-def resolve_extends(path: str | Path, *, max_bytes: int = MAX_POLICY_BYTES) -> Loaded:
-    """The policy file at ``path`` merged over its ``extends`` chain (not validated).
-
-    ``extends`` names a file relative to the extending file that must stay inside the
-    folder of ``path`` once symlinks are resolved. Maps merge key by key (the extending
-    file wins), lists and scalars are replaced whole, and ``metadata`` is taken from
-    the extending file only (a base's name or revision never leaks into a child)."""
-    root = Path(path).resolve().parent
-    return _resolve(Path(path), str(path), root, (), max_bytes)
-
-
-def _resolve(path: Path, label: str, root: Path, chain: tuple[Path, ...], max_bytes: int) -> Loaded:
-    loaded = load_yaml_file(path, file=label, max_bytes=max_bytes)
-    if "extends" not in loaded.data:
-        return loaded
-    value, where = loaded.data["extends"], loaded.location_of("$.extends")
-
-    def fail(code: str, message: str) -> PolicyError:
-        return PolicyError(f"policy.{code}", message, path="$.extends", location=where)
-
-    if not isinstance(value, str) or not value.strip():
-        raise fail("wrong_type", "extends must name a policy file in the same folder, e.g. base.yaml")
-    real = path.resolve()
-    chain = (*chain, real)
-    target = (real.parent / value).resolve()
-    if os.path.isabs(value) or value.startswith("~") or not target.is_relative_to(root):
-        raise fail("extends_outside", f"extends {value!r} points outside this policy's folder; a base policy must "
-                   "be in the same folder — copy it here")
-    if target in chain:
-        names = [p.relative_to(root).as_posix() for p in (*chain, target)]
-        raise fail("extends_cycle", f"extends cycle: {' → '.join(names)}; remove one of these extends")
-    if not target.is_file():
-        raise fail("extends_missing", f"extends {value!r}: no such file in this policy's folder; check the name")
-    if len(chain) >= MAX_EXTENDS_DEPTH:
-        raise fail("extends_too_deep", f"more than {MAX_EXTENDS_DEPTH} files in the extends chain; flatten it")
-    base = _resolve(target, os.path.normpath(os.path.join(os.path.dirname(label), value)), root, chain, max_bytes)
-    child = {key: item for key, item in loaded.data.items() if key != "extends"}
-    merged = _deep_merge({key: item for key, item in base.data.items() if key != "metadata"}, child)
-    locations: dict[str, Location] = {}
-    _merge_locations(merged, "$", loaded.locations, base.locations, locations)
-    return Loaded(merged, MappingProxyType(locations), loaded.file)
-
-
-def _deep_merge(base: Any, child: Any) -> Any:
-    if isinstance(base, dict) and isinstance(child, dict):
-        merged = dict(base)
-        for key, value in child.items():
-            merged[key] = _deep_merge(base[key], value) if key in base else value
-        return merged
-    return child
-
-
-def _merge_locations(value: Any, path: str, child: Mapping[str, Location], base: Mapping[str, Location],
-                     out: dict[str, Location]) -> None:
-    """Locate every path of the merged ``value``: where the child wrote it, else where
-    the base did (a path the child writes is always the child's value)."""
-    found = child.get(path) or base.get(path)
-    if found is not None:
-        out[path] = found
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, item in items:
-        _merge_locations(item, child_path(path, key), child, base, out)
 
 
 # --------------------------------------------------------------------------- rendering

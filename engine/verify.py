@@ -76,12 +76,11 @@ def check_budget(v: _View) -> list[str]:
     out = []
     if total > b.limit_tokens:
         out.append(f"items and separators sum to {total} tokens > budget {b.limit_tokens}")
-    if all(c.token_count is None for c in v.cands):
-        real = get_tokenizer(v.policy.tokenizer).count(v.alloc.context)
-        if real > b.limit_tokens:
-            out.append(f"assembled context counts {real} tokens > budget {b.limit_tokens}")
-        if real != v.alloc.context_tokens:
-            out.append(f"context_tokens {v.alloc.context_tokens} != recount {real}")
+    real = get_tokenizer(v.policy.tokenizer).count(v.alloc.context)
+    if real > b.limit_tokens and all(c.token_count is None for c in v.cands):
+        out.append(f"assembled context counts {real} tokens > budget {b.limit_tokens}")
+    if real != v.alloc.context_tokens:
+        out.append(f"context_tokens {v.alloc.context_tokens} != recount {real}")
     return out
 
 

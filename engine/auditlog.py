@@ -1,0 +1,398 @@
+"""The append-only, hash-chained JSONL audit log: writing, reading, checkpoints.
+The line format is :mod:`engine.auditformat`, the verifier :mod:`engine.auditverify`.
+
+How a record becomes durable (:meth:`AuditLog.append`)::
+
+    open(O_RDWR|O_CREAT) ─▶ flock(LOCK_EX) ─▶ read the tail backwards from the end
+      ├─ last complete line must be a valid envelope, else refuse (audit.corrupt_tail)
+      └─ bytes after the last "\\n" (a torn write) ─▶ copied to <log>.torn-<seq>, fsynced
+    lseek(end of last complete line) ─▶ ONE os.write of [recovery line] + record line
+    ─▶ ftruncate what is left of the torn bytes ─▶ fsync ─▶ unlock ─▶ return envelope
+
+- ``flock`` belongs to the open file, so the kernel drops it when a writer dies, even by
+  SIGKILL; any number of processes and ``AuditLog`` objects may share one log.
+- The new lines overwrite the torn bytes (no truncation first), so the torn bytes are
+  never gone from the log before a recovery record names their copy.
+- On any OSError (ENOSPC, EROFS, EACCES, EIO) the file is cut back to where it was (the
+  torn bytes put back) and :class:`AuditError` is raised: a record is either on disk
+  and acknowledged, or the caller gets an error. After a failed fsync the bytes may
+  still reach the disk; they then show up as a complete, unacknowledged record.
+- Readers hold ``LOCK_SH`` only to find where the complete lines end; no writer changes
+  a byte before that point, so they read the rest unlocked.
+- A cut at a line boundary leaves a valid, shorter chain: keep exported checkpoints
+  elsewhere and pass one to ``verify``. The chain proves order and integrity, not
+  authorship: whoever can write the file can append valid records.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import itertools
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from .auditformat import (
+    GENESIS_HASH,
+    EnvelopeKind,
+    LineStatus,
+    encode_record,
+    scan_line,
+    seal,
+)
+from .auditverify import Checkpoint, VerifyReport, check_chain
+from .canonical import canonical_bytes, sha256_hex
+from .errors import AuditError, Location
+
+__all__ = ["AuditLog", "GENESIS_HASH", "load_checkpoint"]
+
+_FILE_MODE = 0o640  # decisions may quote user input: not world-readable
+_TAIL_CHUNK = 4096  # first backwards read; doubles up to _TAIL_CHUNK_MAX
+_TAIL_CHUNK_MAX = 1 << 20
+_READ_CHUNK = 1 << 20
+
+_HINTS = {
+    errno.ENOSPC: "no space left on the device; free space and retry",
+    errno.EDQUOT: "disk quota exceeded; free space or raise the quota and retry",
+    errno.EROFS: "the file system is read-only; remount it read-write or move the log",
+    errno.EACCES: "permission denied; give this user write access to the log and its folder",
+    errno.EPERM: "operation not permitted; check the file's attributes (chattr) and owner",
+    errno.ENOENT: "the directory does not exist; create it first",
+    errno.EIO: "I/O error from the device; check the disk (dmesg) before retrying",
+}
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _os_error(code: str, path: Path, doing: str, exc: OSError, **details: Any) -> AuditError:
+    hint = _HINTS.get(exc.errno or 0, exc.strerror or str(exc))
+    name = errno.errorcode.get(exc.errno or 0, "unknown")
+    return AuditError(code, f"could not {doing}: {hint} ({name}: {exc.strerror or exc})",
+                      location=Location(file=str(path)),
+                      details={"errno": name, "log": str(path), **details})
+
+
+def _pread_exact(fd: int, size: int, offset: int) -> bytes:
+    parts, got = [], 0
+    while got < size:
+        chunk = os.pread(fd, size - got, offset + got)
+        if not chunk:
+            raise OSError(errno.EIO, "file shrank while being read")
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def _read_tail(fd: int, size: int) -> tuple[int, bytes | None, bytes]:
+    """Scan backwards from ``size``: (offset just after the last "\\n", the last complete
+    line without its "\\n" or None, the bytes after the last "\\n")."""
+    buf, start, chunk, last_nl = b"", size, _TAIL_CHUNK, -1
+    while True:
+        if last_nl < 0:
+            i = buf.rfind(b"\n")
+            last_nl = start + i if i >= 0 else -1
+        if last_nl >= 0:
+            j = buf.rfind(b"\n", 0, last_nl - start)
+            if j >= 0 or start == 0:
+                return last_nl + 1, buf[j + 1:last_nl - start], buf[last_nl + 1 - start:]
+        elif start == 0:
+            return 0, None, buf
+        n = min(chunk, start)
+        start -= n
+        buf = _pread_exact(fd, n, start) + buf
+        chunk = min(chunk * 2, _TAIL_CHUNK_MAX)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    # One write in practice; the loop only matters for a short write (signal, quota).
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate a checkpoint file written by :meth:`AuditLog.export_checkpoint`:
+    ``{"seq", "hash", "records", "log"}``, or ``audit.bad_checkpoint``."""
+    return Checkpoint.load(path).to_dict()
+
+
+@dataclass(frozen=True, slots=True)
+class AuditLog:
+    """A handle on one log file. Every call opens, locks and closes the file, so a
+    handle is safe to share between threads and to pickle into subprocesses.
+
+    Args:
+        path: the ``.jsonl`` file; created (mode 0640) by the first append.
+        lock_timeout_s: how long to wait for another writer; None waits for ever.
+        clock: UTC timestamp for recovery records (injected so tests can fix it).
+    """
+
+    path: Path
+    lock_timeout_s: float | None = 30.0
+    clock: Callable[[], str] = field(default=_utc_now, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    def append(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Append one decision record and return its stored envelope
+        ``{"seq", "prev_hash", "kind", "record", "hash"}`` only once it is fsynced.
+
+        ``record`` must be a JSON-ready mapping (str keys; str, int, float, bool, None,
+        lists, mappings; no NaN/inf). Raises :class:`AuditError`: ``audit.bad_record``
+        (path of the bad value), ``audit.open_failed``, ``audit.locked``,
+        ``audit.write_failed``, ``audit.corrupt_tail``."""
+        return self._append(encode_record(record))[-1]  # encoded before taking the lock
+
+    def recover(self) -> dict[str, Any] | None:
+        """Move a torn last line aside and record that, without appending a decision.
+        Returns the recovery envelope, or None when the tail was clean."""
+        written = self._append(None)
+        return written[0] if written else None
+
+    def _append(self, record: bytes | None) -> list[dict[str, Any]]:
+        with self._locked(write=True) as fd:
+            size = os.fstat(fd).st_size
+            end, last, torn = _read_tail(fd, size)
+            seq, prev = self._last_link(last, end)
+            lines: list[bytes] = []
+            if torn:
+                moved = self._move_aside(torn, seq + 1)
+                lines.append(seal(seq + 1, prev, EnvelopeKind.RECOVERY, {
+                    "reason": "torn_tail", "torn_offset": end, "torn_bytes": len(torn),
+                    "torn_sha256": "sha256:" + sha256_hex(torn), "moved_to": moved,
+                    "detected_at": self.clock()}))
+            if record is not None:
+                link = json.loads(lines[-1])["hash"] if lines else prev
+                lines.append(seal(seq + len(lines) + 1, link, EnvelopeKind.DECISION, record))
+            if lines:
+                self._commit(fd, b"".join(lines), end, size, torn, seq)
+            return [json.loads(line) for line in lines]
+
+    def _last_link(self, last: bytes | None, end: int) -> tuple[int, str]:
+        """(seq, hash) of the last complete line, checked before anything chains to it."""
+        if last is None:
+            return 0, GENESIS_HASH
+        entry = scan_line(last, 0)
+        if entry.status is not LineStatus.OK or entry.seq is None:
+            raise AuditError(
+                "audit.corrupt_tail",
+                f"the last complete line of {self.path} (ending at byte {end}) is not a "
+                f"valid audit record ({entry.message}); refusing to append, because the new "
+                "record would chain to a hash that cannot be trusted. Run verify, then "
+                "restore the log from a copy or move it aside and start a new one",
+                location=Location(file=str(self.path)), details={"end_offset": end})
+        assert entry.stored_hash is not None
+        return entry.seq, entry.stored_hash
+
+    def _move_aside(self, torn: bytes, seq: int) -> str:
+        """Copy torn bytes to a new ``<log>.torn-<seq>[.<n>]`` file, durably; its name."""
+        doing = f"move the torn tail of {self.path} aside"
+        for n in itertools.count():
+            name = f"{self.path.name}.torn-{seq}" + (f".{n}" if n else "")
+            target = self.path.parent / name
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                             _FILE_MODE)
+            except FileExistsError:  # from a recovery that crashed before its record
+                continue
+            except OSError as exc:
+                raise _os_error("audit.write_failed", target, doing, exc) from exc
+            try:
+                try:
+                    _write_all(fd, torn)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                _fsync_dir(self.path.parent)
+            except OSError as exc:
+                target.unlink(missing_ok=True)
+                raise _os_error("audit.write_failed", target, doing, exc) from exc
+            return name
+        raise AssertionError("unreachable: itertools.count() is endless")
+
+    def _commit(self, fd: int, data: bytes, end: int, size: int, torn: bytes,
+                seq: int) -> None:
+        """Write ``data`` over the torn bytes in one write and fsync; on any OSError put
+        the file back as it was (torn bytes included) and raise ``audit.write_failed``."""
+        try:
+            os.lseek(fd, end, os.SEEK_SET)
+            _write_all(fd, data)
+            if size > end + len(data):  # torn bytes longer than what replaced them
+                os.ftruncate(fd, end + len(data))
+            os.fsync(fd)
+            if seq == 0:  # the first line may have created the file: make its name durable
+                _fsync_dir(self.path.parent)
+            return
+        except OSError as exc:
+            failure = exc
+        try:
+            os.ftruncate(fd, end)
+            if torn:
+                os.lseek(fd, end, os.SEEK_SET)
+                _write_all(fd, torn)
+            os.fsync(fd)
+            restored, note = True, ""
+        except OSError:
+            restored, note = False, ("; the log could not be cut back and may end in a "
+                                     "partial line, which the next append moves aside")
+        err = _os_error("audit.write_failed", self.path, f"append to {self.path}", failure,
+                        last_seq=seq, restored=restored)
+        raise AuditError(err.code, err.message + note, location=err.location,
+                         details=err.details) from failure
+
+    @contextmanager
+    def _locked(self, *, write: bool) -> Iterator[int]:
+        flags = (os.O_RDWR | os.O_CREAT) if write else os.O_RDONLY
+        try:
+            fd = os.open(self.path, flags | os.O_CLOEXEC, _FILE_MODE)
+        except FileNotFoundError as exc:
+            if write:
+                raise _os_error("audit.open_failed", self.path, f"create {self.path}",
+                                exc) from exc
+            raise AuditError("audit.not_found", f"no audit log at {self.path}",
+                             location=Location(file=str(self.path))) from exc
+        except OSError as exc:
+            doing = f"open {self.path} for {'appending' if write else 'reading'}"
+            raise _os_error("audit.open_failed", self.path, doing, exc) from exc
+        try:
+            self._lock(fd, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
+            yield fd
+        except AuditError:  # an OSError too, but already explained
+            raise
+        except OSError as exc:
+            raise _os_error("audit.read_failed", self.path, f"read {self.path}", exc) from exc
+        finally:
+            os.close(fd)  # also releases the flock
+
+    def _lock(self, fd: int, op: int) -> None:
+        if self.lock_timeout_s is None:
+            fcntl.flock(fd, op)
+            return
+        deadline, delay = time.monotonic() + self.lock_timeout_s, 0.0002
+        while True:
+            try:
+                fcntl.flock(fd, op | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise AuditError(
+                        "audit.locked", f"{self.path} stayed locked by another writer for "
+                        f"{self.lock_timeout_s} s; a dead writer releases its lock at once, "
+                        f"so look for a live but stuck one (fuser {self.path})",
+                        location=Location(file=str(self.path))) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.005)
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[tuple[Any, int, bytes | None, bytes]]:
+        """(binary file at offset 0, end of complete lines, last line, torn bytes).
+        The lock is held only to find ``end``: no writer changes bytes before it."""
+        with self._locked(write=False) as fd:
+            end, last, torn = _read_tail(fd, os.fstat(fd).st_size)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            with os.fdopen(os.dup(fd), "rb") as f:
+                yield f, end, last, torn
+
+    @staticmethod
+    def _lines(f: Any, end: int) -> Iterator[tuple[int, bytes]]:
+        pos = 0
+        for number, raw in enumerate(f, 1):
+            if pos >= end:
+                return
+            pos += len(raw)
+            yield number, raw[:-1]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Every stored envelope in file order. Raises :class:`AuditError` on a line that
+        is not a JSON envelope (``audit.corrupt_line``) and, after the last complete
+        record, on a torn tail (``audit.torn_tail``): nothing is skipped silently.
+        Iteration only reads; :meth:`verify` checks hashes and order."""
+        with self._snapshot() as (f, end, _last, torn):
+            for number, raw in self._lines(f, end):
+                try:
+                    env = json.loads(raw)
+                except ValueError:
+                    env = None
+                if not isinstance(env, dict) or not isinstance(env.get("record"), dict):
+                    raise AuditError("audit.corrupt_line", f"line {number} of {self.path} "
+                                     "is not an audit envelope; run verify",
+                                     location=Location(file=str(self.path), line=number))
+                yield env
+            if torn:
+                raise AuditError("audit.torn_tail", f"{self.path} ends in {len(torn)} bytes "
+                                 "of an unfinished write; call recover() (or append) to "
+                                 "move them aside", location=Location(file=str(self.path)))
+
+    def find(self, decision_id: str) -> dict[str, Any] | None:
+        """The first decision envelope whose ``record["decision_id"]`` equals
+        ``decision_id``, or None. Reads the whole log."""
+        return next((env for env in self if env.get("kind") == EnvelopeKind.DECISION.value
+                     and env["record"].get("decision_id") == decision_id), None)
+
+    def verify(self, checkpoint: Mapping[str, Any] | None = None, *, from_seq: int = 1,
+               to_seq: int | None = None) -> VerifyReport:
+        """Re-hash every line and check the chain (see :mod:`engine.auditverify`); with a
+        ``checkpoint`` (``{"seq", "hash", ...}``), also that the log still reaches it
+        unchanged. The whole file is read so that records before ``from_seq`` anchor
+        the chain; problems are reported for ``from_seq..to_seq`` only."""
+        cp = None if checkpoint is None else Checkpoint.from_dict(checkpoint)
+        with self._snapshot() as (f, _end, _last, torn):
+            entries = [scan_line(raw, n) for n, raw in self._lines(f, _end)]
+        if torn:
+            entries.append(scan_line(torn, len(entries) + 1, terminated=False))
+        return check_chain(entries, log=str(self.path), checkpoint=cp,
+                           from_seq=from_seq, to_seq=to_seq)
+
+    def checkpoint(self) -> dict[str, Any]:
+        """``{"seq", "hash", "records", "log"}`` of the last complete record (seq 0 and
+        the genesis hash for an empty log). Anchors what is there now: verify first if
+        you want to anchor a verified state."""
+        with self._snapshot() as (f, end, last, _torn):
+            seq, digest_ = self._last_link(last, end)
+            records, left = 0, end
+            while left > 0:
+                chunk = f.read(min(_READ_CHUNK, left))
+                records += chunk.count(b"\n")
+                left -= len(chunk)
+        return {"seq": seq, "hash": digest_, "records": records, "log": str(self.path)}
+
+    def export_checkpoint(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Write :meth:`checkpoint` to ``path`` atomically (temp file, fsync, rename,
+        fsync directory) and return it. Keep the file somewhere the log's writers
+        cannot rewrite."""
+        data = self.checkpoint()
+        target = Path(path)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                _write_all(fd, canonical_bytes(data) + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, target)
+            _fsync_dir(target.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _os_error("audit.write_failed", target, f"write checkpoint {target}",
+                            exc) from exc
+        return data
+
+    load_checkpoint = staticmethod(load_checkpoint)

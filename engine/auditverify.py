@@ -1,0 +1,358 @@
+"""Verify an audit log: every line re-hashed, the chain checked seq by seq, the tail
+compared with a checkpoint. Pure (but :meth:`Checkpoint.load`): bytes or scanned lines
+in, a :class:`VerifyReport` out.
+
+The line format is :mod:`engine.auditformat`. A :class:`Checkpoint` (last seq and hash,
+kept outside the log) is the only way to notice a tail cut exactly at a line boundary;
+without one such a log is a valid, shorter chain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .auditformat import (
+    GENESIS_HASH,
+    HASH_RE,
+    EnvelopeKind,
+    LineEntry,
+    LineStatus,
+    scan_line,
+)
+from .errors import AuditError, Location
+
+_SHOWN = 50  # problems listed by summary(); to_dict() has them all
+
+
+class ProblemKind(str, Enum):
+    """What is wrong with a line or with the chain. Values appear in ``to_dict()``."""
+
+    MODIFIED = "modified"  # content does not hash to its stored hash, or is not canonical
+    INSERTED = "inserted"  # a second record claims a seq the chain already has
+    DELETED = "deleted"  # seqs missing and nowhere later in the file
+    REORDERED = "reordered"  # seqs missing here but present later in the file
+    DUPLICATED = "duplicated"  # the same record (same hash) appears again
+    TRUNCATED = "truncated"  # the log ends before the checkpoint or the requested seq
+    TORN_LINE = "torn_line"  # bytes after the last "\n": an unfinished write
+    BAD_JSON = "bad_json"  # not UTF-8 or not JSON
+    MALFORMED = "malformed"  # JSON, but not an envelope
+    BROKEN_CHAIN = "broken_chain"  # right seq, but prev_hash is not the previous hash
+    CHECKPOINT_MISMATCH = "checkpoint_mismatch"  # record at the checkpoint seq differs
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding: its kind, the seq it concerns (for an unreadable line, the seq
+    expected there), the 1-based line number, and a sentence saying what is wrong."""
+
+    kind: ProblemKind
+    seq: int | None
+    line: int | None
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind.value, "seq": self.seq, "line": self.line,
+                "message": self.message}
+
+    def __str__(self) -> str:
+        return f"line {self.line} seq {self.seq}: {self.kind.value}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The last seq and hash of a log at some moment, kept outside the log."""
+
+    seq: int
+    hash: str
+    records: int | None = None
+    log: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "<checkpoint>") -> Checkpoint:
+        """Validate a checkpoint mapping (``seq`` and ``hash`` required; ``records``
+        and ``log`` optional; nothing else). Raises :class:`AuditError`
+        ``audit.bad_checkpoint`` naming the field."""
+
+        def bad(path: str, why: str) -> AuditError:
+            return AuditError("audit.bad_checkpoint", f"{source}: {why}", path=path)
+
+        if not isinstance(data, Mapping):
+            raise bad("$", "a checkpoint is a JSON object with seq and hash")
+        unknown = sorted(set(data) - {"seq", "hash", "records", "log"})
+        if unknown:
+            raise bad(f"$.{unknown[0]}", f"unknown field {unknown[0]!r}; "
+                      "expected seq, hash, records, log")
+        seq, digest_ = data.get("seq"), data.get("hash")
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise bad("$.seq", f"seq must be an integer >= 0, got {seq!r}")
+        if not isinstance(digest_, str) or not HASH_RE.match(digest_):
+            raise bad("$.hash", f"hash must be 'sha256:' and 64 lowercase hex digits, "
+                      f"got {digest_!r}")
+        if seq == 0 and digest_ != GENESIS_HASH:
+            raise bad("$.hash", "a checkpoint of an empty log (seq 0) has the genesis hash")
+        records = data.get("records")
+        if records is not None and (not isinstance(records, int) or isinstance(records, bool)):
+            raise bad("$.records", f"records must be an integer, got {records!r}")
+        log = data.get("log")
+        if log is not None and not isinstance(log, str):
+            raise bad("$.log", f"log must be a string, got {log!r}")
+        return cls(seq=seq, hash=digest_, records=records, log=log)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Checkpoint:
+        """Read and validate a checkpoint file (JSON, as ``export_checkpoint`` writes)."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise AuditError("audit.bad_checkpoint", f"cannot read checkpoint {path}: {exc}",
+                             location=Location(file=str(path))) from exc
+        return cls.from_dict(data, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "hash": self.hash, "records": self.records, "log": self.log}
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """The outcome of verifying a log. ``ok`` is true only when no problem was found
+    in the requested range; the CLI exits 0 exactly then."""
+
+    log: str
+    ok: bool
+    problems: tuple[Problem, ...]
+    records_verified: int
+    lines_read: int
+    first_seq: int | None  # range verified
+    last_seq: int | None
+    requested_from_seq: int  # range requested
+    requested_to_seq: int | None  # None: to the end of the log
+    checkpoint: Checkpoint | None
+    recoveries: tuple[int, ...] = field(default=())  # seqs of recovery records
+
+    @property
+    def first_problem(self) -> Problem | None:
+        return self.problems[0] if self.problems else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "log": self.log, "ok": self.ok,
+            "problems": [p.to_dict() for p in self.problems],
+            "records_verified": self.records_verified, "lines_read": self.lines_read,
+            "range_requested": {"from_seq": self.requested_from_seq,
+                                "to_seq": self.requested_to_seq},
+            "range_verified": {"from_seq": self.first_seq, "to_seq": self.last_seq},
+            "checkpoint": self.checkpoint.to_dict() if self.checkpoint else None,
+            "recoveries": list(self.recoveries),
+        }
+
+    def summary(self) -> str:
+        """Human text: verdict, ranges, every problem (first one first), checkpoint."""
+        to = "end" if self.requested_to_seq is None else str(self.requested_to_seq)
+        verified = ("none" if self.first_seq is None
+                    else f"seq {self.first_seq}..{self.last_seq}")
+        head = (f"audit log {self.log}: {'OK' if self.ok else 'FAILED'}: "
+                f"{self.records_verified} records verified ({verified}; requested seq "
+                f"{self.requested_from_seq}..{to}; {self.lines_read} lines read)")
+        lines = [head]
+        if self.problems:
+            lines.append(f"{len(self.problems)} problem(s); first: {self.problems[0]}")
+            lines.extend(f"  {p}" for p in self.problems[:_SHOWN])
+            if len(self.problems) > _SHOWN:
+                lines.append(f"  ... {len(self.problems) - _SHOWN} more (see to_dict())")
+        if self.recoveries:
+            lines.append("recovered from torn writes at seq "
+                         + ", ".join(map(str, self.recoveries)))
+        if self.checkpoint is None:
+            lines.append("no checkpoint given: a tail cut exactly at a line boundary "
+                         "cannot be detected without one")
+        else:
+            lines.append(f"checkpoint compared: seq {self.checkpoint.seq} "
+                         f"{self.checkpoint.hash[:19]}...")
+        return "\n".join(lines)
+
+
+def _ranges(runs: list[tuple[int, int]], limit: int = 8) -> str:
+    """[(3, 5), (9, 9)] -> '3..5, 9' (at most ``limit`` runs shown)."""
+    shown = ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in runs[:limit])
+    return shown + (f" and {len(runs) - limit} more ranges" if len(runs) > limit else "")
+
+
+def _runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """Sorted seqs as (first, last) runs of consecutive numbers."""
+    runs: list[tuple[int, int]] = []
+    for s in sorted(seqs):
+        if runs and runs[-1][1] == s - 1:
+            runs[-1] = (runs[-1][0], s)
+        else:
+            runs.append((s, s))
+    return runs
+
+
+def _complement(lo: int, hi: int, present: Iterable[int]) -> list[tuple[int, int]]:
+    """Runs of lo..hi not in ``present``; cost grows with ``present``, not with hi - lo
+    (a forged seq of 10**15 must not make the verifier count to it)."""
+    runs, start = [], lo
+    for s in sorted(present):
+        if s > start:
+            runs.append((start, s - 1))
+        start = s + 1
+    if start <= hi:
+        runs.append((start, hi))
+    return runs
+
+
+@dataclass(frozen=True, slots=True)
+class _Placed:
+    hashes: frozenset[str]  # a modified record is known by its stored and its real hash
+    prev_hash: str | None
+    line: int
+    kind: str | None
+
+
+def check_chain(entries: Iterable[LineEntry], *, log: str = "<log>",
+                checkpoint: Checkpoint | None = None, from_seq: int = 1,
+                to_seq: int | None = None) -> VerifyReport:
+    """Check the order of all lines: seq by seq, each ``prev_hash`` against the hash
+    before it, then the last seq and hash against ``checkpoint``. Reports every
+    problem in file order, keeps those whose seq is in ``from_seq..to_seq``.
+
+    One damaged line is reported once: the walk re-synchronises on the next record
+    instead of reporting every later record as out of place."""
+    entries = list(entries)
+    parsed = [e for e in entries if e.status in (LineStatus.OK, LineStatus.MODIFIED)]
+    by_seq: dict[int, list[LineEntry]] = defaultdict(list)
+    for e in parsed:
+        if e.seq is not None:
+            by_seq[e.seq].append(e)
+    # A record some later record chains to is the real one when two claim one seq.
+    referenced = {e.prev_hash for e in parsed}
+    if checkpoint is not None:
+        referenced.add(checkpoint.hash)
+
+    found: list[Problem] = []
+    placed: dict[int, _Placed] = {}
+    seen: dict[str, int] = {}
+    skipped: set[int] = set()
+    head, head_hashes, unplaced = 0, frozenset({GENESIS_HASH}), 0
+
+    def add(kind: ProblemKind, seq: int | None, line: int, msg: str) -> None:
+        found.append(Problem(kind, seq, line, msg))
+
+    def advance(seq: int, hashes: frozenset[str], e: LineEntry) -> None:
+        nonlocal head, head_hashes, unplaced
+        placed[seq] = _Placed(hashes, e.prev_hash, e.line, e.kind)
+        head, head_hashes, unplaced = seq, hashes, 0
+
+    for e in entries:
+        if e.status not in (LineStatus.OK, LineStatus.MODIFIED):
+            add(ProblemKind(e.status.value), head + 1, e.line, e.message)
+            unplaced += e.records_spanned
+            continue
+        assert e.stored_hash is not None and e.computed_hash is not None
+        if e.status is LineStatus.OK and e.stored_hash in seen:
+            add(ProblemKind.DUPLICATED, e.seq, e.line,
+                f"repeats the record at line {seen[e.stored_hash]} byte for byte")
+            continue
+        seen.setdefault(e.stored_hash, e.line)
+        if e.status is LineStatus.MODIFIED:
+            # Placed by position when it fits there: its own seq may be what was changed.
+            fits = e.seq == head + 1 or e.prev_hash in head_hashes
+            claims = f" (claims seq {e.seq})" if fits and e.seq != head + 1 else ""
+            add(ProblemKind.MODIFIED, head + 1 if fits or e.seq is None else e.seq,
+                e.line, e.message + claims)
+            if fits:
+                advance(head + 1, frozenset({e.stored_hash, e.computed_hash}), e)
+            else:
+                unplaced += 1
+            continue
+        seq = e.seq
+        assert seq is not None
+        if seq == head + 1:
+            rivals = [r for r in by_seq[seq] if r.line > e.line
+                      and r.status is LineStatus.OK and r.prev_hash in head_hashes
+                      and r.stored_hash != e.stored_hash]
+            fits = e.prev_hash in head_hashes
+            real = next((r for r in [e, *rivals] if r.stored_hash in referenced), None)
+            if rivals and (not fits or (real is not None and real is not e)):
+                winner = real or rivals[0]
+                add(ProblemKind.INSERTED, seq, e.line, f"a second record claims seq {seq}; "
+                    f"the chain continues through line {winner.line}")
+                continue
+            if not fits and unplaced == 0:
+                prev_line = placed[head].line if head in placed else None
+                add(ProblemKind.BROKEN_CHAIN, seq, e.line, "prev_hash is not the hash of "
+                    + (f"seq {head} (line {prev_line})" if head else "genesis"))
+            advance(seq, frozenset({e.stored_hash}), e)
+        elif seq > head + 1:
+            if unplaced < seq - head - 1:  # else: unreadable lines, reported, stand for them
+                later = {s for s, rs in by_seq.items()
+                         if head < s < seq and any(r.line > e.line for r in rs)}
+                gone = _complement(head + 1, seq - 1, later)
+                if later:
+                    add(ProblemKind.REORDERED, seq, e.line, f"seq {seq} comes before seq "
+                        f"{_ranges(_runs(later))}, which appear later in the file")
+                if gone:
+                    add(ProblemKind.DELETED, gone[0][0], e.line,
+                        f"seq {_ranges(gone)} missing before this line")
+                skipped.update(later)
+            advance(seq, frozenset({e.stored_hash}), e)
+        elif seq in placed:
+            add(ProblemKind.INSERTED, seq, e.line, f"a second record claims seq {seq} "
+                f"(first at line {placed[seq].line})")
+        else:
+            if seq not in skipped:
+                add(ProblemKind.REORDERED, seq, e.line, f"seq {seq} appears after seq {head}")
+            skipped.discard(seq)
+            placed[seq] = _Placed(frozenset({e.stored_hash}), e.prev_hash, e.line, e.kind)
+            before, after = placed.get(seq - 1), placed.get(seq + 1)
+            if (before and e.prev_hash not in before.hashes) or (
+                    after and after.prev_hash != e.stored_hash):
+                add(ProblemKind.BROKEN_CHAIN, seq, e.line,
+                    "out-of-place record does not chain to its neighbours")
+
+    last = max(placed, default=0)
+    if checkpoint is not None and checkpoint.seq > 0:
+        at = placed.get(checkpoint.seq)
+        if checkpoint.seq > last:
+            add(ProblemKind.TRUNCATED, last + 1, len(entries) + 1,
+                f"the log ends at seq {last} but the checkpoint has seq {checkpoint.seq}: "
+                f"seq {_ranges([(last + 1, checkpoint.seq)])} were cut off")
+        elif at is None:
+            add(ProblemKind.CHECKPOINT_MISMATCH, checkpoint.seq, None,
+                f"seq {checkpoint.seq}, named by the checkpoint, is not in the log")
+        elif checkpoint.hash not in at.hashes:
+            add(ProblemKind.CHECKPOINT_MISMATCH, checkpoint.seq, at.line,
+                f"the record differs from the checkpoint ({checkpoint.hash[:19]}...): "
+                "the log was rewritten at or before this seq")
+    if to_seq is not None and last < to_seq:
+        add(ProblemKind.TRUNCATED, last + 1, len(entries) + 1,
+            f"seq {to_seq} was requested but the log ends at seq {last}")
+
+    upper = to_seq if to_seq is not None else float("inf")
+    kept = tuple(p for p in found if p.seq is None or from_seq <= p.seq <= upper)
+    in_range = sorted(s for s in placed if from_seq <= s <= upper)
+    verified = sum(1 for e in parsed if e.seq is not None and from_seq <= e.seq <= upper)
+    return VerifyReport(
+        log=log, ok=not kept, problems=kept, records_verified=verified,
+        lines_read=len(entries), first_seq=in_range[0] if in_range else None,
+        last_seq=in_range[-1] if in_range else None, requested_from_seq=from_seq,
+        requested_to_seq=to_seq, checkpoint=checkpoint,
+        recoveries=tuple(s for s in in_range if placed[s].kind == EnvelopeKind.RECOVERY.value))
+
+
+def verify_bytes(data: bytes, *, log: str = "<bytes>", checkpoint: Checkpoint | None = None,
+                 from_seq: int = 1, to_seq: int | None = None) -> VerifyReport:
+    """Verify a whole log held in memory (the same checks as ``AuditLog.verify``)."""
+    lines = data.split(b"\n")
+    tail = lines.pop()  # b"" when the data ends in "\n"
+    entries = [scan_line(raw, i) for i, raw in enumerate(lines, 1)]
+    if tail:
+        entries.append(scan_line(tail, len(lines) + 1, terminated=False))
+    return check_chain(entries, log=log, checkpoint=checkpoint, from_seq=from_seq,
+                       to_seq=to_seq)

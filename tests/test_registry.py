@@ -1,0 +1,38 @@
+"""Registries cover every rule: the compiler's by rule kind, the verifier's by schema rule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import engine
+from engine.compile import RULE_COMPILERS
+from engine.problem import RuleKind
+from engine.verify import CHECKERS
+
+SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "schemas" / "policy.schema.json").read_text())
+
+#: spec keys that are settings, not rules an allocation can break.
+SETTINGS = {"tokenizer", "custom_levels", "objective", "strategy", "solver", "ordering", "audit", "limits"}
+
+
+def test_every_rule_kind_has_a_compiler() -> None:
+    assert set(RULE_COMPILERS) == set(RuleKind)
+
+
+def test_every_rule_of_the_schema_has_a_checker() -> None:
+    spec_keys = set(SCHEMA["properties"]["spec"]["properties"])
+    rules = spec_keys - SETTINGS
+    assert rules == {"budget", "min_relevance", "levels", "sources", "pinned", "blocked", "hierarchy"}
+    assert rules <= set(CHECKERS)
+    assert set(CHECKERS) - rules == {"accounting"}
+
+
+def test_public_api_is_sorted_and_importable() -> None:
+    assert engine.__all__ == sorted(engine.__all__)
+    for name in engine.__all__:
+        assert hasattr(engine, name), name
+    public = {n for n in vars(engine) if not n.startswith("_")} - {
+        # submodules are importable but not part of the flat API
+        n for n, v in vars(engine).items() if type(v).__name__ == "module"}
+    assert public == set(engine.__all__) - {"__version__"}
