@@ -23,10 +23,10 @@ from typing import Any
 
 from . import show
 from .auditlog import AuditLog, load_checkpoint
+from .candfile import load_candidates_file
 from .candidates import from_mappings
 from .decide import decide, policy_log_path
 from .errors import AuditError, EngineError, exit_code_for
-from .load import load_candidates_file
 from .pack import pack
 from .policy import BudgetStrategy, Policy, load_policy, render_policy
 from .replay import replay
@@ -159,10 +159,24 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _decisions(path: str) -> list[dict[str, Any]]:
+    """Every complete decision envelope; a torn last line (a crashed writer) is reported
+    and left for the next writer to recover, never silently skipped."""
+    out: list[dict[str, Any]] = []
+    try:
+        for env in AuditLog(path):
+            if env.get("kind") == "decision":
+                out.append(env)
+    except AuditError as exc:
+        if exc.code != "audit.torn_tail":
+            raise
+        _err(f"warning: {exc.message}")
+    return out
+
+
 def cmd_audit_replay(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy) if args.policy else None
-    results = [replay(env["record"], policy) for env in AuditLog(args.log)
-               if env.get("kind") == "decision"]
+    results = [replay(env["record"], policy) for env in _decisions(args.log)]
     for r in results:
         _out(json.dumps(r.to_dict()) if args.json else r.summary())
     same = sum(r.identical for r in results)
@@ -172,7 +186,7 @@ def cmd_audit_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_show(args: argparse.Namespace) -> int:
-    records = [env for env in AuditLog(args.log) if env.get("kind") == "decision"]
+    records = _decisions(args.log)
     if args.decision:
         records = [e for e in records if e["record"].get("decision_id") == args.decision]
         if not records:

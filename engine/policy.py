@@ -2,10 +2,11 @@
 
 Flow: :func:`load_policy` reads a file (``engine.load``), resolves ``extends`` (same
 folder only; maps deep-merge, lists replace, ``metadata`` comes from the extending file
-alone), validates the merged mapping against ``schemas/policy.schema.json``
-(``engine.schema``), builds a :class:`Policy` and runs the cross-field checks the schema
-cannot express (codes ``policy.semantic.*``). Every stage reports all of its issues in
-one :class:`~engine.errors.PolicyError`.
+alone; ``engine.extends``), validates the merged mapping against
+``schemas/policy.schema.json`` (``engine.schema``), builds a :class:`Policy` and runs the
+cross-field checks the schema cannot express (codes ``policy.semantic.*``;
+``engine.semantic``). Every stage reports all of its issues in one
+:class:`~engine.errors.PolicyError`.
 
 A Policy carries its ``effective`` mapping: the whole policy *with every default filled
 in*, in canonical form. Its RFC 8785 ``digest`` therefore changes whenever anything that
@@ -553,8 +554,6 @@ def load_policy(path: str | Path, *, max_bytes: int = MAX_POLICY_BYTES) -> Polic
     ``policy.semantic.*`` codes), each stage reporting all of its issues."""
     loaded = resolve_extends(path, max_bytes=max_bytes)
     return Policy.from_mapping(loaded.data, file=loaded.file, locations=loaded.locations)
-
-
 
 
 # --------------------------------------------------------------------------- rendering

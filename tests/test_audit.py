@@ -13,9 +13,9 @@ import pytest
 
 from engine import AuditLog, InfeasibleError, load_policy
 from engine.audit import stable_view
+from engine.candfile import load_candidates_file
 from engine.candidates import from_mappings
 from engine.decide import decide
-from engine.load import load_candidates_file
 from engine.reasons import ReasonCode
 from engine.replay import replay
 from engine.show import render

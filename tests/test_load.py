@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.candfile import load_candidates_file, load_candidates_text
 from engine.errors import CandidateError, Location, PolicyError
 from engine.load import (
     MAX_ALIAS_NODES,
@@ -17,8 +18,6 @@ from engine.load import (
     child_path,
     dump_yaml,
     gather_issues,
-    load_candidates_file,
-    load_candidates_text,
     load_yaml_file,
     load_yaml_text,
     nearest_location,

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from engine.errors import Location, PolicyError
+from engine.extends import resolve_extends
 from engine.load import load_yaml_text
 from engine.policy import (
     BUILTIN_LEVELS,
@@ -38,7 +39,6 @@ from engine.policy import (
     Transform,
     load_policy,
     render_policy,
-    resolve_extends,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "policies"
