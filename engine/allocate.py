@@ -15,6 +15,7 @@ error says which rules conflict.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -73,7 +74,7 @@ def _pins_break_caps(problem: Problem, sel: Selection) -> bool:
 
 
 def solve(problem: Problem, strategy: BudgetStrategy, *, time_limit_s: float | None = None,
-          fallback: Fallback | None = None) -> tuple[Selection, str | None]:
+          fallback: Fallback | None = None, deadline: float | None = None) -> tuple[Selection, str | None]:
     """Run ``strategy`` on ``problem``; returns the selection and the fallback reason."""
     if strategy in _HEURISTICS:
         sel = _HEURISTICS[strategy](problem)
@@ -82,7 +83,7 @@ def solve(problem: Problem, strategy: BudgetStrategy, *, time_limit_s: float | N
         return sel, None
     fallback = fallback or problem.settings.fallback
     try:
-        sel = cpsat.solve(problem, time_limit_s=time_limit_s)
+        sel = cpsat.solve(problem, time_limit_s=time_limit_s, deadline=deadline)
     except Exception as exc:  # the solver itself failed: a documented fallback case
         why = f"CP-SAT raised {type(exc).__name__}: {exc}"
         sel = None
@@ -92,7 +93,11 @@ def solve(problem: Problem, strategy: BudgetStrategy, *, time_limit_s: float | N
         if sel.status == "infeasible":
             raise infeasible_error(problem)
         limit = problem.settings.time_limit_s if time_limit_s is None else time_limit_s
-        why = f"CP-SAT returned {sel.status.upper()} within {limit:g} s"
+        if sel.status == "deadline":
+            why = (f"the time limit of {limit:g} s was used up before the search could start "
+                   "(counting tokens and building the model)")
+        else:
+            why = f"CP-SAT returned {sel.status.upper()} within {limit:g} s"
     if fallback is Fallback.ERROR:
         raise SolverError("solver.no_solution", f"{why}; the policy sets solver.fallback=error",
                           path="$.spec.solver.fallback")
@@ -128,7 +133,8 @@ def allocate(candidates: Iterable[Any], policy: Policy, *, strategy: BudgetStrat
     problem = reduce(policy, cands)
     t1 = time.perf_counter()
     requested = strategy or policy.strategy
-    sel, why = solve(problem, requested, time_limit_s=time_limit_s)
+    limit = policy.solver.time_limit_s if time_limit_s is None else time_limit_s
+    sel, why = solve(problem, requested, time_limit_s=time_limit_s, deadline=t0 + limit)
     t2 = time.perf_counter()
     alloc = build(problem, sel, requested, why)
     t3 = time.perf_counter()
@@ -141,10 +147,4 @@ def allocate(candidates: Iterable[Any], policy: Policy, *, strategy: BudgetStrat
     t4 = time.perf_counter()
     timings = {"reduce_s": t1 - t0, "solve_s": t2 - t1, "assemble_s": t3 - t2,
                "verify_s": t4 - t3, "total_s": t4 - t0}
-    return _with_timings(alloc, timings)
-
-
-def _with_timings(alloc: Allocation, timings: dict[str, float]) -> Allocation:
-    from dataclasses import replace
-
     return replace(alloc, timings=timings)

@@ -64,8 +64,11 @@ def parameters(problem: Problem, time_limit_s: float, remaining_s: float) -> dic
     }
 
 
-def solve(problem: Problem, *, time_limit_s: float | None = None) -> Selection:
-    """Solve ``problem`` exactly within ``time_limit_s`` (default: the policy's)."""
+def solve(problem: Problem, *, time_limit_s: float | None = None,
+          deadline: float | None = None) -> Selection:
+    """Solve ``problem`` exactly within ``time_limit_s`` (default: the policy's) and before
+    ``deadline`` (a ``time.perf_counter()`` instant: the whole call's limit, so time spent
+    before the solver — counting tokens, building the model — is not given twice)."""
     t0 = time.perf_counter()
     trivial = trivial_choice(problem)
     if trivial is not None:
@@ -80,7 +83,14 @@ def solve(problem: Problem, *, time_limit_s: float | None = None) -> Selection:
     for i, var in cm.take.items():
         cm.model.add_hint(var, 1 if i in hint.chosen else 0)
     limit = problem.settings.time_limit_s if time_limit_s is None else time_limit_s
-    params = parameters(problem, limit, limit - (time.perf_counter() - t0))
+    now = time.perf_counter()
+    remaining = limit - (now - t0)
+    if deadline is not None:
+        remaining = min(remaining, deadline - now)
+    if remaining <= 0:
+        stats = {"solver": "cp-sat", "status": "deadline", "build_and_solve_s": now - t0}
+        return Selection(BudgetStrategy.OPTIMAL, frozenset(), {}, "deadline", 0, None, stats=stats)
+    params = parameters(problem, limit, remaining)
     solver = cp_model.CpSolver()
     for name, value in params.items():
         setattr(solver.parameters, name, value)
@@ -107,10 +117,14 @@ def solve(problem: Problem, *, time_limit_s: float | None = None) -> Selection:
                          stats=stats, log_lines=tuple(lines))
     chosen = frozenset(i for i, var in cm.take.items() if solver.boolean_value(var))
     obj = objective_of(problem.values, chosen)
-    # The bound is on the scaled objective; map it back to value units.
+    # The bound is on the scaled objective; map it back to value units. CP-SAT reports
+    # OPTIMAL when a relative_gap_limit is met too: only a closed bound is "optimal" here.
     slack = problem.capacity if cm.tie_break else 0  # the token term is at most the capacity
-    bound = int(solver.best_objective_bound + slack) // cm.multiplier
-    if status == "optimal":
+    bound = max(obj, int(solver.best_objective_bound + slack) // cm.multiplier)
+    if status == "optimal" and bound > obj and problem.settings.relative_gap > 0:
+        status = "feasible"
+        stats["status"] = "optimal within relative_gap_limit"
+    elif status == "optimal":
         bound = obj
     if obj < hint.objective:
         # Never below greedy: at the limit the heuristic answer may still be better.
