@@ -107,6 +107,7 @@ def test_replay_is_identical_and_what_if_reports_the_change(tmp_path: Path) -> N
     (env,) = list(log)
     same = replay(env["record"])
     assert same.identical, same.summary()
+    assert [r.identical for r in log.replay()] == [True]
     tighter = policy.replace(sources=type(policy.sources)(group_by=policy.sources.group_by,
                                                           max_items_per_source=1))
     diff = replay(env["record"], tighter)
