@@ -3,8 +3,8 @@
 ``pack(policy, query, paths)``: index the files (Markdown or plain text) into the
 hierarchical index, search them, turn the results into budget items with
 ``create_budget_items_from_search``, and decide under the policy. The hierarchy rule is
-on unless the policy sets ``hierarchy`` itself, so a section and its own paragraphs are
-never both sent (recorded in the result's ``notes``).
+on by default (``hierarchy.exclusive: true``), so a section and its own paragraphs are
+never both sent; a policy that turns it off gets a note saying so.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .decide import Decided, decide
 from .errors import CandidateError
 from .index import HierarchicalIndex
 from .manager import TokenBudgetManager
-from .policy import Hierarchy, Policy
+from .policy import Policy
 from .search import SemanticSearch
 
 TEXT_SUFFIXES = (".md", ".markdown", ".txt", ".text", ".rst")
@@ -79,9 +79,9 @@ def pack(policy: Policy, query: str, paths: Sequence[str | Path], *, top_k: int 
         if progress is not None:
             progress(k, len(files), str(f))
     notes = []
-    if "hierarchy" not in (policy.to_dict().get("spec") or {}):
-        policy = policy.replace(hierarchy=Hierarchy(exclusive=True))
-        notes.append("hierarchy.exclusive turned on (the policy does not set hierarchy)")
+    if not policy.hierarchy.exclusive:
+        notes.append("hierarchy.exclusive is off in this policy: a section and its own "
+                     "paragraphs may both be sent")
     results = SemanticSearch(index).search(query, top_k=top_k)
     mgr = TokenBudgetManager(tokenizer=policy.tokenizer)
     items = mgr.create_budget_items_from_search(results, index)

@@ -191,7 +191,7 @@ class Hierarchy:
     ``prefer_parent_ratio``: prefer the parent once at least this fraction of its
     children would be chosen (needs ``exclusive``)."""
 
-    exclusive: bool = False
+    exclusive: bool = True
     prefer_parent_ratio: float | None = None
 
 
@@ -199,8 +199,8 @@ class Hierarchy:
 class Objective:
     """What the optimiser maximises: the sum of :meth:`weight` over chosen items."""
 
-    transform: Transform = Transform.IDENTITY
-    exponent: float = 1.0
+    transform: Transform = Transform.POWER
+    exponent: float = 2.0
     k: int = 60
 
     def weight(self, score: float, rank: int) -> float:
@@ -399,9 +399,9 @@ def _parts_from_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
         ),
         "pinned": _matchers(spec.get("pinned", []), "$.spec.pinned"),
         "blocked": _matchers(spec.get("blocked", []), "$.spec.blocked"),
-        "hierarchy": Hierarchy(bool(hier.get("exclusive", False)), _float(hier.get("prefer_parent_ratio"))),
+        "hierarchy": Hierarchy(bool(hier.get("exclusive", True)), _float(hier.get("prefer_parent_ratio"))),
         "objective": Objective(
-            Transform(obj.get("transform", "identity")), float(obj.get("exponent", 1.0)), int(obj.get("k", 60))
+            Transform(obj.get("transform", "power")), float(obj.get("exponent", 2.0)), int(obj.get("k", 60))
         ),
         "strategy": BudgetStrategy(spec.get("strategy", "optimal")),
         "solver": SolverSettings(

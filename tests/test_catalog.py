@@ -10,7 +10,10 @@ from __future__ import annotations
 import pytest
 
 from engine import BudgetItem, BudgetStrategy, allocate
-from engine.policy import Policy
+from engine.policy import Objective, Policy, Transform
+
+#: The catalog's optima are hand-computed on raw relevance sums.
+RAW = Objective(Transform.IDENTITY)
 
 G, B, O, D = (BudgetStrategy.GREEDY, BudgetStrategy.BALANCED, BudgetStrategy.OPTIMAL,
               BudgetStrategy.DENSITY)
@@ -45,7 +48,7 @@ CATALOG = {
 def test_catalog(name: str, strategy: BudgetStrategy) -> None:
     rows, budget, expected = CATALOG[name]
     items = [BudgetItem(f"text {i}", r, t, i, "PARAGRAPH", {}) for i, r, t in rows]
-    alloc = allocate(items, Policy.default(budget, separator="", strategy=strategy))
+    alloc = allocate(items, Policy.default(budget, separator="", strategy=strategy, objective=RAW))
     got = {d.source_id for d in alloc.included}
     assert got == expected[strategy]
     assert sum(d.tokens for d in alloc.included) <= budget
@@ -57,10 +60,10 @@ def test_catalog(name: str, strategy: BudgetStrategy) -> None:
 def test_reasons_name_the_numbers() -> None:
     rows, budget, _ = CATALOG["big_blocks_two"]
     items = [BudgetItem(f"text {i}", r, t, i, "PARAGRAPH", {}) for i, r, t in rows]
-    g = allocate(items, Policy.default(budget, separator="", strategy=G))
+    g = allocate(items, Policy.default(budget, separator="", strategy=G, objective=RAW))
     ev = {d.source_id: (d.reason.code.value, d.reason.evidence) for d in g.decisions}
     assert ev["b"] == ("over_budget", "needed 5 tokens, 4 left of 10")
-    o = allocate(items, Policy.default(budget, separator="", strategy=O))
+    o = allocate(items, Policy.default(budget, separator="", strategy=O, objective=RAW))
     ev = {d.source_id: (d.reason.code.value, d.reason.evidence) for d in o.decisions}
     assert ev["a"] == ("over_budget", "needed 6 tokens, 0 left of 10")
     assert ev["b"][0] == "selected"

@@ -140,8 +140,9 @@ def test_defaults_when_absent(in_fixtures: Path) -> None:
     assert policy.budget == Budget(max_tokens=8000, template="{content}", separator="\n\n")
     assert (policy.min_relevance, policy.levels, policy.custom_levels, policy.sources) == (0.0, (), (), None)
     assert (policy.pinned, policy.blocked) == ((), ())
-    assert policy.hierarchy == Hierarchy(False, None)
-    assert policy.objective == Objective(Transform.IDENTITY, 1.0, 60)
+    # Defaults chosen from the HotpotQA benchmark (README, 'Quality'): hierarchy on, score squared.
+    assert policy.hierarchy == Hierarchy(True, None)
+    assert policy.objective == Objective(Transform.POWER, 2.0, 60)
     assert policy.strategy is BudgetStrategy.OPTIMAL
     assert policy.solver == SolverSettings(2.0, 1, 0, Fallback.GREEDY, 0.0, SolverLog.KEEP)
     assert policy.ordering is Ordering.RELEVANCE
@@ -199,7 +200,8 @@ def test_null_metadata_matches_only_null() -> None:
 
 
 def test_objective_weights() -> None:
-    assert Objective().weight(0.4, 3) == 0.4
+    assert Objective(Transform.IDENTITY).weight(0.4, 3) == 0.4
+    assert Objective().weight(0.5, 3) == 0.25  # the default: power 2
     assert Objective(Transform.POWER, 2.0).weight(0.5, 1) == 0.25
     assert Objective(Transform.POWER, 2.0).weight(-0.5, 1) == 0.0
     assert Objective(Transform.RECIPROCAL_RANK, k=60).weight(0.9, 1) == 1 / 61
@@ -260,7 +262,7 @@ def test_from_mapping_runs_the_schema_first() -> None:
         ({"budget": {"template": "{content} }"}}, "template_syntax",
          "template has unbalanced braces (Single '}' encountered in format string); write a literal brace as "
          "'{{' or '}}'"),
-        ({"hierarchy": {"prefer_parent_ratio": 0.5}}, "prefer_parent_needs_exclusive", None),
+        ({"hierarchy": {"exclusive": False, "prefer_parent_ratio": 0.5}}, "prefer_parent_needs_exclusive", None),
         ({"sources": {"group_by": "metadata"}}, "group_field_missing", None),
         ({"pinned": [{"glob": "a*"}], "blocked": [{"glob": "a*"}]}, "pinned_and_blocked",
          "glob 'a*' is both pinned ($.spec.pinned[0]) and blocked; remove it from one of the lists"),
@@ -512,7 +514,7 @@ def test_render_of_an_extended_policy_is_standalone(in_fixtures: Path) -> None:
 
 def test_digests_are_stable() -> None:
     # A change here changes every audit record's policy digest: make it on purpose only.
-    assert Policy.default(8000).digest == "sha256:c26a03e201bfff8ea57378c58c87a6835e0bdd4ebebb14d10461a9e691a512db"
+    assert Policy.default(8000).digest == "sha256:f2e3f8c764bb6714fc7068918193bc610ca08bbd823ec232089f37fc17f73bb3"
 
 
 def test_digest_ignores_formatting_but_not_content(in_fixtures: Path) -> None:
