@@ -52,10 +52,12 @@ def to_candidates(items: Iterable[Any]) -> tuple[Candidate, ...]:
 def _check_limits(policy: Policy, cands: tuple[Candidate, ...]) -> None:
     limits = policy.limits
     if len(cands) > limits.max_candidates:
+        first_over = cands[limits.max_candidates]
         raise CandidateError(
             "candidate.too_many",
-            f"{len(cands):,} candidates exceed limits.max_candidates={limits.max_candidates:,}; "
-            "send fewer or raise the limit in the policy")
+            f"{len(cands):,} candidates exceed limits.max_candidates={limits.max_candidates:,} "
+            f"(the first one over is {first_over.source_id!r}); send fewer or raise the limit in the policy",
+            path=f"$[{first_over.index}]", location=first_over.location)
     for c in cands:
         size = len(c.content.encode("utf-8"))
         if size > limits.max_item_bytes:

@@ -68,6 +68,20 @@ def _json_value(text: str, start: int, location: Location) -> tuple[Any, int]:
             f"duplicate key {exc.args[0]!r}; JSON readers would silently keep the last value — remove one",
             location=location,
         ) from None
+    except RecursionError:
+        raise CandidateError(
+            "candidate.too_deep",
+            "the JSON is nested too deeply to read; a candidate is a flat object with a small metadata map",
+            location=location,
+        ) from None
+    except ValueError as exc:  # e.g. a number literal beyond Python's digit limit
+        if isinstance(exc, json.JSONDecodeError):
+            raise
+        raise CandidateError(
+            "candidate.json_syntax",
+            f"cannot read this JSON value ({exc}); write numbers with at most 16 significant digits",
+            location=location,
+        ) from None
 
 
 def load_candidates_text(

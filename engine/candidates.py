@@ -22,6 +22,12 @@ from .errors import CandidateError, Location
 from .tokens import content_sha256
 
 DEFAULT_LEVEL = "PARAGRAPH"
+#: Largest token count accepted for one item (far beyond any context window).
+MAX_TOKEN_COUNT = 1_000_000_000_000
+#: Integers in metadata must survive RFC 8785 (IEEE-754 doubles): the audit hashes them.
+MAX_SAFE_INTEGER = 2**53 - 1
+#: Nesting depth allowed inside metadata.
+MAX_METADATA_DEPTH = 32
 
 
 @dataclass
@@ -78,7 +84,15 @@ def _check_score(value: Any, index: int, sid: str, loc: Location | None) -> floa
             f"item {sid!r}: relevance_score must be a number, got {type(value).__name__} {value!r}",
             index, "relevance_score", loc,
         )
-    score = float(value)
+    try:
+        score = float(value)
+    except OverflowError:
+        raise _fail(
+            "candidate.bad_relevance",
+            f"item {sid!r}: relevance_score is an integer too large for a float "
+            f"({len(str(value))} digits); rescale the scores",
+            index, "relevance_score", loc,
+        ) from None
     if math.isnan(score) or math.isinf(score):
         raise _fail(
             "candidate.bad_relevance",
@@ -102,13 +116,63 @@ def _check_tokens(value: Any, index: int, sid: str, loc: Location | None) -> int
             f"item {sid!r}: token_count must be a whole number >= 0, got {value!r}{hint}",
             index, "token_count", loc,
         )
-    if value < 0:
+    if value < 0 or value > MAX_TOKEN_COUNT:
         raise _fail(
             "candidate.bad_token_count",
-            f"item {sid!r}: token_count is {value}; it must be >= 0",
+            f"item {sid!r}: token_count is {value}; it must be from 0 to {MAX_TOKEN_COUNT:,}",
             index, "token_count", loc,
         )
     return value
+
+
+def _check_text(value: str, what: str, index: int, sid: str, loc: Location | None) -> None:
+    """Strings must be valid Unicode: the audit hashes their UTF-8 bytes."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _fail(
+            "candidate.bad_text",
+            f"item {sid!r}: {what} is not valid Unicode (a lone surrogate "
+            f"{value[exc.start]!r} at character {exc.start}); fix the text's encoding",
+            index, what, loc,
+        ) from None
+
+
+def _check_json_value(value: Any, path: str, index: int, sid: str, loc: Location | None,
+                      depth: int = 0) -> None:
+    """Metadata is hashed into the audit record as RFC 8785 JSON: only JSON values, with
+    integers within the IEEE-754 safe range and finite floats."""
+    def bad(why: str) -> CandidateError:
+        return CandidateError("candidate.bad_metadata", f"item {sid!r}: {path} {why}",
+                              path=f"$[{index}].{path}", location=loc)
+
+    if depth > MAX_METADATA_DEPTH:
+        raise bad(f"is nested more than {MAX_METADATA_DEPTH} levels deep")
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, int):
+        if abs(value) > MAX_SAFE_INTEGER:
+            raise bad(f"is {value}, beyond ±2^53 (not exact in JSON); store it as a string")
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise bad(f"is {value!r}; only finite numbers are allowed")
+        return
+    if isinstance(value, str):
+        _check_text(value, path, index, sid, loc)
+        return
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise bad(f"has a non-string key {k!r}")
+            _check_text(k, f"{path} key", index, sid, loc)
+            _check_json_value(v, f"{path}.{k}", index, sid, loc, depth + 1)
+        return
+    if isinstance(value, (list, tuple)):
+        for n, v in enumerate(value):
+            _check_json_value(v, f"{path}[{n}]", index, sid, loc, depth + 1)
+        return
+    raise bad(f"has a {type(value).__name__} value; only JSON values are allowed")
 
 
 def make_candidate(
@@ -136,6 +200,12 @@ def make_candidate(
             f"item {source_id!r}: content must be a string, got {type(content).__name__}",
             index, "content", location,
         )
+    _check_text(source_id, "source_id", index, source_id, location)
+    try:
+        sha = content_sha256(content)
+    except UnicodeEncodeError:
+        _check_text(content, "content", index, source_id, location)
+        raise
     score = _check_score(relevance_score, index, source_id, location)
     tokens = _check_tokens(token_count, index, source_id, location)
     if hasattr(level, "name") and not isinstance(level, str):  # an IndexLevel-like Enum
@@ -154,6 +224,8 @@ def make_candidate(
             f"item {source_id!r}: metadata must be a mapping, got {type(metadata).__name__}",
             index, "metadata", location,
         )
+    _check_json_value(dict(metadata), "metadata", index, source_id, location)
+    _check_text(level, "level", index, source_id, location)
     if parent_id is None:
         parent_id = metadata.get("parent_id")
     if parent_id is not None and (not isinstance(parent_id, str) or not parent_id):
@@ -168,6 +240,13 @@ def make_candidate(
             f"item {source_id!r} names itself as its parent",
             index, "parent_id", location,
         )
+    ancestors = metadata.get("ancestors")
+    if isinstance(ancestors, (list, tuple)) and source_id in ancestors:
+        raise _fail(
+            "candidate.bad_parent_id",
+            f"item {source_id!r} lists itself in metadata.ancestors",
+            index, "metadata.ancestors", location,
+        )
     return Candidate(
         index=index,
         source_id=source_id,
@@ -177,7 +256,7 @@ def make_candidate(
         level=level,
         metadata=MappingProxyType(dict(metadata)),
         parent_id=parent_id,
-        sha256=content_sha256(content),
+        sha256=sha,
         location=location,
     )
 

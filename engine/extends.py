@@ -50,9 +50,17 @@ def _resolve(path: Path, label: str, root: Path, chain: tuple[Path, ...], max_by
 
     if not isinstance(value, str) or not value.strip():
         raise fail("wrong_type", "extends must name a policy file in the same folder, e.g. base.yaml")
+    if "\0" in value:
+        raise fail("extends_bad_path", "extends holds a NUL character; name a policy file such as base.yaml")
     real = path.resolve()
     chain = (*chain, real)
-    target = (real.parent / value).resolve()
+    try:
+        target = (real.parent / value).resolve()
+        target.is_file()  # surfaces ENAMETOOLONG and friends here, not later
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise fail("extends_bad_path", f"extends {value[:60]!r} cannot be resolved ({why}); name a policy "
+                   "file in this folder such as base.yaml") from None
     if os.path.isabs(value) or value.startswith("~") or not target.is_relative_to(root):
         raise fail("extends_outside", f"extends {value!r} points outside this policy's folder; a base policy must "
                    "be in the same folder — copy it here")

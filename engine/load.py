@@ -50,6 +50,9 @@ MAX_ALIAS_NODES = 10_000
 """Most nodes a YAML document may expand to once aliases are followed."""
 
 MAX_DEPTH = 64
+#: Integers beyond this are not exact in JSON (IEEE-754 doubles), and the digest is JSON.
+MAX_SAFE_INTEGER = 2**53 - 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
 """Deepest nesting accepted in a policy (a policy needs about 5 levels)."""
 
 MAX_ISSUES = 100
@@ -266,6 +269,11 @@ class _Walker:
         return None
 
     def scalar(self, node: Any, path: str) -> Any:
+        if _SURROGATE.search(node.value):
+            self.issue(node.start_mark, path, "policy.bad_string",
+                       "the string holds a lone surrogate escape (\\ud800-\\udfff), which is not "
+                       "valid Unicode; remove it")
+            return ""
         if node.tag == _STR_TAG:
             return node.value
         if node.tag != _PLAIN:
@@ -295,12 +303,15 @@ class _Walker:
                        f"'{text}' is octal in YAML 1.1 but decimal in YAML 1.2; write it without "
                        f"leading zeros ({int(text)}) or quote it ('{text}')")
             return text
-        if _INT.fullmatch(text):
-            return int(text)
-        if _INT_OCT.fullmatch(text):
-            return int(text[2:], 8)
-        if _INT_HEX.fullmatch(text):
-            return int(text[2:], 16)
+        for pattern, digits, base in ((_INT, 0, 10), (_INT_OCT, 2, 8), (_INT_HEX, 2, 16)):
+            if pattern.fullmatch(text):
+                number = int(text[digits:], base) if len(text) <= 40 else None
+                if number is None or abs(number) > MAX_SAFE_INTEGER:
+                    self.issue(node.start_mark, path, "policy.number_too_large",
+                               f"'{text[:24]}{'...' if len(text) > 24 else ''}' is beyond ±2^53, the "
+                               "largest integer JSON keeps exactly; use a smaller number")
+                    return text
+                return number
         if _NON_FINITE.fullmatch(text) or (_FLOAT.fullmatch(text) and not math.isfinite(float(text))):
             self.issue(node.start_mark, path, "policy.non_finite",
                        f"'{text}' is not a finite number; NaN and infinity are not allowed — write a finite number")
@@ -314,6 +325,20 @@ class _Walker:
         self.issue(node.start_mark, path, "policy.yaml_tag",
                    f"explicit YAML tags such as '{tag}' are not supported; remove the tag "
                    "(quote the value to make it a string)")
+
+
+def _deepest_opening(text: str) -> tuple[int, int]:
+    """Line and column of the bracket where flow nesting first passes MAX_DEPTH (the
+    place to look when the YAML parser itself gave up on recursion)."""
+    depth = 0
+    for offset, ch in enumerate(text):
+        if ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return _line_col(text, offset)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return 1, 1
 
 
 def _is_plain_string(text: str) -> bool:
@@ -435,10 +460,11 @@ def _compose(text: str, file: str | None) -> Any:
     except yaml.YAMLError as exc:  # unmarked reader errors; the text was screened, so rare
         raise PolicyError("policy.yaml_syntax", f"invalid YAML: {exc}", location=Location(file)) from None
     except RecursionError:
+        line, col = _deepest_opening(text)
         raise PolicyError(
             "policy.too_deep",
             "the YAML is nested too deeply to read; a policy needs only a few levels",
-            location=Location(file),
+            location=Location(file, line, col),
         ) from None
     finally:
         loader.dispose()

@@ -24,9 +24,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from types import MappingProxyType
+from typing import Any
 
 from .candidates import Candidate
-from .errors import InfeasibleError, Location
+from .errors import InfeasibleError, Location, TokenizerError
 from .policy import BudgetStrategy, GroupBy, Ordering, Policy, SolverSettings
 from .reasons import Reason, ReasonCode
 from .tokens import get_tokenizer
@@ -154,7 +155,7 @@ def _count_tokens(policy: Policy, cands: Sequence[Candidate]) -> tuple[list[int]
     A caller-supplied ``token_count`` is trusted for the content; the item's own template
     overhead (the template rendered with this item's id and level and no content) is
     added to it. Otherwise the rendered text is counted exactly."""
-    tok = get_tokenizer(policy.tokenizer)
+    tok = policy_tokenizer(policy)
     template = policy.budget.template
     plain = template == "{content}"
     need = [c for c in cands if c.token_count is None]
@@ -172,6 +173,15 @@ def _count_tokens(policy: Policy, cands: Sequence[Candidate]) -> tuple[list[int]
     out = [fresh[c.index] if c.token_count is None else c.token_count + extra[c.index] for c in cands]
     sep = policy.budget.separator
     return out, (tok.count(sep) if sep else 0)
+
+
+def policy_tokenizer(policy: Policy) -> Any:
+    """The policy's tokenizer; a failure to provide it points at ``$.spec.tokenizer``."""
+    try:
+        return get_tokenizer(policy.tokenizer)
+    except TokenizerError as exc:
+        path = "$.spec.tokenizer"
+        raise TokenizerError(exc.code, exc.message, path=path, location=policy.location_of(path)) from None
 
 
 def template_overhead(template: str, c: Candidate) -> str:
@@ -275,11 +285,14 @@ def reduce(policy: Policy, cands: tuple[Candidate, ...]) -> Problem:
     active_set = set(active)
 
     # Objective values: the policy's transform of each score, normalised to the best.
+    # Scores are divided by the best active score first: every transform is then applied
+    # to [0, 1] (no overflow for huge scores or exponents) and, being scale-invariant up
+    # to a constant factor, the optimum does not change. Negative scores only reach here
+    # on pinned items (min_relevance >= 0 excludes the rest): they are worth nothing.
     rank = {idx: r + 1 for r, idx in enumerate(order)}
-    # Negative scores only reach here on pinned items (min_relevance >= 0 excludes the
-    # rest); they are worth nothing, not less than nothing.
-    raw = {i: max(0.0, policy.objective.weight(max(0.0, cands[i].relevance_score), rank[i]))
-           for i in active}
+    smax = max((cands[i].relevance_score for i in active), default=0.0)
+    raw = {i: max(0.0, policy.objective.weight(
+        max(0.0, cands[i].relevance_score) / smax if smax > 0 else 0.0, rank[i])) for i in active}
     top = max(raw.values(), default=0.0)
     values = [0] * len(cands)
     if top > 0:
@@ -332,20 +345,20 @@ def reduce(policy: Policy, cands: tuple[Candidate, ...]) -> Problem:
 
     chains: list[Chain] = []
     if policy.hierarchy.exclusive:
-        anc_active = {i: [by_id[a].index for a in ancestors_of(cands[i], by_id)
-                          if a in by_id and by_id[a].index in active_set] for i in active}
-        inner = {a for lst in anc_active.values() for a in lst}
+        # One conflict per (ancestor, descendant) pair, not one per root-to-leaf path:
+        # ancestor lists from outside need not be closed under "ancestor of", and parent
+        # links may even form a cycle; pairs stay correct in both cases.
         path = "$.spec.hierarchy.exclusive"
-        seen_chains: set[tuple[int, ...]] = set()
+        seen_pairs: set[tuple[int, int]] = set()
         for i in active:
-            if i in inner or not anc_active[i]:
-                continue
-            members = tuple(reversed(anc_active[i])) + (i,)
-            if members in seen_chains:
-                continue
-            seen_chains.add(members)
-            chains.append(Chain(f"hierarchy[{cands[i].source_id}]", path, loc(path),
-                                "hierarchy.exclusive (no node with its ancestor)", members))
+            for a in ancestors_of(cands[i], by_id):
+                anc = by_id.get(a)
+                j = anc.index if anc is not None else None
+                if j is None or j == i or j not in active_set or (min(i, j), max(i, j)) in seen_pairs:
+                    continue
+                seen_pairs.add((min(i, j), max(i, j)))
+                chains.append(Chain(f"hierarchy[{a}>{cands[i].source_id}]", path, loc(path),
+                                    f"hierarchy.exclusive ({a!r} contains {cands[i].source_id!r})", (j, i)))
         ratio = policy.hierarchy.prefer_parent_ratio
         if ratio is not None:
             kids: dict[int, list[int]] = {}

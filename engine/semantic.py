@@ -18,6 +18,7 @@ from typing import Any
 from .errors import Location, PolicyError
 from .load import child_path, nearest_location
 from .schema import BUILTIN_LEVELS, matcher_label, suggest
+from .tokens import tokenizer_name_problem
 
 TEMPLATE_FIELDS = ("source_id", "content", "level")
 """The only placeholders a ``budget.template`` may use."""
@@ -41,6 +42,9 @@ def semantic_issues(
         issues.append(PolicyError(f"policy.semantic.{code}", message, path=path, location=location))
 
     spec = effective["spec"]
+    bad_tokenizer = tokenizer_name_problem(spec["tokenizer"])
+    if bad_tokenizer:
+        add("unknown_tokenizer", "$.spec.tokenizer", bad_tokenizer)
     limit = _budget_limit(spec["budget"], add)
     _check_template(spec["budget"]["template"], add)
     _check_levels(spec, limit, add)

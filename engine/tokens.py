@@ -237,6 +237,32 @@ def _constructor(enc_name: str) -> Callable[[], dict[str, Any]]:
     return ctor
 
 
+def known_encodings() -> tuple[str, ...]:
+    """Encoding names tiktoken defines (whether or not their file is on this machine)."""
+    from tiktoken_ext import openai_public
+
+    return tuple(sorted(openai_public.ENCODING_CONSTRUCTORS))
+
+
+def tokenizer_name_problem(name: str) -> str | None:
+    """Why ``name`` can never name a tokenizer (a typo), or None. Cheap: loads no file;
+    a known encoding whose file is missing is reported when it is first used."""
+    if name == APPROX_UTF8_BYTES:
+        return None
+    if name.startswith("approx:"):
+        return f"unknown approximate counter {name!r}; the only one is {APPROX_UTF8_BYTES!r}"
+    enc = name.partition("@")[0]
+    known = known_encodings()
+    if enc not in known:
+        import difflib
+
+        close = difflib.get_close_matches(enc, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return (f"unknown tokenizer {enc!r}{hint}; known encodings: {', '.join(known)}, or "
+                f"{APPROX_UTF8_BYTES!r} for an explicit upper-bound approximation")
+    return None
+
+
 _PATCH_LOCK = threading.Lock()
 
 
