@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import InfeasibleError
 from .policy import BudgetStrategy, Ordering
-from .problem import LinearRule, Problem, render
+from .problem import Chain, LinearRule, Problem, render
 from .reasons import Reason, ReasonCode
 from .strategies import Selection
 from .strategies.greedy import cap_reason
@@ -109,26 +109,50 @@ def assemble(problem: Problem, order: list[int]) -> str:
     return problem.separator.join(render(problem.template, problem.candidates[i]) for i in order)
 
 
-def _why_not(problem: Problem, i: int, chosen: set[int]) -> Reason:
-    """A reason for an active item a solver left out: the first rule it would break."""
-    for rule in problem.rules:
-        if rule.upper is None or i not in rule.members:
-            continue
-        pos = rule.members.index(i)
-        coef = rule.coefs[pos] if rule.coefs is not None else 1
-        used = rule.total(chosen)
-        if used + coef > rule.upper:
-            return cap_reason(rule, used, coef, problem)
-    for ch in problem.chains:
-        if i in ch.members:
+class _WhyNot:
+    """Reasons for active items a solver left out: the first rule each would break.
+
+    Built once per allocation: every cap's member->coefficient map and its total over
+    ``chosen`` are computed once, so a reason costs O(rules the item is in) instead of
+    O(n) per item. Reasons are frozen values: one per (rule, amount needed) is shared."""
+
+    def __init__(self, problem: Problem, chosen: set[int]) -> None:
+        self.problem = problem
+        self.chosen = chosen
+        self.caps: list[tuple[LinearRule, dict[int, int], int]] = []
+        for rule in problem.rules:
+            if rule.upper is None:
+                continue
+            coefs = rule.coefs if rule.coefs is not None else (1,) * len(rule.members)
+            self.caps.append((rule, dict(zip(rule.members, coefs)), rule.total(chosen)))
+        self.memo: dict[tuple[int, int], Reason] = {}
+        self.chains_of: dict[int, list[Chain]] = {}
+        for ch in problem.chains:
+            for m in ch.members:
+                self.chains_of.setdefault(m, []).append(ch)
+
+    def __call__(self, i: int) -> Reason:
+        problem, chosen = self.problem, self.chosen
+        for k, (rule, coef_of, used) in enumerate(self.caps):
+            coef = coef_of.get(i)
+            if coef is not None and used + coef > rule.upper:  # type: ignore[operator]
+                reason = self.memo.get((k, coef))
+                if reason is None:
+                    reason = self.memo[(k, coef)] = cap_reason(rule, used, coef, problem)
+                return reason
+        for ch in self.chains_of.get(i, ()):
             other = next((m for m in ch.members if m in chosen and m != i), None)
             if other is not None:
                 oid = problem.candidates[other].source_id
                 return Reason(ReasonCode.HIERARCHY, f"{oid!r} is included and is its ancestor or descendant",
                               ch.path, {"conflicts_with": oid})
-    if problem.values[i] == 0:
-        return Reason(ReasonCode.ZERO_VALUE, "its objective value is 0; it adds tokens and no relevance")
-    return Reason(ReasonCode.NOT_SELECTED, "a higher-value combination was chosen under the rules")
+        if problem.values[i] == 0:
+            return _ZERO
+        return _NOT_SELECTED
+
+
+_ZERO = Reason(ReasonCode.ZERO_VALUE, "its objective value is 0; it adds tokens and no relevance")
+_NOT_SELECTED = Reason(ReasonCode.NOT_SELECTED, "a higher-value combination was chosen under the rules")
 
 
 def _report(rule: LinearRule, chosen: set[int], problem: Problem) -> RuleReport:
@@ -186,12 +210,13 @@ def build(problem: Problem, selection: Selection, requested: BudgetStrategy,
                             "$.spec.budget", {"tokens_before": before, "tokens_after": count})
     decisions = []
     c = problem.candidates
+    why_not = _WhyNot(problem, chosen)
     for i, cand in enumerate(c):
         reason = (problem.pre.get(i) or dropped.get(i) or
                   (selection.reasons.get(i) if (i in chosen) == _incl(selection.reasons.get(i)) else None))
         if reason is None:
             reason = (Reason(ReasonCode.SELECTED, "chosen by the strategy") if i in chosen
-                      else _why_not(problem, i, chosen))
+                      else why_not(i))
         decisions.append(ItemDecision(i, cand.source_id, cand.level, problem.tokens[i],
                                       cand.relevance_score, problem.values[i], cand.sha256, reason))
     unmet = tuple(f"{r.label} (got {r.total(chosen):,})" for r in problem.rules

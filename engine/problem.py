@@ -240,9 +240,10 @@ def reduce(policy: Policy, cands: tuple[Candidate, ...]) -> Problem:
 
     pre: dict[int, Reason] = {}
     pins: list[PinRule] = []
+    pinned, blocked = policy.pinned, policy.blocked
     for i, c in enumerate(cands):
-        pin = next((m for m in policy.pinned if m.matches(c.source_id, c.metadata)), None)
-        block = next((m for m in policy.blocked if m.matches(c.source_id, c.metadata)), None)
+        pin = next((m for m in pinned if m.matches(c.source_id, c.metadata)), None) if pinned else None
+        block = next((m for m in blocked if m.matches(c.source_id, c.metadata)), None) if blocked else None
         if pin is not None and block is not None:
             raise InfeasibleError(
                 "allocation.infeasible",
@@ -344,7 +345,9 @@ def reduce(policy: Policy, cands: tuple[Candidate, ...]) -> Problem:
                                         f"source {g!r} {name}={_fmt(cap)}", members, coefs, None, cap))
 
     chains: list[Chain] = []
-    if policy.hierarchy.exclusive:
+    # Exclusivity can only bind when some item names a parent (or its ancestors).
+    if policy.hierarchy.exclusive and any(c.parent_id is not None or "ancestors" in c.metadata
+                                          for c in cands):
         # One conflict per (ancestor, descendant) pair, not one per root-to-leaf path:
         # ancestor lists from outside need not be closed under "ancestor of", and parent
         # links may even form a cycle; pairs stay correct in both cases.

@@ -41,10 +41,11 @@ class ReasonCode(Enum):
 
     @property
     def includes(self) -> bool:
-        return self in _INCLUDING
+        # by value: a str's hash is cached, an Enum member's is computed in Python
+        return self._value_ in _INCLUDING_VALUES
 
 
-_INCLUDING = frozenset({ReasonCode.PINNED, ReasonCode.SELECTED, ReasonCode.LEVEL_MINIMUM})
+_INCLUDING_VALUES = frozenset({"pinned", "selected", "level_minimum"})
 
 
 @dataclass(frozen=True, slots=True)

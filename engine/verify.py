@@ -39,6 +39,9 @@ def _item_tokens(policy: Policy, cands: Sequence[Candidate]) -> dict[str, int]:
     tpl = policy.budget.template
     out = {}
     for c in cands:
+        if tpl == "{content}":  # nothing but the content: no rendering to count
+            out[c.source_id] = c.token_count if c.token_count is not None else tok.count(c.content)
+            continue
         text = tpl.replace("{source_id}", c.source_id).replace("{level}", c.level)
         if c.token_count is None:
             out[c.source_id] = tok.count(text.replace("{content}", c.content))

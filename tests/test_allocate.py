@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from engine import BudgetItem, BudgetStrategy, SolverError, allocate
-from engine.policy import Fallback, Policy, SolverSettings
+from engine.policy import Fallback, LevelRule, Policy, SolverSettings
 from engine.strategies import cpsat
 
 
@@ -23,8 +23,11 @@ def hard_items(n: int = 400, seed: int = 7) -> list[BudgetItem]:
 
 
 def policy(budget: int, **solver: Any) -> Policy:
+    # A (non-binding) level quota keeps these on the CP-SAT path rather than the
+    # budget-only knapsack path, which has no gap limit to test.
     return Policy.default(budget, separator="", strategy=BudgetStrategy.OPTIMAL,
-                          solver=SolverSettings(**solver))
+                          solver=SolverSettings(**solver),
+                          levels=(LevelRule("PARAGRAPH", max_items=100_000),))
 
 
 def test_a_used_up_time_limit_falls_back_to_greedy_and_says_so() -> None:
@@ -63,3 +66,13 @@ def test_a_gap_limit_returns_the_answer_with_its_proven_gap() -> None:
     assert 0.0 <= sel.gap <= 0.02
     greedy = allocate(items, Policy.default(200_000, separator="", strategy=BudgetStrategy.GREEDY))
     assert sel.objective >= greedy.selection.objective
+
+
+def test_budget_only_problems_take_the_knapsack_path_and_are_proven() -> None:
+    rng = random.Random(5)
+    items = [BudgetItem(f"c{k}", rng.random(), rng.randint(20, 400), f"id{k}", "PARAGRAPH", {})
+             for k in range(3_000)]
+    alloc = allocate(items, Policy.default(300_000, separator="", strategy=BudgetStrategy.OPTIMAL))
+    assert alloc.selection.status == "optimal"
+    assert alloc.selection.stats["solver"] == "knapsack-core"
+    assert alloc.selection.bound == alloc.selection.objective
