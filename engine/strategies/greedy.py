@@ -177,12 +177,16 @@ def _fast_fill(problem: Problem, order: Sequence[int], strategy: BudgetStrategy)
     chosen: list[int] = []
     rejected: dict[int, Reason] = {}
     budget = problem.budget_rule
+    memo: dict[tuple[int, int], Reason] = {}  # reasons are frozen: share equal ones
     for i in order:
         if used + w[i] <= cap:
             used += w[i]
             chosen.append(i)
         else:
-            rejected[i] = cap_reason(budget, used, w[i], problem)
+            reason = memo.get((used, w[i]))
+            if reason is None:
+                reason = memo[(used, w[i])] = cap_reason(budget, used, w[i], problem)
+            rejected[i] = reason
     reasons = dict.fromkeys(chosen, _SELECTED)
     reasons.update(rejected)
     cs = frozenset(chosen)
