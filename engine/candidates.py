@@ -127,6 +127,8 @@ def _check_tokens(value: Any, index: int, sid: str, loc: Location | None) -> int
 
 def _check_text(value: str, what: str, index: int, sid: str, loc: Location | None) -> None:
     """Strings must be valid Unicode: the audit hashes their UTF-8 bytes."""
+    if value.isascii():
+        return
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -224,7 +226,8 @@ def make_candidate(
             f"item {source_id!r}: metadata must be a mapping, got {type(metadata).__name__}",
             index, "metadata", location,
         )
-    _check_json_value(dict(metadata), "metadata", index, source_id, location)
+    if metadata:
+        _check_json_value(dict(metadata), "metadata", index, source_id, location)
     _check_text(level, "level", index, source_id, location)
     if parent_id is None:
         parent_id = metadata.get("parent_id")

@@ -24,11 +24,8 @@ from ..compile import compile_problem, fingerprint
 from ..policy import BudgetStrategy
 from ..problem import Problem
 from ..reasons import Reason, ReasonCode
-from . import Selection, knapsack, objective_of
+from . import DETERMINISTIC_SHARE, Selection, knapsack, objective_of
 from .greedy import best_heuristic
-
-#: Share of the time limit given to CP-SAT as its deterministic limit (see parameters()).
-DETERMINISTIC_SHARE = 0.25
 
 _STATUS = {
     cp_model.OPTIMAL: "optimal",

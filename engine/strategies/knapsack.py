@@ -28,7 +28,7 @@ from ortools.sat.python import cp_model
 from ..policy import BudgetStrategy
 from ..problem import Problem
 from ..reasons import Reason, ReasonCode
-from . import Selection
+from . import DETERMINISTIC_SHARE, Selection
 
 CORE_K = 40
 DP_MAX_CELLS = 30_000_000
@@ -63,16 +63,25 @@ def _dp_select(cc: np.ndarray, ww: np.ndarray, cap: int) -> np.ndarray:
 
 def _cpsat(cc: np.ndarray, ww: np.ndarray, cap: int, hint: np.ndarray, limit_s: float,
            problem: Problem) -> tuple[np.ndarray | None, bool, float | None]:
+    t_start = time.perf_counter()
     m = cp_model.CpModel()
     xs = [m.new_bool_var("") for _ in range(len(cc))]
     m.add(cp_model.LinearExpr.weighted_sum(xs, ww.tolist()) <= cap)
     m.maximize(cp_model.LinearExpr.weighted_sum(xs, cc.tolist()))
     for x, h in zip(xs, hint.tolist()):
         m.add_hint(x, int(h))
+    limit_s -= time.perf_counter() - t_start  # building the model counts too
+    if limit_s <= 0.001:
+        return None, False, None
     s = cp_model.CpSolver()
     s.parameters.num_workers = problem.settings.workers
     s.parameters.random_seed = problem.settings.seed
     s.parameters.max_time_in_seconds = max(0.001, limit_s)
+    # As in cpsat.parameters(): a deterministic limit that binds before the clock, so an
+    # answer cut by the limit is reproducible, and no presolve (it overran the wall
+    # limit by seconds on 100k-item strongly correlated cores).
+    s.parameters.max_deterministic_time = max(0.001, DETERMINISTIC_SHARE * limit_s)
+    s.parameters.cp_model_presolve = False
     st = s.solve(m)
     if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None, False, None
@@ -131,12 +140,13 @@ def solve(problem: Problem, time_limit_s: float) -> Selection:
                 x, proven, cb = _cpsat(cc[core], ww[core], cap_core, sol[core],
                                        time_limit_s - (time.perf_counter() - t0), problem)
                 stats["core_solver"] = "cp-sat"
-                if x is None:
+                if x is None:  # no time left for the core: the incumbent, with the LP bound
                     final = sol
+                    bound_c = int(L)
                 else:
                     final[core] = x
-                    if not proven and cb is not None:
-                        bound_c = int(cb) + int(cc[fix1].sum())
+                    if not proven:
+                        bound_c = int(cb) + int(cc[fix1].sum()) if cb is not None else int(L)
             if int(cc[final].sum()) >= lb:
                 sol = final
         take[cand[sol]] = True
