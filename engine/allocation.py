@@ -165,9 +165,14 @@ def _report(rule: LinearRule, chosen: set[int], problem: Problem) -> RuleReport:
     else:
         slack = total - (rule.lower or 0)
         binding = slack == 0
+    upper = rule.upper
     if rule.key == "budget":
-        slack -= problem.separator_tokens  # report in real tokens, not weight units
-    return RuleReport(rule.key, rule.path, rule.label, total, rule.lower, rule.upper, slack, binding)
+        # Report in real tokens, not weight units: k items carry k separators in the
+        # model while the context has k - 1, and the limit is the policy's own number.
+        total = max(0, total - problem.separator_tokens)
+        upper = problem.limit_tokens
+        slack = upper - total
+    return RuleReport(rule.key, rule.path, rule.label, total, rule.lower, upper, slack, binding)
 
 
 def build(problem: Problem, selection: Selection, requested: BudgetStrategy,
