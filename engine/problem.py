@@ -28,7 +28,7 @@ from typing import Any
 
 from .candidates import Candidate
 from .errors import InfeasibleError, Location, TokenizerError
-from .policy import BudgetStrategy, GroupBy, Ordering, Policy, SolverSettings
+from .policy import GroupBy, Ordering, Policy, SolverSettings
 from .reasons import Reason, ReasonCode
 from .tokens import get_tokenizer
 
@@ -116,12 +116,9 @@ class Problem:
     limit_tokens: int
     separator_tokens: int
     capacity: int
-    scale: int
-    strategy: BudgetStrategy
     settings: SolverSettings
     level_shares: Mapping[str, float]
     tokenizer: str
-    exact_tokens: bool
     template: str
     separator: str
     ordering: Ordering
@@ -379,7 +376,6 @@ def reduce(policy: Policy, cands: tuple[Candidate, ...]) -> Problem:
                     members, None, None, cap))
 
     shares = {lv.name: lv.share for lv in policy.levels if lv.share is not None}
-    tk = get_tokenizer(policy.tokenizer)
     return Problem(
         candidates=cands,
         tokens=tuple(tokens),
@@ -395,12 +391,9 @@ def reduce(policy: Policy, cands: tuple[Candidate, ...]) -> Problem:
         limit_tokens=limit,
         separator_tokens=sep_tokens,
         capacity=capacity,
-        scale=RELEVANCE_SCALE,
-        strategy=policy.strategy,
         settings=policy.solver,
         level_shares=MappingProxyType(shares),
         tokenizer=policy.tokenizer,
-        exact_tokens=tk.exact,
         template=policy.budget.template,
         separator=policy.budget.separator,
         ordering=policy.ordering,
