@@ -87,8 +87,9 @@ def solve(problem: Problem, strategy: BudgetStrategy, *, time_limit_s: float | N
             raise infeasible_error(problem)
         return sel, None
     fallback = fallback or problem.settings.fallback
+    hints: list[Selection] = []
     try:
-        sel = cpsat.solve(problem, time_limit_s=time_limit_s, deadline=deadline)
+        sel = cpsat.solve(problem, time_limit_s=time_limit_s, deadline=deadline, on_hint=hints.append)
     except Exception as exc:  # the solver itself failed: a documented fallback case
         why = f"CP-SAT raised {type(exc).__name__}: {exc}"
         sel = None
@@ -106,7 +107,7 @@ def solve(problem: Problem, strategy: BudgetStrategy, *, time_limit_s: float | N
     if fallback is Fallback.ERROR:
         raise SolverError("solver.no_solution", f"{why}; the policy sets solver.fallback=error",
                           path="$.spec.solver.fallback")
-    fb = greedy.best_heuristic(problem)
+    fb = hints[0] if hints else greedy.best_heuristic(problem)
     if _pins_break_caps(problem, fb):
         raise infeasible_error(problem)
     if sel is not None:

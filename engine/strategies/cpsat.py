@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 from ortools.sat.python import cp_model
 
@@ -73,7 +73,8 @@ def parameters(problem: Problem, time_limit_s: float, remaining_s: float) -> dic
 
 
 def solve(problem: Problem, *, time_limit_s: float | None = None,
-          deadline: float | None = None) -> Selection:
+          deadline: float | None = None,
+          on_hint: Callable[[Selection], None] | None = None) -> Selection:
     """Solve ``problem`` exactly within ``time_limit_s`` (default: the policy's) and before
     ``deadline`` (a ``time.perf_counter()`` instant: the whole call's limit, so time spent
     before the solver — counting tokens, building the model — is not given twice)."""
@@ -92,6 +93,8 @@ def solve(problem: Problem, *, time_limit_s: float | None = None,
             limit = min(limit, deadline - time.perf_counter())
         return knapsack.solve(problem, limit)
     hint = best_heuristic(problem)
+    if on_hint is not None:  # the façade reuses it if it has to fall back
+        on_hint(hint)
     cm = compile_problem(problem)
     for i, var in cm.take.items():
         cm.model.add_hint(var, 1 if i in hint.chosen else 0)
