@@ -268,47 +268,44 @@ def tokenizer_name_problem(name: str) -> str | None:
 _PATCH_LOCK = threading.Lock()
 
 
-def _construct_with_ranks(tiktoken: Any, enc_name: str, ranks: dict[bytes, int]) -> Any:
-    """Run tiktoken's own constructor for ``enc_name`` with its file loader answering from
-    ``ranks``: split pattern and special tokens stay exactly tiktoken's, and the network is
-    never reached (the loader is swapped only for the duration of the call)."""
+def _run_constructor(enc_name: str, loader: Callable[..., dict[bytes, int]]) -> dict[str, Any]:
+    """Run tiktoken's own constructor for ``enc_name`` with its file loader swapped for
+    ``loader`` for the duration of the call (under a lock): split pattern, special tokens,
+    URL and pinned hash stay exactly tiktoken's, and the network is never reached."""
     from tiktoken_ext import openai_public
 
     ctor = _constructor(enc_name)
     with _PATCH_LOCK:
         original = openai_public.load_tiktoken_bpe
-        openai_public.load_tiktoken_bpe = lambda *_a, **_k: ranks
+        openai_public.load_tiktoken_bpe = loader
         try:
-            params = ctor()
+            return ctor()
         finally:
             openai_public.load_tiktoken_bpe = original
-    return tiktoken.Encoding(**params)
+
+
+def _construct_with_ranks(tiktoken: Any, enc_name: str, ranks: dict[bytes, int]) -> Any:
+    """tiktoken's own ``enc_name`` encoding, its ranks taken from ``ranks``."""
+    return tiktoken.Encoding(**_run_constructor(enc_name, lambda *_a, **_k: ranks))
+
+
+class _Stop(Exception):
+    pass
 
 
 def _expected_hash_and_url(enc_name: str) -> tuple[str | None, str | None]:
     """Read the URL and pinned hash tiktoken uses for ``enc_name`` without loading it."""
-    from tiktoken_ext import openai_public
-
     seen: dict[str, Any] = {}
-
-    class _Stop(Exception):
-        pass
 
     def spy(url: str, expected_hash: str | None = None, **_: Any) -> dict[bytes, int]:
         seen.setdefault("url", url)
         seen.setdefault("hash", expected_hash)
         raise _Stop
 
-    ctor = _constructor(enc_name)
-    with _PATCH_LOCK:
-        original = openai_public.load_tiktoken_bpe
-        openai_public.load_tiktoken_bpe = spy
-        try:
-            ctor()
-        except _Stop:
-            pass
-        finally:
-            openai_public.load_tiktoken_bpe = original
+    try:
+        _run_constructor(enc_name, spy)
+    except _Stop:
+        pass
     return seen.get("hash"), seen.get("url")
 
 
