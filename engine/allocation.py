@@ -10,16 +10,16 @@ drop is recorded (reason ``dropped_in_repair``) — never silent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InfeasibleError
 from .policy import BudgetStrategy, Ordering
-from .problem import Chain, LinearRule, Problem, render
+from .problem import LinearRule, Problem, render
 from .reasons import Reason, ReasonCode
 from .strategies import Selection
-from .strategies.greedy import cap_reason
+from .strategies.greedy import Filler
 from .tokens import get_tokenizer
 
 
@@ -109,50 +109,26 @@ def assemble(problem: Problem, order: list[int]) -> str:
     return problem.separator.join(render(problem.template, problem.candidates[i]) for i in order)
 
 
-class _WhyNot:
-    """Reasons for active items a solver left out: the first rule each would break.
+def _why_not(problem: Problem, chosen: set[int]) -> Callable[[int], Reason]:
+    """Reasons for active items a solver left out: the first rule each would break, as
+    the greedy family sees it (:class:`~engine.strategies.greedy.Filler` holding the
+    chosen set), else zero value, else "a better combination was chosen"."""
+    filler = Filler(problem)
+    for i in chosen:
+        filler.add(i, _CHOSEN)
 
-    Built once per allocation: every cap's member->coefficient map and its total over
-    ``chosen`` are computed once, so a reason costs O(rules the item is in) instead of
-    O(n) per item. Reasons are frozen values: one per (rule, amount needed) is shared."""
+    def why(i: int) -> Reason:
+        blocked = filler.blocker(i)
+        if blocked is not None:
+            return blocked
+        return _ZERO if problem.values[i] == 0 else _NOT_SELECTED
 
-    def __init__(self, problem: Problem, chosen: set[int]) -> None:
-        self.problem = problem
-        self.chosen = chosen
-        self.caps: list[tuple[LinearRule, dict[int, int], int]] = []
-        for rule in problem.rules:
-            if rule.upper is None:
-                continue
-            coefs = rule.coefs if rule.coefs is not None else (1,) * len(rule.members)
-            self.caps.append((rule, dict(zip(rule.members, coefs)), rule.total(chosen)))
-        self.memo: dict[tuple[int, int], Reason] = {}
-        self.chains_of: dict[int, list[Chain]] = {}
-        for ch in problem.chains:
-            for m in ch.members:
-                self.chains_of.setdefault(m, []).append(ch)
-
-    def __call__(self, i: int) -> Reason:
-        problem, chosen = self.problem, self.chosen
-        for k, (rule, coef_of, used) in enumerate(self.caps):
-            coef = coef_of.get(i)
-            if coef is not None and used + coef > rule.upper:  # type: ignore[operator]
-                reason = self.memo.get((k, coef))
-                if reason is None:
-                    reason = self.memo[(k, coef)] = cap_reason(rule, used, coef, problem)
-                return reason
-        for ch in self.chains_of.get(i, ()):
-            other = next((m for m in ch.members if m in chosen and m != i), None)
-            if other is not None:
-                oid = problem.candidates[other].source_id
-                return Reason(ReasonCode.HIERARCHY, f"{oid!r} is included and is its ancestor or descendant",
-                              ch.path, {"conflicts_with": oid})
-        if problem.values[i] == 0:
-            return _ZERO
-        return _NOT_SELECTED
+    return why
 
 
 _ZERO = Reason(ReasonCode.ZERO_VALUE, "its objective value is 0; it adds tokens and no relevance")
 _NOT_SELECTED = Reason(ReasonCode.NOT_SELECTED, "a higher-value combination was chosen under the rules")
+_CHOSEN = Reason(ReasonCode.SELECTED, "chosen by the strategy")
 
 
 def _report(rule: LinearRule, chosen: set[int], problem: Problem) -> RuleReport:
@@ -215,17 +191,19 @@ def build(problem: Problem, selection: Selection, requested: BudgetStrategy,
                             "$.spec.budget", {"tokens_before": before, "tokens_after": count})
     decisions = []
     c = problem.candidates
-    why_not = _WhyNot(problem, chosen)
+    why_not = _why_not(problem, chosen)
     for i, cand in enumerate(c):
-        reason = (problem.pre.get(i) or dropped.get(i) or
-                  (selection.reasons.get(i) if (i in chosen) == _incl(selection.reasons.get(i)) else None))
+        reason = problem.pre.get(i) or dropped.get(i)
         if reason is None:
-            reason = (Reason(ReasonCode.SELECTED, "chosen by the strategy") if i in chosen
-                      else why_not(i))
+            # The strategy's own reason, when it still matches the item's fate.
+            own = selection.reasons.get(i)
+            if own is not None and own.code.includes == (i in chosen):
+                reason = own
+            else:
+                reason = _CHOSEN if i in chosen else why_not(i)
         decisions.append(ItemDecision(i, cand.source_id, cand.level, problem.tokens[i],
                                       cand.relevance_score, problem.values[i], cand.sha256, reason))
-    unmet = tuple(f"{r.label} (got {r.total(chosen):,})" for r in problem.rules
-                  if r.lower is not None and r.total(chosen) < r.lower)
+    unmet = problem.unmet(chosen)
     return Allocation(
         decisions=tuple(decisions),
         context_order=tuple(order),
@@ -241,6 +219,3 @@ def build(problem: Problem, selection: Selection, requested: BudgetStrategy,
         rules=tuple(_report(r, chosen, problem) for r in problem.rules),
     )
 
-
-def _incl(reason: Reason | None) -> bool | None:
-    return None if reason is None else reason.code.includes

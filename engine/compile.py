@@ -141,13 +141,21 @@ def compile_problem(problem: Problem, *, guarded: bool = False, objective: bool 
     return cm
 
 
+def objective_multiplier(problem: Problem) -> int:
+    """``T`` of the objective ``value * T - weight``: ``capacity + 1``, or 1 (no token
+    tie-break) when ``value * T`` could leave CP-SAT's 64-bit range. Every exact solver
+    uses this one definition, so they all prove the same optimum."""
+    t = problem.capacity + 1
+    total_value = sum(problem.values[i] for i in problem.active)
+    return t if total_value * t + problem.capacity < OBJECTIVE_LIMIT else 1
+
+
 def _objective(cm: CompiledModel, problem: Problem) -> None:
     v, w = problem.values, problem.weights
     active = problem.active
-    t = problem.capacity + 1
-    total_value = sum(v[i] for i in active)
-    cm.tie_break = total_value * t + problem.capacity < OBJECTIVE_LIMIT
-    cm.multiplier = t if cm.tie_break else 1
+    cm.multiplier = objective_multiplier(problem)
+    cm.tie_break = cm.multiplier > 1
+    t = cm.multiplier
     if cm.tie_break:
         coefs = [v[i] * t - w[i] for i in active]
     else:

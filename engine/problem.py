@@ -132,6 +132,16 @@ class Problem:
     def pinned(self) -> frozenset[int]:
         return frozenset(p.index for p in self.pins)
 
+    def unmet(self, chosen: frozenset[int] | set[int]) -> tuple[str, ...]:
+        """Minimum rules that ``chosen`` does not meet, each with what it got."""
+        out = []
+        for r in self.rules:
+            if r.lower is not None:
+                got = r.total(chosen)
+                if got < r.lower:
+                    out.append(f"{r.label} (got {got:,})")
+        return tuple(out)
+
     def rule(self, key: str) -> LinearRule | None:
         for r in self.rules:
             if r.key == key:

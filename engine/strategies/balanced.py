@@ -42,7 +42,7 @@ def balanced(problem: Problem) -> Selection:
     """Balanced allocation (see module docstring)."""
     f = Filler(problem)
     for pin in problem.pins:
-        f.force(pin.index, Reason(ReasonCode.PINNED, f"matched {pin.path}", pin.path))
+        f.add(pin.index, Reason(ReasonCode.PINNED, f"matched {pin.path}", pin.path))
     order = relevance_order(problem)
     f.fill_minimums(order)
     cands, w = problem.candidates, problem.weights

@@ -67,34 +67,38 @@ class Filler:
         self.chain_taken: dict[int, int] = {}
         self.chosen: set[int] = set()
         self.reasons: dict[int, Reason] = {}
+        self._memo: dict[tuple[int, int, int], Reason] = {}
 
     def blocker(self, i: int) -> Reason | None:
-        """Why ``i`` cannot be added now, or None when it fits every rule."""
+        """Why ``i`` cannot be added now (the first rule it would break), or None when it
+        fits every rule. Reasons are frozen values: equal ones are built once and shared."""
         for k, c in self.member.get(i, ()):
             r = self.caps[k]
-            if self.used[k] + c > r.upper:  # type: ignore[operator]
-                return cap_reason(r, self.used[k], c, self.p)
+            used = self.used[k]
+            if used + c > r.upper:  # type: ignore[operator]
+                reason = self._memo.get((k, used, c))
+                if reason is None:
+                    reason = self._memo[(k, used, c)] = cap_reason(r, used, c, self.p)
+                return reason
         for k in self.chains_of.get(i, ()):
             other = self.chain_taken.get(k)
             if other is not None:
                 oid = self.p.candidates[other].source_id
                 ch = self.p.chains[k]
                 return Reason(ReasonCode.HIERARCHY,
-                              f"{oid!r} is already included and is its ancestor or descendant",
+                              f"{oid!r} is included and is its ancestor or descendant",
                               ch.path, {"conflicts_with": oid})
         return None
 
     def add(self, i: int, reason: Reason) -> None:
+        """Take ``i`` whatever the rules say (pins use this; the façade checks that pins
+        alone break no maximum)."""
         for k, c in self.member.get(i, ()):
             self.used[k] += c
         for k in self.chains_of.get(i, ()):
             self.chain_taken[k] = i
         self.chosen.add(i)
         self.reasons[i] = reason
-
-    def force(self, i: int, reason: Reason) -> None:
-        """Add regardless of rules (pins); feasibility of pins is checked by the caller."""
-        self.add(i, reason)
 
     def try_add(self, i: int, reason: Reason) -> bool:
         if i in self.chosen:
@@ -121,11 +125,7 @@ class Filler:
                     self.add(m, Reason(ReasonCode.LEVEL_MINIMUM, f"taken to meet {rule.label}", rule.path))
 
     def unmet(self) -> tuple[str, ...]:
-        out = []
-        for rule in self.p.rules:
-            if rule.lower is not None and rule.total(self.chosen) < rule.lower:
-                out.append(f"{rule.label} (got {rule.total(self.chosen):,})")
-        return tuple(out)
+        return self.p.unmet(self.chosen)
 
     def selected_reasons(self) -> dict[int, Reason]:
         """Reasons for the chosen items and the rejected ones (rejections kept only for
@@ -155,7 +155,7 @@ def fill(problem: Problem, order: Sequence[int], strategy: BudgetStrategy) -> Se
         return _fast_fill(problem, order, strategy)
     f = Filler(problem)
     for pin in problem.pins:
-        f.force(pin.index, Reason(ReasonCode.PINNED, f"matched {pin.path}", pin.path))
+        f.add(pin.index, Reason(ReasonCode.PINNED, f"matched {pin.path}", pin.path))
     f.fill_minimums(order)
     for i in order:
         if i not in f.chosen:

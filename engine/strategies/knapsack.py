@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from ortools.sat.python import cp_model
 
+from ..compile import objective_multiplier
 from ..policy import BudgetStrategy
 from ..problem import Problem
 from ..reasons import Reason, ReasonCode
@@ -100,7 +101,7 @@ def solve(problem: Problem, time_limit_s: float) -> Selection:
     w = np.fromiter((problem.weights[i] for i in problem.active), dtype=np.int64, count=len(act))
     cap = problem.capacity
     # The CP-SAT model's objective, tie-break included (dropped, as there, near int64).
-    T = cap + 1 if int(v.sum()) * (cap + 1) + cap < 2**60 else 1
+    T = objective_multiplier(problem)
     c = v * T - w if T > 1 else v.copy()
     take = (w == 0) & (c > 0)
     cand = np.flatnonzero((c > 0) & (w > 0) & (w <= cap))
