@@ -54,9 +54,15 @@ class Filler:
         self.p = problem
         self.caps = [r for r in problem.rules if r.upper is not None]
         self.used = [0] * len(self.caps)
-        # item -> [(cap index, coefficient)]
+        # The budget (caps[0]) covers every active item with its weight: it is checked
+        # directly, and only the other caps get per-item membership lists, which keeps
+        # the common budget-only case free of per-item bookkeeping.
+        assert self.caps and self.caps[0] is problem.budget_rule
+        self.weights = problem.weights
+        self.capacity = problem.capacity
+        # item -> [(cap index, coefficient)] for caps other than the budget
         self.member: dict[int, list[tuple[int, int]]] = {}
-        for k, r in enumerate(self.caps):
+        for k, r in enumerate(self.caps[1:], start=1):
             coefs: Iterable[int] = r.coefs if r.coefs is not None else [1] * len(r.members)
             for m, c in zip(r.members, coefs):
                 self.member.setdefault(m, []).append((k, c))
@@ -69,17 +75,22 @@ class Filler:
         self.reasons: dict[int, Reason] = {}
         self._memo: dict[tuple[int, int, int], Reason] = {}
 
+    def _cap_reason(self, k: int, used: int, c: int) -> Reason:
+        reason = self._memo.get((k, used, c))
+        if reason is None:
+            reason = self._memo[(k, used, c)] = cap_reason(self.caps[k], used, c, self.p)
+        return reason
+
     def blocker(self, i: int) -> Reason | None:
         """Why ``i`` cannot be added now (the first rule it would break), or None when it
         fits every rule. Reasons are frozen values: equal ones are built once and shared."""
+        w = self.weights[i]
+        if self.used[0] + w > self.capacity:
+            return self._cap_reason(0, self.used[0], w)
         for k, c in self.member.get(i, ()):
-            r = self.caps[k]
             used = self.used[k]
-            if used + c > r.upper:  # type: ignore[operator]
-                reason = self._memo.get((k, used, c))
-                if reason is None:
-                    reason = self._memo[(k, used, c)] = cap_reason(r, used, c, self.p)
-                return reason
+            if used + c > self.caps[k].upper:  # type: ignore[operator]
+                return self._cap_reason(k, used, c)
         for k in self.chains_of.get(i, ()):
             other = self.chain_taken.get(k)
             if other is not None:
@@ -93,6 +104,7 @@ class Filler:
     def add(self, i: int, reason: Reason) -> None:
         """Take ``i`` whatever the rules say (pins use this; the façade checks that pins
         alone break no maximum)."""
+        self.used[0] += self.weights[i]
         for k, c in self.member.get(i, ()):
             self.used[k] += c
         for k in self.chains_of.get(i, ()):
