@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.auditformat import GENESIS_HASH, EnvelopeKind, encode_record, seal
-from engine.auditlog import AuditLog
+from engine.audit.log import AuditLog
 
 
 def record(i: int) -> dict[str, Any]:

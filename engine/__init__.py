@@ -11,7 +11,7 @@ The seed names (``TokenBudgetManager``, ``BudgetItem``, ``BudgetAllocation``,
 
 from .allocate import allocate
 from .allocation import Allocation, ItemDecision, RuleReport
-from .auditlog import AuditLog
+from .audit.log import AuditLog
 from .candidates import BudgetItem, Candidate
 from .errors import (
     AuditError,
@@ -24,11 +24,11 @@ from .errors import (
     TokenizerError,
     VerificationError,
 )
-from .index import HierarchicalIndex, IndexLevel, Node
+from .retrieval.index import HierarchicalIndex, IndexLevel, Node
 from .manager import BudgetAllocation, TokenBudgetManager
 from .policy import BudgetStrategy, Policy, load_policy
 from .reasons import Reason, ReasonCode
-from .search import SearchResult, SemanticSearch
+from .retrieval.search import SearchResult, SemanticSearch
 from .tokens import get_tokenizer
 
 __version__ = "0.1.0"

@@ -19,7 +19,7 @@ from .policy import BudgetStrategy, Ordering
 from .problem import LinearRule, Problem, render
 from .reasons import Reason, ReasonCode
 from .strategies import Selection
-from .strategies.greedy import Filler
+from .feasibility import Filler
 from .tokens import get_tokenizer
 
 
@@ -111,7 +111,7 @@ def assemble(problem: Problem, order: list[int]) -> str:
 
 def _why_not(problem: Problem, chosen: set[int]) -> Callable[[int], Reason]:
     """Reasons for active items a solver left out: the first rule each would break, as
-    the greedy family sees it (:class:`~engine.strategies.greedy.Filler` holding the
+    the greedy family sees it (:class:`~engine.feasibility.Filler` holding the
     chosen set), else zero value, else "a better combination was chosen"."""
     filler = Filler(problem)
     for i in chosen:

@@ -21,15 +21,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import show
-from .auditlog import AuditLog, load_checkpoint
+from .audit import show
+from .audit.log import AuditLog, load_checkpoint
 from .candfile import load_candidates_file
 from .candidates import from_mappings
 from .decide import decide, policy_log_path
 from .errors import AuditError, EngineError, exit_code_for
-from .pack import pack
+from .retrieval.pack import pack
 from .policy import BudgetStrategy, Policy, load_policy, render_policy
-from .replay import replay
+from .audit.replay import replay
 
 EXIT_LOG_NOT_INTACT = 6
 

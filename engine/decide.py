@@ -15,10 +15,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import audit
+from .audit import record as audit
 from .allocate import allocate, to_candidates
 from .allocation import Allocation
-from .auditlog import AuditLog
+from .audit.log import AuditLog
 from .errors import InfeasibleError, PolicyError
 from .policy import BudgetStrategy, Policy
 

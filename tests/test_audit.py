@@ -12,13 +12,13 @@ import jsonschema
 import pytest
 
 from engine import AuditLog, InfeasibleError, load_policy
-from engine.audit import stable_view
+from engine.audit.record import stable_view
 from engine.candfile import load_candidates_file
 from engine.candidates import from_mappings
 from engine.decide import decide
 from engine.reasons import ReasonCode
-from engine.replay import replay
-from engine.show import render
+from engine.audit.replay import replay
+from engine.audit.show import render
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = sorted((ROOT / "policies").glob("*.yaml"))

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.auditformat import EnvelopeKind, canonical_of, load_line, scan_line, seal
-from engine.auditlog import GENESIS_HASH, AuditLog, load_checkpoint
-from engine.auditverify import Checkpoint, ProblemKind, VerifyReport, check_chain, verify_bytes
+from engine.audit.lineformat import EnvelopeKind, canonical_of, load_line, scan_line, seal
+from engine.audit.log import GENESIS_HASH, AuditLog, load_checkpoint
+from engine.audit.verify import Checkpoint, ProblemKind, VerifyReport, check_chain, verify_bytes
 from engine.canonical import canonical_bytes, digest, sha256_hex
 from engine.errors import AuditError
 

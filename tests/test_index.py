@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.errors import CandidateError
-from engine.index import HierarchicalIndex, IndexLevel, Node
+from engine.retrieval.index import HierarchicalIndex, IndexLevel, Node
 
 FIXTURE = Path(__file__).parent / "fixtures" / "handbook.md"
 CORPUS = Path(__file__).parent.parent / "examples" / "corpus"

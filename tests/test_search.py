@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from engine.errors import CandidateError
-from engine.index import HierarchicalIndex, IndexLevel
-from engine.search import (
+from engine.retrieval.index import HierarchicalIndex, IndexLevel
+from engine.retrieval.search import (
     BM25_B,
     BM25_K1,
     SearchResult,

@@ -22,7 +22,7 @@ from ..policy import BudgetStrategy
 from ..problem import Problem
 from ..reasons import Reason, ReasonCode
 from . import Selection, objective_of
-from .greedy import Filler, relevance_order
+from ..feasibility import Filler, relevance_order
 
 
 def level_weights(problem: Problem, levels: list[str]) -> dict[str, float]:

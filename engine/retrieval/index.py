@@ -59,7 +59,7 @@ from enum import Enum
 
 import pysbd
 
-from .errors import CandidateError
+from ..errors import CandidateError
 
 
 class IndexLevel(Enum):

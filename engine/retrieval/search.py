@@ -1,4 +1,4 @@
-"""Search over a :class:`~engine.index.HierarchicalIndex`: scored nodes for one query.
+"""Search over a :class:`~engine.retrieval.index.HierarchicalIndex`: scored nodes for one query.
 
 What goes in: an index, a query and ``top_k``. What comes out: up to ``top_k``
 :class:`SearchResult` values, best first (ties broken by ``node_id``), whose
@@ -54,7 +54,7 @@ from typing import Any
 import bm25s
 import numpy as np
 
-from .errors import CandidateError
+from ..errors import CandidateError
 from .index import HierarchicalIndex, IndexLevel, Node
 
 #: The levels searched when the caller names none.

@@ -17,12 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .allocate import allocate
-from .candidates import make_candidate
-from .errors import EngineError, InfeasibleError
-from .policy import Policy
-from .problem import template_overhead
-from .tokens import get_tokenizer
+from ..allocate import allocate
+from ..candidates import make_candidate
+from ..errors import EngineError, InfeasibleError
+from ..policy import Policy
+from ..problem import template_overhead
+from ..tokens import get_tokenizer
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ RFC 8785 canonical JSON of an *envelope*::
 Only a line that ends in ``\\n`` is a record. The writer fsyncs after the whole line, so
 bytes after the last ``\\n`` were never acknowledged to anyone: they are a torn write.
 
-How lines relate to each other (order, chain, checkpoint) is :mod:`engine.auditverify`.
+How lines relate to each other (order, chain, checkpoint) is :mod:`engine.audit.verify`.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from typing import Any, Mapping
 
 import rfc8785
 
-from .canonical import canonical_bytes, sha256_hex
-from .errors import AuditError
+from ..canonical import canonical_bytes, sha256_hex
+from ..errors import AuditError
 
 GENESIS_HASH = "sha256:" + "0" * 64
 """The ``prev_hash`` of the first record (seq 1)."""

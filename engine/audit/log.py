@@ -1,5 +1,5 @@
 """The append-only, hash-chained JSONL audit log: writing, reading, checkpoints.
-The line format is :mod:`engine.auditformat`, the verifier :mod:`engine.auditverify`.
+The line format is :mod:`engine.audit.lineformat`, the verifier :mod:`engine.audit.verify`.
 
 How a record becomes durable (:meth:`AuditLog.append`)::
 
@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from .auditformat import (
+from .lineformat import (
     GENESIS_HASH,
     EnvelopeKind,
     LineStatus,
@@ -46,9 +46,9 @@ from .auditformat import (
     scan_line,
     seal,
 )
-from .auditverify import Checkpoint, VerifyReport, check_chain
-from .canonical import canonical_bytes, sha256_hex
-from .errors import AuditError, Location
+from .verify import Checkpoint, VerifyReport, check_chain
+from ..canonical import canonical_bytes, sha256_hex
+from ..errors import AuditError, Location
 
 __all__ = ["AuditLog", "GENESIS_HASH", "load_checkpoint"]
 
@@ -347,7 +347,7 @@ class AuditLog:
                      and env["record"].get("decision_id") == decision_id), None)
 
     def replay(self, policy: Any = None) -> list[Any]:
-        """Re-solve every recorded decision (:func:`engine.replay.replay`), under its own
+        """Re-solve every recorded decision (:func:`engine.audit.replay.replay`), under its own
         policy or ``policy`` (a what-if); one ``ReplayResult`` per decision, in log order."""
         from .replay import replay  # the solver is needed only here, not to write logs
 
@@ -356,7 +356,7 @@ class AuditLog:
 
     def verify(self, checkpoint: Mapping[str, Any] | None = None, *, from_seq: int = 1,
                to_seq: int | None = None) -> VerifyReport:
-        """Re-hash every line and check the chain (see :mod:`engine.auditverify`); with a
+        """Re-hash every line and check the chain (see :mod:`engine.audit.verify`); with a
         ``checkpoint`` (``{"seq", "hash", ...}``), also that the log still reaches it
         unchanged. The whole file is read so that records before ``from_seq`` anchor
         the chain; problems are reported for ``from_seq..to_seq`` only."""

@@ -2,7 +2,7 @@
 compared with a checkpoint. Pure (but :meth:`Checkpoint.load`): bytes or scanned lines
 in, a :class:`VerifyReport` out.
 
-The line format is :mod:`engine.auditformat`. A :class:`Checkpoint` (last seq and hash,
+The line format is :mod:`engine.audit.lineformat`. A :class:`Checkpoint` (last seq and hash,
 kept outside the log) is the only way to notice a tail cut exactly at a line boundary;
 without one such a log is a valid, shorter chain.
 """
@@ -17,7 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .auditformat import (
+from .lineformat import (
     GENESIS_HASH,
     HASH_RE,
     EnvelopeKind,
@@ -25,7 +25,7 @@ from .auditformat import (
     LineStatus,
     scan_line,
 )
-from .errors import AuditError, Location
+from ..errors import AuditError, Location
 
 _SHOWN = 50  # problems listed by summary(); to_dict() has them all
 

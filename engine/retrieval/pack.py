@@ -14,12 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .auditlog import AuditLog
-from .decide import Decided, decide
-from .errors import CandidateError
+from ..audit.log import AuditLog
+from ..decide import Decided, decide
+from ..errors import CandidateError
 from .index import HierarchicalIndex
-from .manager import TokenBudgetManager
-from .policy import Policy
+from ..manager import TokenBudgetManager
+from ..policy import Policy
 from .search import SemanticSearch
 
 TEXT_SUFFIXES = (".md", ".markdown", ".txt", ".text", ".rst")

@@ -21,12 +21,12 @@ from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
 from typing import Any
 
-from .allocation import Allocation
-from .candidates import Candidate
-from .canonical import digest, sha256_hex
-from .errors import InfeasibleError
-from .policy import Policy, SolverLog
-from .tokens import get_tokenizer
+from ..allocation import Allocation
+from ..candidates import Candidate
+from ..canonical import digest, sha256_hex
+from ..errors import InfeasibleError
+from ..policy import Policy, SolverLog
+from ..tokens import get_tokenizer
 
 SCHEMA_VERSION = "1"
 
