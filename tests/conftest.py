@@ -1,0 +1,24 @@
+"""Suite-wide options.
+
+``--exhaustive`` (or ``CTXBUDGET_EXHAUSTIVE=1``) runs the exhaustive variants of the
+tests that sample by default (every byte flip and every crash cut of the audit log; the
+brute-force comparisons at their full sizes). The default run checks a fixed,
+deterministic sample of the same cases, so it stays well under 90 s on 2 cores.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--exhaustive", action="store_true", default=False,
+                     help="run every case of the sampled exhaustive tests (slow)")
+
+
+@pytest.fixture(scope="session")
+def exhaustive(request: pytest.FixtureRequest) -> bool:
+    """True when the exhaustive variants were asked for."""
+    return bool(request.config.getoption("--exhaustive")) or os.environ.get("CTXBUDGET_EXHAUSTIVE") == "1"
