@@ -58,15 +58,16 @@ def _linear(cm: CompiledModel, rule: LinearRule, guarded: bool) -> None:
     coefs = rule.coefs if rule.coefs is not None else [1] * len(xs)
     expr = cp_model.LinearExpr.weighted_sum(xs, coefs)
     lit = _guard(cm, rule.key, rule, guarded)
-    for bound_ok, ct in (
-        (rule.lower is not None, lambda: expr >= rule.lower),
-        (rule.upper is not None, lambda: expr <= rule.upper),
-    ):
-        if bound_ok:
-            c = cm.model.add(ct())
-            c.with_name(rule.key)
-            if lit is not None:
-                c.only_enforce_if(lit)
+    bounds = []
+    if rule.lower is not None:
+        bounds.append(expr >= rule.lower)
+    if rule.upper is not None:
+        bounds.append(expr <= rule.upper)
+    for bound in bounds:
+        c = cm.model.add(bound)
+        c.with_name(rule.key)
+        if lit is not None:
+            c.only_enforce_if(lit)
 
 
 # Budget: rendered tokens plus separators of the chosen items stay within the capacity.

@@ -169,7 +169,7 @@ class _Loader(yaml.SafeLoader):
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
         if kind is yaml.ScalarNode and implicit[0]:
             return _PLAIN
-        return super().resolve(kind, value, implicit)
+        return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
 
 
 def _loc(file: str | None, mark: Any) -> Location:
@@ -442,12 +442,12 @@ def _compose(text: str, file: str | None) -> Any:
     """The root node of the only document in ``text``, or ``None`` when there is none."""
     loader = _Loader(text)
     try:
-        loader.get_event()  # STREAM-START
+        loader.get_event()  # type: ignore[no-untyped-call]  # STREAM-START
         if loader.check_event(yaml.StreamEndEvent):
             return None
         root = loader.compose_document()
         if not loader.check_event(yaml.StreamEndEvent):
-            extra = loader.peek_event()
+            extra = loader.peek_event()  # type: ignore[no-untyped-call]
             raise PolicyError(
                 "policy.multiple_documents",
                 "the file holds more than one YAML document ('---'); a policy is one "

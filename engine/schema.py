@@ -36,7 +36,7 @@ import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from importlib.resources import files
-from typing import Any
+from typing import Any, cast
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match, relevance
@@ -171,7 +171,8 @@ def _candidate_fast_check() -> Any:
 def _rank(error: ValidationError, location: Location | None, path: str) -> tuple[Any, ...]:
     """Sort key, best first: jsonschema's relevance (without its sibling-path
     component), then document order."""
-    shallow, _siblings, strong_kind, strong, typed = relevance(error)
+    # jsonschema types the key as merely comparable; it is a 5-tuple of numbers.
+    shallow, _siblings, strong_kind, strong, typed = cast("tuple[Any, ...]", relevance(error))
     line = location.line if location and location.line is not None else 0
     col = location.col if location and location.col is not None else 0
     return (-shallow, -strong_kind, -strong, -typed, line, col, path)
@@ -200,7 +201,7 @@ def _translate(error: ValidationError, base: str, words: Mapping[str, str]) -> l
     """The (rule, path, message) issues one jsonschema error stands for."""
     path = _join(base, error.absolute_path)
     kind = str(error.validator)
-    value = error.validator_value
+    value: Any = error.validator_value
     instance = error.instance
     schema = error.schema if isinstance(error.schema, dict) else {}
     hint = f"; {schema['x-hint']}" if "x-hint" in schema else ""

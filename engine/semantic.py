@@ -101,7 +101,7 @@ def _budget_limit(budget: Mapping[str, Any], add: Any) -> int | None:
         field = "reserve_output" if output else "reserve_prompt"
         add("reserves_without_window", f"$.spec.budget.{field}", f"{field} only applies with context_window; "
             "remove it, or replace max_tokens with context_window")
-    else:
+    elif max_tokens is not None:
         return int(max_tokens)
     return None
 

@@ -241,7 +241,7 @@ def check_chain(entries: Iterable[LineEntry], *, log: str = "<log>",
     skipped: set[int] = set()
     head, head_hashes, unplaced = 0, frozenset({GENESIS_HASH}), 0
 
-    def add(kind: ProblemKind, seq: int | None, line: int, msg: str) -> None:
+    def add(kind: ProblemKind, seq: int | None, line: int | None, msg: str) -> None:
         found.append(Problem(kind, seq, line, msg))
 
     def advance(seq: int, hashes: frozenset[str], e: LineEntry) -> None:

@@ -213,7 +213,8 @@ def _unit_rows(vectors: Any, expected_rows: int) -> np.ndarray:
         )
     norms = np.linalg.norm(arr, axis=1, keepdims=True)
     # A zero vector has no direction: its cosine with anything is taken as 0.
-    return np.divide(arr, norms, out=np.zeros_like(arr), where=norms > 0)
+    unit: np.ndarray = np.divide(arr, norms, out=np.zeros_like(arr), where=norms > 0)
+    return unit
 
 
 class SemanticSearch:
@@ -302,8 +303,9 @@ class SemanticSearch:
         for i, li in enumerate(self._levels):
             part = self._score_level(li, query_terms, None if q_vec is None else self._vectors[i] @ q_vec)
             parts.append(part)
-            for j in np.flatnonzero(part["score"] > 0.0):
-                hits.append((float(part["score"][j]), li.nodes[j].node_id, i, int(j)))
+            for jj in np.flatnonzero(part["score"] > 0.0):
+                j = int(jj)
+                hits.append((float(part["score"][j]), li.nodes[j].node_id, i, j))
         hits.sort(key=lambda h: (-h[0], h[1]))
         results = []
         for rank, (score, node_id, i, j) in enumerate(hits[:top_k], start=1):
