@@ -1,6 +1,7 @@
 """The ``ctxbudget`` command: the only module that prints, and the one place that maps
 errors to exit codes (0 ok, 1 unexpected, 2 bad input, 3 infeasible, 4 solver failure,
-5 audit log failure; ``audit verify`` exits 6 when the log is not intact).
+5 audit log failure; ``audit verify`` exits 6 when the log is not intact; 130 on Ctrl-C,
+141 when the reader of stdout went away, as a process killed by SIGPIPE reports it).
 
     ctxbudget policy validate FILES...          ctxbudget policy render FILE
     ctxbudget allocate --policy P --candidates C [--format json|context] [--audit-log L]
@@ -8,30 +9,42 @@ errors to exit codes (0 ok, 1 unexpected, 2 bad input, 3 infeasible, 4 solver fa
     ctxbudget audit verify LOG [--checkpoint F]  ctxbudget audit checkpoint LOG --out F
     ctxbudget audit replay LOG [--policy P]      ctxbudget audit show LOG [--decision ID] [--json]
 
-``--errors=json`` prints errors as one JSON object on stderr for machines.
+``--errors=json`` (before or after the command) prints errors as one JSON object on
+stderr for machines. ``CTXBUDGET_DEBUG=1`` adds the traceback of an unexpected error.
+
+Each command imports what it runs when it runs: ``ctxbudget --help`` and ``--version``
+load neither the solver (OR-Tools, which pulls in pandas) nor the tokenizer, the
+retrieval stack or the validators (``bench/cli_startup.py`` measures it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from .audit import show
-from .audit.log import AuditLog, load_checkpoint
-from .candfile import load_candidates_file
-from .candidates import from_mappings
-from .decide import decide, policy_log_path
-from .errors import AuditError, EngineError, exit_code_for
-from .retrieval.pack import pack
-from .policy import BudgetStrategy, Policy, load_policy, render_policy
-from .audit.replay import replay
+from . import __version__
+from .errors import AuditError, EngineError, UsageError, exit_code_for
 
+if TYPE_CHECKING:
+    from .audit.log import AuditLog
+    from .policy import Policy
+
+EXIT_UNEXPECTED = 1
 EXIT_LOG_NOT_INTACT = 6
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+
+#: The values of :class:`engine.policy.BudgetStrategy`, spelled out so that building the
+#: parser does not import the policy stack (tests/test_cli.py checks they agree).
+STRATEGIES = ("greedy", "balanced", "optimal", "density")
 
 
 def _out(text: str) -> None:
@@ -43,6 +56,9 @@ def _err(text: str) -> None:
 
 
 def _audit_log(args: argparse.Namespace, policy: Policy) -> AuditLog | None:
+    from .audit.log import AuditLog
+    from .decide import policy_log_path
+
     path = Path(args.audit_log) if getattr(args, "audit_log", None) else policy_log_path(policy)
     if path is None:
         return None
@@ -87,6 +103,8 @@ def summary_line(a: Any, seconds: float) -> str:
 
 
 def cmd_policy_validate(args: argparse.Namespace) -> int:
+    from .policy import load_policy
+
     worst = 0
     for f in args.files:
         try:
@@ -100,11 +118,18 @@ def cmd_policy_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_policy_render(args: argparse.Namespace) -> int:
+    from .policy import load_policy, render_policy
+
     _out(render_policy(load_policy(args.file)))
     return 0
 
 
 def cmd_allocate(args: argparse.Namespace) -> int:
+    from .candfile import load_candidates_file
+    from .candidates import from_mappings
+    from .decide import decide
+    from .policy import BudgetStrategy, load_policy
+
     t0 = time.perf_counter()
     policy = load_policy(args.policy)
     cands = from_mappings(load_candidates_file(args.candidates))
@@ -119,6 +144,9 @@ def cmd_allocate(args: argparse.Namespace) -> int:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
+    from .policy import load_policy
+    from .retrieval.pack import pack
+
     policy = load_policy(args.policy)
     log = _audit_log(args, policy)
     started = time.monotonic()
@@ -147,6 +175,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from .audit.log import AuditLog, load_checkpoint
+
     cp = load_checkpoint(args.checkpoint) if args.checkpoint else None
     report = AuditLog(args.log).verify(cp)
     _out(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
@@ -154,6 +184,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
+    from .audit.log import AuditLog
+
     cp = AuditLog(args.log).export_checkpoint(args.out)
     _out(f"checkpoint seq {cp['seq']} hash {cp['hash']} -> {args.out}")
     return 0
@@ -162,9 +194,11 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
 def _decisions(path: str) -> list[dict[str, Any]]:
     """Every complete decision envelope; a torn last line (a crashed writer) is reported
     and left for the next writer to recover, never silently skipped."""
+    from .audit.log import AuditLog
+
     out: list[dict[str, Any]] = []
     try:
-        for env in AuditLog(path):
+        for env in AuditLog(Path(path)):
             if env.get("kind") == "decision":
                 out.append(env)
     except AuditError as exc:
@@ -175,6 +209,9 @@ def _decisions(path: str) -> list[dict[str, Any]]:
 
 
 def cmd_audit_replay(args: argparse.Namespace) -> int:
+    from .audit.replay import replay
+    from .policy import load_policy
+
     policy = load_policy(args.policy) if args.policy else None
     results = [replay(env["record"], policy) for env in _decisions(args.log)]
     for r in results:
@@ -186,93 +223,223 @@ def cmd_audit_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_show(args: argparse.Namespace) -> int:
+    from .audit import show
+
     records = _decisions(args.log)
     if args.decision:
-        records = [e for e in records if e["record"].get("decision_id") == args.decision]
-        if not records:
-            raise EngineError("audit.unknown_decision", f"no decision {args.decision!r} in {args.log}")
+        wanted = [e for e in records if e["record"].get("decision_id") == args.decision]
+        if not wanted:
+            example = f", e.g. {records[-1]['record'].get('decision_id')!r}" if records else ""
+            raise UsageError("audit.unknown_decision",
+                             f"no decision {args.decision!r} in {args.log} ({len(records)} decisions there"
+                             f"{example}); `ctxbudget audit show {args.log}` prints each one with its id",
+                             path="$.decision_id", details={"decision_id": args.decision, "log": args.log})
+        records = wanted
     for env in records:
-        _out(json.dumps(env, indent=2) if args.json else show.render(env))
+        # --json: JSON Lines, one envelope per line (jq, grep and head read it line by line)
+        _out(json.dumps(env) if args.json else show.render(env))
     return 0
 
 
-def _report(exc: EngineError, args: argparse.Namespace) -> None:
+def _report(exc: EngineError, args: argparse.Namespace | None) -> None:
     if getattr(args, "errors", "text") == "json":
         _err(json.dumps(exc.to_dict()))
+        return
+    if isinstance(exc, _ParseError):
+        _err(exc.usage)
+    if isinstance(exc, UsageError) and exc.location is None:
+        _err(f"error: {exc.code}: {exc.message}")  # a command line has no JSON path to show
     else:
         _err(f"error: {exc.code}: {exc}")
 
 
+class _ParseError(UsageError):
+    """A command line argparse rejected; text output repeats the command's usage."""
+
+    def __init__(self, message: str, usage: str) -> None:
+        super().__init__("cli.usage", message)
+        self.usage = usage
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "error": UsageError.__name__}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors raised as :class:`UsageError` (exit 2), so that
+    ``--errors=json`` covers them and :func:`main` stays the one place that exits."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _ParseError(f"{message}; see `{self.prog} --help`", self.format_usage().rstrip())
+
+
+def _errors_option() -> argparse.ArgumentParser:
+    """``--errors`` for every command, so it is accepted after the command too. Its
+    default is SUPPRESS: a command that does not see the option must not reset the value
+    given before the command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--errors", choices=["text", "json"], default=argparse.SUPPRESS,
+                        help="how errors are printed on stderr: text (default) or one JSON object")
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ctxbudget", description=__doc__.split("\n\n")[0])
-    p.add_argument("--errors", choices=["text", "json"], default="text", help="error output format")
-    sub = p.add_subparsers(dest="command", required=True)
-    pol = sub.add_parser("policy", help="validate or render policy files").add_subparsers(dest="sub", required=True)
-    v = pol.add_parser("validate", help="validate policy files (exit 2 on any error)")
-    v.add_argument("files", nargs="+")
+    common = _errors_option()
+
+    def command(group: Any, name: str, text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = group.add_parser(name, help=text, description=text, parents=[common])
+        return parser
+
+    p = _Parser(prog="ctxbudget",
+                description="Decide which retrieved chunks go into an LLM prompt under a token-budget "
+                            "policy (YAML), solved exactly, verified, and recorded in an audit log.",
+                epilog="exit codes: 0 ok, 1 unexpected (a bug), 2 bad input, 3 infeasible, 4 solver failure, "
+                       "5 audit log failure, 6 audit log not intact, 130 interrupted, 141 output pipe closed")
+    p.add_argument("--errors", choices=["text", "json"], default="text",
+                   help="how errors are printed on stderr: text (default) or one JSON object")
+    p.add_argument("--version", action="version", version=f"ctxbudget {__version__}",
+                   help="print the version and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser,
+                           title="commands", help="`ctxbudget COMMAND --help` lists its options")
+
+    pol = command(sub, "policy", "validate or render policy files").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND", parser_class=_Parser, title="subcommands",
+        help="`ctxbudget policy SUBCOMMAND --help` lists its options")
+    v = command(pol, "validate", "validate policy files (exit 2 on any error)")
+    v.add_argument("files", nargs="+", metavar="FILE", help="policy files (YAML)")
     v.set_defaults(func=cmd_policy_validate)
-    r = pol.add_parser("render", help="print the effective policy (after extends) and its digest")
-    r.add_argument("file")
+    r = command(pol, "render", "print the effective policy (after extends) and its digest")
+    r.add_argument("file", metavar="FILE", help="policy file (YAML)")
     r.set_defaults(func=cmd_policy_render)
-    a = sub.add_parser("allocate", help="allocate candidates under a policy")
-    a.add_argument("--policy", required=True)
-    a.add_argument("--candidates", required=True, help="JSON Lines or a JSON array")
-    a.add_argument("--format", choices=["json", "context"], default="json")
-    a.add_argument("--strategy", choices=[s.value for s in BudgetStrategy])
-    a.add_argument("--audit-log")
+
+    a = command(sub, "allocate", "allocate candidates under a policy")
+    a.add_argument("--policy", required=True, metavar="FILE", help="policy file (YAML)")
+    a.add_argument("--candidates", required=True, metavar="FILE",
+                   help="candidates: JSON Lines or a JSON array")
+    a.add_argument("--format", choices=["json", "context"], default="json",
+                   help="print the decision as JSON (default) or only the assembled context")
+    a.add_argument("--strategy", choices=STRATEGIES, help="override the policy's strategy")
+    a.add_argument("--audit-log", metavar="FILE",
+                   help="append the audit record here (default: the policy's audit.log, if any)")
     a.set_defaults(func=cmd_allocate)
-    k = sub.add_parser("pack", help="index files, search, and pack the best context for a query")
-    k.add_argument("--policy", required=True)
-    k.add_argument("--query", required=True)
-    k.add_argument("paths", nargs="+")
-    k.add_argument("--out")
-    k.add_argument("--json", action="store_true")
-    k.add_argument("--top-k", type=int, default=50)
-    k.add_argument("--audit-log")
+
+    k = command(sub, "pack", "index files, search, and pack the best context for a query")
+    k.add_argument("--policy", required=True, metavar="FILE", help="policy file (YAML)")
+    k.add_argument("--query", required=True, help="the question to retrieve context for")
+    k.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to index")
+    k.add_argument("--out", metavar="FILE", help="also write the assembled context to this file")
+    k.add_argument("--json", action="store_true", help="print the decision as JSON instead of the context")
+    k.add_argument("--top-k", type=int, default=50, metavar="N", help="search results to consider (default 50)")
+    k.add_argument("--audit-log", metavar="FILE",
+                   help="append the audit record here (default: the policy's audit.log, if any)")
     k.set_defaults(func=cmd_pack)
-    au = sub.add_parser("audit", help="verify, replay, show the audit log").add_subparsers(dest="sub", required=True)
-    av = au.add_parser("verify")
-    av.add_argument("log")
-    av.add_argument("--checkpoint")
-    av.add_argument("--json", action="store_true")
+
+    au = command(sub, "audit", "verify, checkpoint, replay or show an audit log").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND", parser_class=_Parser, title="subcommands",
+        help="`ctxbudget audit SUBCOMMAND --help` lists its options")
+    av = command(au, "verify", "check the log's hash chain (exit 6 when it is not intact)")
+    av.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
+    av.add_argument("--checkpoint", metavar="FILE",
+                    help="a checkpoint exported earlier: also detects a cut tail")
+    av.add_argument("--json", action="store_true", help="print the report as JSON")
     av.set_defaults(func=cmd_audit_verify)
-    ac = au.add_parser("checkpoint")
-    ac.add_argument("log")
-    ac.add_argument("--out", required=True)
+    ac = command(au, "checkpoint", "export the log's last sequence number and hash, to keep elsewhere")
+    ac.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
+    ac.add_argument("--out", required=True, metavar="FILE", help="where to write the checkpoint (JSON)")
     ac.set_defaults(func=cmd_audit_checkpoint)
-    ar = au.add_parser("replay")
-    ar.add_argument("log")
-    ar.add_argument("--policy")
-    ar.add_argument("--json", action="store_true")
+    ar = command(au, "replay", "re-run every logged decision and compare (what-if with --policy)")
+    ar.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
+    ar.add_argument("--policy", metavar="FILE", help="replay under this policy instead of the logged one")
+    ar.add_argument("--json", action="store_true", help="print one JSON object per decision")
     ar.set_defaults(func=cmd_audit_replay)
-    ash = au.add_parser("show")
-    ash.add_argument("log")
-    ash.add_argument("--decision")
-    ash.add_argument("--json", action="store_true")
+    ash = command(au, "show", "print logged decisions for a reviewer")
+    ash.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
+    ash.add_argument("--decision", metavar="ID", help="only this decision id (exit 2 if the log has none)")
+    ash.add_argument("--json", action="store_true", help="print JSON Lines: one log envelope per line")
     ash.set_defaults(func=cmd_audit_show)
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: parse, run, map errors to exit codes. Never a traceback for known errors."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _debug() -> bool:
+    return os.environ.get("CTXBUDGET_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    """``--errors=json`` anywhere in a command line that could not be parsed."""
+    argv = list(argv)
+    return "--errors=json" in argv or any(a == "--errors" and b == "json" for a, b in zip(argv, argv[1:]))
+
+
+def _unexpected(exc: BaseException, args: argparse.Namespace | None) -> int:
+    """A bug: one line that says so (the traceback only under CTXBUDGET_DEBUG=1)."""
+    if _debug():
+        traceback.print_exception(exc, file=sys.stderr)
+    text = " ".join(str(exc).split())[:500]
+    if getattr(args, "errors", "text") == "json":
+        bug = EngineError("internal.bug", f"{type(exc).__name__}: {text}; this is a ctxbudget bug, please "
+                          "report it with the command you ran and the traceback from CTXBUDGET_DEBUG=1",
+                          details={"exception": type(exc).__name__})
+        _err(json.dumps(bug.to_dict()))
+    else:
+        _err(f"error: internal: {type(exc).__name__}: {text} (this is a ctxbudget bug: please report it "
+             "with the command you ran; rerun with CTXBUDGET_DEBUG=1 for the traceback)")
+    return EXIT_UNEXPECTED
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args: argparse.Namespace | None = None
     try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help and --version print and "exit"; usage errors raise
+            return exc.code if isinstance(exc.code, int) else 0
         return int(args.func(args))
+    except UsageError as exc:
+        _report(exc, args or argparse.Namespace(errors="json" if _wants_json(argv) else "text"))
+        return exit_code_for(exc)
     except EngineError as exc:
+        if _debug() and exit_code_for(exc) == EXIT_UNEXPECTED:
+            traceback.print_exception(exc, file=sys.stderr)
         _report(exc, args)
         return exit_code_for(exc)
     except KeyboardInterrupt:
         _err("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        raise  # the reader went away: main() ends quietly
     except Exception as exc:  # a bug: say so, in one line, with the way to report it
-        _err(f"error: internal: {type(exc).__name__}: {exc} (this is a ctxbudget bug; "
-             "rerun with CTXBUDGET_DEBUG=1 for the traceback)")
-        import os
+        return _unexpected(exc, args)
 
-        if os.environ.get("CTXBUDGET_DEBUG"):
-            raise
-        return 1
+
+def _quiet_closed_pipes() -> None:
+    """Point every standard stream whose reader went away at /dev/null: Python flushes
+    them once more at exit, and that flush would print "Exception ignored ... BrokenPipeError"."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+            continue
+        except BrokenPipeError:
+            pass
+        except (OSError, ValueError):  # closed, or not a real file (captured in tests)
+            continue
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse, run, map errors to exit codes. Never a traceback for known
+    errors, and none when the reader of the output goes away (``... | head``)."""
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        _quiet_closed_pipes()
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

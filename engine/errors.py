@@ -11,7 +11,8 @@ for callers that do not know this module::
     ├── InfeasibleError                valid inputs, no allocation satisfies the hard rules
     ├── SolverError (RuntimeError)     backend failed and the fallback was disabled
     ├── VerificationError (AssertionError)  an allocation broke a rule: always our bug
-    └── AuditError (OSError)           the audit record could not be made durable
+    ├── AuditError (OSError)           the audit record could not be made durable
+    └── UsageError (ValueError)        a command line the CLI cannot run (bad flag, unknown decision id)
 
 Every error carries data, not only text: a stable dotted ``code``
 (``policy.unknown_field``), a JSON ``path`` (``$.spec.levels.SECTION.max_tokens``), a
@@ -159,6 +160,13 @@ class AuditError(EngineError, OSError):
     """An audit record could not be written durably (disk full, read-only, lock failure)."""
 
     exit_code = 5
+
+
+class UsageError(EngineError, ValueError):
+    """A command line the CLI cannot run: an unknown option, a missing argument, an
+    argument that names nothing (a decision id that is not in the log)."""
+
+    exit_code = 2
 
 
 def exit_code_for(error: BaseException) -> int:

