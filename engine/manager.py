@@ -12,8 +12,13 @@ Differences from the seed, all on purpose and documented in the README:
 * ``candidates_considered`` counts every input item; items under ``min_relevance`` are in
   ``excluded`` with reason ``below_min_relevance`` instead of vanishing.
 * Bad input raises ``CandidateError`` (a ``ValueError``) naming the item and field.
-* ``audit_trail`` keeps the seed's keys and adds which strategy ran, the solver's verdict
-  and the reason of any fallback.
+* ``audit_trail`` keeps the seed's keys and adds which strategy ran, the objective it
+  maximised, the solver's verdict and the reason of any fallback.
+
+Without a policy the manager maximises the seed's objective, the plain sum of
+``relevance_score`` (``objective: identity``): the knapsack its docstring and TODO name.
+The engine's default transform (``power``, see :class:`~engine.policy.Objective`) applies
+only to policies, which keep whatever objective they set.
 """
 
 from __future__ import annotations
@@ -30,11 +35,13 @@ from .allocate import allocate
 from .allocation import Allocation
 from .candidates import BudgetItem
 from .errors import CandidateError
-from .policy import BudgetStrategy, Policy, load_policy
+from .policy import BudgetStrategy, Objective, Policy, Transform, load_policy
 from .tokens import DEFAULT_ENCODING, get_tokenizer
 
 #: Excluded items above this relevance are flagged in ``audit_trail`` (the seed's 0.7).
 HIGH_RELEVANCE = 0.7
+#: The seed's objective: maximise the sum of ``relevance_score`` (used without a policy).
+SEED_OBJECTIVE = Objective(Transform.IDENTITY)
 
 
 @dataclass
@@ -119,7 +126,8 @@ class TokenBudgetManager:
                                  path="$.min_relevance")
         if self.policy is None:
             return Policy.default(token_budget, tokenizer=self.tokenizer_name, separator="",
-                                  strategy=strategy, min_relevance=float(min_relevance))
+                                  strategy=strategy, min_relevance=float(min_relevance),
+                                  objective=SEED_OBJECTIVE)
         return self.policy.replace(max_tokens=token_budget, context_window=None, reserve_output=0,
                                    reserve_prompt=0, strategy=strategy,
                                    min_relevance=max(self.policy.min_relevance, float(min_relevance)))
@@ -140,16 +148,16 @@ class TokenBudgetManager:
         """
         items = list(candidates)
         policy = self._policy_for(token_budget, strategy, min_relevance)
-        return self._result(items, allocate(items, policy))
+        return self._result(items, allocate(items, policy), policy.objective)
 
     def allocate(self, candidates: Sequence[BudgetItem]) -> BudgetAllocation:
         """Apply the manager's policy as written (or the default budget without one)."""
         items = list(candidates)
         policy = self.policy or Policy.default(self.default_budget, tokenizer=self.tokenizer_name,
-                                               separator="")
-        return self._result(items, allocate(items, policy))
+                                               separator="", objective=SEED_OBJECTIVE)
+        return self._result(items, allocate(items, policy), policy.objective)
 
-    def _result(self, items: list[BudgetItem], alloc: Allocation) -> BudgetAllocation:
+    def _result(self, items: list[BudgetItem], alloc: Allocation, objective: Objective) -> BudgetAllocation:
         included = [items[d.index] for d in alloc.included]
         rel_order = sorted(range(len(items)), key=lambda i: (-alloc.decisions[i].relevance, i))
         excluded_d = [alloc.decisions[i] for i in rel_order if not alloc.decisions[i].included]
@@ -176,6 +184,8 @@ class TokenBudgetManager:
             "strategy_requested": alloc.strategy_requested.value,
             "fallback_reason": alloc.fallback_reason,
             "solver_status": sel.status,
+            "objective_function": objective.transform.value,
+            "objective_params": _objective_params(objective),
             "objective": sel.objective,
             "best_bound": sel.bound,
             "gap": sel.gap,
@@ -249,6 +259,15 @@ class TokenBudgetManager:
             items.append(BudgetItem(content=node.content, relevance_score=r.relevance_score,
                                     token_count=n, source_id=r.node_id, level=level, metadata=meta))
         return items
+
+
+def _objective_params(objective: Objective) -> dict[str, float]:
+    """The parameters of the objective that ran (``{}`` for identity)."""
+    if objective.transform is Transform.POWER:
+        return {"exponent": objective.exponent}
+    if objective.transform is Transform.RECIPROCAL_RANK:
+        return {"k": objective.k}
+    return {}
 
 
 def _ancestors(nodes: Mapping[str, Any], node_id: str) -> list[str]:
