@@ -3,10 +3,19 @@
 ``allocate(candidates, policy)``::
 
     candidates ─▶ tuple[Candidate] ─reduce─▶ Problem ─strategy─▶ Selection
-        └ OPTIMAL: no solution in time / solver error ─▶ greedy fallback (recorded), or
-          SolverError when the policy says ``fallback: error``
+        └ OPTIMAL: solver failure ─▶ greedy fallback (recorded), or SolverError when
+          the policy says ``fallback: error``
         └ hard rules contradict each other ─▶ InfeasibleError naming a minimal core
     (Problem, Selection) ─build─▶ Allocation ─verify─▶ () or VerificationError (our bug)
+
+A *solver failure* is exactly one of: CP-SAT returned ``unknown`` (no solution within
+the limit) or ``model_invalid``; the time limit was used up before the search could
+start (``deadline``); or CP-SAT raised inside its own ``solve``
+(:class:`~engine.errors.SolverBackendError`). Those, and only those, fall back. Any other
+exception — in reducing, compiling, a heuristic or our code around the solver — is a bug
+and propagates unchanged (the CLI reports it as exit 1), so it never looks like a
+solver time-out. OR-Tools is a required dependency imported with the engine: a missing
+or broken install fails at ``import engine``, not silently per call.
 
 Infeasibility is never a reason to fall back: it is a property of the inputs, and the
 error says which rules conflict.
@@ -21,7 +30,7 @@ from typing import Any
 
 from .allocation import Allocation, build
 from .candidates import BudgetItem, Candidate, from_budget_items, from_mappings
-from .errors import CandidateError, SolverError, VerificationError
+from .errors import CandidateError, SolverBackendError, SolverError, VerificationError
 from .explain import infeasible_error
 from .policy import BudgetStrategy, Fallback, Policy
 from .problem import Problem, reduce
@@ -82,38 +91,40 @@ def solve(problem: Problem, strategy: BudgetStrategy, *, time_limit_s: float | N
           fallback: Fallback | None = None, deadline: float | None = None) -> tuple[Selection, str | None]:
     """Run ``strategy`` on ``problem``; returns the selection and the fallback reason."""
     if strategy in _HEURISTICS:
-        sel = _HEURISTICS[strategy](problem)
-        if _pins_break_caps(problem, sel):
-            raise infeasible_error(problem)
-        return sel, None
+        heuristic = _HEURISTICS[strategy](problem)
+        if _pins_break_caps(problem, heuristic):
+            raise infeasible_error(problem, time_limit_s=time_limit_s)
+        return heuristic, None
     fallback = fallback or problem.settings.fallback
     hints: list[Selection] = []
+    sel: Selection | None
     try:
         sel = cpsat.solve(problem, time_limit_s=time_limit_s, deadline=deadline, on_hint=hints.append)
-    except Exception as exc:  # the solver itself failed: a documented fallback case
-        why = f"CP-SAT raised {type(exc).__name__}: {exc}"
+    except SolverBackendError as exc:  # CP-SAT itself raised: a solver failure, not our bug
+        why = exc.message
         sel = None
     else:
         if sel.status in ("optimal", "feasible", "trivial"):
             return sel, None
         if sel.status == "infeasible":
-            raise infeasible_error(problem)
+            raise infeasible_error(problem, time_limit_s=time_limit_s)
         limit = problem.settings.time_limit_s if time_limit_s is None else time_limit_s
         if sel.status == "deadline":
             why = (f"the time limit of {limit:g} s was used up before the search could start "
                    "(counting tokens and building the model)")
         else:
             why = f"CP-SAT returned {sel.status.upper()} within {limit:g} s"
+            if sel.stats.get("invalid_reason"):
+                why += f" ({sel.stats['invalid_reason']})"
     if fallback is Fallback.ERROR:
         raise SolverError("solver.no_solution", f"{why}; the policy sets solver.fallback=error",
                           path="$.spec.solver.fallback")
     fb = hints[0] if hints else greedy.best_heuristic(problem)
     if _pins_break_caps(problem, fb):
-        raise infeasible_error(problem)
-    if sel is not None:
-        fb = Selection(fb.strategy, fb.chosen, fb.reasons, "fallback", fb.objective,
-                       unmet=fb.unmet, stats={**sel.stats, "fallback": fb.strategy.value},
-                       log_lines=sel.log_lines)
+        raise infeasible_error(problem, time_limit_s=time_limit_s)
+    fb = Selection(fb.strategy, fb.chosen, fb.reasons, "fallback", fb.objective,
+                   unmet=fb.unmet, stats={**(sel.stats if sel else {}), "fallback": fb.strategy.value},
+                   log_lines=sel.log_lines if sel else ())
     return fb, why
 
 

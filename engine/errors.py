@@ -10,6 +10,9 @@ for callers that do not know this module::
     ├── TokenizerError (LookupError)   unknown encoding, encoding file missing or corrupt
     ├── InfeasibleError                valid inputs, no allocation satisfies the hard rules
     ├── SolverError (RuntimeError)     backend failed and the fallback was disabled
+    │   └── SolverBackendError         CP-SAT itself raised while solving (internal: the
+    │                                  façade falls back on it, or re-raises it as a
+    │                                  SolverError under ``fallback: error``)
     ├── VerificationError (AssertionError)  an allocation broke a rule: always our bug
     ├── AuditError (OSError)           the audit record could not be made durable
     └── UsageError (ValueError)        a command line the CLI cannot run (bad flag, unknown decision id)
@@ -148,6 +151,15 @@ class SolverError(EngineError, RuntimeError):
     """The solver failed (or ran out of time) and the policy forbids the greedy fallback."""
 
     exit_code = 4
+
+
+class SolverBackendError(SolverError):
+    """CP-SAT raised inside its own ``solve`` (not in ctxbudget's code around it).
+
+    Together with a returned status of ``unknown`` (no solution within the limit),
+    ``model_invalid`` or a used-up deadline, this is what "the solver failed" means: the
+    only cases :func:`engine.allocate.solve` answers with the greedy fallback. Any other
+    exception is a bug and propagates."""
 
 
 class VerificationError(EngineError, AssertionError):

@@ -12,7 +12,7 @@ import pytest
 
 from engine import cli
 from engine import policy as policy_mod
-from engine.strategies import cpsat
+from ortools.sat.python import cp_model
 from engine.tokens import get_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,7 +119,7 @@ def test_exit_codes(capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypa
     def broken(*_a: Any, **_k: Any) -> Any:
         raise RuntimeError("injected solver fault")
 
-    monkeypatch.setattr(cpsat, "solve", broken)
+    monkeypatch.setattr(cp_model.CpSolver, "solve", broken)  # a failure inside CP-SAT itself
     code, _, err = run(capsys, "allocate", "--policy", str(strict), "--candidates", SUPPORT_C)
     assert code == 4 and "solver.no_solution" in err and "injected solver fault" in err
     # ... and with the default fallback the greedy answer comes back, recorded

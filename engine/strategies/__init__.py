@@ -5,7 +5,11 @@ All of them read the same Problem, so they agree on what every rule means:
 * ``greedy``   — the seed's rule: relevance order, skip what does not fit.
 * ``density``  — value per token order (the classic knapsack heuristic).
 * ``balanced`` — the budget split across levels by documented shares, then refilled.
-* ``cpsat``    — OR-Tools CP-SAT: proven optimal, or best-found with its gap.
+* ``cpsat``    — OR-Tools CP-SAT: proven optimal, or best-found with its gap
+  (budget-only problems through the exact ``knapsack`` core reduction).
+
+``params`` builds the CP-SAT parameters of every exact solve (both solvers and the
+infeasibility explainer): one definition of workers, seed and the time limits.
 """
 
 from __future__ import annotations
@@ -16,13 +20,6 @@ from typing import Any
 
 from ..policy import BudgetStrategy
 from ..reasons import Reason
-
-
-#: Share of the time limit given to CP-SAT as its deterministic limit. Deterministic time
-#: ran 3-4x slower than the clock on these models (bench/README.md), so this share makes
-#: the deterministic limit end a search before the clock does, and an answer cut by the
-#: limit is then the same on every run; the wall-clock limit stays as the safety net.
-DETERMINISTIC_SHARE = 0.2
 
 
 @dataclass(frozen=True, slots=True)

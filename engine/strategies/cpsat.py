@@ -7,7 +7,8 @@
 * Hints the better of the greedy and density solutions, and keeps that heuristic answer
   if the solver's own is worse at the limit, so OPTIMAL is never below GREEDY.
 * Deterministic by construction: fixed worker count and seed from the policy, and a
-  deterministic time limit equal to the wall limit (the wall limit is the safety net).
+  deterministic time limit that is a function of the time limit alone
+  (:mod:`engine.strategies.params`); the wall clock is only the safety net.
 * Returns status ``infeasible`` / ``unknown`` / ``model_invalid`` with an empty choice
   instead of raising: the façade (:func:`engine.allocate.allocate`) owns the fallback
   rule and the infeasibility explanation.
@@ -24,7 +25,8 @@ from ..compile import compile_problem, fingerprint
 from ..policy import BudgetStrategy
 from ..problem import Problem
 from ..reasons import Reason, ReasonCode
-from . import DETERMINISTIC_SHARE, Selection, knapsack, objective_of
+from . import Selection, knapsack, objective_of
+from . import params as cpsat_params
 from .greedy import best_heuristic
 
 _STATUS = {
@@ -48,30 +50,6 @@ def trivial_choice(problem: Problem) -> frozenset[int] | None:
     return chosen
 
 
-def parameters(problem: Problem, time_limit_s: float, remaining_s: float) -> dict[str, Any]:
-    """The CP-SAT parameters used for ``problem`` (recorded in the audit trace).
-
-    The deterministic limit is the policy's limit itself, so the search is reproducible;
-    the wall-clock limit is what is left of it after building the model (a safety net
-    that makes the policy's limit bound the whole call)."""
-    s = problem.settings
-    return {
-        "num_workers": s.workers,
-        "random_seed": s.seed,
-        "max_time_in_seconds": max(0.001, remaining_s),
-        # Deterministic time runs ~3-4x slower than wall time on these models: a quarter
-        # of the limit makes the deterministic limit, not the clock, end the search, so
-        # an answer cut by the limit is the same on every run (the clock stays the net).
-        "max_deterministic_time": max(0.001, DETERMINISTIC_SHARE * time_limit_s),
-        "relative_gap_limit": s.relative_gap,
-        # Presolve spent most of the limit on these models (and overran the wall limit at
-        # 100k); with the greedy hint the search alone proves faster (bench/README.md).
-        "cp_model_presolve": False,
-        "log_search_progress": True,
-        "log_to_stdout": False,
-    }
-
-
 def solve(problem: Problem, *, time_limit_s: float | None = None,
           deadline: float | None = None,
           on_hint: Callable[[Selection], None] | None = None) -> Selection:
@@ -87,18 +65,15 @@ def solve(problem: Problem, *, time_limit_s: float | None = None,
                    for i in trivial}
         return Selection(BudgetStrategy.OPTIMAL, trivial, reasons, "trivial", obj, obj,
                          stats={"wall_time_s": time.perf_counter() - t0, "solver": "skipped"})
+    limit = problem.settings.time_limit_s if time_limit_s is None else time_limit_s
     if knapsack.applies(problem):
-        limit = problem.settings.time_limit_s if time_limit_s is None else time_limit_s
-        if deadline is not None:
-            limit = min(limit, deadline - time.perf_counter())
-        return knapsack.solve(problem, limit)
+        return knapsack.solve(problem, limit, deadline=deadline)
     hint = best_heuristic(problem)
     if on_hint is not None:  # the façade reuses it if it has to fall back
         on_hint(hint)
     cm = compile_problem(problem)
     for i, var in cm.take.items():
         cm.model.add_hint(var, 1 if i in hint.chosen else 0)
-    limit = problem.settings.time_limit_s if time_limit_s is None else time_limit_s
     now = time.perf_counter()
     remaining = limit - (now - t0)
     if deadline is not None:
@@ -106,13 +81,13 @@ def solve(problem: Problem, *, time_limit_s: float | None = None,
     if remaining <= 0:
         stats = {"solver": "cp-sat", "status": "deadline", "build_and_solve_s": now - t0}
         return Selection(BudgetStrategy.OPTIMAL, frozenset(), {}, "deadline", 0, None, stats=stats)
-    params = parameters(problem, limit, remaining)
-    solver = cp_model.CpSolver()
-    for name, value in params.items():
-        setattr(solver.parameters, name, value)
+    # The deterministic limit comes from the limit alone; the clock only sets the net.
+    params = cpsat_params.parameters(problem.settings, deterministic_s=cpsat_params.deterministic_limit(limit),
+                                     wall_s=remaining, log=True)
+    solver = cpsat_params.solver(params)
     lines: list[str] = []
     solver.log_callback = lines.append
-    code = solver.solve(cm.model)
+    code = cpsat_params.run(solver, cm.model)
     status = _STATUS.get(code, "unknown")
     stats: dict[str, Any] = {
         "solver": "cp-sat",
@@ -128,6 +103,9 @@ def solve(problem: Problem, *, time_limit_s: float | None = None,
         "hint_objective": hint.objective,
         "build_and_solve_s": time.perf_counter() - t0,
     }
+    if status == "model_invalid":
+        # CP-SAT's own explanation; its first line names the problem, the rest is the proto.
+        stats["invalid_reason"] = cm.model.validate().split("\n", 1)[0].rstrip(" {:")
     if status not in ("optimal", "feasible"):
         return Selection(BudgetStrategy.OPTIMAL, frozenset(), {}, status, 0, None,
                          stats=stats, log_lines=tuple(lines))

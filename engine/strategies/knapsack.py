@@ -13,13 +13,20 @@ same optimum the CP-SAT model proves, tie-break included). Steps:
    most ``L - |c_j - r*w_j|``; if that is below ``LB + 1`` it keeps its LP value in every
    better answer. What is not fixed is the core.
 4. Solve the core exactly: DP when ``|core| * capacity`` is small, else CP-SAT
-   (default presolve, which has its own DP) within the time limit. The fixing proof plus
-   the core's proof prove the whole answer optimal.
+   within the time limit. The fixing proof plus the core's proof prove the whole answer
+   optimal.
+
+Time: CP-SAT runs here under the same parameters as everywhere
+(:mod:`engine.strategies.params`): its deterministic limit is a share of the call's
+time limit (never of the time left on the clock), split between the rare ring solve
+(a tenth) and the core (the rest, minus the deterministic time the ring used); the
+wall-clock deadline is only the safety net.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,7 +36,8 @@ from ..compile import objective_multiplier
 from ..policy import BudgetStrategy
 from ..problem import Problem
 from ..reasons import Reason, ReasonCode
-from . import DETERMINISTIC_SHARE, Selection
+from . import Selection
+from . import params as cpsat_params
 
 CORE_K = 40
 DP_MAX_CELLS = 30_000_000
@@ -62,38 +70,50 @@ def _dp_select(cc: np.ndarray, ww: np.ndarray, cap: int) -> np.ndarray:
     return x
 
 
-def _cpsat(cc: np.ndarray, ww: np.ndarray, cap: int, hint: np.ndarray, limit_s: float,
-           problem: Problem) -> tuple[np.ndarray | None, bool, float | None]:
-    t_start = time.perf_counter()
+@dataclass(frozen=True, slots=True)
+class _Exact:
+    """One CP-SAT knapsack solve: the choice (None without a solution), whether it is
+    proven, CP-SAT's bound, the deterministic time it used and its parameters."""
+
+    x: np.ndarray | None
+    proven: bool = False
+    bound: float | None = None
+    used_s: float = 0.0
+    params: dict[str, Any] | None = None
+
+
+def _cpsat(cc: np.ndarray, ww: np.ndarray, cap: int, hint: np.ndarray, problem: Problem, *,
+           deterministic_s: float, deadline: float) -> _Exact:
     m = cp_model.CpModel()
     xs = [m.new_bool_var("") for _ in range(len(cc))]
     m.add(cp_model.LinearExpr.weighted_sum(xs, ww.tolist()) <= cap)
     m.maximize(cp_model.LinearExpr.weighted_sum(xs, cc.tolist()))
     for x, h in zip(xs, hint.tolist()):
         m.add_hint(x, int(h))
-    limit_s -= time.perf_counter() - t_start  # building the model counts too
-    if limit_s <= 0.001:
-        return None, False, None
-    s = cp_model.CpSolver()
-    s.parameters.num_workers = problem.settings.workers
-    s.parameters.random_seed = problem.settings.seed
-    s.parameters.max_time_in_seconds = max(0.001, limit_s)
-    # As in cpsat.parameters(): a deterministic limit that binds before the clock, so an
-    # answer cut by the limit is reproducible, and no presolve (it overran the wall
-    # limit by seconds on 100k-item strongly correlated cores).
-    s.parameters.max_deterministic_time = max(0.001, DETERMINISTIC_SHARE * limit_s)
-    s.parameters.cp_model_presolve = False
-    st = s.solve(m)
+    wall_s = deadline - time.perf_counter()  # building the model counts too
+    if wall_s <= cpsat_params.MIN_LIMIT_S or deterministic_s <= 0:
+        return _Exact(None)
+    # No gap limit: "optimal" here must mean proven (the whole answer's proof rests on it).
+    params = cpsat_params.parameters(problem.settings, deterministic_s=deterministic_s, wall_s=wall_s,
+                                     relative_gap=0.0)
+    s = cpsat_params.solver(params)
+    st = cpsat_params.run(s, m)
+    used = float(s.response_proto.deterministic_time)
     if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return None, False, None
-    return np.array([s.boolean_value(x) for x in xs], dtype=bool), st == cp_model.OPTIMAL, s.best_objective_bound
+        return _Exact(None, used_s=used, params=params)
+    return _Exact(np.array([s.boolean_value(x) for x in xs], dtype=bool), st == cp_model.OPTIMAL,
+                  s.best_objective_bound, used, params)
 
 
-def solve(problem: Problem, time_limit_s: float) -> Selection:
-    """Solve the budget-only ``problem`` exactly; ``time_limit_s`` left of the call's
-    limit (status ``deadline`` when none is left, as for CP-SAT)."""
+def solve(problem: Problem, time_limit_s: float, *, deadline: float | None = None) -> Selection:
+    """Solve the budget-only ``problem`` exactly within the call's ``time_limit_s`` (what
+    the deterministic limit is made of) and before ``deadline`` (a ``time.perf_counter()``
+    instant, the wall-clock net; default: ``time_limit_s`` from now). Status ``deadline``
+    when the net has already passed, as for CP-SAT."""
     t0 = time.perf_counter()
-    if time_limit_s <= 0:
+    if deadline is None:
+        deadline = t0 + time_limit_s
+    if time_limit_s <= 0 or deadline <= t0:
         return Selection(BudgetStrategy.OPTIMAL, frozenset(), {}, "deadline", 0, None,
                          stats={"solver": "knapsack-core", "status": "deadline"})
     act = np.fromiter(problem.active, dtype=np.int64, count=len(problem.active))
@@ -107,6 +127,7 @@ def solve(problem: Problem, time_limit_s: float) -> Selection:
     cand = np.flatnonzero((c > 0) & (w > 0) & (w <= cap))
     stats: dict[str, Any] = {"solver": "knapsack-core"}
     proven, bound_c = True, None
+    dtime = cpsat_params.deterministic_limit(time_limit_s)  # what CP-SAT may spend here
     if cand.size and int(w[cand].sum()) > cap:
         cc, ww = c[cand], w[cand]
         order = np.argsort(-(cc / ww), kind="stable")
@@ -121,10 +142,11 @@ def solve(problem: Problem, time_limit_s: float) -> Selection:
         if len(ring) * (cap_ring + 1) <= DP_MAX_CELLS:
             sol[ring] = _dp_select(cc[ring], ww[ring], cap_ring)
         else:  # huge capacities (scaled weights): a DP table would not fit in memory
-            x, _, _ = _cpsat(cc[ring], ww[ring], cap_ring, np.zeros(len(ring), dtype=bool),
-                             time_limit_s / 10, problem)
-            if x is not None:
-                sol[ring] = x
+            ring_run = _cpsat(cc[ring], ww[ring], cap_ring, np.zeros(len(ring), dtype=bool), problem,
+                              deterministic_s=dtime / 10, deadline=deadline)
+            dtime -= ring_run.used_s
+            if ring_run.x is not None:
+                sol[ring] = ring_run.x
         lb = int(cc[sol].sum())
         margin = 1e-9 * abs(L) + 2.0  # float error of L and red, far below one unit of c
         fixable = (L - np.abs(red)) < lb + 1 - margin
@@ -138,9 +160,10 @@ def solve(problem: Problem, time_limit_s: float) -> Selection:
                 final[core] = _dp_select(cc[core], ww[core], cap_core)
                 stats["core_solver"] = "dp"
             else:
-                x, proven, cb = _cpsat(cc[core], ww[core], cap_core, sol[core],
-                                       time_limit_s - (time.perf_counter() - t0), problem)
-                stats["core_solver"] = "cp-sat"
+                run = _cpsat(cc[core], ww[core], cap_core, sol[core], problem,
+                             deterministic_s=dtime, deadline=deadline)
+                x, proven, cb = run.x, run.proven, run.bound
+                stats.update(core_solver="cp-sat", deterministic_time=run.used_s, parameters=run.params)
                 if x is None:  # no time left for the core: the incumbent, with the LP bound
                     final = sol
                     bound_c = int(L)
