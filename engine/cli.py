@@ -106,9 +106,12 @@ def cmd_policy_validate(args: argparse.Namespace) -> int:
     from .policy import load_policy
 
     worst = 0
+    from .problem import policy_tokenizer
+
     for f in args.files:
         try:
             p = load_policy(f)
+            policy_tokenizer(p)  # an encoding not on this machine fails here too, not at first use
         except EngineError as exc:
             _report(exc, args)
             worst = max(worst, exit_code_for(exc))

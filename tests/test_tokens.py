@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
+import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tiktoken
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import TokenizerError
-from engine.tokens import APPROX_UTF8_BYTES, CL100K_SHA256, _offline_cl100k_path, get_tokenizer
+from engine import TokenizerError, cli
+from engine.encodings import CL100K_SHA256, known_encodings, offline_cl100k_path
+from engine.tokens import APPROX_UTF8_BYTES, get_tokenizer
 from engine import tokens as tokens_mod
 
 CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
@@ -23,7 +27,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tiktoken.Encoding:
     """tiktoken's own cl100k_base, built by tiktoken from its cache (no network): the file
     is placed where tiktoken looks, under the SHA-1 of its URL."""
     cache = tmp_path_factory.mktemp("tiktoken-cache")
-    shutil.copy(_offline_cl100k_path(), cache / hashlib.sha1(CL100K_URL.encode()).hexdigest())
+    shutil.copy(offline_cl100k_path(), cache / hashlib.sha1(CL100K_URL.encode()).hexdigest())
     mp = pytest.MonkeyPatch()
     mp.setenv("TIKTOKEN_CACHE_DIR", str(cache))
     try:
@@ -35,7 +39,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tiktoken.Encoding:
 
 
 def test_the_shipped_file_is_the_official_one() -> None:
-    data = _offline_cl100k_path().read_bytes()
+    data = offline_cl100k_path().read_bytes()
     assert hashlib.sha256(data).hexdigest() == CL100K_SHA256
 
 
@@ -92,7 +96,7 @@ def test_missing_file_says_how_to_provide_it(monkeypatch: pytest.MonkeyPatch, tm
 
 def test_explicit_file_path_loads_and_a_corrupt_file_is_refused(tmp_path: Path) -> None:
     good = tmp_path / "cl100k_base.tiktoken"
-    shutil.copy(_offline_cl100k_path(), good)
+    shutil.copy(offline_cl100k_path(), good)
     tok = tokens_mod._build(f"cl100k_base@{good}")
     assert tok.count("hello world") == 2
     bad = tmp_path / "corrupt.tiktoken"
@@ -106,8 +110,156 @@ def test_explicit_file_path_loads_and_a_corrupt_file_is_refused(tmp_path: Path) 
 
 
 def test_tokenizer_dir_env_is_searched(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    shutil.copy(_offline_cl100k_path(), tmp_path / "cl100k_base.tiktoken")
+    shutil.copy(offline_cl100k_path(), tmp_path / "cl100k_base.tiktoken")
     monkeypatch.setenv("CTXBUDGET_TIKTOKEN_DIR", str(tmp_path))
     # p50k_base is not there: the error names the folder searched.
     with pytest.raises(TokenizerError, match=str(tmp_path / "p50k_base.tiktoken")):
         tokens_mod._build("p50k_base")
+
+
+# --------------------------------------------------------------------------- never the network
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
+    """Every way to open a connection records the attempt and fails; tiktoken's cache and
+    CTXBUDGET_TIKTOKEN_DIR point at an empty folder, so only shipped files are found."""
+    attempts: list[str] = []
+
+    def refuse(*args: Any, **_: Any) -> Any:
+        attempts.append(repr(args[1:] if args and isinstance(args[0], socket.socket) else args)[:200])
+        raise OSError("network access attempted in a test")
+
+    for owner, name in ((socket.socket, "connect"), (socket.socket, "connect_ex"),
+                        (socket, "create_connection"), (socket, "getaddrinfo")):
+        monkeypatch.setattr(owner, name, refuse)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(empty))
+    monkeypatch.delenv("DATA_GYM_CACHE_DIR", raising=False)
+    monkeypatch.delenv("CTXBUDGET_TIKTOKEN_DIR", raising=False)
+    return attempts
+
+
+@pytest.mark.parametrize("name", known_encodings())
+def test_regression_no_encoding_ever_touches_the_network(no_network: list[str], name: str) -> None:
+    """Issue 10: `tokenizer: gpt2` tried the network (tiktoken's gpt2 constructor reads its
+    files with data_gym_to_mergeable_bpe_ranks, which downloads on a cache miss). Every
+    known encoding now loads from this machine or is a TokenizerError saying how to
+    provide its files."""
+    try:
+        tok = tokens_mod._build(name)
+    except TokenizerError as exc:
+        assert exc.code == "tokenizer.file_missing", exc
+        assert "nothing is downloaded at run time" in exc.message
+        assert "CTXBUDGET_TIKTOKEN_DIR" in exc.message and "on a machine with network access" in exc.message
+    else:
+        assert name == "cl100k_base" and tok.count("hello world") == 2
+    assert no_network == []
+
+
+def test_gpt2_names_both_of_its_files(no_network: list[str], tmp_path: Path) -> None:
+    with pytest.raises(TokenizerError) as err:
+        tokens_mod._build("gpt2")
+    assert err.value.message.startswith("the gpt2 files vocab.bpe and encoder.json are not on this machine")
+    assert err.value.message.endswith("then copy vocab.bpe and encoder.json into a folder and set "
+                                      "CTXBUDGET_TIKTOKEN_DIR to it, or name that folder as 'gpt2@path/to/folder'")
+    one = tmp_path / "vocab.bpe"
+    one.write_text("#version: 0.2\n")
+    with pytest.raises(TokenizerError) as err:
+        tokens_mod._build(f"gpt2@{one}")
+    assert err.value.message == ("gpt2 is read from 2 files (vocab.bpe and encoder.json), not one: name the "
+                                 "folder that holds them as 'gpt2@path/to/folder'")
+    assert no_network == []
+
+
+def test_gpt2_files_are_found_locally_and_hash_checked(no_network: list[str], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "vocab.bpe").write_text("#version: 0.2\n")
+    (tmp_path / "encoder.json").write_text("{}")
+    monkeypatch.setenv("CTXBUDGET_TIKTOKEN_DIR", str(tmp_path))
+    with pytest.raises(TokenizerError) as err:
+        tokens_mod._build("gpt2")
+    assert err.value.code == "tokenizer.hash_mismatch"
+    assert err.value.message.startswith(f"{tmp_path / 'vocab.bpe'} is not the official gpt2 file (vocab.bpe)")
+    assert no_network == []
+
+
+def _data_gym_pair(merges: list[tuple[str, str]]) -> tuple[bytes, bytes]:
+    """A consistent (vocab.bpe, encoder.json) pair in GPT-2's data-gym byte alphabet."""
+    order = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
+    char = {b: chr(b) for b in order}
+    for n, b in enumerate(b for b in range(256) if b not in order):
+        order.append(b)
+        char[b] = chr(256 + n)
+    encoder = {char[b]: rank for rank, b in enumerate(order)}
+    for rank, (first, second) in enumerate(merges, start=256):
+        encoder[first + second] = rank
+    vocab = "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)
+    return vocab.encode(), json.dumps(encoder).encode()
+
+
+def test_a_data_gym_encoding_loads_end_to_end_from_a_local_folder(
+        no_network: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole gpt2 path — tiktoken's own data-gym loader, its hash checks and its
+    parsing — on a tiny consistent pair (the real files cannot be on a machine without
+    network). The constructor reads its loader through openai_public, as gpt2's does."""
+    from tiktoken_ext import openai_public
+
+    vocab, encoder = _data_gym_pair([("h", "e"), ("l", "l")])
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    (folder / "vocab.bpe").write_bytes(vocab)
+    (folder / "encoder.json").write_bytes(encoder)
+    base = "https://example.invalid/tiny/"
+
+    def tiny() -> dict[str, Any]:
+        ranks = openai_public.data_gym_to_mergeable_bpe_ranks(
+            vocab_bpe_file=base + "vocab.bpe", encoder_json_file=base + "encoder.json",
+            vocab_bpe_hash=hashlib.sha256(vocab).hexdigest(), encoder_json_hash=hashlib.sha256(encoder).hexdigest())
+        return {"name": "gpt2", "pat_str": openai_public.r50k_pat_str, "mergeable_ranks": ranks,
+                "special_tokens": {"<|endoftext|>": len(ranks)}}
+
+    monkeypatch.setitem(openai_public.ENCODING_CONSTRUCTORS, "gpt2", tiny)
+    tok = tokens_mod._build(f"gpt2@{folder}")
+    assert tok.encode("hello") == [tok.encoding.encode_single_token(t) for t in (b"he", b"ll", b"o")]
+    assert tok.count("hello hello") == 7  # "hello" -> he ll o; " hello" -> " " he ll o
+    assert no_network == []
+
+
+POLICY_WITH = """apiVersion: ctxbudget/v1
+kind: BudgetPolicy
+metadata: {{name: t, revision: "1"}}
+spec:
+  budget: {{max_tokens: 100}}
+  tokenizer: {tokenizer}
+"""
+
+
+@pytest.mark.parametrize("name", ["gpt2", "o200k_base"])
+def test_regression_policy_validate_refuses_a_tokenizer_not_on_this_machine(
+        no_network: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
+    """Issue 10: `policy validate` said `ok` for a tokenizer whose file is not on the
+    machine, and `allocate` then exited 1 ("this is a ctxbudget bug"). Both are now a
+    TokenizerError, exit 2, at $.spec.tokenizer and its line in the policy."""
+    policy = tmp_path / "p.yaml"
+    policy.write_text(POLICY_WITH.format(tokenizer=name))
+    cands = tmp_path / "c.jsonl"
+    cands.write_text('{"source_id": "a", "content": "hello", "relevance_score": 0.5}\n')
+    for argv in (["policy", "validate", str(policy)],
+                 ["allocate", "--policy", str(policy), "--candidates", str(cands)]):
+        assert cli.main(["--errors=json", *argv]) == 2
+        out, err = capsys.readouterr()
+        assert not out.startswith("ok")
+        payload = json.loads(err)
+        assert payload["error"] == "TokenizerError" and payload["code"] == "tokenizer.file_missing"
+        assert payload["path"] == "$.spec.tokenizer" and (payload["file"], payload["line"]) == (str(policy), 6)
+    assert no_network == []
+
+
+def test_policy_validate_still_says_ok_for_a_tokenizer_that_is_here(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(POLICY_WITH.format(tokenizer="cl100k_base"))
+    assert cli.main(["policy", "validate", str(policy)]) == 0
+    assert capsys.readouterr().out.startswith(f"ok {policy}: t revision 1")

