@@ -6,6 +6,12 @@ field names, order, no defaults) or plain mappings (the candidates file format, 
 values, checked field by field. Bad input raises :class:`CandidateError` naming the item
 and the field; nothing is coerced or dropped silently.
 
+Numbers are ``int``/``float`` or NumPy integer/floating scalars (taken at their exact
+value; ``bool``, strings and ``Decimal`` are not scores). Metadata may also hold
+``datetime``, ``date``, ``time``, ``Decimal``, ``UUID`` and NumPy scalars: they are
+written in their canonical JSON form (:func:`engine.canonical.plain_scalar`) when the
+candidate is made, so every later stage, the audit record and a replay see one value.
+
 The snapshot into ``Candidate`` happens once, at the boundary, so a caller mutating a
 ``BudgetItem`` after the call cannot change a decision that was already made or audited.
 """
@@ -13,11 +19,14 @@ The snapshot into ``Candidate`` happens once, at the boundary, so a caller mutat
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Dict
 
+from .canonical import plain_scalar
 from .errors import CandidateError, Location
 from .tokens import content_sha256
 
@@ -77,11 +86,40 @@ def _fail(code: str, message: str, index: int, field: str | None, loc: Location 
     return CandidateError(code, message, path=path, location=loc)
 
 
+def _numpy_number(value: Any) -> Any:
+    """A NumPy integer or floating scalar as the Python ``int``/``float`` of the same value;
+    anything else unchanged (``numpy.bool_`` is not a number, as ``bool`` is not)."""
+    np = sys.modules.get("numpy")  # a NumPy scalar exists only once NumPy is imported
+    if np is not None and isinstance(value, (np.integer, np.floating)):
+        return plain_scalar(value)
+    return value
+
+
+def _type_name(value: Any) -> str:
+    kind = type(value)
+    return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+
+
 def _check_score(value: Any, index: int, sid: str, loc: Location | None) -> float:
+    """A finite score as a float, exactly the value given: ``int``, ``float`` and NumPy
+    integer/floating scalars. Nothing is coerced — not strings, not ``bool``, not
+    ``Decimal`` (which a float holds only approximately: the caller decides to round)."""
+    try:
+        value = _numpy_number(value)
+    except ValueError as exc:
+        raise _fail("candidate.bad_relevance", f"item {sid!r}: relevance_score {exc}",
+                    index, "relevance_score", loc) from None
+    if isinstance(value, Decimal):
+        raise _fail(
+            "candidate.bad_relevance",
+            f"item {sid!r}: relevance_score is a Decimal ({value}); pass float(score) if rounding it "
+            "to the nearest binary float is what you want (ctxbudget never rounds a score for you)",
+            index, "relevance_score", loc,
+        )
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _fail(
             "candidate.bad_relevance",
-            f"item {sid!r}: relevance_score must be a number, got {type(value).__name__} {value!r}",
+            f"item {sid!r}: relevance_score must be a number, got {_type_name(value)} {value!r}",
             index, "relevance_score", loc,
         )
     try:
@@ -106,6 +144,10 @@ def _check_score(value: Any, index: int, sid: str, loc: Location | None) -> floa
 def _check_tokens(value: Any, index: int, sid: str, loc: Location | None) -> int | None:
     if value is None:
         return None
+    try:
+        value = _numpy_number(value)
+    except ValueError:
+        pass  # an inexact wide float: refused below like any fractional count
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer() and value >= 0:
             hint = f" (write {int(value)})"
@@ -140,41 +182,56 @@ def _check_text(value: str, what: str, index: int, sid: str, loc: Location | Non
         ) from None
 
 
-def _check_json_value(value: Any, path: str, index: int, sid: str, loc: Location | None,
-                      depth: int = 0) -> None:
-    """Metadata is hashed into the audit record as RFC 8785 JSON: only JSON values, with
-    integers within the IEEE-754 safe range and finite floats."""
+def _json_value(value: Any, path: str, index: int, sid: str, loc: Location | None, depth: int = 0) -> Any:
+    """Metadata as the JSON the audit record hashes (RFC 8785): JSON values with integers
+    within the IEEE-754 safe range and finite floats, plus ``datetime``, ``date``,
+    ``time``, ``Decimal``, ``UUID`` and NumPy scalars, written in their canonical JSON form
+    (:func:`engine.canonical.plain_scalar`). Returns the value in that form (the same
+    object when nothing needed converting)."""
     def bad(why: str) -> CandidateError:
         return CandidateError("candidate.bad_metadata", f"item {sid!r}: {path} {why}",
                               path=f"$[{index}].{path}", location=loc)
 
     if depth > MAX_METADATA_DEPTH:
         raise bad(f"is nested more than {MAX_METADATA_DEPTH} levels deep")
+    if type(value) not in _JSON_SCALARS and not isinstance(value, (Mapping, list, tuple)):
+        try:
+            value = plain_scalar(value)
+        except ValueError as exc:
+            raise bad(str(exc)) from None
     if isinstance(value, bool) or value is None:
-        return
+        return value
     if isinstance(value, int):
         if abs(value) > MAX_SAFE_INTEGER:
             raise bad(f"is {value}, beyond ±2^53 (not exact in JSON); store it as a string")
-        return
+        return value
     if isinstance(value, float):
         if not math.isfinite(value):
             raise bad(f"is {value!r}; only finite numbers are allowed")
-        return
+        return value
     if isinstance(value, str):
         _check_text(value, path, index, sid, loc)
-        return
+        return value
     if isinstance(value, Mapping):
+        out: dict[str, Any] | None = None  # a copy only once something changed
         for k, v in value.items():
             if not isinstance(k, str):
                 raise bad(f"has a non-string key {k!r}")
             _check_text(k, f"{path} key", index, sid, loc)
-            _check_json_value(v, f"{path}.{k}", index, sid, loc, depth + 1)
-        return
+            plain = _json_value(v, f"{path}.{k}", index, sid, loc, depth + 1)
+            if plain is not v:
+                out = dict(value) if out is None else out
+                out[k] = plain
+        return out if out is not None else value if isinstance(value, dict) else dict(value)
     if isinstance(value, (list, tuple)):
-        for n, v in enumerate(value):
-            _check_json_value(v, f"{path}[{n}]", index, sid, loc, depth + 1)
-        return
-    raise bad(f"has a {type(value).__name__} value; only JSON values are allowed")
+        items = [_json_value(v, f"{path}[{n}]", index, sid, loc, depth + 1) for n, v in enumerate(value)]
+        return items if any(a is not b for a, b in zip(items, value)) else value
+    raise bad(f"has a {_type_name(value)} value; only JSON values (and datetime, date, time, "
+              "Decimal, UUID or NumPy scalars, written as strings and numbers) are allowed")
+
+
+#: Types that are already JSON (``bool`` is a subclass of ``int``, listed for speed).
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def make_candidate(
@@ -227,7 +284,7 @@ def make_candidate(
             index, "metadata", location,
         )
     if metadata:
-        _check_json_value(dict(metadata), "metadata", index, source_id, location)
+        metadata = _json_value(dict(metadata), "metadata", index, source_id, location)
     _check_text(level, "level", index, source_id, location)
     if parent_id is None:
         parent_id = metadata.get("parent_id")

@@ -24,6 +24,7 @@ only to policies, which keep whatever objective they set.
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -114,6 +115,7 @@ class TokenBudgetManager:
         if not isinstance(strategy, BudgetStrategy):
             raise ValueError(f"Unknown strategy: {strategy!r}; use one of "
                              + ", ".join(s.name for s in BudgetStrategy))
+        token_budget, min_relevance = _numpy_number(token_budget), _numpy_number(min_relevance)
         if isinstance(token_budget, bool) or not isinstance(token_budget, int) or token_budget <= 0:
             raise CandidateError("budget.invalid",
                                  f"token_budget must be a whole number > 0, got {token_budget!r}",
@@ -259,6 +261,15 @@ class TokenBudgetManager:
             items.append(BudgetItem(content=node.content, relevance_score=r.relevance_score,
                                     token_count=n, source_id=r.node_id, level=level, metadata=meta))
         return items
+
+
+def _numpy_number(value: Any) -> Any:
+    """A NumPy integer/floating scalar as the Python number of the same value (exact);
+    anything else unchanged, to be checked as it is."""
+    np = sys.modules.get("numpy")  # a NumPy scalar exists only once NumPy is imported
+    if np is not None and isinstance(value, (np.integer, np.floating)) and value == value.item():
+        return value.item()
+    return value
 
 
 def _objective_params(objective: Objective) -> dict[str, float]:

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..allocation import Allocation
 from ..candidates import Candidate
-from ..canonical import digest, sha256_hex
+from ..canonical import digest, plain_scalar, sha256_hex
 from ..errors import InfeasibleError
 from ..policy import Policy, SolverLog
 from ..tokens import get_tokenizer
@@ -44,7 +44,13 @@ def versions() -> dict[str, Any]:
 
 
 def _json_safe(value: Any) -> Any:
-    """Metadata as JSON (canonical JSON has no NaN/inf; such floats become strings)."""
+    """Metadata as JSON (canonical JSON has no NaN/inf; such floats become strings).
+    Candidate metadata is canonical already (engine.candidates); this is the net for the
+    rest, written the same way (engine.canonical.plain_scalar)."""
+    try:
+        value = plain_scalar(value)
+    except ValueError:
+        return repr(value)
     if isinstance(value, dict) or hasattr(value, "items"):
         return {str(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
