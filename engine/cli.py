@@ -104,10 +104,9 @@ def summary_line(a: Any, seconds: float) -> str:
 
 def cmd_policy_validate(args: argparse.Namespace) -> int:
     from .policy import load_policy
-
-    worst = 0
     from .problem import policy_tokenizer
 
+    worst = 0
     for f in args.files:
         try:
             p = load_policy(f)
