@@ -58,7 +58,7 @@ def offline_cl100k_path() -> Path | None:
 
 def _openai_public() -> Any:
     """tiktoken's module of encoding definitions (untyped; imported when first needed)."""
-    from tiktoken_ext import openai_public  # type: ignore[import-untyped]
+    from tiktoken_ext import openai_public
 
     return openai_public
 

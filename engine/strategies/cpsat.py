@@ -79,8 +79,8 @@ def solve(problem: Problem, *, time_limit_s: float | None = None,
     if deadline is not None:
         remaining = min(remaining, deadline - now)
     if remaining <= 0:
-        stats = {"solver": "cp-sat", "status": "deadline", "build_and_solve_s": now - t0}
-        return Selection(BudgetStrategy.OPTIMAL, frozenset(), {}, "deadline", 0, None, stats=stats)
+        return Selection(BudgetStrategy.OPTIMAL, frozenset(), {}, "deadline", 0, None,
+                         stats={"solver": "cp-sat", "status": "deadline", "build_and_solve_s": now - t0})
     # The deterministic limit comes from the limit alone; the clock only sets the net.
     params = cpsat_params.parameters(problem.settings, deterministic_s=cpsat_params.deterministic_limit(limit),
                                      wall_s=remaining, log=True)
