@@ -82,7 +82,7 @@ def _check_limits(policy: Policy, cands: tuple[Candidate, ...]) -> None:
 
 def _pins_break_caps(problem: Problem, sel: Selection) -> bool:
     chosen = sel.chosen
-    if any(r.upper is not None and r.total(chosen) > r.upper for r in problem.rules):
+    if any(r.upper is not None and r.total(chosen) > r.upper for r in problem.linear_rules):
         return True
     return any(sum(1 for m in ch.members if m in chosen) > 1 for ch in problem.chains)
 

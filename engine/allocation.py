@@ -1,11 +1,20 @@
 """(Selection, Problem) → Allocation: one decision and one reason per candidate, the
 assembled context recounted with the real tokenizer, and a report per rule.
 
-Assembly: the chosen items are ordered (relevance, document order, or
-lost-in-the-middle), rendered with the template and joined with the separator. The text
-is counted again; if BPE merges across item boundaries pushed it over the budget, the
-least valuable non-pinned item is dropped and the text recounted, until it fits. Every
-drop is recorded (reason ``dropped_in_repair``) — never silent.
+Assembly: the chosen items are ordered (relevance, document order, lost-in-the-middle,
+or pinned first), rendered with the template and joined with the separator. The text is
+counted again with the Problem's counter (resolved once, in :func:`~engine.problem.reduce`);
+if BPE merges across item boundaries pushed it over the budget, the least valuable
+non-pinned item is dropped and the text recounted, until it fits. Every drop is recorded
+(reason ``dropped_in_repair``) — never silent. So the assembled context, counted in the
+policy's tokenizer, never exceeds the limit, whatever counts the caller passed; the one
+exception is a policy that opts into ``budget.counts: caller``, where the budget holds on
+the caller's counts and :attr:`Allocation.warnings` (and the audit record) say so.
+
+``context_tokens`` is always the recount of the assembled text in the policy's
+tokenizer; ``budgeted_tokens`` is the total the budget rule held (the chosen items'
+counts plus separators) — the two differ only by BPE merges across items, or, under
+``counts: caller``, by what the caller's counts differ from ours.
 """
 
 from __future__ import annotations
@@ -14,13 +23,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .counts import TokenAccounting
 from .errors import InfeasibleError
 from .policy import BudgetStrategy, Ordering
-from .problem import LinearRule, Problem, render
+from .problem import LinearRule, MissingPin, Problem, render
 from .reasons import Reason, ReasonCode
 from .strategies import Selection
 from .feasibility import Filler
-from .tokens import get_tokenizer
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +86,29 @@ class Allocation:
     repairs: tuple[Mapping[str, Any], ...]
     rules: tuple[RuleReport, ...]
     timings: Mapping[str, float] = field(default_factory=dict)
+    #: The total the budget rule held (chosen items' counts plus separators).
+    budgeted_tokens: int = 0
+    #: How the token counts were obtained (caller counts checked or trusted, disagreements).
+    accounting: TokenAccounting = TokenAccounting()
+    #: ``required: false`` pins that matched no candidate.
+    missing_pins: tuple[MissingPin, ...] = ()
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What a reader must not miss although the allocation succeeded: missing pins,
+        caller counts trusted unchecked, caller counts that disagreed with ours."""
+        out = [f"pin {m.label} ({m.path}{', ' + str(m.location) if m.location else ''}) matched no "
+               "candidate and is recorded as missing (required: false)" for m in self.missing_pins]
+        acc = self.accounting
+        if acc.trusted:
+            out.append(f"budget.counts is caller: the budget held on the caller's token counts "
+                       f"({self.budgeted_tokens:,} tokens); {acc.tokenizer} counts the context as "
+                       f"{self.context_tokens:,}")
+        elif acc.disagreements:
+            out.append(f"{acc.disagreements:,} of {acc.caller_counts:,} caller token counts differ from "
+                       f"{acc.tokenizer}'s ({acc.undercounts:,} under; largest {acc.largest_difference:+,} "
+                       f"on {acc.largest_source_id!r}); the larger count was used")
+        return tuple(out)
 
     @property
     def included(self) -> tuple[ItemDecision, ...]:
@@ -90,6 +122,11 @@ class Allocation:
 
 def _order(problem: Problem, chosen: set[int]) -> list[int]:
     rel = [i for i in problem.order if i in chosen]
+    if problem.ordering is Ordering.PINNED_FIRST:
+        # Pins in the order of the policy's list (one pin's items by relevance), then the rest.
+        position = {p.index: p.position for p in problem.pins}
+        first = sorted((i for i in rel if i in position), key=position.__getitem__)
+        return first + [i for i in rel if i not in position]
     if problem.ordering is Ordering.DOCUMENT:
         c = problem.candidates
 
@@ -142,7 +179,7 @@ def _report(rule: LinearRule, chosen: set[int], problem: Problem) -> RuleReport:
         slack = total - (rule.lower or 0)
         binding = slack == 0
     upper = rule.upper
-    if rule.key == "budget":
+    if rule is problem.budget:
         # Report in real tokens, not weight units: k items carry k separators in the
         # model while the context has k - 1, and the limit is the policy's own number.
         total = max(0, total - problem.separator_tokens)
@@ -155,21 +192,22 @@ def build(problem: Problem, selection: Selection, requested: BudgetStrategy,
           fallback_reason: str | None) -> Allocation:
     """Turn a selection into the final allocation (assembly, recount, repair, reasons)."""
     chosen = set(selection.chosen)
-    tok = get_tokenizer(problem.tokenizer)
+    tok = problem.counter
     order = _order(problem, chosen)
     text = assemble(problem, order)
     count = tok.count(text)
     repairs: list[dict[str, Any]] = []
     dropped: dict[int, Reason] = {}
-    # Repair what we counted ourselves. Caller-supplied counts are the caller's contract
-    # (they may come from the caller's own model tokenizer, which we do not have): the
-    # budget holds on them and ``context_tokens`` reports our recount beside them.
-    while problem.own_counts and count > problem.limit_tokens:
-        victims = [i for i in order if i not in problem.pinned]
+    pinned = problem.pinned
+    # Every count is at least ours unless the policy trusts the caller's (counts: caller,
+    # where the budget holds on the caller's counts and the record says so): then the
+    # recount is held to the budget too.
+    while problem.repairable and count > problem.limit_tokens:
+        victims = [i for i in order if i not in pinned]
         if not victims:
             core = [{"rule": p.label, "key": p.key, "path": p.path,
                      "location": str(p.location) if p.location else None} for p in problem.pins]
-            budget = problem.budget_rule
+            budget = problem.budget
             core.append({"rule": budget.label, "key": budget.key, "path": budget.path,
                          "location": str(budget.location) if budget.location else None})
             raise InfeasibleError(
@@ -216,6 +254,9 @@ def build(problem: Problem, selection: Selection, requested: BudgetStrategy,
         selection=selection,
         unmet=unmet,
         repairs=tuple(repairs),
-        rules=tuple(_report(r, chosen, problem) for r in problem.rules),
+        rules=tuple(_report(r, chosen, problem) for r in problem.linear_rules),
+        budgeted_tokens=max(0, problem.budget.total(chosen) - problem.separator_tokens) if chosen else 0,
+        accounting=problem.accounting,
+        missing_pins=problem.missing_pins,
     )
 

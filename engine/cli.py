@@ -98,8 +98,9 @@ def summary_line(a: Any, seconds: float) -> str:
     sel = a.selection
     verdict = sel.status + (f", gap {sel.gap:.2%}" if sel.status == "feasible" and sel.gap is not None else "")
     fb = f"; FALLBACK: {a.fallback_reason}" if a.fallback_reason else ""
+    warn = "".join(f"; WARNING: {w}" for w in a.warnings)
     return (f"{a.context_tokens:,}/{a.limit_tokens:,} tokens; {inc} items in, {len(a.decisions) - inc} out; "
-            f"strategy {a.strategy_used.value} ({verdict}){fb}; {seconds * 1000:.0f} ms")
+            f"strategy {a.strategy_used.value} ({verdict}){fb}; {seconds * 1000:.0f} ms{warn}")
 
 
 def cmd_policy_validate(args: argparse.Namespace) -> int:

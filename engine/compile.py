@@ -118,7 +118,7 @@ def fingerprint(problem: Problem) -> str:
     OR-Tools build (its C++ proto wrapper exposes no deterministic serialisation)."""
     h = hashlib.sha256()
     h.update(repr((problem.active, problem.weights, problem.values, problem.capacity)).encode())
-    for r in problem.rules:
+    for r in problem.linear_rules:
         h.update(repr((r.key, r.members, r.coefs, r.lower, r.upper)).encode())
     h.update(repr([(p.key, p.index) for p in problem.pins]).encode())
     h.update(repr([(c.key, c.members) for c in problem.chains]).encode())
@@ -131,7 +131,7 @@ def compile_problem(problem: Problem, *, guarded: bool = False, objective: bool 
     cands = problem.candidates
     take = {i: model.new_bool_var(f"take[{cands[i].source_id}]") for i in problem.active}
     cm = CompiledModel(model, take)
-    for rule in problem.rules:
+    for rule in problem.linear_rules:
         RULE_COMPILERS[rule.kind](cm, rule, guarded)
     for pin in problem.pins:
         RULE_COMPILERS[RuleKind.PINNED](cm, pin, guarded)

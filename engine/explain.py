@@ -108,8 +108,8 @@ def infeasible_error(problem: Problem, *, time_limit_s: float | None = None) -> 
          "location": str(r.location) if r.location else None}
         for r in rules
     ]
-    budget = [r for r in rules if r.key == "budget"]
-    others = [r for r in rules if r.key != "budget"]
+    budget = [r for r in rules if r is problem.budget]
+    others = [r for r in rules if r is not problem.budget]
 
     def cite(r: object) -> str:
         loc = getattr(r, "location", None)

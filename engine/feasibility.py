@@ -48,12 +48,11 @@ class Filler:
 
     def __init__(self, problem: Problem) -> None:
         self.p = problem
-        self.caps = [r for r in problem.rules if r.upper is not None]
+        # caps[0] is the budget: it covers every active item with its weight, so it is
+        # checked directly, and only the other caps get per-item membership lists, which
+        # keeps the common budget-only case free of per-item bookkeeping.
+        self.caps = [problem.budget] + [r for r in problem.constraints if r.upper is not None]
         self.used = [0] * len(self.caps)
-        # The budget (caps[0]) covers every active item with its weight: it is checked
-        # directly, and only the other caps get per-item membership lists, which keeps
-        # the common budget-only case free of per-item bookkeeping.
-        assert self.caps and self.caps[0] is problem.budget_rule
         self.weights = problem.weights
         self.capacity = problem.capacity
         # item -> [(cap index, coefficient)] for caps other than the budget
@@ -121,7 +120,7 @@ class Filler:
     def fill_minimums(self, order: Sequence[int]) -> None:
         """Take the best items of each level with a minimum until the minimum holds."""
         rank = {i: r for r, i in enumerate(order)}
-        for rule in self.p.rules:
+        for rule in self.p.constraints:
             if rule.kind not in _MIN_KINDS:
                 continue
             for m in sorted(rule.members, key=rank.__getitem__):

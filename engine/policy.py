@@ -54,11 +54,27 @@ class Fallback(Enum):
 
 
 class Ordering(Enum):
-    """Order of the chosen items in the assembled context."""
+    """Order of the chosen items in the assembled context. ``pinned_first``: the pinned
+    items first, in the order of the policy's ``pinned`` list (items of one pin by
+    relevance), then the others by relevance."""
 
     RELEVANCE = "relevance"
     DOCUMENT = "document"
     LOST_IN_THE_MIDDLE = "lost_in_the_middle"
+    PINNED_FIRST = "pinned_first"
+
+
+class CountMode(Enum):
+    """Which token count an item with a caller-supplied ``token_count`` weighs.
+
+    ``max`` (default): the larger of the caller's count and the policy tokenizer's own,
+    so an undercounting caller can never push the assembled context over the budget.
+    ``caller``: the caller's count as given (for a model whose tokenizer the engine
+    cannot load); the budget then holds on the caller's counts, and the audit record
+    says so."""
+
+    MAX = "max"
+    CALLER = "caller"
 
 
 class Transform(Enum):
@@ -88,7 +104,8 @@ class SolverLog(Enum):
 class Budget:
     """The token budget. Exactly one of ``max_tokens`` / ``context_window`` is set in a
     valid policy; the reserves only apply to ``context_window``. Each chosen item is
-    rendered with ``template`` and items are joined with ``separator``: both count."""
+    rendered with ``template`` and items are joined with ``separator``: both count.
+    ``counts`` says how caller-supplied token counts are used (:class:`CountMode`)."""
 
     max_tokens: int | None = None
     context_window: int | None = None
@@ -96,6 +113,7 @@ class Budget:
     reserve_prompt: int = 0
     template: str = "{content}"
     separator: str = "\n\n"
+    counts: CountMode = CountMode.MAX
 
     @property
     def limit_tokens(self) -> int:
@@ -146,7 +164,9 @@ class SourceRule:
 class Matcher:
     """One ``pinned`` / ``blocked`` entry: exactly one of ``id`` (exact source_id),
     ``glob`` (fnmatch, case-sensitive) or ``metadata`` (every key present and equal).
-    ``path`` is the entry's JSON path, e.g. ``$.spec.pinned[1]``."""
+    ``path`` is the entry's JSON path, e.g. ``$.spec.pinned[1]``. ``required`` (pins
+    only): a pin that matches no candidate makes the allocation infeasible, unless it is
+    ``False``, in which case the pin is recorded as missing."""
 
     kind: str
     id: str | None
@@ -154,6 +174,7 @@ class Matcher:
     metadata: tuple[tuple[str, object], ...]
     reason: str | None
     path: str
+    required: bool = True
 
     def matches(self, source_id: str, metadata: Mapping[str, Any]) -> bool:
         """Whether a candidate is selected by this matcher. Metadata values compare
@@ -172,9 +193,14 @@ class Matcher:
         return matcher_label(self.kind, self.to_mapping()[self.kind])
 
     def to_mapping(self) -> dict[str, Any]:
-        """The matcher as written in YAML (normalized)."""
+        """The matcher as written in YAML (normalized; ``required`` only when false)."""
         selector = dict(self.metadata) if self.kind == "metadata" else self.id if self.kind == "id" else self.glob
-        return {self.kind: selector} if self.reason is None else {self.kind: selector, "reason": self.reason}
+        out: dict[str, Any] = {self.kind: selector}
+        if self.reason is not None:
+            out["reason"] = self.reason
+        if not self.required:
+            out["required"] = False
+        return out
 
 
 def _same(have: Any, want: Any) -> bool:
@@ -364,7 +390,8 @@ def _matchers(items: list[dict[str, Any]], base: str) -> tuple[Matcher, ...]:
     for index, item in enumerate(items):
         kind = next(key for key in ("id", "glob", "metadata") if key in item)
         meta = tuple(sorted(item["metadata"].items())) if kind == "metadata" else ()
-        out.append(Matcher(kind, item.get("id"), item.get("glob"), meta, item.get("reason"), child_path(base, index)))
+        out.append(Matcher(kind, item.get("id"), item.get("glob"), meta, item.get("reason"), child_path(base, index),
+                           bool(item.get("required", True))))
     return tuple(out)
 
 
@@ -383,6 +410,7 @@ def _parts_from_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
         "budget": Budget(
             _int(b.get("max_tokens")), _int(b.get("context_window")), int(b.get("reserve_output", 0)),
             int(b.get("reserve_prompt", 0)), b.get("template", "{content}"), b.get("separator", "\n\n"),
+            CountMode(b.get("counts", "max")),
         ),
         "min_relevance": float(spec.get("min_relevance", 0.0)),
         "levels": tuple(
@@ -433,7 +461,8 @@ def _normalized(p: Mapping[str, Any]) -> dict[str, Any]:
         "min_relevance": p["min_relevance"],
         "levels": {rule.name: _fields(rule, skip=("name",)) for rule in p["levels"]},
         "custom_levels": list(p["custom_levels"]),
-        "pinned": [m.to_mapping() for m in p["pinned"]],
+        # Pins spell out ``required`` (every default filled in); blocked entries have none.
+        "pinned": [{**m.to_mapping(), "required": m.required} for m in p["pinned"]],
         "blocked": [m.to_mapping() for m in p["blocked"]],
         **{name: _fields(p[name]) for name in ("hierarchy", "objective", "solver", "audit", "limits")},
         "strategy": p["strategy"].value,
@@ -487,7 +516,7 @@ _DEFAULT_PARTS: dict[str, Any] = {
     "objective": Objective(), "strategy": BudgetStrategy.OPTIMAL, "solver": SolverSettings(),
     "ordering": Ordering.RELEVANCE, "audit": AuditSettings(), "limits": Limits(),
 }
-_ENUM_OVERRIDES: dict[str, type[Enum]] = {"strategy": BudgetStrategy, "ordering": Ordering}
+_ENUM_OVERRIDES: dict[str, type[Enum]] = {"strategy": BudgetStrategy, "ordering": Ordering, "counts": CountMode}
 _BUDGET_FIELDS = tuple(f.name for f in dataclasses.fields(Budget))
 _SETTINGS = tuple(name for name in _DEFAULT_PARTS if name not in ("api_version", "kind")) + _BUDGET_FIELDS
 
@@ -505,7 +534,8 @@ def _override(name: str, value: Any) -> Any:
         except ValueError:
             choices = ", ".join(member.value for member in enum)
             message = f"{name} must be one of: {choices}; got {value!r}"
-            raise PolicyError("policy.bad_value", message, path=f"$.spec.{name}") from None
+            where = f"$.spec.budget.{name}" if name in _BUDGET_FIELDS else f"$.spec.{name}"
+            raise PolicyError("policy.bad_value", message, path=where) from None
     if name == "min_relevance":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
             message = f"min_relevance must be a number from 0 to 1; got {value!r}"

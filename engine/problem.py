@@ -1,20 +1,27 @@
 """(Policy, candidates) → Problem: the solver-neutral form every strategy reads.
 
-What goes in: a validated :class:`~engine.policy.Policy` and a tuple of
-:class:`~engine.candidates.Candidate`. What comes out: a frozen :class:`Problem` holding
-only integers and indices — token weights, scaled values, the hard rules as linear
-constraints over "take item i" decisions, hierarchy chains — plus the decisions that are
-fixed before any strategy runs (blocked, below a relevance threshold, too large, pinned).
+What goes in: a validated :class:`~engine.policy.Policy`, a tuple of
+:class:`~engine.candidates.Candidate` and, optionally, the policy's tokenizer already
+resolved. What comes out: a frozen :class:`Problem` holding only integers and indices —
+token weights, scaled values, the budget rule (named: :attr:`Problem.budget`), the other
+hard rules as linear constraints over "take item i" decisions, hierarchy chains — plus
+the decisions that are fixed before any strategy runs (blocked, below a relevance
+threshold, too large, pinned) and the counter and counts later stages reuse.
 
 Greedy, balanced and CP-SAT all read the same Problem, so they cannot disagree on what a
 rule means. The solver never reads the Policy; what later stages need is returned here.
+
+:func:`reduce` runs named steps, each a small function: count the tokens
+(:mod:`engine.counts`), match the pins and blocks (a required pin that matches nothing is
+an :class:`~engine.errors.InfeasibleError`), pre-decide, compute the objective values,
+build the budget rule, the level and source rules, and the hierarchy chains.
 
 Token accounting (why ``capacity`` is ``limit + separator_tokens``): the assembled context
 is ``separator.join(template.format(item) for item in chosen)``. Each item's weight is its
 rendered token count plus one separator, so k items carry k separators while the context
 has k - 1; adding one separator's worth to the capacity makes the two agree exactly. BPE
-merges across item boundaries can still move the total by a few tokens; the assembly step
-recounts the real text and repairs (see :mod:`engine.assemble`).
+merges across item boundaries can still move the total by a few tokens; the allocation
+stage recounts the real text and repairs (see :mod:`engine.allocation`).
 """
 
 from __future__ import annotations
@@ -22,85 +29,36 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from types import MappingProxyType
-from typing import Any
 
 from .candidates import Candidate
-from .errors import InfeasibleError, Location, TokenizerError
+from .counts import Counter, TokenAccounting, count_tokens, policy_tokenizer, render, template_overhead
+from .pins import Matched, match_pins
 from .policy import GroupBy, Ordering, Policy, SolverSettings
 from .reasons import Reason, ReasonCode
-from .tokens import get_tokenizer
+from .rules import Chain, LinearRule, MissingPin, PinRule, RuleKind
+
+# Re-exported: the Problem's parts and the counting helpers its users have always
+# imported from here.
+__all__ = [
+    "RELEVANCE_SCALE", "Chain", "LinearRule", "MissingPin", "PinRule", "Problem", "RuleKind",
+    "ancestors_of", "policy_tokenizer", "reduce", "render", "template_overhead",
+]
 
 #: Values are ``round(RELEVANCE_SCALE * weight / max_weight)``: CP-SAT needs integer
 #: coefficients, so objective weights keep 6 significant digits relative to the best item.
 RELEVANCE_SCALE = 1_000_000
 
 
-class RuleKind(Enum):
-    BUDGET = "budget"
-    LEVEL_MIN_ITEMS = "level_min_items"
-    LEVEL_MAX_ITEMS = "level_max_items"
-    LEVEL_MIN_TOKENS = "level_min_tokens"
-    LEVEL_MAX_TOKENS = "level_max_tokens"
-    SOURCE_MAX_ITEMS = "source_max_items"
-    SOURCE_MAX_TOKENS = "source_max_tokens"
-    PREFER_PARENT = "prefer_parent"
-    PINNED = "pinned"
-    HIERARCHY = "hierarchy"
-
-
-@dataclass(frozen=True, slots=True)
-class LinearRule:
-    """``lower <= sum(coef_i * take_i for i in members) <= upper`` (either bound may be None).
-
-    ``coefs`` is None when every coefficient is 1 (an item count)."""
-
-    key: str
-    kind: RuleKind
-    path: str
-    location: Location | None
-    label: str
-    members: tuple[int, ...]
-    coefs: tuple[int, ...] | None
-    lower: int | None
-    upper: int | None
-
-    def total(self, chosen: frozenset[int] | set[int]) -> int:
-        if self.coefs is None:
-            return sum(1 for m in self.members if m in chosen)
-        return sum(c for m, c in zip(self.members, self.coefs) if m in chosen)
-
-    def holds(self, chosen: frozenset[int] | set[int]) -> bool:
-        t = self.total(chosen)
-        return (self.lower is None or t >= self.lower) and (self.upper is None or t <= self.upper)
-
-
-@dataclass(frozen=True, slots=True)
-class PinRule:
-    """Candidate ``index`` must be included (matched by the pin at ``path``)."""
-
-    key: str
-    path: str
-    location: Location | None
-    label: str
-    index: int
-
-
-@dataclass(frozen=True, slots=True)
-class Chain:
-    """At most one of ``members`` (an ancestor-to-descendant path) may be included."""
-
-    key: str
-    path: str
-    location: Location | None
-    label: str
-    members: tuple[int, ...]
-
-
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """Everything a strategy needs, as integers and indices. Indices are input positions."""
+    """Everything a strategy needs, as integers and indices. Indices are input positions.
+
+    ``budget`` is the budget rule (weights of the active items against ``capacity``);
+    ``constraints`` are every other linear rule (level quotas, source caps,
+    prefer-parent); :attr:`linear_rules` is both, budget first. ``counter`` is the
+    policy's tokenizer, resolved once per call; ``accounting`` says how the counts were
+    obtained (later stages and the audit record reuse both instead of recounting)."""
 
     candidates: tuple[Candidate, ...]
     tokens: tuple[int, ...]
@@ -110,7 +68,8 @@ class Problem:
     active: tuple[int, ...]
     pre: Mapping[int, Reason]
     pins: tuple[PinRule, ...]
-    rules: tuple[LinearRule, ...]
+    budget: LinearRule
+    constraints: tuple[LinearRule, ...]
     chains: tuple[Chain, ...]
     group_of: tuple[str | None, ...]
     limit_tokens: int
@@ -118,24 +77,37 @@ class Problem:
     capacity: int
     settings: SolverSettings
     level_shares: Mapping[str, float]
-    tokenizer: str
+    counter: Counter
     template: str
     separator: str
     ordering: Ordering
-    own_counts: bool
+    accounting: TokenAccounting
+    missing_pins: tuple[MissingPin, ...] = ()
 
     @property
-    def budget_rule(self) -> LinearRule:
-        return self.rules[0]
+    def tokenizer(self) -> str:
+        """The tokenizer's name."""
+        return self.counter.name
+
+    @property
+    def linear_rules(self) -> tuple[LinearRule, ...]:
+        """The budget rule, then every other linear rule."""
+        return (self.budget, *self.constraints)
 
     @property
     def pinned(self) -> frozenset[int]:
         return frozenset(p.index for p in self.pins)
 
+    @property
+    def repairable(self) -> bool:
+        """Whether the recounted context is held to the budget (repaired when over):
+        always, except when some item weighs a trusted caller count (``counts: caller``)."""
+        return not self.accounting.trusted
+
     def unmet(self, chosen: frozenset[int] | set[int]) -> tuple[str, ...]:
         """Minimum rules that ``chosen`` does not meet, each with what it got."""
         out = []
-        for r in self.rules:
+        for r in self.constraints:
             if r.lower is not None:
                 got = r.total(chosen)
                 if got < r.lower:
@@ -143,58 +115,17 @@ class Problem:
         return tuple(out)
 
     def rule(self, key: str) -> LinearRule | None:
-        for r in self.rules:
+        for r in self.linear_rules:
             if r.key == key:
                 return r
         return None
 
 
-def render(template: str, c: Candidate) -> str:
-    """One item as the model will see it."""
-    if template == "{content}":
-        return c.content
-    return template.format(source_id=c.source_id, content=c.content, level=c.level)
+def _fmt(n: int) -> str:
+    return f"{n:,}"
 
 
-def _count_tokens(policy: Policy, cands: Sequence[Candidate]) -> tuple[list[int], int]:
-    """Rendered token count per candidate and the separator's token count.
-
-    A caller-supplied ``token_count`` is trusted for the content; the item's own template
-    overhead (the template rendered with this item's id and level and no content) is
-    added to it. Otherwise the rendered text is counted exactly."""
-    tok = policy_tokenizer(policy)
-    template = policy.budget.template
-    plain = template == "{content}"
-    need = [c for c in cands if c.token_count is None]
-    if plain:
-        counted = tok.count_many([c.content for c in need], hashes=[c.sha256 for c in need])
-    else:
-        counted = tok.count_many([render(template, c) for c in need])
-    fresh = dict(zip((c.index for c in need), counted))
-    given = [c for c in cands if c.token_count is not None]
-    if plain or not given:
-        extra = dict.fromkeys((c.index for c in given), 0)
-    else:
-        extra = dict(zip((c.index for c in given),
-                         tok.count_many([template_overhead(template, c) for c in given])))
-    out = [fresh[c.index] if c.token_count is None else c.token_count + extra[c.index] for c in cands]
-    sep = policy.budget.separator
-    return out, (tok.count(sep) if sep else 0)
-
-
-def policy_tokenizer(policy: Policy) -> Any:
-    """The policy's tokenizer; a failure to provide it points at ``$.spec.tokenizer``."""
-    try:
-        return get_tokenizer(policy.tokenizer)
-    except TokenizerError as exc:
-        path = "$.spec.tokenizer"
-        raise TokenizerError(exc.code, exc.message, path=path, location=policy.location_of(path)) from None
-
-
-def template_overhead(template: str, c: Candidate) -> str:
-    """The template rendered for ``c`` without its content: what a caller-supplied
-    content count does not include."""
-    return template.format(source_id=c.source_id, content="", level=c.level)
+# --------------------------------------------------------------------------- hierarchy
 
 
 def _group_key(policy: Policy, c: Candidate, by_id: Mapping[str, Candidate]) -> str | None:
@@ -230,44 +161,30 @@ def ancestors_of(c: Candidate, by_id: Mapping[str, Candidate]) -> list[str]:
     return out
 
 
-def _fmt(n: int) -> str:
-    return f"{n:,}"
+# --------------------------------------------------------------------------- steps
 
 
-def reduce(policy: Policy, cands: tuple[Candidate, ...]) -> Problem:
-    """Build the Problem. Raises ``InfeasibleError`` only for conflicts visible without
-    solving (an item both pinned and blocked)."""
-    tokens, sep_tokens = _count_tokens(policy, cands)
-    weights = [t + sep_tokens for t in tokens]
-    limit = policy.budget.limit_tokens
-    capacity = limit + sep_tokens
-    by_id = {c.source_id: c for c in cands}
-    order = sorted(range(len(cands)), key=lambda i: (-cands[i].relevance_score, i))
-    loc = policy.location_of
-
+def pre_decide(policy: Policy, cands: Sequence[Candidate], tokens: Sequence[int],
+               weights: Sequence[int], capacity: int,
+               matched: Matched) -> tuple[dict[int, Reason], list[PinRule]]:
+    """Decisions fixed before any strategy: blocked, pinned, below the relevance
+    threshold (the level's, else the global one), too large to fit alone."""
     pre: dict[int, Reason] = {}
     pins: list[PinRule] = []
-    pinned, blocked = policy.pinned, policy.blocked
+    loc = policy.location_of
+    limit = policy.budget.limit_tokens
     for i, c in enumerate(cands):
-        pin = next((m for m in pinned if m.matches(c.source_id, c.metadata)), None) if pinned else None
-        block = next((m for m in blocked if m.matches(c.source_id, c.metadata)), None) if blocked else None
-        if pin is not None and block is not None:
-            raise InfeasibleError(
-                "allocation.infeasible",
-                f"item {c.source_id!r} is both pinned ({pin.path}) and blocked ({block.path}); "
-                "remove it from one of the two lists",
-                path=pin.path,
-                location=loc(pin.path),
-                details={"core": [_core_entry(policy, pin.path, f"pinned {c.source_id!r}"),
-                                  _core_entry(policy, block.path, f"blocked {c.source_id!r}")]},
-            )
-        if block is not None:
+        b = matched.block_of[i]
+        if b is not None:
+            block = policy.blocked[b]
             why = f" ({block.reason})" if block.reason else ""
             pre[i] = Reason(ReasonCode.BLOCKED, f"matched {block.path}{why}", block.path)
             continue
-        if pin is not None:
-            pins.append(PinRule(f"pinned[{c.source_id}]", pin.path, loc(pin.path),
-                                f"pinned {c.source_id!r} ({_fmt(tokens[i])} tokens)", i))
+        p = matched.pin_of[i]
+        if p is not None:
+            path = policy.pinned[p].path
+            pins.append(PinRule(f"pinned[{c.source_id}]", path, loc(path),
+                                f"pinned {c.source_id!r} ({_fmt(tokens[i])} tokens)", i, p))
             continue
         lvl = policy.level(c.level)
         if lvl is not None and lvl.min_relevance is not None:
@@ -289,14 +206,18 @@ def reduce(policy: Policy, cands: tuple[Candidate, ...]) -> Problem:
                 "$.spec.budget",
                 {"tokens": tokens[i], "budget": limit},
             )
-    active = tuple(i for i in range(len(cands)) if i not in pre)
-    active_set = set(active)
+    return pre, pins
 
-    # Objective values: the policy's transform of each score, normalised to the best.
-    # Scores are divided by the best active score first: every transform is then applied
-    # to [0, 1] (no overflow for huge scores or exponents) and, being scale-invariant up
-    # to a constant factor, the optimum does not change. Negative scores only reach here
-    # on pinned items (min_relevance >= 0 excludes the rest): they are worth nothing.
+
+def objective_values(policy: Policy, cands: Sequence[Candidate], order: Sequence[int],
+                     active: Sequence[int]) -> list[int]:
+    """The policy's transform of each active score, scaled to ``RELEVANCE_SCALE`` for the
+    best one (0 for inactive items).
+
+    Scores are divided by the best active score first: every transform is then applied
+    to [0, 1] (no overflow for huge scores or exponents) and, being scale-invariant up
+    to a constant factor, the optimum does not change. Negative scores only reach here
+    on pinned items (min_relevance >= 0 excludes the rest): they are worth nothing."""
     rank = {idx: r + 1 for r, idx in enumerate(order)}
     smax = max((cands[i].relevance_score for i in active), default=0.0)
     raw = {i: max(0.0, policy.objective.weight(
@@ -306,12 +227,21 @@ def reduce(policy: Policy, cands: tuple[Candidate, ...]) -> Problem:
     if top > 0:
         for i, w in raw.items():
             values[i] = int(round(RELEVANCE_SCALE * w / top))
+    return values
 
-    rules: list[LinearRule] = [
-        LinearRule("budget", RuleKind.BUDGET, "$.spec.budget", loc("$.spec.budget"),
-                   f"budget {_fmt(limit)} tokens", active,
-                   tuple(weights[i] for i in active), None, capacity)
-    ]
+
+def budget_rule(policy: Policy, active: tuple[int, ...], weights: Sequence[int], capacity: int) -> LinearRule:
+    """Rendered tokens plus one separator per chosen item, within ``capacity``."""
+    limit = policy.budget.limit_tokens
+    return LinearRule("budget", RuleKind.BUDGET, "$.spec.budget", policy.location_of("$.spec.budget"),
+                      f"budget {_fmt(limit)} tokens", active, tuple(weights[i] for i in active), None, capacity)
+
+
+def level_rules(policy: Policy, cands: Sequence[Candidate], active: tuple[int, ...],
+                tokens: Sequence[int]) -> list[LinearRule]:
+    """Per level: min/max items (counts) and min/max tokens (rendered counts)."""
+    rules: list[LinearRule] = []
+    loc = policy.location_of
     for lv in policy.levels:
         members = tuple(i for i in active if cands[i].level == lv.name)
         mtoks = tuple(tokens[i] for i in members)
@@ -323,94 +253,150 @@ def reduce(policy: Policy, cands: tuple[Candidate, ...]) -> Problem:
             ("max_tokens", RuleKind.LEVEL_MAX_TOKENS, mtoks, None, lv.max_tokens),
         )
         for name, kind, coefs, lo, hi in specs:
-            if lo is None and hi is None:
-                continue
             bound = lo if lo is not None else hi
+            if bound is None:
+                continue
             rules.append(LinearRule(f"levels.{lv.name}.{name}", kind, f"{base}.{name}",
                                     loc(f"{base}.{name}"), f"levels.{lv.name}.{name}={_fmt(bound)}",
                                     members, coefs, lo, hi))
+    return rules
+
+
+def source_rules(policy: Policy, active: tuple[int, ...], tokens: Sequence[int],
+                 group_of: Sequence[str | None]) -> list[LinearRule]:
+    """Per source group (sorted): max items and max tokens."""
+    src = policy.sources
+    if src is None:
+        return []
+    groups: dict[str, list[int]] = {}
+    for i in active:
+        g = group_of[i]
+        if g is not None:
+            groups.setdefault(g, []).append(i)
+    rules: list[LinearRule] = []
+    for g in sorted(groups):
+        members = tuple(groups[g])
+        for name, kind, cap, coefs in (
+            ("max_items_per_source", RuleKind.SOURCE_MAX_ITEMS, src.max_items_per_source, None),
+            ("max_tokens_per_source", RuleKind.SOURCE_MAX_TOKENS, src.max_tokens_per_source,
+             tuple(tokens[i] for i in members)),
+        ):
+            if cap is None:
+                continue
+            path = f"$.spec.sources.{name}"
+            rules.append(LinearRule(f"sources[{g}].{name}", kind, path, policy.location_of(path),
+                                    f"source {g!r} {name}={_fmt(cap)}", members, coefs, None, cap))
+    return rules
+
+
+def hierarchy_chains(policy: Policy, cands: Sequence[Candidate], active: tuple[int, ...],
+                     by_id: Mapping[str, Candidate]) -> list[Chain]:
+    """One conflict per (ancestor, descendant) pair of active items, when exclusive.
+
+    Pairs, not root-to-leaf paths: ancestor lists from outside need not be closed under
+    "ancestor of", and parent links may even form a cycle; pairs stay correct in both."""
+    if not policy.hierarchy.exclusive:
+        return []
+    path = "$.spec.hierarchy.exclusive"
+    where = policy.location_of(path)
+    active_set = set(active)
+    seen_pairs: set[tuple[int, int]] = set()
+    chains: list[Chain] = []
+    for i in active:
+        for a in ancestors_of(cands[i], by_id):
+            anc = by_id.get(a)
+            if anc is None:
+                continue
+            j = anc.index
+            pair = (min(i, j), max(i, j))
+            if j == i or j not in active_set or pair in seen_pairs:
+                continue
+            seen_pairs.add(pair)
+            chains.append(Chain(f"hierarchy[{a}>{cands[i].source_id}]", path, where,
+                                f"hierarchy.exclusive ({a!r} contains {cands[i].source_id!r})", (j, i)))
+    return chains
+
+
+def prefer_parent_rules(policy: Policy, cands: Sequence[Candidate], active: tuple[int, ...],
+                        by_id: Mapping[str, Candidate]) -> list[LinearRule]:
+    """Fewer than ``prefer_parent_ratio`` of an active parent's active children."""
+    ratio = policy.hierarchy.prefer_parent_ratio
+    if ratio is None or not policy.hierarchy.exclusive:
+        return []
+    active_set = set(active)
+    kids: dict[int, list[int]] = {}
+    for i in active:
+        p = cands[i].parent_id
+        parent = by_id.get(p) if p is not None else None
+        if parent is not None and parent.index in active_set:
+            kids.setdefault(parent.index, []).append(i)
+    path = "$.spec.hierarchy.prefer_parent_ratio"
+    where = policy.location_of(path)
+    rules: list[LinearRule] = []
+    for p_index in sorted(kids):
+        members = tuple(kids[p_index])
+        cap = math.ceil(ratio * len(members)) - 1
+        pid = cands[p_index].source_id
+        rules.append(LinearRule(
+            f"prefer_parent[{pid}]", RuleKind.PREFER_PARENT, path, where,
+            f"prefer parent {pid!r} over >= {ratio:g} of its {len(members)} children",
+            members, None, None, cap))
+    return rules
+
+
+def _has_links(cands: Sequence[Candidate]) -> bool:
+    """Exclusivity can only bind when some item names a parent (or its ancestors)."""
+    return any(c.parent_id is not None or "ancestors" in c.metadata for c in cands)
+
+
+def reduce(policy: Policy, cands: tuple[Candidate, ...], *, counter: Counter | None = None) -> Problem:
+    """Build the Problem (``counter``: the policy's tokenizer if already resolved).
+
+    Raises ``InfeasibleError`` only for conflicts visible without solving (an item both
+    pinned and blocked, a required pin that matches no candidate) and ``TokenizerError``
+    when the policy's tokenizer cannot be provided."""
+    counter = counter if counter is not None else policy_tokenizer(policy)
+    counted = count_tokens(policy, cands, counter)
+    tokens, sep = counted.tokens, counted.accounting.separator_tokens
+    weights = tuple(t + sep for t in tokens)
+    capacity = policy.budget.limit_tokens + sep
+    by_id = {c.source_id: c for c in cands}
+    order = tuple(sorted(range(len(cands)), key=lambda i: (-cands[i].relevance_score, i)))
+
+    matched = match_pins(policy, cands, by_id)
+    pre, pins = pre_decide(policy, cands, tokens, weights, capacity, matched)
+    active = tuple(i for i in range(len(cands)) if i not in pre)
+    values = objective_values(policy, cands, order, active)
 
     group_of = tuple(_group_key(policy, c, by_id) for c in cands)
-    src = policy.sources
-    if src is not None:
-        groups: dict[str, list[int]] = {}
-        for i in active:
-            g = group_of[i]
-            if g is not None:
-                groups.setdefault(g, []).append(i)
-        for g in sorted(groups):
-            members = tuple(groups[g])
-            for name, kind, cap, coefs in (
-                ("max_items_per_source", RuleKind.SOURCE_MAX_ITEMS, src.max_items_per_source, None),
-                ("max_tokens_per_source", RuleKind.SOURCE_MAX_TOKENS, src.max_tokens_per_source,
-                 tuple(tokens[i] for i in members)),
-            ):
-                if cap is None:
-                    continue
-                path = f"$.spec.sources.{name}"
-                rules.append(LinearRule(f"sources[{g}].{name}", kind, path, loc(path),
-                                        f"source {g!r} {name}={_fmt(cap)}", members, coefs, None, cap))
+    linked = _has_links(cands)
+    constraints = (level_rules(policy, cands, active, tokens)
+                   + source_rules(policy, active, tokens, group_of)
+                   + (prefer_parent_rules(policy, cands, active, by_id) if linked else []))
+    chains = hierarchy_chains(policy, cands, active, by_id) if linked else []
 
-    chains: list[Chain] = []
-    # Exclusivity can only bind when some item names a parent (or its ancestors).
-    if policy.hierarchy.exclusive and any(c.parent_id is not None or "ancestors" in c.metadata
-                                          for c in cands):
-        # One conflict per (ancestor, descendant) pair, not one per root-to-leaf path:
-        # ancestor lists from outside need not be closed under "ancestor of", and parent
-        # links may even form a cycle; pairs stay correct in both cases.
-        path = "$.spec.hierarchy.exclusive"
-        seen_pairs: set[tuple[int, int]] = set()
-        for i in active:
-            for a in ancestors_of(cands[i], by_id):
-                anc = by_id.get(a)
-                j = anc.index if anc is not None else None
-                if j is None or j == i or j not in active_set or (min(i, j), max(i, j)) in seen_pairs:
-                    continue
-                seen_pairs.add((min(i, j), max(i, j)))
-                chains.append(Chain(f"hierarchy[{a}>{cands[i].source_id}]", path, loc(path),
-                                    f"hierarchy.exclusive ({a!r} contains {cands[i].source_id!r})", (j, i)))
-        ratio = policy.hierarchy.prefer_parent_ratio
-        if ratio is not None:
-            kids: dict[int, list[int]] = {}
-            for i in active:
-                p = cands[i].parent_id
-                if p is not None and p in by_id and by_id[p].index in active_set:
-                    kids.setdefault(by_id[p].index, []).append(i)
-            ppath = "$.spec.hierarchy.prefer_parent_ratio"
-            for p in sorted(kids):
-                members = tuple(kids[p])
-                cap = math.ceil(ratio * len(members)) - 1
-                rules.append(LinearRule(
-                    f"prefer_parent[{cands[p].source_id}]", RuleKind.PREFER_PARENT, ppath, loc(ppath),
-                    f"prefer parent {cands[p].source_id!r} over >= {ratio:g} of its {len(members)} children",
-                    members, None, None, cap))
-
-    shares = {lv.name: lv.share for lv in policy.levels if lv.share is not None}
     return Problem(
         candidates=cands,
-        tokens=tuple(tokens),
-        weights=tuple(weights),
+        tokens=tokens,
+        weights=weights,
         values=tuple(values),
-        order=tuple(order),
+        order=order,
         active=active,
         pre=MappingProxyType(pre),
         pins=tuple(pins),
-        rules=tuple(rules),
+        budget=budget_rule(policy, active, weights, capacity),
+        constraints=tuple(constraints),
         chains=tuple(chains),
         group_of=group_of,
-        limit_tokens=limit,
-        separator_tokens=sep_tokens,
+        limit_tokens=policy.budget.limit_tokens,
+        separator_tokens=sep,
         capacity=capacity,
         settings=policy.solver,
-        level_shares=MappingProxyType(shares),
-        tokenizer=policy.tokenizer,
+        level_shares=MappingProxyType({lv.name: lv.share for lv in policy.levels if lv.share is not None}),
+        counter=counter,
         template=policy.budget.template,
         separator=policy.budget.separator,
         ordering=policy.ordering,
-        own_counts=all(c.token_count is None for c in cands),
+        accounting=counted.accounting,
+        missing_pins=matched.missing,
     )
-
-
-def _core_entry(policy: Policy, path: str, label: str) -> dict[str, object]:
-    where = policy.location_of(path)
-    return {"rule": label, "path": path, "location": str(where) if where else None}

@@ -48,7 +48,9 @@ CATALOG = {
 def test_catalog(name: str, strategy: BudgetStrategy) -> None:
     rows, budget, expected = CATALOG[name]
     items = [BudgetItem(f"text {i}", r, t, i, "PARAGRAPH", {}) for i, r, t in rows]
-    alloc = allocate(items, Policy.default(budget, separator="", strategy=strategy, objective=RAW))
+    # The token counts are the instance's weights, not counts of the placeholder text.
+    alloc = allocate(items, Policy.default(budget, separator="", strategy=strategy, objective=RAW,
+                                           counts="caller"))
     got = {d.source_id for d in alloc.included}
     assert got == expected[strategy]
     assert sum(d.tokens for d in alloc.included) <= budget

@@ -57,6 +57,7 @@ from hypothesis import strategies as st
 from engine import BudgetStrategy, EngineError, allocate, cli, get_tokenizer, load_policy
 from engine.allocate import to_candidates
 from engine.errors import InfeasibleError
+from engine.policy import CountMode
 from engine.verify import verify
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -338,24 +339,20 @@ def success_problems(run: CliRun, policy_path: Path, rows: list[dict[str, Any]] 
     if sorted(included) != sorted(data["included"]) or len(set(data["included"])) != len(data["included"]):
         out.append("'included' does not match the included decisions")
     recount = tok.count(data["context"])
-    own = rows is not None and all("token_count" not in r for r in rows)
-    if own:
-        if recount > limit:
-            out.append(f"OVER BUDGET: assembled context recounts to {recount} > {limit}")
-        if recount != data["context_tokens"]:
-            out.append(f"context_tokens {data['context_tokens']} != recount {recount}")
-    else:
-        sep = tok.count(policy.budget.separator) if policy.budget.separator else 0
-        used = sum(it["tokens"] for it in items if it["decision"] == "included")
-        used += sep * max(0, len(included) - 1)
-        if used > limit:
-            out.append(f"OVER BUDGET: included items sum to {used} > {limit}")
-        if recount > limit:
-            if honest:
-                out.append(f"OVER BUDGET with exact caller counts: context recounts to {recount} > {limit}")
-            elif tally is not None:
-                tally.notes["caller under-counted token_count; context over budget, exit 0 (trusted by "
-                            "design, not counted as failure)"] += 1
+    # The budget is a hard limit whatever counts the caller passed (budget.counts: max);
+    # only a policy that trusts caller counts (counts: caller) may recount above it.
+    trusted = policy.budget.counts is CountMode.CALLER and rows is not None and any(
+        "token_count" in r for r in rows)
+    if recount > limit and not trusted:
+        out.append(f"OVER BUDGET: assembled context recounts to {recount} > {limit}"
+                   + ("" if honest else " (caller token counts were off)"))
+    if recount != data["context_tokens"]:
+        out.append(f"context_tokens {data['context_tokens']} != recount {recount}")
+    sep = tok.count(policy.budget.separator) if policy.budget.separator else 0
+    used = sum(it["tokens"] for it in items if it["decision"] == "included")
+    used += sep * max(0, len(included) - 1)
+    if used > limit:
+        out.append(f"OVER BUDGET: included items sum to {used} > {limit}")
     if rows is not None:
         by_id = {r["source_id"]: r for r in rows}
         reasons = {it["source_id"]: it["reason"] for it in items}
@@ -1400,7 +1397,8 @@ def run_library_family(n: int, tally: Tally, policies: list[Path] = SHIPPED) -> 
             if ids != [r["source_id"] for r in rows]:
                 problems.append("decisions do not account for every candidate once")
             recount = tok.count(alloc.context)
-            if recount > policy.budget.limit_tokens and (honest or all("token_count" not in r for r in rows)):
+            # A hard limit whatever the caller's counts (the shipped policies use counts: max).
+            if recount > policy.budget.limit_tokens:
                 problems.append(f"OVER BUDGET: context recounts to {recount} > {policy.budget.limit_tokens}")
             for d in alloc.included:
                 row = rows[d.index]
@@ -1465,7 +1463,8 @@ def test_library_every_policy_every_strategy(capsys: pytest.CaptureFixture[str])
 
 def test_large_candidate_inputs(tmp_path: Path) -> None:
     """A 10 MiB item (at the default limit), one byte over, many items, an empty file."""
-    policy = ROOT / "policies" / "support-assistant.yaml"
+    # base.yaml pins nothing: an empty file is then a valid (empty) allocation.
+    policy = ROOT / "policies" / "base.yaml"
     ten_mib = 10 * 1024 * 1024
     text = ("refund annual plan billing invoice cancel " * (ten_mib // 40 + 1))[:ten_mib]
     cases = {

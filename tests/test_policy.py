@@ -165,7 +165,7 @@ def test_policy_and_parts_are_frozen(in_fixtures: Path) -> None:
     with pytest.raises(TypeError):
         policy.effective["spec"]["strategy"] = "greedy"  # type: ignore[index]
     assert isinstance(policy.effective["spec"]["pinned"], tuple)
-    assert policy.to_dict()["spec"]["pinned"][0] == {"id": "refund-terms"}
+    assert policy.to_dict()["spec"]["pinned"][0] == {"id": "refund-terms", "required": True}
     assert not hasattr(policy, "__dict__")
 
 
@@ -514,7 +514,7 @@ def test_render_of_an_extended_policy_is_standalone(in_fixtures: Path) -> None:
 
 def test_digests_are_stable() -> None:
     # A change here changes every audit record's policy digest: make it on purpose only.
-    assert Policy.default(8000).digest == "sha256:f2e3f8c764bb6714fc7068918193bc610ca08bbd823ec232089f37fc17f73bb3"
+    assert Policy.default(8000).digest == "sha256:8c04748baea7c5dcfd350df4d9bb08a99b94eb7b6bd9285f5766cbace4561028"
 
 
 def test_digest_ignores_formatting_but_not_content(in_fixtures: Path) -> None:

@@ -6,7 +6,9 @@ the model saw (item ids, content digests, the assembled text's digest), under wh
 policy revision and digest, why each item was left out (one reason code with numbers),
 whether the answer was proven optimal (status, objective, bound, gap, the solver's own
 log), and enough of the input (ids, scores, token counts, levels, metadata — never the
-content unless ``audit.store_content`` is set) to replay the decision.
+content unless ``audit.store_content`` is set) to replay the decision. Token figures (separator and template overhead, how
+caller counts were checked or trusted, missing pins) are taken from the Allocation, which
+carries what :func:`~engine.problem.reduce` computed: nothing is recounted here.
 
 Pure: the decision id and the clock are injected (:func:`build` takes ``decision_id`` and
 ``now``), so tests fix them and everything else is deterministic.
@@ -116,10 +118,13 @@ def _solver_part(policy: Policy, alloc: Allocation) -> dict[str, Any]:
 
 
 def _budget_part(policy: Policy, alloc: Allocation) -> dict[str, Any]:
+    """The budget and how it was met. ``assembled_tokens`` is the recount of the context
+    in the policy's tokenizer; ``budgeted_tokens`` what the budget rule held (they differ
+    by BPE merges across items, or under ``counts: caller`` by what the caller's counts
+    differ from ours: ``caller_counts.trusted`` is then true and ``free_tokens`` may be
+    negative)."""
     b = policy.budget
-    tok = get_tokenizer(policy.tokenizer)
-    plain = b.template == "{content}"
-    overhead = 0 if plain else tok.count(b.template.format(source_id="", content="", level=""))
+    acc = alloc.accounting
     return {
         "limit_tokens": b.limit_tokens,
         "max_tokens": b.max_tokens,
@@ -127,9 +132,12 @@ def _budget_part(policy: Policy, alloc: Allocation) -> dict[str, Any]:
         "reserve_output": b.reserve_output,
         "reserve_prompt": b.reserve_prompt,
         "template": b.template,
-        "template_overhead_tokens": overhead,
-        "separator_tokens": tok.count(b.separator) if b.separator else 0,
+        "template_overhead_tokens": acc.template_overhead_tokens,
+        "separator_tokens": acc.separator_tokens,
+        "counts": acc.mode.value,
+        "caller_counts": acc.caller_part(),
         "assembled_tokens": alloc.context_tokens,
+        "budgeted_tokens": alloc.budgeted_tokens,
         "free_tokens": b.limit_tokens - alloc.context_tokens,
     }
 
@@ -154,9 +162,8 @@ def _item_part(alloc: Allocation) -> list[dict[str, Any]]:
 
 
 def _header(policy: Policy, cands: Sequence[Candidate], decision_id: str | None,
-            now: datetime | None) -> dict[str, Any]:
+            now: datetime | None, exact: bool) -> dict[str, Any]:
     when = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    tok = get_tokenizer(policy.tokenizer)
     return {
         "schema_version": SCHEMA_VERSION,
         "decision_id": decision_id or str(uuid.uuid4()),
@@ -165,14 +172,14 @@ def _header(policy: Policy, cands: Sequence[Candidate], decision_id: str | None,
         "policy": _policy_part(policy),
         "input": {"count": len(cands), "digest": input_digest(cands),
                   "items": [input_item(c, policy.audit.store_content) for c in cands]},
-        "tokenizer": {"name": policy.tokenizer, "exact": tok.exact},
+        "tokenizer": {"name": policy.tokenizer, "exact": exact},
     }
 
 
 def build(policy: Policy, cands: Sequence[Candidate], alloc: Allocation, *,
           decision_id: str | None = None, now: datetime | None = None) -> dict[str, Any]:
     """The audit record of a successful allocation."""
-    rec = _header(policy, cands, decision_id, now)
+    rec = _header(policy, cands, decision_id, now, alloc.accounting.exact)
     rec.update({
         "outcome": "allocated",
         "budget": _budget_part(policy, alloc),
@@ -181,6 +188,7 @@ def build(policy: Policy, cands: Sequence[Candidate], alloc: Allocation, *,
         "solver": _solver_part(policy, alloc),
         "rules": [r.to_dict() for r in alloc.rules],
         "unmet": list(alloc.unmet),
+        "missing_pins": [m.to_dict() for m in alloc.missing_pins],
         "repairs": [dict(r) for r in alloc.repairs],
         "items": _item_part(alloc),
         "context": {"order": [alloc.decisions[i].source_id for i in alloc.context_order],
@@ -194,7 +202,8 @@ def build(policy: Policy, cands: Sequence[Candidate], alloc: Allocation, *,
 def build_infeasible(policy: Policy, cands: Sequence[Candidate], error: InfeasibleError, *,
                      decision_id: str | None = None, now: datetime | None = None) -> dict[str, Any]:
     """The audit record of a decision that could not be made: the rules that conflict."""
-    rec = _header(policy, cands, decision_id, now)
+    # The tokenizer was resolved (and cached) by the call that failed: no file is read.
+    rec = _header(policy, cands, decision_id, now, get_tokenizer(policy.tokenizer).exact)
     rec.update({
         "outcome": "infeasible",
         "strategy": {"requested": policy.strategy.value, "used": None, "fallback_reason": None},

@@ -58,6 +58,16 @@ def render(envelope: dict[str, Any]) -> str:
         lines += [f"  {r['label']}: total {r['total']:,}, slack {r['slack']:,}" for r in bound]
     for u in rec.get("unmet", []):
         lines.append(f"UNMET minimum: {u}")
+    for m in rec.get("missing_pins", []):
+        lines.append(f"MISSING PIN (required: false): {m.get('pin')} at {m.get('path')} {m.get('location') or ''}".rstrip())
+    cc = b.get("caller_counts") or {}
+    if cc.get("trusted"):
+        lines.append(f"counts   caller counts TRUSTED (budget.counts: caller): the budget held on "
+                     f"{b.get('budgeted_tokens'):,} tokens by the caller's counts")
+    elif cc.get("disagreements"):
+        lines.append(f"counts   {cc['disagreements']:,} of {cc['items']:,} caller token counts differed "
+                     f"({cc['undercounts']:,} under; largest {cc['largest_difference']:+,} on "
+                     f"{cc['largest_source_id']!r}); the larger count was used")
     items = rec.get("items", [])
     inc = [i for i in items if i["decision"] == "included"]
     exc = [i for i in items if i["decision"] != "included"]

@@ -42,7 +42,7 @@ def trivial_choice(problem: Problem) -> frozenset[int] | None:
     """Pins plus every positive-value active item, when that set breaks no rule."""
     v = problem.values
     chosen = frozenset(i for i in problem.active if v[i] > 0) | problem.pinned
-    if not all(r.holds(chosen) for r in problem.rules):
+    if not all(r.holds(chosen) for r in problem.linear_rules):
         return None
     for ch in problem.chains:
         if sum(1 for m in ch.members if m in chosen) > 1:

@@ -48,7 +48,7 @@ def fill(problem: Problem, order: Sequence[int], strategy: BudgetStrategy) -> Se
 
 
 def _only_budget(problem: Problem) -> bool:
-    return len(problem.rules) == 1 and not problem.chains and not problem.pins
+    return not problem.constraints and not problem.chains and not problem.pins
 
 
 def _fast_fill(problem: Problem, order: Sequence[int], strategy: BudgetStrategy) -> Selection:
@@ -58,7 +58,7 @@ def _fast_fill(problem: Problem, order: Sequence[int], strategy: BudgetStrategy)
     used = 0
     chosen: list[int] = []
     rejected: dict[int, Reason] = {}
-    budget = problem.budget_rule
+    budget = problem.budget
     memo: dict[tuple[int, int], Reason] = {}  # reasons are frozen: share equal ones
     for i in order:
         if used + w[i] <= cap:

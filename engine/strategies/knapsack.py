@@ -45,7 +45,7 @@ DP_MAX_CELLS = 30_000_000
 
 def applies(problem: Problem) -> bool:
     """Only the budget binds: no pins, quotas, caps or hierarchy conflicts."""
-    return len(problem.rules) == 1 and not problem.chains and not problem.pins
+    return not problem.constraints and not problem.chains and not problem.pins
 
 
 def _dp_select(cc: np.ndarray, ww: np.ndarray, cap: int) -> np.ndarray:
