@@ -26,17 +26,17 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Protocol, runtime_checkable
+from typing import Any, Dict, List, Optional
 
 from .allocate import allocate
 from .allocation import Allocation
 from .candidates import BudgetItem
 from .errors import CandidateError
 from .policy import BudgetStrategy, Objective, Policy, Transform, load_policy
+from .retrieval.convert import IndexLike, SearchResultLike, search_rows
 from .tokens import DEFAULT_ENCODING, get_tokenizer
 
 #: Excluded items above this relevance are flagged in ``audit_trail`` (the seed's 0.7).
@@ -57,29 +57,6 @@ class BudgetAllocation:
     efficiency: float  # Relevance per token
     audit_trail: Dict[str, Any]
     details: Optional[Allocation] = None
-
-
-@runtime_checkable
-class SearchResultLike(Protocol):
-    """What ``create_budget_items_from_search`` reads of a search result."""
-
-    node_id: str
-    relevance_score: float
-    metadata: Mapping[str, Any]
-
-
-class NodeLike(Protocol):
-    """What it reads of an index node: ``content`` and ``level`` (an Enum or a str);
-    ``parent_id`` and ``doc_id`` are used when present."""
-
-    content: str
-    level: Any
-
-
-class IndexLike(Protocol):
-    """What it reads of a hierarchical index: ``nodes`` mapping node id to node."""
-
-    nodes: Mapping[str, Any]
 
 
 class TokenBudgetManager:
@@ -228,39 +205,15 @@ class TokenBudgetManager:
         raises ``CandidateError`` listing every such id; with ``on_missing="skip"`` they
         are skipped with a warning and listed in ``self.last_missing``.
         """
-        if on_missing not in ("error", "skip"):
-            raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
-        nodes = hierarchical_index.nodes
-        results = list(search_results)
-        missing = [r.node_id for r in results if r.node_id not in nodes]
+        rows, missing = search_rows(search_results, hierarchical_index, on_missing=on_missing)
         self.last_missing = missing
-        if missing and on_missing == "error":
-            raise CandidateError(
-                "search.missing_node",
-                f"{len(missing)} search result(s) name nodes that are not in the index: "
-                f"{', '.join(map(repr, missing[:10]))}{' ...' if len(missing) > 10 else ''}; "
-                "re-index, or pass on_missing='skip' to drop them with a warning")
         if missing:
             warnings.warn(f"skipped {len(missing)} search results with no index node: {missing[:10]}",
                           stacklevel=2)
-        present = [r for r in results if r.node_id in nodes]
-        counts = self.tokenizer.count_many([nodes[r.node_id].content for r in present])
-        items = []
-        for r, n in zip(present, counts):
-            node = nodes[r.node_id]
-            level = node.level.name if isinstance(node.level, Enum) else str(node.level)
-            meta = dict(r.metadata or {})
-            parent = getattr(node, "parent_id", None)
-            if parent is not None:
-                meta.setdefault("parent_id", parent)
-                meta.setdefault("ancestors", _ancestors(nodes, r.node_id))
-            for key in ("doc_id", "order"):
-                value = getattr(node, key, None)
-                if value is not None:
-                    meta.setdefault(key, value)
-            items.append(BudgetItem(content=node.content, relevance_score=r.relevance_score,
-                                    token_count=n, source_id=r.node_id, level=level, metadata=meta))
-        return items
+        counts = self.tokenizer.count_many([r["content"] for r in rows])
+        return [BudgetItem(content=r["content"], relevance_score=r["relevance_score"], token_count=n,
+                           source_id=r["source_id"], level=r["level"], metadata=r["metadata"])
+                for r, n in zip(rows, counts)]
 
 
 def _numpy_number(value: Any) -> Any:
@@ -280,12 +233,3 @@ def _objective_params(objective: Objective) -> dict[str, float]:
         return {"k": objective.k}
     return {}
 
-
-def _ancestors(nodes: Mapping[str, Any], node_id: str) -> list[str]:
-    out: list[str] = []
-    pid = getattr(nodes[node_id], "parent_id", None)
-    while pid is not None and pid not in out:
-        out.append(pid)
-        parent = nodes.get(pid)
-        pid = getattr(parent, "parent_id", None) if parent is not None else None
-    return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -19,6 +20,8 @@ from engine import AuditLog, InfeasibleError, PolicyError, allocate, cli, load_p
 from engine.allocate import to_candidates
 from engine.audit.record import build as build_record
 from engine.audit.show import render
+from engine.decide import decide
+from engine.retrieval.pack import pack
 
 ROOT = Path(__file__).resolve().parents[1]
 AUDIT_SCHEMA = json.loads((ROOT / "schemas" / "audit.schema.json").read_text())
@@ -150,3 +153,67 @@ def test_pinned_first_puts_pins_at_the_head_in_policy_order(tmp_path: Path) -> N
     assert alloc.context.startswith("Read the terms.\n\nEU customers")
     relevance = allocate(rows, policy.replace(ordering="relevance"))
     assert [d.source_id for d in relevance.included] == ["kb-1", "kb-2", "notice", "disclaimer-eu"]
+
+
+# --------------------------------------------------------------------------- pack
+
+
+def _docs(tmp_path: Path) -> Path:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "refunds.md").write_text("# Refunds\n\nRefunds for annual plans are prorated to the day.\n\n"
+                                     "Monthly plans are not refunded after the first week.\n")
+    (docs / "safety.md").write_text("Never share your password with anyone, including support staff.\n")
+    return docs
+
+
+def test_regression_pack_fetches_a_pinned_node_that_search_did_not_return(tmp_path: Path) -> None:
+    docs = _docs(tmp_path)
+    policy = load_policy(write_policy(tmp_path, "  budget: {max_tokens: 300}\n  ordering: pinned_first\n"
+                                                "  pinned: [{id: safety/p1}]\n"))
+    packed = pack(policy, "refund annual plan", [docs])
+    ids = [d.source_id for d in packed.decided.allocation.included]
+    assert ids[0] == "safety/p1"  # search never returns it: no query term is in it
+    assert packed.fetched_pins == ("safety/p1",)
+    assert packed.notes == ("1 pinned node(s) that search did not return were fetched from the index: safety/p1",)
+    item = next(r for r in packed.decided.record["input"]["items"] if r["source_id"] == "safety/p1")
+    assert item["relevance_score"] == 0.0 and item["metadata"]["fetched_for"] == "$.spec.pinned[0]"
+    assert item["metadata"]["doc_id"] == "safety" and item["parent_id"] == "safety"
+
+
+def test_pack_with_a_pin_not_in_the_index_exits_3(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    docs = _docs(tmp_path)
+    policy = write_policy(tmp_path, "  budget: {max_tokens: 300}\n  pinned: [{id: safety-notice}]\n")
+    code, out, err = run(capsys, "pack", "--policy", str(policy), "--query", "refund annual plan", str(docs))
+    assert code == 3 and out == ""
+    assert err.startswith(f"error: allocation.pin_missing: {policy}:6:12: $.spec.pinned[0]: pinned id 'safety-notice'")
+
+
+def test_pack_glob_pins_fetch_every_matching_node_once(tmp_path: Path) -> None:
+    docs = _docs(tmp_path)
+    policy = load_policy(write_policy(tmp_path, "  budget: {max_tokens: 300}\n  hierarchy: {exclusive: false}\n"
+                                                "  pinned: [{glob: 'safety*'}, {id: safety}]\n"))
+    packed = pack(policy, "refund annual plan", [docs])
+    assert packed.fetched_pins == ("safety", "safety/p1", "safety/p1/t1")
+    included = {d.source_id for d in packed.decided.allocation.included}
+    assert {"safety", "safety/p1", "safety/p1/t1"} <= included
+
+
+def _row_ids(rows: list[dict[str, Any]]) -> list[str]:
+    return [r["source_id"] for r in rows]
+
+
+def test_pack_and_the_spec_facade_share_one_conversion() -> None:
+    from engine import HierarchicalIndex, SemanticSearch, TokenBudgetManager
+    from engine.policy import Policy
+    from engine.retrieval.convert import search_rows
+
+    index = HierarchicalIndex()
+    index.index_document("# Refunds\n\nRefunds for annual plans are prorated.\n", "kb")
+    results = SemanticSearch(index).search("refund annual", top_k=5)
+    rows, missing = search_rows(results, index)
+    items = TokenBudgetManager().create_budget_items_from_search(results, index)
+    assert missing == [] and _row_ids(rows) == [i.source_id for i in items]
+    assert [r["metadata"] for r in rows] == [i.metadata for i in items]
+    decided = decide(rows, Policy.default(200))
+    assert decided.allocation.included

@@ -1,10 +1,13 @@
 """The main job: documents and a question in, the best context that fits the policy out.
 
 ``pack(policy, query, paths)``: index the files (Markdown or plain text) into the
-hierarchical index, search them, turn the results into budget items with
-``create_budget_items_from_search``, and decide under the policy. The hierarchy rule is
-on by default (``hierarchy.exclusive: true``), so a section and its own paragraphs are
-never both sent; a policy that turns it off gets a note saying so.
+hierarchical index, search them, turn the results into candidate rows
+(:mod:`engine.retrieval.convert`, the conversion the seed's
+``create_budget_items_from_search`` uses too), add the nodes the policy pins that search
+did not return, and decide under the policy. Token counts are left to the engine, which
+counts every item rendered with the policy's template. The hierarchy rule is on by
+default (``hierarchy.exclusive: true``), so a section and its own paragraphs are never
+both sent; a policy that turns it off gets a note saying so.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from pathlib import Path
 from ..audit.log import AuditLog
 from ..decide import Decided, decide
 from ..errors import CandidateError
-from .index import HierarchicalIndex
-from ..manager import TokenBudgetManager
 from ..policy import Policy
+from .convert import pinned_rows, search_rows
+from .index import HierarchicalIndex
 from .search import SemanticSearch
 
 TEXT_SUFFIXES = (".md", ".markdown", ".txt", ".text", ".rst")
@@ -32,6 +35,8 @@ class Packed:
     results: int
     notes: tuple[str, ...]
     seconds: float
+    #: Pinned nodes fetched from the index because search did not return them.
+    fetched_pins: tuple[str, ...] = ()
 
 
 def collect_files(paths: Sequence[str | Path]) -> list[Path]:
@@ -83,13 +88,12 @@ def pack(policy: Policy, query: str, paths: Sequence[str | Path], *, top_k: int 
         notes.append("hierarchy.exclusive is off in this policy: a section and its own "
                      "paragraphs may both be sent")
     results = SemanticSearch(index).search(query, top_k=top_k)
-    mgr = TokenBudgetManager(tokenizer=policy.tokenizer)
-    items = mgr.create_budget_items_from_search(results, index)
-    # Token counts are recounted by the engine with the policy's template, so drop the
-    # content-only counts: the assembled context is then checked and repaired exactly.
-    rows = [{"source_id": i.source_id, "content": i.content, "relevance_score": i.relevance_score,
-             "level": i.level, "metadata": i.metadata, "parent_id": i.metadata.get("parent_id")}
-            for i in items]
-    decided = decide(rows, policy, audit_log=audit_log)
+    rows, _ = search_rows(results, index)
+    fetched = pinned_rows(policy.pinned, index, (r["source_id"] for r in rows))
+    if fetched:
+        notes.append(f"{len(fetched)} pinned node(s) that search did not return were fetched from the "
+                     f"index: {', '.join(r['source_id'] for r in fetched[:10])}"
+                     + (" ..." if len(fetched) > 10 else ""))
+    decided = decide(rows + fetched, policy, audit_log=audit_log)
     return Packed(decided, tuple(str(f) for f in files), len(results), tuple(notes),
-                  time.perf_counter() - t0)
+                  time.perf_counter() - t0, tuple(r["source_id"] for r in fetched))
