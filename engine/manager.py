@@ -187,7 +187,7 @@ class TokenBudgetManager:
         if not isinstance(text, str):
             raise CandidateError("candidate.bad_content",
                                  f"count_tokens needs a str, got {type(text).__name__}")
-        return self.tokenizer.count(text)
+        return int(self.tokenizer.count(text))
 
     def create_budget_items_from_search(
         self,

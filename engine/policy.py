@@ -323,7 +323,8 @@ class Policy:
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, mutable deep copy of :attr:`effective` (JSON-ready)."""
-        return thaw(self.effective)
+        out: dict[str, Any] = thaw(self.effective)
+        return out
 
     @classmethod
     def from_mapping(
