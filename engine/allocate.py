@@ -159,11 +159,13 @@ def allocate(candidates: Iterable[Any], policy: Policy, *, strategy: BudgetStrat
     alloc = build(problem, sel, requested, why)
     t3 = time.perf_counter()
     if check:
-        problems = verify(policy, cands, alloc)
-        if problems:
+        violations = verify(policy, cands, alloc)
+        if violations:
             raise VerificationError("allocation.verification_failed",
                                     "the allocation broke a rule (this is a ctxbudget bug, please "
-                                    "report it): " + "; ".join(problems))
+                                    "report it): " + "; ".join(map(str, violations)),
+                                    path=violations[0].rule,
+                                    details={"violations": [v.to_dict() for v in violations]})
     t4 = time.perf_counter()
     timings = {"reduce_s": t1 - t0, "solve_s": t2 - t1, "assemble_s": t3 - t2,
                "verify_s": t4 - t3, "total_s": t4 - t0}

@@ -17,6 +17,7 @@ affects a decision changes, including a base policy or an engine default; and
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -26,7 +27,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .canonical import digest as canonical_digest
+from .canonical import canonical_bytes, digest as canonical_digest
 from .errors import Location, PolicyError
 from .extends import resolve_extends
 from .load import MAX_POLICY_BYTES, child_path, dump_yaml, gather_issues, nearest_location
@@ -203,12 +204,45 @@ class Matcher:
         return out
 
 
+def _number(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
 def _same(have: Any, want: Any) -> bool:
+    """Metadata equality (tests/semantics_cases.py): numbers by value, booleans only with
+    booleans, strings exactly, null only null, lists and mappings deep under this rule."""
     if isinstance(have, bool) or isinstance(want, bool):
         return isinstance(have, bool) and isinstance(want, bool) and have == want
-    if isinstance(have, (int, float)) and isinstance(want, (int, float)):
-        return have == want
+    if _number(have) or _number(want):
+        return _number(have) and _number(want) and have == want
+    if isinstance(have, Mapping) and isinstance(want, Mapping):
+        return have.keys() == want.keys() and all(_same(have[k], want[k]) for k in have)
+    if isinstance(have, (list, tuple)) and isinstance(want, (list, tuple)):
+        return len(have) == len(want) and all(map(_same, have, want))
     return type(have) is type(want) and have == want
+
+
+def metadata_group(value: Any) -> str:
+    """The source key of a ``group_by: metadata`` value: equal values (by the matchers'
+    equality) share a key, different ones never do. A string is its own key (a leading
+    ``<`` doubled); null or a missing field is ``<missing>``; any other value is
+    ``<`` + its canonical JSON + ``>`` (``1`` and ``1.0`` are ``<1>``, ``true`` is
+    ``<true>``)."""
+    if isinstance(value, str):
+        return "<" + value if value.startswith("<") else value
+    if value is None:
+        return "<missing>"
+    return "<" + canonical_bytes(_plain_json(value)).decode("utf-8") + ">"
+
+
+def _plain_json(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_json(v) for v in value]
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return float(value) if _number(value) else value
 
 
 @dataclass(frozen=True, slots=True)

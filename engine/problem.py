@@ -26,7 +26,6 @@ stage recounts the real text and repairs (see :mod:`engine.allocation`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -34,7 +33,7 @@ from types import MappingProxyType
 from .candidates import Candidate
 from .counts import Counter, TokenAccounting, count_tokens, policy_tokenizer, render, template_overhead
 from .pins import Matched, match_pins
-from .policy import GroupBy, Ordering, Policy, SolverSettings
+from .policy import GroupBy, Ordering, Policy, SolverSettings, metadata_group
 from .reasons import Reason, ReasonCode
 from .rules import Chain, LinearRule, MissingPin, PinRule, RuleKind
 
@@ -135,8 +134,7 @@ def _group_key(policy: Policy, c: Candidate, by_id: Mapping[str, Candidate]) -> 
     if rule.group_by is GroupBy.PREFIX:
         return c.source_id.split(rule.separator, 1)[0]
     if rule.group_by is GroupBy.METADATA:
-        value = c.metadata.get(rule.field or "")
-        return "<missing>" if value is None else str(value)
+        return metadata_group(c.metadata.get(rule.field or ""))
     # GroupBy.DOCUMENT: the document the item belongs to.
     if c.doc_id is not None:
         return c.doc_id
@@ -335,7 +333,9 @@ def prefer_parent_rules(policy: Policy, cands: Sequence[Candidate], active: tupl
     rules: list[LinearRule] = []
     for p_index in sorted(kids):
         members = tuple(kids[p_index])
-        cap = math.ceil(ratio * len(members)) - 1
+        # At most the largest k whose fraction k/n stays below the ratio (float
+        # division, not ceil(ratio * n) - 1: 0.28 * 25 is 7.000000000000001).
+        cap = sum(1 for k in range(1, len(members) + 1) if k / len(members) < ratio)
         pid = cands[p_index].source_id
         rules.append(LinearRule(
             f"prefer_parent[{pid}]", RuleKind.PREFER_PARENT, path, where,

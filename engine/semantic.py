@@ -125,6 +125,14 @@ def _check_template(template: str, add: Any) -> None:
         elif spec or conversion:
             add("template_placeholder", path, f"placeholder {{{name}}} has a conversion or format spec; write it "
                 f"plainly as {{{name}}}")
+    # str.format also takes an empty spec ('{content:}'), which parse() does not show:
+    # the template must be exactly its literal text and plain fields.
+    plain = "".join(text.replace("{", "{{").replace("}", "}}") + ("" if name is None else f"{{{name}}}")
+                    for text, name, _spec, _conv in parsed)
+    if plain != template and all(name is None or (name in TEMPLATE_FIELDS and not spec and not conversion)
+                                 for _text, name, spec, conversion in parsed):
+        add("template_placeholder", path, "a placeholder has an empty format spec (e.g. {content:}); write "
+            "it plainly as {content}")
     if "content" not in names:
         add("template_missing_content", path, "template has no {content}, so the items' text would never reach "
             "the prompt; add it, e.g. '[{source_id}] {content}'")

@@ -1,200 +1,437 @@
 """An independent checker: does an Allocation obey every rule of its Policy?
 
-What goes in: the Policy, the candidates and the Allocation. What comes out: a list of
-violations as sentences; empty means the allocation is valid. A non-empty list is always
-a bug in ctxbudget (the façade raises ``VerificationError``).
+What goes in: the Policy, the candidates and the Allocation (or, for tests and the
+brute-force oracle, a bare set of included ids). What comes out: a tuple of
+:class:`Violation` values — a stable ``code`` (``budget.over``, ``pinned.missing``), the
+policy path of the ``rule`` it breaks, the source ids involved and a sentence. An empty
+tuple means the allocation is valid; a non-empty one is always a bug in ctxbudget (the
+façade raises ``VerificationError`` carrying the violations).
 
 Independence is the point: this module never reads the Problem, the model or the
-strategies' bookkeeping. It recomputes token counts, group keys, thresholds and
-ancestry directly from the policy and the candidates, in its own simple loops, so a bug
-in ``reduce`` or ``compile`` is caught here rather than copied.
+strategies' bookkeeping, and it does not call the engine's template renderer or
+matcher. It reads templates, pins and group keys with its own code (the semantics are
+pinned down by one table of cases that the tests drive through both sides,
+``tests/semantics_cases.py``) and recomputes token counts, thresholds, groups and
+ancestry directly from the policy and the candidates, so a bug in ``reduce`` or
+``compile`` is caught here rather than copied.
 
-``CHECKERS`` is keyed by the rule names of the policy schema's ``spec`` (plus
-``accounting``); a test checks that every rule of the schema has a checker.
+``CHECKERS`` is keyed by the rule names of the policy schema's ``spec`` plus
+``accounting``, ``context`` and ``prefer_parent``; the checkers are looked up at call
+time, and a test checks that every rule of the schema and every rule kind of the
+Problem has one.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Sequence
+import numbers
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, TypeGuard
 
 from .allocation import Allocation
 from .candidates import Candidate
-from .policy import GroupBy, Policy
-from .tokens import get_tokenizer
+from .policy import BudgetStrategy, GroupBy, Matcher, Policy
+from .tokens import Tokenizer, get_tokenizer
+
+TEMPLATE_FIELDS = frozenset({"source_id", "content", "level"})
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One broken rule: ``code`` (stable, dotted), ``rule`` (the policy's JSON path),
+    ``items`` (the source ids involved) and a ``message`` with the numbers."""
+
+    code: str
+    rule: str
+    items: tuple[str, ...]
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.code} at {self.rule}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "rule": self.rule, "items": list(self.items), "message": self.message}
+
+
+# --------------------------------------------------------------------------- semantics
+
+
+@lru_cache(maxsize=64)
+def parse_template(template: str) -> tuple[tuple[bool, str], ...]:
+    """A template as parts ``(is_field, text)``: ``{{`` and ``}}`` are literal braces,
+    ``{source_id}``, ``{content}`` and ``{level}`` are fields, nothing else is allowed
+    (ValueError naming the position)."""
+    parts: list[tuple[bool, str]] = []
+    text: list[str] = []
+    i, n = 0, len(template)
+    while i < n:
+        ch = template[i]
+        if ch in "{}" and template.startswith(ch * 2, i):
+            text.append(ch)
+            i += 2
+        elif ch == "}":
+            raise ValueError(f"a lone '}}' at character {i} of template {template!r}")
+        elif ch == "{":
+            end = template.find("}", i)
+            name = template[i + 1:end] if end > i else ""
+            if name not in TEMPLATE_FIELDS:
+                raise ValueError(f"placeholder at character {i} of template {template!r} is not one of "
+                                 "{source_id}, {content}, {level}")
+            if text:
+                parts.append((False, "".join(text)))
+                text = []
+            parts.append((True, name))
+            i = end + 1
+        else:
+            j = min((k for k in (template.find("{", i), template.find("}", i)) if k >= 0), default=n)
+            text.append(template[i:j])
+            i = j
+    if text:
+        parts.append((False, "".join(text)))
+    return tuple(parts)
+
+
+def render(template: str, *, source_id: str, content: str, level: str) -> str:
+    """One item as the model sees it, by the verifier's own reading of ``template``
+    (fields are substituted once: braces inside the values stay as they are)."""
+    values = {"source_id": source_id, "content": content, "level": level}
+    return "".join(values[text] if is_field else text for is_field, text in parse_template(template))
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _is_sequence(x: object) -> TypeGuard[list[Any] | tuple[Any, ...]]:
+    return isinstance(x, (list, tuple))
+
+
+def same_value(a: object, b: object) -> bool:
+    """Metadata equality: numbers by value (``1 == 1.0``), booleans only with booleans
+    (``True`` is not ``1``), strings exactly, null only null, lists and mappings
+    element by element under the same rule."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a is b
+    if _is_number(a) or _is_number(b):
+        return _is_number(a) and _is_number(b) and a == b
+    if isinstance(a, str) or isinstance(b, str):
+        return isinstance(a, str) and isinstance(b, str) and a == b
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, Mapping) or isinstance(b, Mapping):
+        return (isinstance(a, Mapping) and isinstance(b, Mapping) and set(a) == set(b)
+                and all(same_value(a[k], b[k]) for k in a))
+    if _is_sequence(a) or _is_sequence(b):
+        return (_is_sequence(a) and _is_sequence(b) and len(a) == len(b)
+                and all(same_value(x, y) for x, y in zip(a, b)))
+    return type(a) is type(b) and a == b
+
+
+def value_key(x: object) -> object:
+    """A hashable key with ``value_key(a) == value_key(b)`` exactly when
+    ``same_value(a, b)`` (null and a missing field share one key)."""
+    if isinstance(x, bool):
+        return ("bool", x)
+    if _is_number(x):
+        return ("number", x)  # 1 and 1.0 are equal and hash alike
+    if isinstance(x, str):
+        return ("str", x)
+    if x is None:
+        return ("null",)
+    if isinstance(x, Mapping):
+        return ("map", frozenset((k, value_key(v)) for k, v in x.items()))
+    if _is_sequence(x):
+        return ("list", tuple(value_key(v) for v in x))
+    return ("other", type(x).__name__, repr(x))
+
+
+def selects(m: Matcher, source_id: str, metadata: Mapping[str, Any]) -> bool:
+    """Whether a pinned/blocked entry selects a candidate: ``id`` exactly, ``glob``
+    case-sensitively on every platform, ``metadata`` every key present and equal."""
+    if m.kind == "id":
+        return source_id == m.id
+    if m.kind == "glob":
+        return fnmatch.fnmatchcase(source_id, m.glob or "")
+    return all(k in metadata and same_value(metadata[k], want) for k, want in m.metadata)
+
+
+# --------------------------------------------------------------------------- facts
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    """What the verifier derives from (policy, candidates) alone, once."""
+
+    policy: Policy
+    cands: tuple[Candidate, ...]
+    by_id: Mapping[str, Candidate]
+    tokens: Mapping[str, int]
+    sep_tokens: int
+    pinned: Mapping[str, str]
+    blocked: Mapping[str, str]
+    tok: Tokenizer
+    own_counts: bool
+
+
+def _facts(policy: Policy, cands: Sequence[Candidate], tok: Tokenizer) -> _Facts:
+    b = policy.budget
+    # Each item as the budget counts it: the rendered text, or the caller's count of the
+    # content plus the template rendered around an empty content.
+    plain = [render(b.template, source_id=c.source_id, content=c.content if c.token_count is None else "",
+                    level=c.level) for c in cands]
+    counted = tok.count_many(plain)
+    tokens = {c.source_id: n + (c.token_count or 0) for c, n in zip(cands, counted)}
+    pinned: dict[str, str] = {}
+    blocked: dict[str, str] = {}
+    for c in cands:
+        for m in policy.pinned:
+            if selects(m, c.source_id, c.metadata):
+                pinned[c.source_id] = m.path
+                break
+        for m in policy.blocked:
+            if selects(m, c.source_id, c.metadata):
+                blocked[c.source_id] = m.path
+                break
+    return _Facts(policy, tuple(cands), {c.source_id: c for c in cands}, tokens,
+                  tok.count(b.separator) if b.separator else 0, pinned, blocked, tok,
+                  all(c.token_count is None for c in cands))
+
+
+def _floor(f: _Facts, c: Candidate) -> tuple[float, str]:
+    rule = f.policy.level(c.level)
+    if rule is not None and rule.min_relevance is not None:
+        return rule.min_relevance, f"$.spec.levels.{c.level}.min_relevance"
+    return f.policy.min_relevance, "$.spec.min_relevance"
+
+
+def _ancestors(f: _Facts, c: Candidate) -> list[str]:
+    """Nearest first: ``metadata.ancestors`` when it is a list of ids, else the
+    ``parent_id`` links through the candidates (stopping at a repeat)."""
+    given = c.metadata.get("ancestors")
+    if _is_sequence(given) and all(isinstance(a, str) for a in given):
+        return list(given)
+    out: list[str] = []
+    node: Candidate | None = c
+    while node is not None and node.parent_id is not None and node.parent_id not in out \
+            and node.parent_id != c.source_id:
+        out.append(node.parent_id)
+        node = f.by_id.get(node.parent_id)
+    return out
+
+
+def _eligible(f: _Facts, c: Candidate) -> bool:
+    """Could ``c`` be taken at all (not blocked; pinned, or above its floor and not
+    larger than the whole budget)? Prefer-parent counts only such children."""
+    if c.source_id in f.blocked:
+        return False
+    if c.source_id in f.pinned:
+        return True
+    return c.relevance_score >= _floor(f, c)[0] and f.tokens[c.source_id] <= f.policy.budget.limit_tokens
 
 
 @dataclass(frozen=True, slots=True)
 class _View:
-    policy: Policy
-    cands: Sequence[Candidate]
-    alloc: Allocation
+    facts: _Facts
     inc: frozenset[str]
-    tokens: dict[str, int]
+    alloc: Allocation | None  # None: a bare selection, every minimum is hard
+    recount: int | None
 
 
-def _item_tokens(policy: Policy, cands: Sequence[Candidate]) -> dict[str, int]:
-    tok = get_tokenizer(policy.tokenizer)
-    tpl = policy.budget.template
-    out = {}
-    for c in cands:
-        if tpl == "{content}":  # nothing but the content: no rendering to count
-            out[c.source_id] = c.token_count if c.token_count is not None else tok.count(c.content)
-            continue
-        text = tpl.replace("{source_id}", c.source_id).replace("{level}", c.level)
-        if c.token_count is None:
-            out[c.source_id] = tok.count(text.replace("{content}", c.content))
-        else:
-            out[c.source_id] = c.token_count + tok.count(text.replace("{content}", ""))
-    return out
+# --------------------------------------------------------------------------- checkers
 
 
-def _matches(m: object, c: Candidate) -> bool:
-    kind = getattr(m, "kind")
-    if kind == "id":
-        return c.source_id == getattr(m, "id")
-    if kind == "glob":
-        return fnmatch.fnmatchcase(c.source_id, getattr(m, "glob"))
-    want = dict(getattr(m, "metadata"))
-    return all(k in c.metadata and type(c.metadata[k]) is type(v) and c.metadata[k] == v
-               for k, v in want.items())
-
-
-def check_accounting(v: _View) -> list[str]:
-    ids = [d.source_id for d in v.alloc.decisions]
-    out = []
-    if ids != [c.source_id for c in v.cands]:
-        out.append("decisions do not list every candidate exactly once, in input order")
-    ctx = [v.alloc.decisions[i].source_id for i in v.alloc.context_order]
-    if sorted(ctx) != sorted(v.inc) or len(ctx) != len(set(ctx)):
-        out.append("the context order does not hold exactly the included items")
-    return out
-
-
-def check_budget(v: _View) -> list[str]:
-    b = v.policy.budget
-    sep = get_tokenizer(v.policy.tokenizer).count(b.separator) if b.separator else 0
-    total = sum(v.tokens[s] for s in v.inc) + sep * max(0, len(v.inc) - 1)
-    out = []
-    if total > b.limit_tokens:
-        out.append(f"items and separators sum to {total} tokens > budget {b.limit_tokens}")
-    real = get_tokenizer(v.policy.tokenizer).count(v.alloc.context)
-    if real > b.limit_tokens and all(c.token_count is None for c in v.cands):
-        out.append(f"assembled context counts {real} tokens > budget {b.limit_tokens}")
-    if real != v.alloc.context_tokens:
-        out.append(f"context_tokens {v.alloc.context_tokens} != recount {real}")
-    return out
-
-
-def check_min_relevance(v: _View) -> list[str]:
-    out = []
-    for c in v.cands:
-        if c.source_id not in v.inc or any(_matches(m, c) for m in v.policy.pinned):
-            continue
-        lv = v.policy.level(c.level)
-        floor = lv.min_relevance if lv is not None and lv.min_relevance is not None else v.policy.min_relevance
-        if c.relevance_score < floor:
-            out.append(f"{c.source_id!r} included with relevance {c.relevance_score} < {floor}")
-    return out
-
-
-def check_pinned(v: _View) -> list[str]:
-    return [f"pinned {c.source_id!r} is not included" for c in v.cands
-            if any(_matches(m, c) for m in v.policy.pinned) and c.source_id not in v.inc]
-
-
-def check_blocked(v: _View) -> list[str]:
-    return [f"blocked {c.source_id!r} is included" for c in v.cands
-            if c.source_id in v.inc and any(_matches(m, c) for m in v.policy.blocked)]
-
-
-def _within(label: str, got: int, lo: int | None, hi: int | None, unmet: Sequence[str]) -> list[str]:
-    out = []
-    if hi is not None and got > hi:
-        out.append(f"{label} is {got} > max {hi}")
-    if lo and got < lo and not any(u.startswith(label) for u in unmet):
-        out.append(f"{label} is {got} < min {lo} and the allocation does not report it unmet")
-    return out
-
-
-def check_levels(v: _View) -> list[str]:
-    out = []
-    for lv in v.policy.levels:
-        mine = [c for c in v.cands if c.level == lv.name and c.source_id in v.inc]
-        toks = sum(v.tokens[c.source_id] for c in mine)
-        base = f"levels.{lv.name}"
-        out += _within(f"{base}.min_items", len(mine), lv.min_items, None, v.alloc.unmet)
-        out += _within(f"{base}.max_items", len(mine), None, lv.max_items, v.alloc.unmet)
-        out += _within(f"{base}.min_tokens", toks, lv.min_tokens, None, v.alloc.unmet)
-        out += _within(f"{base}.max_tokens", toks, None, lv.max_tokens, v.alloc.unmet)
-    return out
-
-
-def _root(c: Candidate, by_id: dict[str, Candidate]) -> str:
-    anc = c.metadata.get("ancestors")
-    if isinstance(anc, list) and anc:
-        return str(anc[-1])
-    node = c
-    hops = 0
-    while node.parent_id is not None and hops < len(by_id):
-        if node.parent_id not in by_id:
-            return node.parent_id
-        node = by_id[node.parent_id]
-        hops += 1
-    return node.source_id
-
-
-def check_sources(v: _View) -> list[str]:
-    rule = v.policy.sources
-    if rule is None:
+def check_accounting(v: _View) -> list[Violation]:
+    a, f = v.alloc, v.facts
+    if a is None:
         return []
-    by_id = {c.source_id: c for c in v.cands}
-    counts: dict[str, list[int]] = {}
-    for c in v.cands:
-        if c.source_id not in v.inc:
-            continue
-        if rule.group_by is GroupBy.PREFIX:
-            key = c.source_id.partition(rule.separator)[0]
-        elif rule.group_by is GroupBy.METADATA:
-            raw = c.metadata.get(rule.field or "")
-            key = "<missing>" if raw is None else str(raw)
-        else:
-            key = c.doc_id or _root(c, by_id)
-        n_t = counts.setdefault(key, [0, 0])
-        n_t[0] += 1
-        n_t[1] += v.tokens[c.source_id]
     out = []
-    for key, (n, t) in sorted(counts.items()):
-        if rule.max_items_per_source is not None and n > rule.max_items_per_source:
-            out.append(f"source {key!r} has {n} items > {rule.max_items_per_source}")
-        if rule.max_tokens_per_source is not None and t > rule.max_tokens_per_source:
-            out.append(f"source {key!r} has {t} tokens > {rule.max_tokens_per_source}")
+    ids = [d.source_id for d in a.decisions]
+    want = [c.source_id for c in f.cands]
+    if ids != want or any(d.index != k for k, d in enumerate(a.decisions)):
+        odd = sorted(set(ids) ^ set(want)) or [x for x, y in zip(ids, want) if x != y][:1]
+        out.append(Violation("accounting.decisions", "$", tuple(odd),
+                             f"the decisions list {len(ids)} items for {len(want)} candidates or not once "
+                             "each in input order, with their input index"))
+    order = a.context_order
+    if (len(set(order)) != len(order) or any(not 0 <= i < len(a.decisions) for i in order)
+            or {a.decisions[i].source_id for i in order if 0 <= i < len(a.decisions)} != v.inc):
+        out.append(Violation("accounting.context_order", "$", tuple(sorted(v.inc)),
+                             "the context order does not hold each included item exactly once"))
+    for d in a.decisions:
+        if d.source_id in f.tokens and d.tokens != f.tokens[d.source_id]:
+            out.append(Violation("accounting.tokens", "$.spec.budget", (d.source_id,),
+                                 f"{d.source_id!r} is reported as {d.tokens} tokens; it counts "
+                                 f"{f.tokens[d.source_id]} rendered with the template"))
     return out
 
 
-def check_hierarchy(v: _View) -> list[str]:
-    if not v.policy.hierarchy.exclusive:
+def check_context(v: _View) -> list[Violation]:
+    a, f = v.alloc, v.facts
+    if a is None:
         return []
-    by_id = {c.source_id: c for c in v.cands}
+    out = []
+    b = f.policy.budget
+    if all(0 <= i < len(f.cands) for i in a.context_order):
+        want = b.separator.join(
+            render(b.template, source_id=c.source_id, content=c.content, level=c.level)
+            for c in (f.cands[i] for i in a.context_order))
+        if a.context != want:
+            at = next((k for k, (x, y) in enumerate(zip(a.context, want)) if x != y), min(len(a.context), len(want)))
+            out.append(Violation("context.text", "$.spec.budget.template", tuple(f.cands[i].source_id for i in a.context_order),
+                                 f"the context is not the included items rendered with the template and joined "
+                                 f"with the separator (first difference at character {at})"))
+    if a.context_tokens != v.recount:
+        out.append(Violation("context.tokens", "$.spec.budget", (),
+                             f"context_tokens is {a.context_tokens}; the context recounts to {v.recount}"))
+    return out
+
+
+def check_budget(v: _View) -> list[Violation]:
+    f = v.facts
+    limit = f.policy.budget.limit_tokens
+    total = sum(f.tokens[s] for s in v.inc) + f.sep_tokens * max(0, len(v.inc) - 1)
+    out = []
+    if total > limit:
+        out.append(Violation("budget.over", "$.spec.budget", tuple(sorted(v.inc)),
+                             f"the included items and separators count {total} tokens > budget {limit}"))
+    # Caller-supplied counts are the caller's contract; our recount binds when we counted.
+    if v.recount is not None and f.own_counts and v.recount > limit:
+        out.append(Violation("budget.context_over", "$.spec.budget", tuple(sorted(v.inc)),
+                             f"the assembled context counts {v.recount} tokens > budget {limit}"))
+    return out
+
+
+def check_min_relevance(v: _View) -> list[Violation]:
+    f = v.facts
     out = []
     for s in sorted(v.inc):
-        c = by_id[s]
-        given = c.metadata.get("ancestors")
-        chain: list[str] = []
-        if isinstance(given, list):
-            chain = [a for a in given if isinstance(a, str)]
-        else:
-            p = c.parent_id
-            while p is not None and p not in chain and p != s:
-                chain.append(p)
-                p = by_id[p].parent_id if p in by_id else None
-        out += [f"{s!r} is included together with its ancestor {a!r}" for a in chain if a in v.inc]
+        c = f.by_id[s]
+        floor, path = _floor(f, c)
+        if s not in f.pinned and c.relevance_score < floor:
+            out.append(Violation("min_relevance.below", path, (s,),
+                                 f"{s!r} is included with relevance {c.relevance_score} < {floor}"))
     return out
 
 
-CHECKERS: dict[str, Callable[[_View], list[str]]] = {
+def _minimum_excused(v: _View, label: str) -> bool:
+    """A minimum may go unmet only when the allocation says so, and OPTIMAL (which must
+    meet it or prove the rules infeasible) only after a repair dropped an item."""
+    a = v.alloc
+    if a is None or not any(u.startswith(label + "=") for u in a.unmet):
+        return False
+    return a.strategy_used is not BudgetStrategy.OPTIMAL or bool(a.repairs)
+
+
+def check_levels(v: _View) -> list[Violation]:
+    f = v.facts
+    out = []
+    for lv in f.policy.levels:
+        mine = tuple(sorted(s for s in v.inc if f.by_id[s].level == lv.name))
+        toks = sum(f.tokens[s] for s in mine)
+        for field, got, lo, hi in (("min_items", len(mine), lv.min_items, None),
+                                   ("max_items", len(mine), None, lv.max_items),
+                                   ("min_tokens", toks, lv.min_tokens, None),
+                                   ("max_tokens", toks, None, lv.max_tokens)):
+            label = f"levels.{lv.name}.{field}"
+            path = f"$.spec.{label}"
+            if hi is not None and got > hi:
+                out.append(Violation(f"levels.{field}", path, mine, f"{label} is {got} > max {hi}"))
+            if lo and got < lo and not _minimum_excused(v, label):
+                out.append(Violation(f"levels.{field}", path, mine,
+                                     f"{label} is {got} < min {lo}, and the allocation may not leave it unmet"))
+            reported = v.alloc is not None and any(u.startswith(label + "=") for u in v.alloc.unmet)
+            if reported and (not lo or got >= lo):
+                out.append(Violation("levels.unmet_misreported", path, mine,
+                                     f"{label} is reported unmet but holds ({got} >= {lo})"))
+    return out
+
+
+def _group(f: _Facts, c: Candidate) -> object:
+    rule = f.policy.sources
+    assert rule is not None
+    if rule.group_by is GroupBy.PREFIX:
+        return c.source_id.partition(rule.separator)[0]
+    if rule.group_by is GroupBy.METADATA:
+        return value_key(c.metadata.get(rule.field or ""))
+    doc = c.metadata.get("doc_id")
+    if isinstance(doc, str):
+        return doc
+    chain = _ancestors(f, c)
+    return chain[-1] if chain else c.source_id
+
+
+def check_sources(v: _View) -> list[Violation]:
+    f = v.facts
+    rule = f.policy.sources
+    if rule is None:
+        return []
+    groups: dict[object, list[str]] = {}
+    for s in sorted(v.inc):
+        groups.setdefault(_group(f, f.by_id[s]), []).append(s)
+    out = []
+    for members in groups.values():
+        n, t = len(members), sum(f.tokens[s] for s in members)
+        name = f"the source of {members[0]!r}"
+        if rule.max_items_per_source is not None and n > rule.max_items_per_source:
+            out.append(Violation("sources.max_items", "$.spec.sources.max_items_per_source", tuple(members),
+                                 f"{name} has {n} items > {rule.max_items_per_source}"))
+        if rule.max_tokens_per_source is not None and t > rule.max_tokens_per_source:
+            out.append(Violation("sources.max_tokens", "$.spec.sources.max_tokens_per_source", tuple(members),
+                                 f"{name} has {t} tokens > {rule.max_tokens_per_source}"))
+    return out
+
+
+def check_pinned(v: _View) -> list[Violation]:
+    return [Violation("pinned.missing", path, (s,), f"pinned {s!r} is not included")
+            for s, path in v.facts.pinned.items() if s not in v.inc]
+
+
+def check_blocked(v: _View) -> list[Violation]:
+    blocked = v.facts.blocked
+    return [Violation("blocked.included", blocked[s], (s,), f"blocked {s!r} is included")
+            for s in sorted(v.inc) if s in blocked]
+
+
+def check_hierarchy(v: _View) -> list[Violation]:
+    f = v.facts
+    if not f.policy.hierarchy.exclusive:
+        return []
+    return [Violation("hierarchy.exclusive", "$.spec.hierarchy.exclusive", (a, s),
+                      f"{s!r} is included together with its ancestor {a!r}")
+            for s in sorted(v.inc) for a in _ancestors(f, f.by_id[s]) if a in v.inc and a != s]
+
+
+def check_prefer_parent(v: _View) -> list[Violation]:
+    f = v.facts
+    ratio = f.policy.hierarchy.prefer_parent_ratio
+    if ratio is None or not f.policy.hierarchy.exclusive:
+        return []
+    chosen: dict[str, list[str]] = {}
+    for s in sorted(v.inc):
+        p = f.by_id[s].parent_id
+        if p is not None and p in f.by_id and _eligible(f, f.by_id[p]):
+            chosen.setdefault(p, []).append(s)
+    n_kids = dict.fromkeys(chosen, 0)
+    for c in f.cands:
+        p = c.parent_id
+        if p is not None and p in n_kids and _eligible(f, c):
+            n_kids[p] += 1
+    out = []
+    for p, kids in chosen.items():
+        n = n_kids[p]
+        # "at least this fraction of its children": k of n children reach it when k/n >= ratio.
+        if len(kids) / n >= ratio:
+            out.append(Violation("hierarchy.prefer_parent", "$.spec.hierarchy.prefer_parent_ratio", (p, *kids),
+                                 f"{len(kids)} of the {n} children of {p!r} are included (>= {ratio:g}); "
+                                 "the parent is preferred"))
+    return out
+
+
+CHECKERS: dict[str, Callable[[_View], list[Violation]]] = {
     "accounting": check_accounting,
+    "context": check_context,
     "budget": check_budget,
     "min_relevance": check_min_relevance,
     "levels": check_levels,
@@ -202,14 +439,41 @@ CHECKERS: dict[str, Callable[[_View], list[str]]] = {
     "pinned": check_pinned,
     "blocked": check_blocked,
     "hierarchy": check_hierarchy,
+    "prefer_parent": check_prefer_parent,
 }
 
 
-def verify(policy: Policy, cands: Sequence[Candidate], alloc: Allocation) -> list[str]:
-    """Every violation of ``policy`` by ``alloc``, as sentences (empty: valid)."""
-    inc = frozenset(d.source_id for d in alloc.decisions if d.included)
-    view = _View(policy, cands, alloc, inc, _item_tokens(policy, cands))
-    out: list[str] = []
-    for name in CHECKERS:
-        out += CHECKERS[name](view)
-    return out
+class Verifier:
+    """The facts of one (policy, candidates) pair, to check several allocations or
+    selections against (the brute-force oracle checks thousands)."""
+
+    def __init__(self, policy: Policy, cands: Sequence[Candidate], *, tokenizer: Tokenizer | None = None) -> None:
+        self.facts = _facts(policy, cands, tokenizer or get_tokenizer(policy.tokenizer))
+
+    def _run(self, view: _View) -> tuple[Violation, ...]:
+        out: list[Violation] = []
+        for name in list(CHECKERS):
+            out += CHECKERS[name](view)
+        return tuple(out)
+
+    def allocation(self, alloc: Allocation) -> tuple[Violation, ...]:
+        inc = frozenset(d.source_id for d in alloc.decisions if d.included)
+        unknown = sorted(inc - set(self.facts.by_id))
+        if unknown:
+            return (Violation("accounting.decisions", "$", tuple(unknown),
+                              "the allocation includes items that are not candidates"),)
+        return self._run(_View(self.facts, inc, alloc, self.facts.tok.count(alloc.context)))
+
+    def selection(self, included: Iterable[str]) -> tuple[Violation, ...]:
+        """Violations of a bare set of included ids (every minimum hard, as OPTIMAL)."""
+        inc = frozenset(included)
+        if not inc <= set(self.facts.by_id):
+            raise ValueError(f"not candidates: {sorted(inc - set(self.facts.by_id))}")
+        return self._run(_View(self.facts, inc, None, None))
+
+
+def verify(policy: Policy, cands: Sequence[Candidate], alloc: Allocation, *,
+           tokenizer: Tokenizer | None = None) -> tuple[Violation, ...]:
+    """Every violation of ``policy`` by ``alloc`` (empty: valid). ``tokenizer`` is an
+    already-resolved counter for the policy's encoding (resolved from it when None)."""
+    return Verifier(policy, cands, tokenizer=tokenizer).allocation(alloc)

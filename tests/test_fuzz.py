@@ -1392,7 +1392,7 @@ def run_library_family(n: int, tally: Tally, policies: list[Path] = SHIPPED) -> 
                 tally.record(family, "crash", [f"allocate raised {type(exc).__name__}: {str(exc)[:160]}"],
                              f"{policies[which].name} {rows!r:.300}")
                 continue
-            problems += verify(policy, cands, alloc)
+            problems += map(str, verify(policy, cands, alloc))
             ids = [d.source_id for d in alloc.decisions]
             if ids != [r["source_id"] for r in rows]:
                 problems.append("decisions do not account for every candidate once")

@@ -8,6 +8,7 @@ from pathlib import Path
 import engine
 from engine.compile import RULE_COMPILERS
 from engine.problem import RuleKind
+from engine.reasons import ReasonCode
 from engine.verify import CHECKERS
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "schemas" / "policy.schema.json").read_text())
@@ -25,7 +26,35 @@ def test_every_rule_of_the_schema_has_a_checker() -> None:
     rules = spec_keys - SETTINGS
     assert rules == {"budget", "min_relevance", "levels", "sources", "pinned", "blocked", "hierarchy"}
     assert rules <= set(CHECKERS)
-    assert set(CHECKERS) - rules == {"accounting"}
+    # accounting: every candidate once; context: the text and its count; prefer_parent:
+    # hierarchy.prefer_parent_ratio, checked apart from exclusivity.
+    assert set(CHECKERS) - rules == {"accounting", "context", "prefer_parent"}
+
+
+#: The verifier's checker for each rule kind the Problem builds (reduce), and for the
+#: decisions reduce takes before any strategy runs.
+CHECKER_OF = {
+    RuleKind.BUDGET: "budget",
+    RuleKind.LEVEL_MIN_ITEMS: "levels",
+    RuleKind.LEVEL_MAX_ITEMS: "levels",
+    RuleKind.LEVEL_MIN_TOKENS: "levels",
+    RuleKind.LEVEL_MAX_TOKENS: "levels",
+    RuleKind.SOURCE_MAX_ITEMS: "sources",
+    RuleKind.SOURCE_MAX_TOKENS: "sources",
+    RuleKind.PREFER_PARENT: "prefer_parent",
+    RuleKind.PINNED: "pinned",
+    RuleKind.HIERARCHY: "hierarchy",
+}
+PRE_DECISION_CHECKER = {
+    ReasonCode.BLOCKED: "blocked",
+    ReasonCode.BELOW_MIN_RELEVANCE: "min_relevance",
+    ReasonCode.TOO_LARGE: "budget",
+}
+
+
+def test_every_rule_kind_of_the_problem_has_a_checker() -> None:
+    assert set(CHECKER_OF) == set(RuleKind)
+    assert set(CHECKER_OF.values()) | set(PRE_DECISION_CHECKER.values()) <= set(CHECKERS)
 
 
 def test_public_api_is_sorted_and_importable() -> None:
