@@ -9,8 +9,8 @@ façade raises ``VerificationError`` carrying the violations).
 
 Independence is the point: this module never reads the Problem, the model or the
 strategies' bookkeeping, and it does not call the engine's template renderer or
-matcher. It reads templates, pins and group keys with its own code (the semantics are
-pinned down by one table of cases that the tests drive through both sides,
+matcher: it reads templates, pins and group keys with its own code
+(:mod:`engine.verify_semantics`, held to the same table of cases as the engine,
 ``tests/semantics_cases.py``) and recomputes token counts, thresholds, groups and
 ancestry directly from the policy and the candidates, so a bug in ``reduce`` or
 ``compile`` is caught here rather than copied.
@@ -23,19 +23,15 @@ Problem has one.
 
 from __future__ import annotations
 
-import fnmatch
-import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, TypeGuard
+from typing import Any
 
 from .allocation import Allocation
 from .candidates import Candidate
-from .policy import BudgetStrategy, GroupBy, Matcher, Policy
+from .policy import BudgetStrategy, GroupBy, Policy
 from .tokens import Tokenizer, get_tokenizer
-
-TEMPLATE_FIELDS = frozenset({"source_id", "content", "level"})
+from .verify_semantics import is_sequence, render, selects, value_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,108 +51,6 @@ class Violation:
         return {"code": self.code, "rule": self.rule, "items": list(self.items), "message": self.message}
 
 
-# --------------------------------------------------------------------------- semantics
-
-
-@lru_cache(maxsize=64)
-def parse_template(template: str) -> tuple[tuple[bool, str], ...]:
-    """A template as parts ``(is_field, text)``: ``{{`` and ``}}`` are literal braces,
-    ``{source_id}``, ``{content}`` and ``{level}`` are fields, nothing else is allowed
-    (ValueError naming the position)."""
-    parts: list[tuple[bool, str]] = []
-    text: list[str] = []
-    i, n = 0, len(template)
-    while i < n:
-        ch = template[i]
-        if ch in "{}" and template.startswith(ch * 2, i):
-            text.append(ch)
-            i += 2
-        elif ch == "}":
-            raise ValueError(f"a lone '}}' at character {i} of template {template!r}")
-        elif ch == "{":
-            end = template.find("}", i)
-            name = template[i + 1:end] if end > i else ""
-            if name not in TEMPLATE_FIELDS:
-                raise ValueError(f"placeholder at character {i} of template {template!r} is not one of "
-                                 "{source_id}, {content}, {level}")
-            if text:
-                parts.append((False, "".join(text)))
-                text = []
-            parts.append((True, name))
-            i = end + 1
-        else:
-            j = min((k for k in (template.find("{", i), template.find("}", i)) if k >= 0), default=n)
-            text.append(template[i:j])
-            i = j
-    if text:
-        parts.append((False, "".join(text)))
-    return tuple(parts)
-
-
-def render(template: str, *, source_id: str, content: str, level: str) -> str:
-    """One item as the model sees it, by the verifier's own reading of ``template``
-    (fields are substituted once: braces inside the values stay as they are)."""
-    values = {"source_id": source_id, "content": content, "level": level}
-    return "".join(values[text] if is_field else text for is_field, text in parse_template(template))
-
-
-def _is_number(x: object) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
-
-
-def _is_sequence(x: object) -> TypeGuard[list[Any] | tuple[Any, ...]]:
-    return isinstance(x, (list, tuple))
-
-
-def same_value(a: object, b: object) -> bool:
-    """Metadata equality: numbers by value (``1 == 1.0``), booleans only with booleans
-    (``True`` is not ``1``), strings exactly, null only null, lists and mappings
-    element by element under the same rule."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a is b
-    if _is_number(a) or _is_number(b):
-        return _is_number(a) and _is_number(b) and a == b
-    if isinstance(a, str) or isinstance(b, str):
-        return isinstance(a, str) and isinstance(b, str) and a == b
-    if a is None or b is None:
-        return a is None and b is None
-    if isinstance(a, Mapping) or isinstance(b, Mapping):
-        return (isinstance(a, Mapping) and isinstance(b, Mapping) and set(a) == set(b)
-                and all(same_value(a[k], b[k]) for k in a))
-    if _is_sequence(a) or _is_sequence(b):
-        return (_is_sequence(a) and _is_sequence(b) and len(a) == len(b)
-                and all(same_value(x, y) for x, y in zip(a, b)))
-    return type(a) is type(b) and a == b
-
-
-def value_key(x: object) -> object:
-    """A hashable key with ``value_key(a) == value_key(b)`` exactly when
-    ``same_value(a, b)`` (null and a missing field share one key)."""
-    if isinstance(x, bool):
-        return ("bool", x)
-    if _is_number(x):
-        return ("number", x)  # 1 and 1.0 are equal and hash alike
-    if isinstance(x, str):
-        return ("str", x)
-    if x is None:
-        return ("null",)
-    if isinstance(x, Mapping):
-        return ("map", frozenset((k, value_key(v)) for k, v in x.items()))
-    if _is_sequence(x):
-        return ("list", tuple(value_key(v) for v in x))
-    return ("other", type(x).__name__, repr(x))
-
-
-def selects(m: Matcher, source_id: str, metadata: Mapping[str, Any]) -> bool:
-    """Whether a pinned/blocked entry selects a candidate: ``id`` exactly, ``glob``
-    case-sensitively on every platform, ``metadata`` every key present and equal."""
-    if m.kind == "id":
-        return source_id == m.id
-    if m.kind == "glob":
-        return fnmatch.fnmatchcase(source_id, m.glob or "")
-    return all(k in metadata and same_value(metadata[k], want) for k, want in m.metadata)
-
-
 # --------------------------------------------------------------------------- facts
 
 
@@ -171,8 +65,10 @@ class _Facts:
     sep_tokens: int
     pinned: Mapping[str, str]
     blocked: Mapping[str, str]
+    floor: Mapping[str, tuple[float, str]]
     tok: Tokenizer
     own_counts: bool
+    group: Mapping[str, object]
 
 
 def _facts(policy: Policy, cands: Sequence[Candidate], tok: Tokenizer) -> _Facts:
@@ -194,30 +90,28 @@ def _facts(policy: Policy, cands: Sequence[Candidate], tok: Tokenizer) -> _Facts
             if selects(m, c.source_id, c.metadata):
                 blocked[c.source_id] = m.path
                 break
-    return _Facts(policy, tuple(cands), {c.source_id: c for c in cands}, tokens,
-                  tok.count(b.separator) if b.separator else 0, pinned, blocked, tok,
-                  all(c.token_count is None for c in cands))
+    floors = {lv.name: (lv.min_relevance, f"$.spec.levels.{lv.name}.min_relevance")
+              for lv in policy.levels if lv.min_relevance is not None}
+    default = (policy.min_relevance, "$.spec.min_relevance")
+    by_id = {c.source_id: c for c in cands}
+    return _Facts(policy, tuple(cands), by_id, tokens, tok.count(b.separator) if b.separator else 0,
+                  pinned, blocked, {c.source_id: floors.get(c.level, default) for c in cands}, tok,
+                  all(c.token_count is None for c in cands),
+                  {} if policy.sources is None else {c.source_id: _group(policy, by_id, c) for c in cands})
 
 
-def _floor(f: _Facts, c: Candidate) -> tuple[float, str]:
-    rule = f.policy.level(c.level)
-    if rule is not None and rule.min_relevance is not None:
-        return rule.min_relevance, f"$.spec.levels.{c.level}.min_relevance"
-    return f.policy.min_relevance, "$.spec.min_relevance"
-
-
-def _ancestors(f: _Facts, c: Candidate) -> list[str]:
+def _ancestors(by_id: Mapping[str, Candidate], c: Candidate) -> list[str]:
     """Nearest first: ``metadata.ancestors`` when it is a list of ids, else the
     ``parent_id`` links through the candidates (stopping at a repeat)."""
     given = c.metadata.get("ancestors")
-    if _is_sequence(given) and all(isinstance(a, str) for a in given):
+    if is_sequence(given) and all(isinstance(a, str) for a in given):
         return list(given)
     out: list[str] = []
     node: Candidate | None = c
     while node is not None and node.parent_id is not None and node.parent_id not in out \
             and node.parent_id != c.source_id:
         out.append(node.parent_id)
-        node = f.by_id.get(node.parent_id)
+        node = by_id.get(node.parent_id)
     return out
 
 
@@ -228,7 +122,7 @@ def _eligible(f: _Facts, c: Candidate) -> bool:
         return False
     if c.source_id in f.pinned:
         return True
-    return c.relevance_score >= _floor(f, c)[0] and f.tokens[c.source_id] <= f.policy.budget.limit_tokens
+    return c.relevance_score >= f.floor[c.source_id][0] and f.tokens[c.source_id] <= f.policy.budget.limit_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,9 +172,11 @@ def check_context(v: _View) -> list[Violation]:
             render(b.template, source_id=c.source_id, content=c.content, level=c.level)
             for c in (f.cands[i] for i in a.context_order))
         if a.context != want:
-            at = next((k for k, (x, y) in enumerate(zip(a.context, want)) if x != y), min(len(a.context), len(want)))
-            out.append(Violation("context.text", "$.spec.budget.template", tuple(f.cands[i].source_id for i in a.context_order),
-                                 f"the context is not the included items rendered with the template and joined "
+            at = next((k for k, (x, y) in enumerate(zip(a.context, want)) if x != y),
+                      min(len(a.context), len(want)))
+            out.append(Violation("context.text", "$.spec.budget.template",
+                                 tuple(f.cands[i].source_id for i in a.context_order),
+                                 "the context is not the included items rendered with the template and joined "
                                  f"with the separator (first difference at character {at})"))
     if a.context_tokens != v.recount:
         out.append(Violation("context.tokens", "$.spec.budget", (),
@@ -308,7 +204,7 @@ def check_min_relevance(v: _View) -> list[Violation]:
     out = []
     for s in sorted(v.inc):
         c = f.by_id[s]
-        floor, path = _floor(f, c)
+        floor, path = f.floor[s]
         if s not in f.pinned and c.relevance_score < floor:
             out.append(Violation("min_relevance.below", path, (s,),
                                  f"{s!r} is included with relevance {c.relevance_score} < {floor}"))
@@ -348,8 +244,9 @@ def check_levels(v: _View) -> list[Violation]:
     return out
 
 
-def _group(f: _Facts, c: Candidate) -> object:
-    rule = f.policy.sources
+def _group(policy: Policy, by_id: Mapping[str, Candidate], c: Candidate) -> object:
+    """The source of ``c`` for the per-source caps."""
+    rule = policy.sources
     assert rule is not None
     if rule.group_by is GroupBy.PREFIX:
         return c.source_id.partition(rule.separator)[0]
@@ -358,7 +255,7 @@ def _group(f: _Facts, c: Candidate) -> object:
     doc = c.metadata.get("doc_id")
     if isinstance(doc, str):
         return doc
-    chain = _ancestors(f, c)
+    chain = _ancestors(by_id, c)
     return chain[-1] if chain else c.source_id
 
 
@@ -369,7 +266,7 @@ def check_sources(v: _View) -> list[Violation]:
         return []
     groups: dict[object, list[str]] = {}
     for s in sorted(v.inc):
-        groups.setdefault(_group(f, f.by_id[s]), []).append(s)
+        groups.setdefault(f.group[s], []).append(s)
     out = []
     for members in groups.values():
         n, t = len(members), sum(f.tokens[s] for s in members)
@@ -400,7 +297,7 @@ def check_hierarchy(v: _View) -> list[Violation]:
         return []
     return [Violation("hierarchy.exclusive", "$.spec.hierarchy.exclusive", (a, s),
                       f"{s!r} is included together with its ancestor {a!r}")
-            for s in sorted(v.inc) for a in _ancestors(f, f.by_id[s]) if a in v.inc and a != s]
+            for s in sorted(v.inc) for a in _ancestors(f.by_id, f.by_id[s]) if a in v.inc and a != s]
 
 
 def check_prefer_parent(v: _View) -> list[Violation]:
@@ -410,8 +307,9 @@ def check_prefer_parent(v: _View) -> list[Violation]:
         return []
     chosen: dict[str, list[str]] = {}
     for s in sorted(v.inc):
-        p = f.by_id[s].parent_id
-        if p is not None and p in f.by_id and _eligible(f, f.by_id[p]):
+        c = f.by_id[s]
+        p = c.parent_id
+        if p is not None and p in f.by_id and _eligible(f, f.by_id[p]) and _eligible(f, c):
             chosen.setdefault(p, []).append(s)
     n_kids = dict.fromkeys(chosen, 0)
     for c in f.cands:
@@ -450,10 +348,12 @@ class Verifier:
     def __init__(self, policy: Policy, cands: Sequence[Candidate], *, tokenizer: Tokenizer | None = None) -> None:
         self.facts = _facts(policy, cands, tokenizer or get_tokenizer(policy.tokenizer))
 
-    def _run(self, view: _View) -> tuple[Violation, ...]:
+    def _run(self, view: _View, first: bool = False) -> tuple[Violation, ...]:
         out: list[Violation] = []
         for name in list(CHECKERS):
             out += CHECKERS[name](view)
+            if first and out:
+                break
         return tuple(out)
 
     def allocation(self, alloc: Allocation) -> tuple[Violation, ...]:
@@ -464,12 +364,13 @@ class Verifier:
                               "the allocation includes items that are not candidates"),)
         return self._run(_View(self.facts, inc, alloc, self.facts.tok.count(alloc.context)))
 
-    def selection(self, included: Iterable[str]) -> tuple[Violation, ...]:
-        """Violations of a bare set of included ids (every minimum hard, as OPTIMAL)."""
+    def selection(self, included: Iterable[str], *, first: bool = False) -> tuple[Violation, ...]:
+        """Violations of a bare set of included ids (every minimum hard, as OPTIMAL);
+        ``first``: stop at the first checker that finds one (enough to reject)."""
         inc = frozenset(included)
-        if not inc <= set(self.facts.by_id):
-            raise ValueError(f"not candidates: {sorted(inc - set(self.facts.by_id))}")
-        return self._run(_View(self.facts, inc, None, None))
+        if not inc <= self.facts.by_id.keys():
+            raise ValueError(f"not candidates: {sorted(inc - self.facts.by_id.keys())}")
+        return self._run(_View(self.facts, inc, None, None), first)
 
 
 def verify(policy: Policy, cands: Sequence[Candidate], alloc: Allocation, *,

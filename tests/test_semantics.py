@@ -15,11 +15,12 @@ from engine import allocate
 from engine.allocate import to_candidates
 from engine.candidates import make_candidate
 from engine.errors import PolicyError
-from engine.policy import Budget, Policy
+from engine.policy import Budget, Matcher, Policy
 from engine.problem import RuleKind, reduce
 from engine.problem import render as engine_render
-from engine.verify import Verifier, parse_template, same_value, selects, value_key, verify
-from engine.verify import render as verifier_render
+from engine.verify import Verifier, verify
+from engine.verify_semantics import parse_template, same_value, selects, value_key
+from engine.verify_semantics import render as verifier_render
 
 SEP = "\n--\n"
 
@@ -149,6 +150,12 @@ def test_metadata_groups_are_the_same_on_both_sides(case: GroupCase) -> None:
     b = None if case.b is MISSING else case.b
     assert (value_key(a) == value_key(b)) is case.same
     assert same_value(a, b) is case.same
+    if MISSING not in (case.a, case.b):
+        # The same equality in a matcher built through the API (a policy file's pins
+        # hold scalars only; Python callers can pass any JSON value).
+        m = Matcher("metadata", None, None, (("vendor", a),), None, "$.spec.pinned[0]")
+        assert m.matches("a", {"vendor": b}) is case.same
+        assert selects(m, "a", {"vendor": b}) is case.same
     codes = {v.code for v in Verifier(pol, cands).selection({"a", "b"})}
     assert codes == ({"sources.max_items"} if case.same else set())
     alloc = allocate(cands, pol)

@@ -120,8 +120,9 @@ def solve(problem: Problem, *, time_limit_s: float | None = None,
         stats["status"] = "optimal within relative_gap_limit"
     elif status == "optimal":
         bound = obj
-    if obj < hint.objective:
-        # Never below greedy: at the limit the heuristic answer may still be better.
+    if obj < hint.objective and not hint.unmet:
+        # Never below greedy: at the limit the heuristic answer may still be better —
+        # when it meets every minimum (one that leaves a minimum unmet is not a solution).
         stats["kept_heuristic"] = True
         chosen, obj = hint.chosen, hint.objective
     reasons = {i: Reason(ReasonCode.PINNED if i in problem.pinned else ReasonCode.SELECTED,
