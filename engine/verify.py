@@ -131,6 +131,7 @@ class _View:
     inc: frozenset[str]
     alloc: Allocation | None  # None: a bare selection, every minimum is hard
     recount: int | None
+    order: tuple[str, ...]  # the included ids in input order
 
 
 # --------------------------------------------------------------------------- checkers
@@ -151,7 +152,7 @@ def check_accounting(v: _View) -> list[Violation]:
     order = a.context_order
     if (len(set(order)) != len(order) or any(not 0 <= i < len(a.decisions) for i in order)
             or {a.decisions[i].source_id for i in order if 0 <= i < len(a.decisions)} != v.inc):
-        out.append(Violation("accounting.context_order", "$", tuple(sorted(v.inc)),
+        out.append(Violation("accounting.context_order", "$", v.order,
                              "the context order does not hold each included item exactly once"))
     for d in a.decisions:
         if d.source_id in f.tokens and d.tokens != f.tokens[d.source_id]:
@@ -190,11 +191,11 @@ def check_budget(v: _View) -> list[Violation]:
     total = sum(f.tokens[s] for s in v.inc) + f.sep_tokens * max(0, len(v.inc) - 1)
     out = []
     if total > limit:
-        out.append(Violation("budget.over", "$.spec.budget", tuple(sorted(v.inc)),
+        out.append(Violation("budget.over", "$.spec.budget", v.order,
                              f"the included items and separators count {total} tokens > budget {limit}"))
     # Caller-supplied counts are the caller's contract; our recount binds when we counted.
     if v.recount is not None and f.own_counts and v.recount > limit:
-        out.append(Violation("budget.context_over", "$.spec.budget", tuple(sorted(v.inc)),
+        out.append(Violation("budget.context_over", "$.spec.budget", v.order,
                              f"the assembled context counts {v.recount} tokens > budget {limit}"))
     return out
 
@@ -202,7 +203,7 @@ def check_budget(v: _View) -> list[Violation]:
 def check_min_relevance(v: _View) -> list[Violation]:
     f = v.facts
     out = []
-    for s in sorted(v.inc):
+    for s in v.order:
         c = f.by_id[s]
         floor, path = f.floor[s]
         if s not in f.pinned and c.relevance_score < floor:
@@ -224,7 +225,7 @@ def check_levels(v: _View) -> list[Violation]:
     f = v.facts
     out = []
     for lv in f.policy.levels:
-        mine = tuple(sorted(s for s in v.inc if f.by_id[s].level == lv.name))
+        mine = tuple(s for s in v.order if f.by_id[s].level == lv.name)
         toks = sum(f.tokens[s] for s in mine)
         for field, got, lo, hi in (("min_items", len(mine), lv.min_items, None),
                                    ("max_items", len(mine), None, lv.max_items),
@@ -265,7 +266,7 @@ def check_sources(v: _View) -> list[Violation]:
     if rule is None:
         return []
     groups: dict[object, list[str]] = {}
-    for s in sorted(v.inc):
+    for s in v.order:
         groups.setdefault(f.group[s], []).append(s)
     out = []
     for members in groups.values():
@@ -288,7 +289,7 @@ def check_pinned(v: _View) -> list[Violation]:
 def check_blocked(v: _View) -> list[Violation]:
     blocked = v.facts.blocked
     return [Violation("blocked.included", blocked[s], (s,), f"blocked {s!r} is included")
-            for s in sorted(v.inc) if s in blocked]
+            for s in v.order if s in blocked]
 
 
 def check_hierarchy(v: _View) -> list[Violation]:
@@ -297,7 +298,7 @@ def check_hierarchy(v: _View) -> list[Violation]:
         return []
     return [Violation("hierarchy.exclusive", "$.spec.hierarchy.exclusive", (a, s),
                       f"{s!r} is included together with its ancestor {a!r}")
-            for s in sorted(v.inc) for a in _ancestors(f.by_id, f.by_id[s]) if a in v.inc and a != s]
+            for s in v.order for a in _ancestors(f.by_id, f.by_id[s]) if a in v.inc and a != s]
 
 
 def check_prefer_parent(v: _View) -> list[Violation]:
@@ -306,7 +307,7 @@ def check_prefer_parent(v: _View) -> list[Violation]:
     if ratio is None or not f.policy.hierarchy.exclusive:
         return []
     chosen: dict[str, list[str]] = {}
-    for s in sorted(v.inc):
+    for s in v.order:
         c = f.by_id[s]
         p = c.parent_id
         if p is not None and p in f.by_id and _eligible(f, f.by_id[p]) and _eligible(f, c):
@@ -348,6 +349,12 @@ class Verifier:
     def __init__(self, policy: Policy, cands: Sequence[Candidate], *, tokenizer: Tokenizer | None = None) -> None:
         self.facts = _facts(policy, cands, tokenizer or get_tokenizer(policy.tokenizer))
 
+    def _order(self, inc: frozenset[str]) -> tuple[str, ...]:
+        if len(inc) * 8 < len(self.facts.cands):  # few included: sort them by input index
+            by_id = self.facts.by_id
+            return tuple(sorted(inc, key=lambda s: by_id[s].index))
+        return tuple(c.source_id for c in self.facts.cands if c.source_id in inc)
+
     def _run(self, view: _View, first: bool = False) -> tuple[Violation, ...]:
         out: list[Violation] = []
         for name in list(CHECKERS):
@@ -362,7 +369,7 @@ class Verifier:
         if unknown:
             return (Violation("accounting.decisions", "$", tuple(unknown),
                               "the allocation includes items that are not candidates"),)
-        return self._run(_View(self.facts, inc, alloc, self.facts.tok.count(alloc.context)))
+        return self._run(_View(self.facts, inc, alloc, self.facts.tok.count(alloc.context), self._order(inc)))
 
     def selection(self, included: Iterable[str], *, first: bool = False) -> tuple[Violation, ...]:
         """Violations of a bare set of included ids (every minimum hard, as OPTIMAL);
@@ -370,7 +377,7 @@ class Verifier:
         inc = frozenset(included)
         if not inc <= self.facts.by_id.keys():
             raise ValueError(f"not candidates: {sorted(inc - self.facts.by_id.keys())}")
-        return self._run(_View(self.facts, inc, None, None), first)
+        return self._run(_View(self.facts, inc, None, None, self._order(inc)), first)
 
 
 def verify(policy: Policy, cands: Sequence[Candidate], alloc: Allocation, *,

@@ -62,11 +62,17 @@ def parse_template(template: str) -> tuple[tuple[bool, str], ...]:
     return tuple(parts)
 
 
+@lru_cache(maxsize=64)
+def _printf(template: str) -> str:
+    """The parsed template as a printf-style format (literal ``%`` doubled): C-speed
+    filling at 100k items, with the fields decided by :func:`parse_template` alone."""
+    return "".join(f"%({text})s" if is_field else text.replace("%", "%%") for is_field, text in parse_template(template))
+
+
 def render(template: str, *, source_id: str, content: str, level: str) -> str:
     """One item as the model sees it, by the verifier's own reading of ``template``
-    (fields are substituted once: braces inside the values stay as they are)."""
-    values = {"source_id": source_id, "content": content, "level": level}
-    return "".join(values[text] if is_field else text for is_field, text in parse_template(template))
+    (fields are substituted once: braces inside the values are text)."""
+    return _printf(template) % {"source_id": source_id, "content": content, "level": level}
 
 
 def _is_number(x: object) -> bool:

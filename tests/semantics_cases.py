@@ -49,6 +49,7 @@ TEMPLATES = [
     TemplateCase("empty content", "> {content} <", "", ">  <"),
     TemplateCase("non-ASCII", "« {source_id} » {content}", "été 🙂", "« doc-1 » été 🙂"),
     TemplateCase("a custom level", "{level}: {content}", "x", "CHUNK: x", level="CHUNK"),
+    TemplateCase("percent signs are text", "100% {content} %s %(content)s %%", "x%s", "100% x%s %s %(content)s %%"),
 ]
 
 

@@ -16,12 +16,16 @@ no-op ``verify`` and a disabled repair loop).
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+import engine.verify
 
 from engine import BudgetStrategy, VerificationError, allocate, get_tokenizer
 from engine.allocate import to_candidates
@@ -222,6 +226,15 @@ def test_known_bad_allocation_is_caught(case: Bad) -> None:
     assert codes(found) == {case.code} | case.also, found
     assert [(v.rule, v.items) for v in found if v.code == case.code] == [(case.rule, case.items)]
     assert all(isinstance(v.message, str) and v.message for v in found)
+
+
+def test_every_violation_code_has_a_known_bad_case() -> None:
+    """A code the verifier can emit but no case provokes is a check nobody has seen fail."""
+    source = Path(engine.verify.__file__).read_text(encoding="utf-8")
+    emitted = set(re.findall(r'Violation\(f?"([a-z_.{}]+)"', source))
+    level_codes = {f"levels.{f}" for f in ("min_items", "max_items", "min_tokens", "max_tokens")}
+    emitted = (emitted - {"levels.{field}"}) | level_codes
+    assert emitted == {case.code for case in BAD}
 
 
 def test_violation_is_structured_and_renders_one_line() -> None:
