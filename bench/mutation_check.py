@@ -80,7 +80,7 @@ MUTANTS: list[Mutant] = [
     Mutant("engine-metadata-lists-shallow", "engine/policy.py",
            "        return len(have) == len(want) and all(map(_same, have, want))\n",
            "        return have == want\n", VERIFY_TESTS),
-    Mutant("engine-render-by-replace", "engine/problem.py",
+    Mutant("engine-render-by-replace", "engine/counts.py",
            "    return template.format(source_id=c.source_id, content=c.content, level=c.level)\n",
            "    return template.replace(\"{source_id}\", c.source_id).replace(\"{level}\", c.level)"
            ".replace(\"{content}\", c.content)\n", VERIFY_TESTS),
@@ -88,8 +88,8 @@ MUTANTS: list[Mutant] = [
            "        return metadata_group(c.metadata.get(rule.field or \"\"))\n",
            "        return str(c.metadata.get(rule.field or \"\"))\n", VERIFY_TESTS),
     Mutant("engine-prefer-parent-ceil", "engine/problem.py",
-           "                cap = sum(1 for k in range(1, len(members) + 1) if k / len(members) < ratio)\n",
-           "                cap = int(-(-ratio * len(members) // 1)) - 1\n", VERIFY_TESTS),
+           "        cap = sum(1 for k in range(1, len(members) + 1) if k / len(members) < ratio)\n",
+           "        cap = int(-(-ratio * len(members) // 1)) - 1\n", VERIFY_TESTS),
     Mutant("optimal-keeps-heuristic-with-unmet-minimum", "engine/strategies/cpsat.py",
            "    if obj < hint.objective and not hint.unmet:\n", "    if obj < hint.objective:\n"),
     Mutant("compile-ignores-source-item-caps", "engine/compile.py",
@@ -100,8 +100,11 @@ MUTANTS: list[Mutant] = [
            "    RuleKind.LEVEL_MIN_ITEMS: lambda cm, rule, guarded: None,\n"),
     Mutant("compile-ignores-prefer-parent", "engine/compile.py",
            "    RuleKind.PREFER_PARENT: _linear,\n", "    RuleKind.PREFER_PARENT: lambda cm, rule, guarded: None,\n"),
+    Mutant("verifier-counts-caller-always", "engine/verify.py",
+           "    trust = b.counts is CountMode.CALLER\n", "    trust = True\n", VERIFY_TESTS),
     Mutant("reduce-forgets-blocks", "engine/problem.py",
-           "        if block is not None:\n            why =", "        if False:\n            why ="),
+           "        if b is not None:\n            block = policy.blocked[b]\n",
+           "        if False:\n            block = policy.blocked[b]\n"),
 ]
 
 

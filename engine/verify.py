@@ -29,7 +29,7 @@ from typing import Any
 
 from .allocation import Allocation
 from .candidates import Candidate
-from .policy import BudgetStrategy, GroupBy, Policy
+from .policy import BudgetStrategy, CountMode, GroupBy, Matcher, Policy
 from .tokens import Tokenizer, get_tokenizer
 from .verify_semantics import is_sequence, render, selects, value_key
 
@@ -64,39 +64,55 @@ class _Facts:
     tokens: Mapping[str, int]
     sep_tokens: int
     pinned: Mapping[str, str]
+    unmatched: tuple[Matcher, ...]
     blocked: Mapping[str, str]
     floor: Mapping[str, tuple[float, str]]
     tok: Tokenizer
-    own_counts: bool
+    recount_binds: bool
     group: Mapping[str, object]
+
+
+def _item_tokens(policy: Policy, cands: Sequence[Candidate], tok: Tokenizer) -> dict[str, int]:
+    """Each item as the budget counts it. Ours: the rendered text counted. A caller's: its
+    ``token_count`` for the content plus the template rendered around an empty content.
+    ``budget.counts: max`` weighs the larger of the two, ``caller`` the caller's."""
+    b = policy.budget
+    trust = b.counts is CountMode.CALLER
+    ours = dict(zip((c.source_id for c in cands if c.token_count is None or not trust), tok.count_many([
+        render(b.template, source_id=c.source_id, content=c.content, level=c.level)
+        for c in cands if c.token_count is None or not trust])))
+    given = [c for c in cands if c.token_count is not None]
+    around = tok.count_many([render(b.template, source_id=c.source_id, content="", level=c.level) for c in given])
+    for c, extra in zip(given, around):
+        theirs = (c.token_count or 0) + extra
+        ours[c.source_id] = theirs if trust else max(ours[c.source_id], theirs)
+    return ours
 
 
 def _facts(policy: Policy, cands: Sequence[Candidate], tok: Tokenizer) -> _Facts:
     b = policy.budget
-    # Each item as the budget counts it: the rendered text, or the caller's count of the
-    # content plus the template rendered around an empty content.
-    plain = [render(b.template, source_id=c.source_id, content=c.content if c.token_count is None else "",
-                    level=c.level) for c in cands]
-    counted = tok.count_many(plain)
-    tokens = {c.source_id: n + (c.token_count or 0) for c, n in zip(cands, counted)}
+    tokens = _item_tokens(policy, cands, tok)
     pinned: dict[str, str] = {}
     blocked: dict[str, str] = {}
+    hit: set[str] = set()
     for c in cands:
         for m in policy.pinned:
             if selects(m, c.source_id, c.metadata):
-                pinned[c.source_id] = m.path
-                break
+                pinned.setdefault(c.source_id, m.path)
+                hit.add(m.path)
         for m in policy.blocked:
             if selects(m, c.source_id, c.metadata):
                 blocked[c.source_id] = m.path
                 break
+    # The context's own recount binds too, unless the policy trusts caller counts.
+    trusted = b.counts is CountMode.CALLER and any(c.token_count is not None for c in cands)
     floors = {lv.name: (lv.min_relevance, f"$.spec.levels.{lv.name}.min_relevance")
               for lv in policy.levels if lv.min_relevance is not None}
     default = (policy.min_relevance, "$.spec.min_relevance")
     by_id = {c.source_id: c for c in cands}
     return _Facts(policy, tuple(cands), by_id, tokens, tok.count(b.separator) if b.separator else 0,
-                  pinned, blocked, {c.source_id: floors.get(c.level, default) for c in cands}, tok,
-                  all(c.token_count is None for c in cands),
+                  pinned, tuple(m for m in policy.pinned if m.path not in hit), blocked,
+                  {c.source_id: floors.get(c.level, default) for c in cands}, tok, not trusted,
                   {} if policy.sources is None else {c.source_id: _group(policy, by_id, c) for c in cands})
 
 
@@ -193,8 +209,7 @@ def check_budget(v: _View) -> list[Violation]:
     if total > limit:
         out.append(Violation("budget.over", "$.spec.budget", v.order,
                              f"the included items and separators count {total} tokens > budget {limit}"))
-    # Caller-supplied counts are the caller's contract; our recount binds when we counted.
-    if v.recount is not None and f.own_counts and v.recount > limit:
+    if v.recount is not None and f.recount_binds and v.recount > limit:
         out.append(Violation("budget.context_over", "$.spec.budget", v.order,
                              f"the assembled context counts {v.recount} tokens > budget {limit}"))
     return out
@@ -282,8 +297,22 @@ def check_sources(v: _View) -> list[Violation]:
 
 
 def check_pinned(v: _View) -> list[Violation]:
-    return [Violation("pinned.missing", path, (s,), f"pinned {s!r} is not included")
-            for s, path in v.facts.pinned.items() if s not in v.inc]
+    f, a = v.facts, v.alloc
+    out = [Violation("pinned.missing", path, (s,), f"pinned {s!r} is not included")
+           for s, path in f.pinned.items() if s not in v.inc]
+    out += [Violation("pinned.unmatched", m.path, (), f"required pin {m.label} matches no candidate; "
+                      "the allocation should have been infeasible (allocation.pin_missing)")
+            for m in f.unmatched if m.required]
+    if a is not None:
+        recorded = {p.path for p in a.missing_pins}
+        optional = {m.path for m in f.unmatched if not m.required}
+        out += [Violation("pinned.unrecorded", path, (), f"pin {path} (required: false) matched no "
+                          "candidate and the allocation does not record it as missing")
+                for path in sorted(optional - recorded)]
+        out += [Violation("pinned.misrecorded", path, (), f"the allocation records pin {path} as missing; "
+                          "it is not an optional pin that matched nothing")
+                for path in sorted(recorded - optional)]
+    return out
 
 
 def check_blocked(v: _View) -> list[Violation]:

@@ -14,7 +14,9 @@ Shared by ``tests/test_bruteforce.py`` (a few instances per kind in the suite) a
   values.
 
 Counts are UTF-8 bytes (``approx:utf8_bytes``): additive, so the budget is exactly the
-sum of items and separators and no repair can move the answer.
+sum of items and separators and no repair can move the answer. A quarter of the
+instances carry caller ``token_count``s (over and under ours) under ``budget.counts``
+``max`` or ``caller``.
 """
 
 from __future__ import annotations
@@ -126,7 +128,8 @@ def _spec(kind: str, rng: random.Random, rows: list[dict[str, Any]]) -> dict[str
     if caps:
         spec["sources"] = _sources(rng, rng.choice(caps)[5:])
     if "pins" in parts:
-        spec["pinned"] = [_matcher(rng, rows) for _ in range(rng.randint(1, 2))]
+        spec["pinned"] = [{**_matcher(rng, rows), **({"required": False} if rng.random() < 0.3 else {})}
+                          for _ in range(rng.randint(1, 2))]
     if "blocks" in parts:
         spec["blocked"] = [_matcher(rng, rows) for _ in range(rng.randint(1, 2))]
     if "prefer_parent" in parts:
@@ -146,11 +149,17 @@ def instance(kind: str, seed: int) -> tuple[Policy, tuple[Candidate, ...]]:
         n = rng.choice([rng.randint(1, 6), rng.randint(7, MAX_N), rng.randint(10, MAX_N)])
         rows = _rows(rng, n, tree=kind in ("chains", "prefer_parent", "caps_document", "mixed"))
         template = rng.choice(["{content}", "[{source_id}] {content}"])
+        counts = "max"
+        if rng.random() < 0.25:  # callers that count for themselves, over or under ours
+            counts = rng.choice(["max", "caller"])
+            for r in rows:
+                if rng.random() < 0.7:
+                    r["token_count"] = max(0, len(r["content"]) + rng.randint(-8, 8))
         width = sum(len(r["content"]) + (0 if template == "{content}" else len(r["source_id"]) + 3) for r in rows)
         body: dict[str, Any] = {
             "tokenizer": "approx:utf8_bytes",
             "budget": {"max_tokens": rng.randint(max(1, width // 4), max(1, width)),
-                       "separator": rng.choice(["", "|", "\n\n"]), "template": template},
+                       "separator": rng.choice(["", "|", "\n\n"]), "template": template, "counts": counts},
             "objective": rng.choice([{"transform": "identity"}, {"transform": "power", "exponent": 2.0}]),
             "strategy": "optimal",
             **_spec(kind, rng, rows),

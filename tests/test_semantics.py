@@ -172,7 +172,7 @@ def test_prefer_parent_allows_the_same_number_of_children(case: PreferParentCase
                  hierarchy={"exclusive": True, "prefer_parent_ratio": case.ratio})
     kids = [row(f"k{j:02d}", 0.9, parent_id="p") for j in range(case.children)]
     cands = to_candidates([row("p", 0.01), *kids])
-    rule = next(r for r in reduce(pol, cands).rules if r.kind is RuleKind.PREFER_PARENT)
+    rule = next(r for r in reduce(pol, cands).constraints if r.kind is RuleKind.PREFER_PARENT)
     assert rule.upper == case.allowed
     check = Verifier(pol, cands)
     ids = [k["source_id"] for k in kids]

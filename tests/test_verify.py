@@ -34,6 +34,7 @@ from engine.candidates import Candidate
 from engine.policy import Policy
 from engine.problem import reduce
 from engine.reasons import ReasonCode
+from engine.rules import MissingPin
 from engine.strategies import Selection
 from engine.verify import CHECKERS, Verifier, Violation, verify
 
@@ -145,8 +146,12 @@ BAD = [
         "context.text", "$.spec.budget.template", ALL),
     Bad("context_tokens misreported", edited(lambda a: dataclasses.replace(a, context_tokens=a.context_tokens - 1)),
         "context.tokens", "$.spec.budget", ()),
-    Bad("items over the budget", stricter({"budget": {"max_tokens": 30, "separator": "|"}}, CALLER),
+    Bad("items over the budget (caller counts trusted)",
+        stricter({"budget": {"max_tokens": 30, "separator": "|", "counts": "caller"}}, CALLER,
+                 {"budget": {"max_tokens": 1000, "separator": "|", "counts": "caller"}}),
         "budget.over", "$.spec.budget", ALL),
+    Bad("items over the budget (our counts)", stricter({"budget": {"max_tokens": 30, "separator": "|"}}),
+        "budget.over", "$.spec.budget", ALL, frozenset({"budget.context_over"})),
     Bad("assembled context over the budget", stricter({"budget": {"max_tokens": 2, "separator": ""}}, BPE,
                                                       {"budget": {"max_tokens": 3, "separator": ""}}, "cl100k_base"),
         "budget.context_over", "$.spec.budget", ("bang", "dash")),
@@ -194,6 +199,15 @@ BAD = [
         "pinned.missing", "$.spec.pinned[1]", ("c#1",)),
     Bad("pin by metadata missing", stricter({"pinned": [{"metadata": {"kind": "note"}}]}, ROWS, LOW_SENTENCE),
         "pinned.missing", "$.spec.pinned[0]", ("c#1",)),
+    Bad("a required pin matching nothing", stricter({"pinned": [{"id": "a#1"}, {"glob": "zz*"}]}),
+        "pinned.unmatched", "$.spec.pinned[1]", ()),
+    Bad("an optional pin matching nothing, not recorded",
+        stricter({"pinned": [{"id": "zz", "required": False}]}),
+        "pinned.unrecorded", "$.spec.pinned[0]", ()),
+    Bad("a pin recorded missing that matched", edited(
+        lambda a: dataclasses.replace(a, missing_pins=(MissingPin("$.spec.pinned[0]", "id 'a#1'", None),)),
+        pinned=[{"id": "a#1", "required": False}]),
+        "pinned.misrecorded", "$.spec.pinned[0]", ()),
     Bad("blocked by id included", stricter({"blocked": [{"id": "b#1"}]}),
         "blocked.included", "$.spec.blocked[0]", ("b#1",)),
     Bad("blocked by glob included", stricter({"blocked": [{"id": "zzz"}, {"glob": "b#[2]"}]}),
@@ -268,6 +282,27 @@ def test_a_reported_unmet_minimum_is_fine_for_the_greedy_family() -> None:
     alloc = allocate(cands, pol)
     assert alloc.unmet == ("levels.SECTION.min_items=2 (got 1)",)
     assert verify(pol, cands, alloc) == ()
+
+
+def test_an_optional_pin_recorded_missing_is_valid() -> None:
+    pol = policy(pinned=[{"id": "zz", "required": False}])
+    cands = to_candidates(ROWS)
+    alloc = allocate(cands, pol)
+    assert [m.path for m in alloc.missing_pins] == ["$.spec.pinned[0]"]
+    assert verify(pol, cands, alloc) == ()
+
+
+def test_trusted_caller_counts_hold_the_budget_on_the_callers_numbers() -> None:
+    """counts: caller — the caller's counts bind (and are recorded as trusted); the
+    recount may exceed the limit. Under the default (max) the recount binds too."""
+    rows = [{**r, "token_count": 2} for r in ROWS]  # each item is really 10 bytes
+    pol = policy(budget={"max_tokens": 14, "separator": "|", "counts": "caller"})
+    cands = to_candidates(rows)
+    alloc = allocate(cands, pol)
+    assert len(alloc.included) == 5 and alloc.context_tokens == 54 > 14
+    assert verify(pol, cands, alloc) == ()
+    strict = policy(budget={"max_tokens": 14, "separator": "|"})
+    assert codes(verify(strict, cands, alloc)) == {"accounting.tokens", "budget.over", "budget.context_over"}
 
 
 def test_pinned_items_are_exempt_from_min_relevance() -> None:
