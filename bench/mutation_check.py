@@ -3,6 +3,7 @@
     .venv/bin/python bench/mutation_check.py                 # every mutant (a few minutes)
     .venv/bin/python bench/mutation_check.py --only repair-loop-disabled --only verify-noop
     .venv/bin/python bench/mutation_check.py --check         # only: does every mutant still apply?
+    .venv/bin/python bench/mutation_check.py --together --suite --only verify-noop --only repair-loop-disabled
 
 The repository (without .git and .venv) is copied to a temporary directory once; each
 mutant patches one file of the copy by exact source text (the text must occur exactly
@@ -98,6 +99,16 @@ MUTANTS: list[Mutant] = [
     Mutant("compile-ignores-level-minimums", "engine/compile.py",
            "    RuleKind.LEVEL_MIN_ITEMS: _linear,\n",
            "    RuleKind.LEVEL_MIN_ITEMS: lambda cm, rule, guarded: None,\n"),
+    Mutant("compile-ignores-source-token-caps", "engine/compile.py",
+           "    RuleKind.SOURCE_MAX_TOKENS: _linear,\n",
+           "    RuleKind.SOURCE_MAX_TOKENS: lambda cm, rule, guarded: None,\n"),
+    Mutant("compile-ignores-level-token-caps", "engine/compile.py",
+           "    RuleKind.LEVEL_MAX_TOKENS: _linear,\n",
+           "    RuleKind.LEVEL_MAX_TOKENS: lambda cm, rule, guarded: None,\n"),
+    Mutant("compile-ignores-pins", "engine/compile.py",
+           "    RuleKind.PINNED: _add_pin,\n", "    RuleKind.PINNED: lambda cm, rule, guarded: None,\n"),
+    Mutant("compile-ignores-hierarchy", "engine/compile.py",
+           "    RuleKind.HIERARCHY: _add_chain,\n", "    RuleKind.HIERARCHY: lambda cm, rule, guarded: None,\n"),
     Mutant("compile-ignores-prefer-parent", "engine/compile.py",
            "    RuleKind.PREFER_PARENT: _linear,\n", "    RuleKind.PREFER_PARENT: lambda cm, rule, guarded: None,\n"),
     Mutant("verifier-counts-caller-always", "engine/verify.py",
@@ -145,20 +156,47 @@ def _pytest(root: Path, tests: tuple[str, ...]) -> tuple[int, str]:
     return proc.returncode, failed or (lines[-1] if lines else "")
 
 
+def _apply(root: Path, group: list[Mutant], tests: tuple[str, ...]) -> tuple[int, str]:
+    """Apply every mutant of ``group`` to the copy at ``root``, run ``tests``, restore."""
+    originals: dict[Path, str] = {}
+    for m in group:
+        path = root / m.file
+        originals.setdefault(path, path.read_text(encoding="utf-8"))
+        path.write_text(patched(m, path.read_text(encoding="utf-8")), encoding="utf-8")
+    try:
+        return _pytest(root, tests)
+    finally:
+        for path, text in originals.items():
+            path.write_text(text, encoding="utf-8")
+
+
+def _table(rows: list[tuple[str, str, str, float, str]], survived: list[str]) -> None:
+    print("| mutant | file | result | seconds | first failing test |")
+    print("|---|---|---|---:|---|")
+    for name, file, verdict, secs, tail in rows:
+        print(f"| {name} | {file} | {verdict} | {secs:.1f} | {tail} |")
+    print(f"\n{len(rows) - len(survived)}/{len(rows)} mutants killed" +
+          (f"; survived: {', '.join(survived)}" if survived else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", action="append", metavar="MUTANT", help="run only this mutant (repeatable)")
+    ap.add_argument("--together", action="store_true", help="apply the chosen mutants at once, as one mutant")
+    ap.add_argument("--suite", action="store_true", help="run the whole suite (tests/) instead of each "
+                    "mutant's own tests")
     ap.add_argument("--check", action="store_true", help="only check that every mutant applies and compiles")
     args = ap.parse_args(argv)
     check_all()
     if args.check:
         print(f"{len(MUTANTS)} mutants apply to the current code")
         return 0
-    chosen = [m for m in MUTANTS if not args.only or m.name in args.only]
     unknown = set(args.only or ()) - {m.name for m in MUTANTS}
     if unknown:
         print(f"unknown mutants: {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
+    chosen = [m for m in MUTANTS if not args.only or m.name in args.only]
+    groups = [chosen] if args.together else [[m] for m in chosen]
     with tempfile.TemporaryDirectory(prefix="ctxbudget-mutants-") as tmp:
         root = _copy(Path(tmp))
         env = {**os.environ, "PYTHONPATH": str(root)}
@@ -167,32 +205,28 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(where).resolve().is_relative_to(root.resolve()):
             print(f"the copy's engine is not the one imported ({where}); cannot run mutants", file=sys.stderr)
             return 2
-        tests = tuple(sorted({t for m in chosen for t in m.tests}))
-        code, tail = _pytest(root, tests)
+
+        def tests_of(group: list[Mutant]) -> tuple[str, ...]:
+            # (--suite leaves out test_mutation_check.py: it checks these mutants' source
+            # text, so it would "kill" every mutant without looking at behaviour)
+            suite = ("tests", "--ignore=tests/test_mutation_check.py")
+            return suite if args.suite else tuple(sorted({t for m in group for t in m.tests}))
+
+        code, tail = _pytest(root, tests_of(chosen))
         if code != 0:
             print(f"the unmutated copy fails its tests ({tail}); fix that first", file=sys.stderr)
             return 1
         rows, survived = [], []
-        for m in chosen:
-            path = root / m.file
-            original = path.read_text(encoding="utf-8")
-            path.write_text(patched(m, original), encoding="utf-8")
+        for group in groups:
+            name = " + ".join(m.name for m in group)
             t0 = time.perf_counter()
-            try:
-                code, tail = _pytest(root, m.tests)
-            finally:
-                path.write_text(original, encoding="utf-8")
+            code, tail = _apply(root, group, tests_of(group))
             verdict = "killed" if code != 0 else "SURVIVED"
             if code == 0:
-                survived.append(m.name)
-            rows.append((m.name, m.file, verdict, time.perf_counter() - t0, tail))
-            print(f"  {m.name}: {verdict} ({tail})", file=sys.stderr, flush=True)
-    print("| mutant | file | result | seconds | first failing test |")
-    print("|---|---|---|---:|---|")
-    for name, file, verdict, secs, tail in rows:
-        print(f"| {name} | {file} | {verdict} | {secs:.1f} | {tail} |")
-    print(f"\n{len(rows) - len(survived)}/{len(rows)} mutants killed" +
-          (f"; survived: {', '.join(survived)}" if survived else ""))
+                survived.append(name)
+            rows.append((name, ", ".join(sorted({m.file for m in group})), verdict, time.perf_counter() - t0, tail))
+            print(f"  {name}: {verdict} ({tail})", file=sys.stderr, flush=True)
+    _table(rows, survived)
     return 1 if survived else 0
 
 
