@@ -159,7 +159,7 @@ def allocate(candidates: Iterable[Any], policy: Policy, *, strategy: BudgetStrat
     alloc = build(problem, sel, requested, why)
     t3 = time.perf_counter()
     if check:
-        violations = verify(policy, cands, alloc)
+        violations = verify(policy, cands, alloc, tokenizer=problem.counter)
         if violations:
             raise VerificationError("allocation.verification_failed",
                                     "the allocation broke a rule (this is a ctxbudget bug, please "
