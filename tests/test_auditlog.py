@@ -672,3 +672,15 @@ def test_awkward_numbers_verify(tmp_path: Path) -> None:
                       0.1, 2**53 - 1, -(2**53) + 1, 1.0], "s": "\u2028\x7f\U0001f600",
                 "\U0001f600": 1, "\uffff": 2})
     assert log.verify().ok
+
+
+def test_escaped_non_bmp_keys_take_the_exact_route() -> None:
+    """Regression (hypothesis seed 7): keys written as escaped surrogate pairs parse to
+    non-BMP characters, which RFC 8785 orders by UTF-16 code units, not code points."""
+    value = {"\ue000": None, "\U00010000": None}
+    canonical = canonical_bytes(value)
+    assert canonical.index("\U00010000".encode()) < canonical.index("\ue000".encode())
+    loose = json.dumps(value)  # ensure_ascii: the pair is escaped, the text is ASCII
+    parsed, fast = load_line(loose)
+    assert not fast
+    assert canonical_of(parsed, fast) == canonical

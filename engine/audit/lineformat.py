@@ -144,6 +144,9 @@ _SAFE_INT = 2**53 - 1
 _FAST_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"),
                                  allow_nan=False)
 _NON_BMP = re.compile("[\U00010000-\U0010ffff]")
+#: A JSON escape of a UTF-16 surrogate: it parses to a non-BMP character (or a lone
+#: surrogate) that the text itself does not show, so the fast route cannot be trusted.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 def _reject_constant(name: str) -> Any:
@@ -156,7 +159,9 @@ def load_line(text: str) -> tuple[Any, bool]:
     RFC 8785 writes a float >= 1e16 as an integer literal, so a literal beyond the exact
     integer range is read back as the float it came from (the writer cannot have
     written such an integer: RFC 8785 refuses them)."""
-    fast = _NON_BMP.search(text) is None  # key order differs above U+FFFF (UTF-16)
+    # Key order differs above U+FFFF (RFC 8785 sorts by UTF-16 code units), whether the
+    # character is written as itself or as an escaped surrogate pair.
+    fast = _NON_BMP.search(text) is None and _SURROGATE_ESCAPE.search(text) is None
 
     def parse_float(literal: str) -> float:
         nonlocal fast
