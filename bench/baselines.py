@@ -2,7 +2,7 @@
 
 * :func:`seed_greedy` — the seed spec's ``optimize_for_budget`` with
   ``strategy=GREEDY``: filter by ``min_relevance``, sort by relevance, then
-  ``_greedy_allocation`` (copied from ``/work/shared/seed/000_a708c3dafd6b59f9.txt``; its
+  ``_greedy_allocation`` (copied from ``../shared/seed/000_a708c3dafd6b59f9.txt``; its
   audit trail is built too, as the seed builds it).
 * :func:`dp_optimum` — a NumPy dynamic programme over the capacity: the exact optimum of a
   single-budget 0/1 knapsack, used to check every "optimal" answer where ``n * B`` allows.
