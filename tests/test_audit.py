@@ -17,7 +17,7 @@ from engine.candfile import load_candidates_file
 from engine.candidates import from_mappings
 from engine.decide import decide
 from engine.reasons import ReasonCode
-from engine.audit.replay import replay
+from engine.audit.replay import replay, replay_log
 from engine.audit.show import render
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +107,7 @@ def test_replay_is_identical_and_what_if_reports_the_change(tmp_path: Path) -> N
     (env,) = list(log)
     same = replay(env["record"])
     assert same.identical, same.summary()
-    assert [r.identical for r in log.replay()] == [True]
+    assert [r.identical for r in replay_log(log)] == [True]
     tighter = policy.replace(sources=type(policy.sources)(group_by=policy.sources.group_by,
                                                           max_items_per_source=1))
     diff = replay(env["record"], tighter)

@@ -346,14 +346,6 @@ class AuditLog:
         return next((env for env in self if env.get("kind") == EnvelopeKind.DECISION.value
                      and env["record"].get("decision_id") == decision_id), None)
 
-    def replay(self, policy: Any = None) -> list[Any]:
-        """Re-solve every recorded decision (:func:`engine.audit.replay.replay`), under its own
-        policy or ``policy`` (a what-if); one ``ReplayResult`` per decision, in log order."""
-        from .replay import replay  # the solver is needed only here, not to write logs
-
-        return [replay(env["record"], policy) for env in self
-                if env.get("kind") == EnvelopeKind.DECISION.value]
-
     def verify(self, checkpoint: Mapping[str, Any] | None = None, *, from_seq: int = 1,
                to_seq: int | None = None) -> VerifyReport:
         """Re-hash every line and check the chain (see :mod:`engine.audit.verify`); with a

@@ -13,7 +13,7 @@ effective policy — is in the record verbatim.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,6 +23,7 @@ from ..errors import EngineError, InfeasibleError
 from ..policy import Policy
 from ..problem import template_overhead
 from ..tokens import get_tokenizer
+from .lineformat import EnvelopeKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,3 +96,11 @@ def replay(record: Mapping[str, Any], policy: Policy | None = None) -> ReplayRes
     removed = tuple(sorted(set(before_in) - set(after_in)))
     identical = (record.get("outcome") == "allocated" and not added and not removed and not changes)
     return ReplayResult(did, identical, "allocated", added, removed, changes, before_tokens, after_tokens)
+
+
+def replay_log(log: Iterable[Mapping[str, Any]], policy: Policy | None = None) -> list[ReplayResult]:
+    """Re-solve every decision record of ``log`` (an :class:`~engine.audit.log.AuditLog`
+    or its envelopes), under its own policy or ``policy`` (a what-if); one result per
+    decision, in log order. (It lives here, not on ``AuditLog``: the log writes and reads
+    records and never imports the solver.)"""
+    return [replay(env["record"], policy) for env in log if env.get("kind") == EnvelopeKind.DECISION.value]
