@@ -30,7 +30,7 @@ from typing import Any
 
 from .allocation import Allocation, build
 from .candidates import BudgetItem, Candidate, from_budget_items, from_mappings
-from .errors import CandidateError, SolverBackendError, SolverError, VerificationError
+from .errors import CandidateError, InfeasibleError, SolverBackendError, SolverError, VerificationError
 from .explain import infeasible_error
 from .policy import BudgetStrategy, Fallback, Policy
 from .problem import Problem, reduce
@@ -154,9 +154,13 @@ def allocate(candidates: Iterable[Any], policy: Policy, *, strategy: BudgetStrat
     # The limit bounds the whole call: keep back time for assembling, recounting and
     # verifying after the solver (about 5 µs per candidate measured at 100k, bench/).
     reserve = min(0.5 * limit, POST_SOLVE_S_PER_ITEM * len(cands))
-    sel, why = solve(problem, requested, time_limit_s=time_limit_s, deadline=t0 + limit - reserve)
-    t2 = time.perf_counter()
-    alloc = build(problem, sel, requested, why)
+    try:
+        sel, why = solve(problem, requested, time_limit_s=time_limit_s, deadline=t0 + limit - reserve)
+        t2 = time.perf_counter()
+        alloc = build(problem, sel, requested, why)
+    except InfeasibleError as exc:
+        exc.item_tokens = problem.tokens  # the audit record keeps them: replayable without content
+        raise
     t3 = time.perf_counter()
     if check:
         violations = verify(policy, cands, alloc, tokenizer=problem.counter)

@@ -145,6 +145,10 @@ class InfeasibleError(EngineError):
     """
 
     exit_code = 3
+    #: Each candidate's token count as the Problem had it (set by the façade once the
+    #: Problem exists), so the audit record can make the decision replayable without
+    #: storing content; None when the conflict was found before counting.
+    item_tokens: tuple[int, ...] | None = None
 
 
 class SolverError(EngineError, RuntimeError):

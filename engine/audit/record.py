@@ -208,7 +208,8 @@ def build_infeasible(policy: Policy, cands: Sequence[Candidate], error: Infeasib
         "outcome": "infeasible",
         "strategy": {"requested": policy.strategy.value, "used": None, "fallback_reason": None},
         "infeasibility": {"message": error.message, "core": error.details.get("core", []),
-                          "minimal": error.details.get("minimal", True)},
+                          "minimal": error.details.get("minimal", True),
+                          "item_tokens": None if error.item_tokens is None else list(error.item_tokens)},
     })
     return rec
 

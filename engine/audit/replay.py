@@ -1,14 +1,23 @@
-"""Replay a recorded decision: re-solve it from the recorded items and policy.
+"""Replay a recorded decision: check the record, re-solve it, compare everything.
 
 What goes in: an audit record (and optionally another Policy, for a what-if). What comes
-out: a :class:`ReplayResult` saying whether the new allocation is identical and, if not,
-which items changed and how many tokens moved.
+out: a :class:`ReplayResult`: the record's own check findings
+(:mod:`engine.audit.records`), and every difference between the record and the new run:
+outcome, solver status, strategy, included items, reasons, per-item tokens, context
+order, budgeted tokens, and — where content is stored — the recounted context tokens,
+its SHA-256 and the BPE repairs.
 
-The record holds no content (unless the policy stored it), so replay works from the
-recorded token counts: an item counted by us is replayed with its recorded rendered
-count minus the recorded template overhead (a what-if policy with another template adds
-its own overhead to that). Everything else — scores, levels, parents, metadata, the
-effective policy — is in the record verbatim.
+Counts are never taken from the record when the content is there: stored content is
+counted again in the policy's tokenizer (a caller's own ``token_count`` is passed on as
+the caller gave it). Without content, an item counted by us is replayed with its
+recorded rendered count minus the template overhead, and what needs the text — the
+assembled count, its digest, a BPE repair — is taken as recorded and said so in
+``notes`` (the totals are still checked for consistency by the record checks).
+
+Under its own policy, a decision replays as it ran: an infeasible one must be infeasible
+again with the same conflicting rules; a fallback re-runs the heuristic that answered
+(the solver failure that caused it — a crash, a time-out — is not reproducible, and
+the record says which heuristic it was).
 """
 
 from __future__ import annotations
@@ -18,16 +27,38 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..allocate import allocate
+from ..allocation import Allocation
 from ..candidates import make_candidate
+from ..canonical import sha256_hex
 from ..errors import EngineError, InfeasibleError
-from ..policy import Policy
+from ..policy import BudgetStrategy, Policy
 from ..problem import template_overhead
 from ..tokens import get_tokenizer
 from .lineformat import EnvelopeKind
+from .records import Finding, check_record
+
+_REPAIR = "dropped_in_repair"
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """One field that came out otherwise: its JSON path in the record, the recorded
+    value and the replayed one."""
+
+    path: str
+    before: Any
+    after: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "before": self.before, "after": self.after}
 
 
 @dataclass(frozen=True, slots=True)
 class ReplayResult:
+    """``identical``: the record passed its checks and the replay reproduced it in every
+    compared field. ``error``: the record could not be replayed (the other fields are
+    then empty); ``findings``: what the record checks found."""
+
     decision_id: str
     identical: bool
     outcome: str
@@ -37,65 +68,208 @@ class ReplayResult:
     tokens_before: int
     tokens_after: int
     error: str | None = None
+    differences: tuple[Difference, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    notes: tuple[str, ...] = ()
+    seq: int | None = None
+
+    @property
+    def failed_checks(self) -> bool:
+        return bool(self.findings)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"decision_id": self.decision_id, "identical": self.identical, "outcome": self.outcome,
-                "added": list(self.added), "removed": list(self.removed),
+        return {"decision_id": self.decision_id, "seq": self.seq, "identical": self.identical,
+                "outcome": self.outcome, "added": list(self.added), "removed": list(self.removed),
                 "reason_changes": [list(r) for r in self.reason_changes],
                 "tokens_before": self.tokens_before, "tokens_after": self.tokens_after,
-                "tokens_moved": self.tokens_after - self.tokens_before, "error": self.error}
+                "tokens_moved": self.tokens_after - self.tokens_before, "error": self.error,
+                "differences": [d.to_dict() for d in self.differences],
+                "findings": [f.to_dict() for f in self.findings], "notes": list(self.notes)}
 
     def summary(self) -> str:
+        banner = (f" [FAILED CHECKS: {', '.join(sorted({f.code for f in self.findings}))}]"
+                  if self.findings else "")
         if self.error:
-            return f"{self.decision_id}: {self.outcome}: {self.error}"
+            return f"{self.decision_id}: {self.outcome}: {self.error}{banner}"
+        note = f" ({'; '.join(self.notes)})" if self.notes else ""
         if self.identical:
-            return f"{self.decision_id}: identical ({self.tokens_after:,} tokens)"
-        return (f"{self.decision_id}: different: +{len(self.added)} -{len(self.removed)} items "
-                f"({', '.join(['+' + a for a in self.added] + ['-' + r for r in self.removed])}), "
-                f"tokens {self.tokens_before:,} -> {self.tokens_after:,}")
+            return f"{self.decision_id}: identical ({self.tokens_after:,} tokens){note}"
+        if not self.differences:
+            return f"{self.decision_id}: replays the same, but the record fails its checks{banner}"
+        items = ", ".join(['+' + a for a in self.added] + ['-' + r for r in self.removed])
+        fields = ", ".join(dict.fromkeys(d.path for d in self.differences))
+        return (f"{self.decision_id}: different: +{len(self.added)} -{len(self.removed)} items"
+                + (f" ({items})" if items else "")
+                + f", tokens {self.tokens_before:,} -> {self.tokens_after:,}; fields: {fields}"
+                + banner + note)
 
 
-def _candidates(record: Mapping[str, Any]) -> list[Any]:
-    template = (record.get("budget") or {}).get("template", "{content}")
-    tok = get_tokenizer(record["tokenizer"]["name"])
-    tokens = {it["source_id"]: it["tokens"] for it in record.get("items", [])}
+def _stored(record: Mapping[str, Any]) -> bool:
+    rows = record["input"]["items"]
+    return bool(rows) and all("content" in r for r in rows)
+
+
+def _candidates(record: Mapping[str, Any], policy: Policy, stored: bool) -> list[Any]:
+    """The recorded inputs as candidates: stored content is recounted (the caller's own
+    count, if it gave one, is passed on); otherwise our recorded rendered count is taken
+    back apart into a content count."""
+    template = policy.budget.template
+    tok = get_tokenizer(policy.tokenizer)
+    if record.get("outcome") == "infeasible":
+        counted = (record.get("infeasibility") or {}).get("item_tokens")
+        tokens = dict(zip((r["source_id"] for r in record["input"]["items"]), counted or []))
+    else:
+        tokens = {it["source_id"]: it["tokens"] for it in record.get("items", [])}
     out = []
     for k, row in enumerate(record["input"]["items"]):
         cand = make_candidate(
             k, source_id=row["source_id"], content=row.get("content", ""),
             relevance_score=row["relevance_score"], token_count=row["token_count"], level=row["level"],
             metadata=row.get("metadata") or {}, parent_id=row.get("parent_id"))
-        if cand.token_count is None:
-            # counted by us from the rendered text: take the recorded count back apart
+        if cand.token_count is None and not stored:
+            if cand.source_id not in tokens:
+                raise _Unreplayable(f"the token count of {cand.source_id!r} is not recorded and its "
+                                    "content is not stored; set audit.store_content to make such "
+                                    "decisions replayable")
             overhead = 0 if template == "{content}" else tok.count(template_overhead(template, cand))
-            cand = replace(cand, token_count=max(0, tokens.get(cand.source_id, 0) - overhead))
+            cand = replace(cand, token_count=max(0, tokens[cand.source_id] - overhead))
         out.append(cand)
     return out
 
 
-def replay(record: Mapping[str, Any], policy: Policy | None = None) -> ReplayResult:
-    """Re-solve ``record`` under its own policy, or under ``policy`` (what-if)."""
-    did = record.get("decision_id", "?")
-    pol = policy or Policy.from_mapping(record["policy"]["effective"])
-    before_in = [it["source_id"] for it in record.get("items", []) if it["decision"] == "included"]
-    before_tokens = sum(it["tokens"] for it in record.get("items", []) if it["decision"] == "included")
-    try:
-        alloc = allocate(_candidates(record), pol)
-    except InfeasibleError as exc:
-        same = record.get("outcome") == "infeasible"
-        return ReplayResult(did, same, "infeasible", (), tuple(before_in), (), before_tokens, 0,
-                            None if same else exc.message)
-    except EngineError as exc:
-        return ReplayResult(did, False, "error", (), (), (), before_tokens, 0, str(exc))
-    after_in = [d.source_id for d in alloc.included]
-    after_tokens = sum(d.tokens for d in alloc.included)
-    old = {it["source_id"]: it["reason"] for it in record.get("items", [])}
-    changes = tuple((d.source_id, old.get(d.source_id, "?"), d.reason.code.value)
-                    for d in alloc.decisions if old.get(d.source_id) != d.reason.code.value)
+class _Unreplayable(Exception):
+    pass
+
+
+def _core_paths(core: Any) -> list[str]:
+    return sorted(str(c.get("path")) for c in core or [] if isinstance(c, Mapping))
+
+
+def _result(did: str, seq: int | None, findings: tuple[Finding, ...], outcome: str,
+            diffs: list[Difference], before_in: list[str], after_in: list[str],
+            changes: tuple[tuple[str, str, str], ...], tokens: tuple[int, int],
+            notes: list[str]) -> ReplayResult:
     added = tuple(sorted(set(after_in) - set(before_in)))
     removed = tuple(sorted(set(before_in) - set(after_in)))
-    identical = (record.get("outcome") == "allocated" and not added and not removed and not changes)
-    return ReplayResult(did, identical, "allocated", added, removed, changes, before_tokens, after_tokens)
+    return ReplayResult(did, not diffs and not findings, outcome, added, removed, changes,
+                        tokens[0], tokens[1], None, tuple(diffs), findings, tuple(notes), seq)
+
+
+def _compare(record: Mapping[str, Any], alloc: Allocation, stored: bool, own: bool,
+             diffs: list[Difference], notes: list[str]) -> tuple[list[str], list[str],
+                                                                  tuple[tuple[str, str, str], ...], int, int]:
+    items = record["items"]
+    # Without content a recorded BPE repair cannot be recounted: compare with the
+    # selection before it (the repaired items back in), and say so.
+    repaired = set() if stored or not own else {it["source_id"] for it in items if it["reason"] == _REPAIR}
+    if repaired:
+        notes.append(f"{len(repaired)} BPE repair(s) taken as recorded: content not stored, "
+                     "the assembled text cannot be recounted")
+    after = {d.source_id: d for d in alloc.decisions}
+    before_in = [it["source_id"] for it in items if it["decision"] == "included"]
+    after_in = [d.source_id for d in alloc.included if d.source_id not in repaired]
+    changes = tuple((sid, it["reason"], after[sid].reason.code.value) for it in items
+                    if (sid := it["source_id"]) in after and sid not in repaired
+                    and it["reason"] != after[sid].reason.code.value)
+    if set(before_in) != set(after_in):
+        diffs.append(Difference("$.items[*].decision", sorted(before_in), sorted(after_in)))
+    if changes:
+        diffs.append(Difference("$.items[*].reason", {c[0]: c[1] for c in changes},
+                                {c[0]: c[2] for c in changes}))
+    moved = {it["source_id"]: (it["tokens"], after[it["source_id"]].tokens) for it in items
+             if it["source_id"] in after and it["tokens"] != after[it["source_id"]].tokens}
+    if moved:
+        diffs.append(Difference("$.items[*].tokens", {k: v[0] for k, v in moved.items()},
+                                {k: v[1] for k, v in moved.items()}))
+    sv, st = record["solver"], record["strategy"]
+    status = alloc.selection.status
+    if own and sv["status"] == "fallback" and alloc.strategy_used.value == st["used"]:
+        status = "fallback"  # the heuristic that answered the recorded solver failure
+    if sv["status"] != status:
+        diffs.append(Difference("$.solver.status", sv["status"], status))
+    if st["used"] != alloc.strategy_used.value:
+        diffs.append(Difference("$.strategy.used", st["used"], alloc.strategy_used.value))
+    order = [alloc.decisions[i].source_id for i in alloc.context_order]
+    order = [s for s in order if s not in repaired]
+    if list(record["context"]["order"]) != order:
+        diffs.append(Difference("$.context.order", list(record["context"]["order"]), order))
+    sep = alloc.accounting.separator_tokens
+    kept = [after[s].tokens for s in after_in]
+    budgeted = (sum(kept) + sep * (len(kept) - 1)) if kept else 0
+    if record["budget"]["budgeted_tokens"] != budgeted:
+        diffs.append(Difference("$.budget.budgeted_tokens", record["budget"]["budgeted_tokens"], budgeted))
+    if stored:
+        ctx = record["context"]
+        if ctx["tokens"] != alloc.context_tokens:
+            diffs.append(Difference("$.context.tokens", ctx["tokens"], alloc.context_tokens))
+        if ctx["sha256"] != sha256_hex(alloc.context):
+            diffs.append(Difference("$.context.sha256", ctx["sha256"], sha256_hex(alloc.context)))
+        repairs = [dict(r) for r in alloc.repairs]
+        if list(record.get("repairs", [])) != repairs:
+            diffs.append(Difference("$.repairs", record.get("repairs", []), repairs))
+    else:
+        notes.append("context tokens and digest not recounted: content not stored")
+    before_tokens = sum(it["tokens"] for it in items if it["decision"] == "included")
+    return before_in, after_in, changes, before_tokens, sum(kept)
+
+
+def replay(record: Mapping[str, Any], policy: Policy | None = None, *, seq: int | None = None) -> ReplayResult:
+    """Check ``record`` and re-solve it under its own policy, or under ``policy`` (a
+    what-if: then differences are expected and the record's fallback is not re-run).
+    Never raises for a bad record: it comes back with ``error`` (and ``findings``)."""
+    did = str(record.get("decision_id", "?")) if isinstance(record, Mapping) else "?"
+    findings = check_record(record, seq)
+    if any(f.code in ("record.malformed", "record.policy_invalid") for f in findings):
+        return ReplayResult(did, False, "error", (), (), (), 0, 0,
+                            "the record cannot be replayed: " + findings[0].message,
+                            findings=findings, seq=seq)
+    own = policy is None
+    diffs: list[Difference] = []
+    notes: list[str] = []
+    try:
+        pol = policy or Policy.from_mapping(record["policy"]["effective"])
+        stored = _stored(record)
+        cands = _candidates(record, pol, stored)
+        # the strategy the call asked for (a per-call override is not in the policy)
+        strategy = BudgetStrategy(record["strategy"]["requested"]) if own else None
+        if own and record.get("outcome") == "allocated" and record["solver"]["status"] == "fallback":
+            strategy = BudgetStrategy(record["strategy"]["used"])
+            notes.append(f"fallback re-run with {strategy.value} (the recorded solver failure: "
+                         f"{record['strategy'].get('fallback_reason')})")
+        alloc = allocate(cands, pol, strategy=strategy)
+    except _Unreplayable as exc:
+        return ReplayResult(did, False, "error", (), (), (), 0, 0, str(exc), findings=findings, seq=seq)
+    except InfeasibleError as exc:
+        before_in = [it["source_id"] for it in record.get("items", []) if it["decision"] == "included"]
+        before_tokens = sum(it["tokens"] for it in record.get("items", []) if it["decision"] == "included")
+        if record.get("outcome") != "infeasible":
+            diffs.append(Difference("$.outcome", record.get("outcome"), "infeasible"))
+        else:
+            core_before = _core_paths((record.get("infeasibility") or {}).get("core"))
+            core_after = _core_paths(exc.details.get("core"))
+            if core_before != core_after:
+                diffs.append(Difference("$.infeasibility.core", core_before, core_after))
+        return _result(did, seq, findings, "infeasible", diffs, before_in, [], (),
+                       (before_tokens, 0), notes)
+    except EngineError as exc:
+        return ReplayResult(did, False, "error", (), (), (), 0, 0, f"{exc.code}: {exc.message}",
+                            findings=findings, seq=seq)
+    if record.get("outcome") != "allocated":
+        diffs.append(Difference("$.outcome", record.get("outcome"), "allocated"))
+        after_in = [d.source_id for d in alloc.included]
+        return _result(did, seq, findings, "allocated", diffs, [], after_in, (),
+                       (0, sum(d.tokens for d in alloc.included)), notes)
+    before_in, after_in, changes, t0, t1 = _compare(record, alloc, stored, own, diffs, notes)
+    return _result(did, seq, findings, "allocated", diffs, before_in, after_in, changes, (t0, t1), notes)
+
+
+def replay_envelope(env: Mapping[str, Any], policy: Policy | None = None) -> ReplayResult:
+    """:func:`replay` of one log envelope (its ``seq`` goes into the result)."""
+    seq = env.get("seq") if isinstance(env.get("seq"), int) else None
+    rec = env.get("record")
+    if not isinstance(rec, Mapping):
+        return ReplayResult("?", False, "error", (), (), (), 0, 0, "the envelope holds no record", seq=seq)
+    return replay(rec, policy, seq=seq)
 
 
 def replay_log(log: Iterable[Mapping[str, Any]], policy: Policy | None = None) -> list[ReplayResult]:
@@ -103,4 +277,42 @@ def replay_log(log: Iterable[Mapping[str, Any]], policy: Policy | None = None) -
     or its envelopes), under its own policy or ``policy`` (a what-if); one result per
     decision, in log order. (It lives here, not on ``AuditLog``: the log writes and reads
     records and never imports the solver.)"""
-    return [replay(env["record"], policy) for env in log if env.get("kind") == EnvelopeKind.DECISION.value]
+    return [replay_envelope(env, policy) for env in log if env.get("kind") == EnvelopeKind.DECISION.value]
+
+
+@dataclass(frozen=True, slots=True)
+class DiffSummary:
+    """A replay run in numbers: decisions replayed, identical, changed, failing their
+    checks, not replayable; items added and removed over all decisions; tokens moved."""
+
+    decisions: int
+    identical: int
+    changed: int
+    failed_checks: int
+    errors: int
+    items_added: int
+    items_removed: int
+    tokens_before: int
+    tokens_after: int
+
+    @classmethod
+    def of(cls, results: Iterable[ReplayResult]) -> DiffSummary:
+        rs = list(results)
+        return cls(len(rs), sum(r.identical for r in rs),
+                   sum(1 for r in rs if r.error is None and r.differences),
+                   sum(r.failed_checks for r in rs), sum(r.error is not None for r in rs),
+                   sum(len(r.added) for r in rs), sum(len(r.removed) for r in rs),
+                   sum(r.tokens_before for r in rs), sum(r.tokens_after for r in rs))
+
+    def to_dict(self) -> dict[str, int]:
+        return {"decisions": self.decisions, "identical": self.identical, "changed": self.changed,
+                "failed_checks": self.failed_checks, "errors": self.errors,
+                "items_added": self.items_added, "items_removed": self.items_removed,
+                "tokens_before": self.tokens_before, "tokens_after": self.tokens_after,
+                "tokens_delta": self.tokens_after - self.tokens_before}
+
+    def text(self) -> str:
+        return (f"{self.decisions} decisions replayed: {self.identical} identical, {self.changed} changed, "
+                f"{self.failed_checks} failing their checks, {self.errors} not replayable; items "
+                f"+{self.items_added} -{self.items_removed}; tokens {self.tokens_before:,} -> "
+                f"{self.tokens_after:,} ({self.tokens_after - self.tokens_before:+,})")

@@ -1,0 +1,112 @@
+"""False differences of ``audit replay`` on a fixed set of recorded decisions.
+
+Records real decisions through :func:`engine.decide.decide` into an audit log in a
+temporary folder — every shipped policy on its fixture candidates, an infeasible one, a
+BPE-repaired one and a forced solver fallback (CP-SAT made to raise), each with and
+without ``audit.store_content`` — then replays every record under its own policy. Each
+replay that is not identical is a false difference: nothing changed between the run and
+the replay.
+
+    python bench/replay_check.py        # prints one line per decision and the totals
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ortools.sat.python import cp_model
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine import AuditLog, InfeasibleError, load_policy  # noqa: E402
+from engine.audit.replay import replay_log  # noqa: E402
+from engine.candfile import load_candidates_file  # noqa: E402
+from engine.candidates import BudgetItem, from_mappings  # noqa: E402
+from engine.decide import decide  # noqa: E402
+from engine.policy import AuditSettings, BudgetStrategy, LevelRule, Policy, SolverSettings  # noqa: E402
+
+
+@contextmanager
+def cp_sat_crashes() -> Iterator[None]:
+    """CP-SAT raises inside its own solve: the façade falls back to a heuristic."""
+    original = cp_model.CpSolver.solve
+
+    def boom(*_a: Any, **_k: Any) -> Any:
+        raise MemoryError("out of memory in presolve")
+
+    cp_model.CpSolver.solve = boom  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        cp_model.CpSolver.solve = original  # type: ignore[method-assign]
+
+
+def hard_items(n: int = 50, seed: int = 7) -> list[BudgetItem]:
+    rng = random.Random(seed)
+    out = []
+    for k in range(n):
+        w = rng.randint(10, 1000)
+        out.append(BudgetItem(f"c{k} " + "word " * (w // 2), (w + 100) / 1100, None, f"id{k}", "PARAGRAPH", {}))
+    return out
+
+
+BPE = [{"source_id": "bang", "content": "!", "relevance_score": 0.9},
+       {"source_id": "dash", "content": "-ab", "relevance_score": 0.5}]
+
+
+def record_decisions(log: AuditLog) -> list[str]:
+    """Append the decision set to ``log``; returns one label per decision, in log order."""
+    labels = []
+    for store in (False, True):
+        audit = AuditSettings(store_content=store)
+        tag = "content stored" if store else "content not stored"
+        for policy_file in sorted((ROOT / "policies").glob("*.yaml")):
+            if policy_file.stem == "base":
+                continue
+            policy = load_policy(policy_file).replace(audit=audit)
+            rows = load_candidates_file(ROOT / "tests" / "fixtures" / "candidates" / f"{policy_file.stem}.jsonl")
+            decide(from_mappings(rows), policy, audit_log=log)
+            labels.append(f"{policy_file.stem} ({tag})")
+        tight = load_policy(ROOT / "policies" / "support-assistant.yaml").replace(
+            max_tokens=50, context_window=None, reserve_output=0, reserve_prompt=0, audit=audit)
+        try:
+            decide(from_mappings([({"source_id": "refund-terms", "content": "word " * 200,
+                                    "relevance_score": 0.5}, None)]), tight, audit_log=log)
+        except InfeasibleError:
+            labels.append(f"infeasible ({tag})")
+        for strategy in BudgetStrategy:
+            bpe = Policy.default(2, separator="", tokenizer="cl100k_base", audit=audit)
+            decided = decide(BPE, bpe, audit_log=log, strategy=strategy)
+            assert decided.allocation.repairs, "the BPE case must be repaired"
+            labels.append(f"BPE repaired, {strategy.value} ({tag})")
+        fb = Policy.default(5_000, separator="", strategy=BudgetStrategy.OPTIMAL, solver=SolverSettings(),
+                            levels=(LevelRule("PARAGRAPH", max_items=100_000),), audit=audit)
+        with cp_sat_crashes():
+            decided = decide(hard_items(), fb, audit_log=log)
+        assert decided.allocation.selection.status == "fallback"
+        labels.append(f"forced fallback ({tag})")
+    return labels
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        log = AuditLog(Path(tmp) / "audit.jsonl")
+        labels = record_decisions(log)
+        results = replay_log(log)
+        false = 0
+        for label, result in zip(labels, results):
+            false += not result.identical
+            print(f"{'identical' if result.identical else 'DIFFERENT':9}  {label}: {result.summary()}")
+        print(f"{len(results)} decisions replayed under their own policy: {false} false differences")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,279 @@
+"""Records checked, not just lines: recompute what each decision record claims.
+
+The hash chain (:mod:`engine.audit.verify`) proves the order of the lines, not that what
+a line says holds together: a writer can re-run the engine under an edited policy, keep
+the original ``policy.digest`` and reseal the chain. These checks recompute, from the
+record alone:
+
+* ``policy.digest`` from ``policy.effective`` (RFC 8785, as :class:`~engine.policy.Policy`
+  computes it), and that the effective policy loads and matches the recorded tokenizer
+  and budget limit;
+* ``input.digest`` and ``input.count`` from the recorded input items, and, where the
+  content is stored, each ``content_sha256`` from that content;
+* that ``items`` describe exactly the input items (same ids, same content digests) and
+  ``context.order`` holds exactly the included items, once each;
+* the token totals: ``budgeted_tokens`` is the sum of the included items' tokens plus one
+  separator between each two, ``assembled_tokens`` and ``free_tokens`` agree with
+  ``context.tokens`` and the limit, and, where the content is stored, the context is
+  assembled again and recounted in the policy's tokenizer (its count and its SHA-256).
+
+What goes in: a record (a mapping) and its seq. What comes out: a tuple of
+:class:`Finding` (empty: the record holds together). Never raises on a malformed
+record: a missing or mistyped field is a finding (``record.malformed``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..candidates import make_candidate
+from ..canonical import digest, sha256_hex
+from ..counts import render
+from ..errors import EngineError
+from ..policy import Policy
+from ..tokens import content_sha256, get_tokenizer
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing a record claims that does not hold: a stable dotted ``code``, the
+    record's ``seq`` and ``decision_id``, the JSON ``path`` in the record, and a
+    sentence saying what is wrong."""
+
+    code: str
+    seq: int | None
+    decision_id: str | None
+    path: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "seq": self.seq, "decision_id": self.decision_id,
+                "path": self.path, "message": self.message}
+
+    def __str__(self) -> str:
+        return f"seq {self.seq} decision {self.decision_id}: {self.code} at {self.path}: {self.message}"
+
+
+class _Malformed(Exception):
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(why)
+        self.path, self.why = path, why
+
+
+def _get(obj: Any, key: str, path: str, kind: type | tuple[type, ...]) -> Any:
+    if not isinstance(obj, Mapping) or key not in obj:
+        raise _Malformed(f"{path}.{key}", f"{path}.{key} is missing")
+    value = obj[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise _Malformed(f"{path}.{key}", f"{path}.{key} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _int(obj: Any, key: str, path: str) -> int:
+    value: int = _get(obj, key, path, int)
+    return value
+
+
+class _Checker:
+    def __init__(self, record: Mapping[str, Any], seq: int | None) -> None:
+        self.rec = record
+        self.seq = seq
+        did = record.get("decision_id") if isinstance(record, Mapping) else None
+        self.did = did if isinstance(did, str) else None
+        self.found: list[Finding] = []
+
+    def add(self, code: str, path: str, message: str) -> None:
+        self.found.append(Finding(code, self.seq, self.did, path, message))
+
+    def run(self) -> tuple[Finding, ...]:
+        policy = None
+        for step in (self.policy, self.inputs, self.items_and_order):
+            try:
+                got = step()
+            except _Malformed as exc:
+                self.add("record.malformed", exc.path, exc.why + "; the record was not written "
+                         "by ctxbudget as it stands (hand-edited or damaged)")
+                continue
+            if step == self.policy:
+                policy = got
+        if policy is not None and not any(f.code == "record.malformed" for f in self.found):
+            try:
+                self.recount(policy)
+            except _Malformed as exc:
+                self.add("record.malformed", exc.path, exc.why)
+        return tuple(self.found)
+
+    # -- policy: digest from the effective policy ---------------------------------------
+    def policy(self) -> Policy | None:
+        pol = _get(self.rec, "policy", "$", Mapping)
+        effective = _get(pol, "effective", "$.policy", Mapping)
+        claimed = _get(pol, "digest", "$.policy", str)
+        actual = digest(effective)
+        if actual != claimed:
+            self.add("record.policy_digest", "$.policy.digest",
+                     f"the effective policy hashes to {actual}, not to the recorded {claimed}: "
+                     "the policy the decision claims to follow was changed after the fact")
+        try:
+            policy = Policy.from_mapping(effective)
+        except EngineError as exc:
+            self.add("record.policy_invalid", "$.policy.effective",
+                     f"the effective policy does not load: {exc.code}: {exc.message}")
+            return None
+        tok = _get(self.rec, "tokenizer", "$", Mapping)
+        name = _get(tok, "name", "$.tokenizer", str)
+        if name != policy.tokenizer:
+            self.add("record.tokenizer", "$.tokenizer.name",
+                     f"the record names tokenizer {name!r} but its effective policy says {policy.tokenizer!r}")
+        if self.rec.get("outcome") == "allocated":
+            limit = _int(_get(self.rec, "budget", "$", Mapping), "limit_tokens", "$.budget")
+            if limit != policy.budget.limit_tokens:
+                self.add("record.budget_limit", "$.budget.limit_tokens",
+                         f"the record's limit is {limit:,} tokens but its effective policy gives "
+                         f"{policy.budget.limit_tokens:,}")
+        return policy
+
+    # -- input: digest, count and content hashes -----------------------------------------
+    def inputs(self) -> None:
+        inp = _get(self.rec, "input", "$", Mapping)
+        rows = _get(inp, "items", "$.input", list)
+        count = _int(inp, "count", "$.input")
+        if count != len(rows):
+            self.add("record.input_count", "$.input.count",
+                     f"input.count is {count:,} but {len(rows):,} input items are recorded")
+        bare = []
+        for k, row in enumerate(rows):
+            where = f"$.input.items[{k}]"
+            if not isinstance(row, Mapping):
+                raise _Malformed(where, f"{where} is not an object")
+            _get(row, "source_id", where, str)
+            if "content" in row:
+                content = _get(row, "content", where, str)
+                claimed = _get(row, "content_sha256", where, str)
+                if content_sha256(content) != claimed:
+                    self.add("record.content_digest", f"{where}.content_sha256",
+                             f"the stored content of {row['source_id']!r} does not hash to its "
+                             "recorded content_sha256")
+            bare.append({k2: v for k2, v in row.items() if k2 != "content"})
+        claimed_digest = _get(inp, "digest", "$.input", str)
+        actual = digest(sorted(bare, key=lambda r: str(r["source_id"])))
+        if actual != claimed_digest:
+            self.add("record.input_digest", "$.input.digest",
+                     f"the recorded input items hash to {actual}, not to the recorded {claimed_digest}: "
+                     "the inputs were changed after the decision")
+
+    # -- items and context order ---------------------------------------------------------
+    def items_and_order(self) -> None:
+        if self.rec.get("outcome") != "allocated":
+            return
+        rows = _get(_get(self.rec, "input", "$", Mapping), "items", "$.input", list)
+        items = _get(self.rec, "items", "$", list)
+        for k, it in enumerate(items):
+            if not isinstance(it, Mapping):
+                raise _Malformed(f"$.items[{k}]", f"$.items[{k}] is not an object")
+            for key, kind in (("source_id", str), ("decision", str), ("tokens", int)):
+                _get(it, key, f"$.items[{k}]", kind)
+        ids_in = [r["source_id"] for r in rows]
+        ids_items = [it["source_id"] for it in items]
+        if ids_in != ids_items:
+            self.add("record.items", "$.items",
+                     f"the items ({len(ids_items):,}) are not the input items ({len(ids_in):,}) in input "
+                     "order: every candidate must have exactly one decision")
+        else:
+            for k, (row, it) in enumerate(zip(rows, items)):
+                if row.get("content_sha256") != it.get("content_sha256"):
+                    self.add("record.items", f"$.items[{k}].content_sha256",
+                             f"item {it['source_id']!r} names other content than its input item")
+        ctx = _get(self.rec, "context", "$", Mapping)
+        order = _get(ctx, "order", "$.context", list)
+        included = [it["source_id"] for it in items if it["decision"] == "included"]
+        twice = sorted(str(s) for s, n in Tally(order).items() if n > 1)
+        if twice:
+            self.add("record.context_order", "$.context.order",
+                     f"the context holds {', '.join(map(repr, twice[:5]))} more than once")
+        missing = sorted(set(included) - set(order))
+        extra = sorted(str(s) for s in set(order) - set(included))
+        if missing:
+            self.add("record.context_order", "$.context.order",
+                     f"included items not in the context: {', '.join(map(repr, missing[:5]))}")
+        if extra:
+            self.add("record.context_order", "$.context.order",
+                     f"items in the context that are not included: {', '.join(map(repr, extra[:5]))}")
+        budget = _get(self.rec, "budget", "$", Mapping)
+        sep = _int(budget, "separator_tokens", "$.budget")
+        tokens = [it["tokens"] for it in items if it["decision"] == "included"]
+        expected = sum(tokens) + sep * (len(tokens) - 1) if tokens else 0
+        budgeted = _int(budget, "budgeted_tokens", "$.budget")
+        if budgeted != expected:
+            self.add("record.tokens", "$.budget.budgeted_tokens",
+                     f"budgeted_tokens is {budgeted:,} but the included items' tokens add up to "
+                     f"{expected:,} ({len(tokens):,} items, {sep:,} separator tokens between each two)")
+        context_tokens = _int(ctx, "tokens", "$.context")
+        assembled = _int(budget, "assembled_tokens", "$.budget")
+        if assembled != context_tokens:
+            self.add("record.tokens", "$.budget.assembled_tokens",
+                     f"assembled_tokens is {assembled:,} but context.tokens is {context_tokens:,}")
+        limit, free = _int(budget, "limit_tokens", "$.budget"), _int(budget, "free_tokens", "$.budget")
+        if free != limit - context_tokens:
+            self.add("record.tokens", "$.budget.free_tokens",
+                     f"free_tokens is {free:,} but the limit {limit:,} minus the context's "
+                     f"{context_tokens:,} tokens is {limit - context_tokens:,}")
+
+    # -- the stored content, assembled and recounted ---------------------------------------
+    def recount(self, policy: Policy) -> None:
+        if self.rec.get("outcome") != "allocated":
+            return
+        rows = self.rec["input"]["items"]
+        if not rows or any("content" not in r for r in rows):
+            return  # content not stored: nothing to recount (the totals above still hold)
+        text = assemble_context(self.rec, policy)
+        ctx = self.rec["context"]
+        count = get_tokenizer(policy.tokenizer).count(text)
+        if count != ctx["tokens"]:
+            self.add("record.context_recount", "$.context.tokens",
+                     f"the stored content assembles to {count:,} tokens in {policy.tokenizer}, "
+                     f"not the recorded {ctx['tokens']:,}")
+        sha = _get(ctx, "sha256", "$.context", str)
+        if sha256_hex(text) != sha:
+            self.add("record.context_digest", "$.context.sha256",
+                     "the stored content, assembled in the recorded order, does not hash to context.sha256")
+
+
+def assemble_context(record: Mapping[str, Any], policy: Policy) -> str:
+    """The context as the model saw it, rebuilt from a record's stored content and order
+    (``policy``: the record's effective policy, for its template and separator)."""
+    rows = {r["source_id"]: r for r in record["input"]["items"]}
+    parts = []
+    for sid in record["context"]["order"]:
+        row = rows[sid]
+        cand = make_candidate(0, source_id=sid, content=row["content"], relevance_score=0.0,
+                              token_count=None, level=row["level"], metadata={}, parent_id=None)
+        parts.append(render(policy.budget.template, cand))
+    return policy.budget.separator.join(parts)
+
+
+def check_record(record: Mapping[str, Any], seq: int | None = None) -> tuple[Finding, ...]:
+    """Every check above on one decision record; an empty tuple when it holds together."""
+    if not isinstance(record, Mapping):
+        return (Finding("record.malformed", seq, None, "$", "the record is not a JSON object"),)
+    try:
+        return _Checker(record, seq).run()
+    except (KeyError, TypeError, ValueError, IndexError, RecursionError) as exc:
+        return (Finding("record.malformed", seq, record.get("decision_id") if isinstance(
+            record.get("decision_id"), str) else None, "$",
+            f"the record cannot be checked ({type(exc).__name__}: {exc}); it was hand-edited or damaged"),)
+
+
+def check_envelopes(envelopes: Iterable[Mapping[str, Any]]) -> dict[int | None, tuple[Finding, ...]]:
+    """Check every decision envelope; returns the findings by seq (only failing ones)."""
+    out: dict[int | None, tuple[Finding, ...]] = {}
+    for env in envelopes:
+        if env.get("kind") != "decision":
+            continue
+        seq = env.get("seq") if isinstance(env.get("seq"), int) else None
+        found = check_record(env.get("record", {}), seq)
+        if found:
+            out[seq] = out.get(seq, ()) + found
+    return out
