@@ -1,13 +1,15 @@
 """The ``ctxbudget`` command: the only module that prints, and the one place that maps
 errors to exit codes (0 ok, 1 unexpected, 2 bad input, 3 infeasible, 4 solver failure,
-5 audit log failure; ``audit verify`` exits 6 when the log is not intact; 130 on Ctrl-C,
+5 audit log failure; ``audit verify``, ``show`` and ``replay`` exit 6 when the log is not
+intact (its chain, or a record that fails its checks); ``audit replay`` exits 7 when a
+decision replays differently or cannot be replayed; 130 on Ctrl-C,
 141 when the reader of stdout went away, as a process killed by SIGPIPE reports it).
 
     ctxbudget policy validate FILES...          ctxbudget policy render FILE
     ctxbudget allocate --policy P --candidates C [--format json|context] [--audit-log L]
     ctxbudget pack --policy P --query Q PATH... [--out F] [--json] [--audit-log L]
     ctxbudget audit verify LOG [--checkpoint F]  ctxbudget audit checkpoint LOG --out F
-    ctxbudget audit replay LOG [--policy P]      ctxbudget audit show LOG [--decision ID] [--json]
+    ctxbudget audit replay LOG [--policy P [--fail-on-diff]]  ctxbudget audit show LOG [--decision ID] [--json]
 
 ``--errors=json`` (before or after the command) prints errors as one JSON object on
 stderr for machines. ``CTXBUDGET_DEBUG=1`` adds the traceback of an unexpected error.
@@ -20,6 +22,7 @@ retrieval stack or the validators (``bench/cli_startup.py`` measures it).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
 
 EXIT_UNEXPECTED = 1
 EXIT_LOG_NOT_INTACT = 6
+EXIT_REPLAY_DIFFERS = 7
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
@@ -179,11 +183,17 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from .audit.log import AuditLog, load_checkpoint
+    from .audit.records import check_log
 
     cp = load_checkpoint(args.checkpoint) if args.checkpoint else None
-    report = AuditLog(args.log).verify(cp)
-    _out(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
-    return 0 if report.ok else EXIT_LOG_NOT_INTACT
+    checks = check_log(AuditLog(args.log), cp)
+    report = checks.chain
+    if args.json:
+        _out(json.dumps({**report.to_dict(), "ok": checks.ok, "records": checks.to_dict()}, indent=2))
+    else:
+        _out(report.summary() + "\n" + checks.summary())
+    # chain intact but records that do not hold together: the log is not intact either
+    return 0 if checks.ok else EXIT_LOG_NOT_INTACT
 
 
 def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
@@ -194,41 +204,50 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
-def _decisions(path: str) -> list[dict[str, Any]]:
-    """Every complete decision envelope; a torn last line (a crashed writer) is reported
-    and left for the next writer to recover, never silently skipped."""
-    from .audit.log import AuditLog
-
-    out: list[dict[str, Any]] = []
-    try:
-        for env in AuditLog(Path(path)):
-            if env.get("kind") == "decision":
-                out.append(env)
-    except AuditError as exc:
-        if exc.code != "audit.torn_tail":
-            raise
-        _err(f"warning: {exc.message}")
-    return out
-
-
 def cmd_audit_replay(args: argparse.Namespace) -> int:
-    from .audit.replay import replay
+    """Exit 6 when a record fails its checks or a line cannot be read (the log is not
+    intact); else 7 when a decision could not be replayed or, under its own policy (or a
+    what-if with --fail-on-diff), replayed differently; else 0."""
+    from .audit.log import AuditLog
+    from .audit.records import check_log
+    from .audit.replay import DiffSummary, ReplayResult, replay_envelope
     from .policy import load_policy
 
     policy = load_policy(args.policy) if args.policy else None
-    results = [replay(env["record"], policy) for env in _decisions(args.log)]
-    for r in results:
+    checks = check_log(AuditLog(Path(args.log)))
+    results: list[ReplayResult] = []
+    for number, why in checks.unreadable:
+        results.append(ReplayResult(f"line {number}", False, "error", (), (), (), 0, 0,
+                                    f"{why}; run `ctxbudget audit verify {args.log}`"))
+        _out(json.dumps(results[-1].to_dict()) if args.json else results[-1].summary())
+    for env in checks.decisions:
+        r = replay_envelope(env, policy)
+        chain = tuple(f for f in checks.findings_for(env) if f.code.startswith("chain."))
+        if chain:  # the record checks come with the replay; the chain's problems too
+            r = dataclasses.replace(r, identical=False, findings=r.findings + chain)
+        results.append(r)
         _out(json.dumps(r.to_dict()) if args.json else r.summary())
-    same = sum(r.identical for r in results)
-    _err(f"{len(results)} decisions replayed: {same} identical, {len(results) - same} different"
-         + (" (what-if policy " + args.policy + ")" if args.policy else ""))
+    total = DiffSummary.of(results)
+    _err(total.text() + (" (what-if policy " + args.policy + ")" if args.policy else ""))
+    if total.failed_checks or checks.unreadable:
+        return EXIT_LOG_NOT_INTACT
+    if total.errors or (total.changed and (policy is None or args.fail_on_diff)):
+        return EXIT_REPLAY_DIFFERS
     return 0
 
 
 def cmd_audit_show(args: argparse.Namespace) -> int:
     from .audit import show
+    from .audit.log import AuditLog
+    from .audit.records import check_log
 
-    records = _decisions(args.log)
+    checks = check_log(AuditLog(Path(args.log)))
+    for number, why in checks.unreadable:
+        _err(f"warning: {why}; run `ctxbudget audit verify {args.log}`")
+    if checks.chain.problems and not checks.chain.ok:
+        _err(f"warning: the log's hash chain is not intact ({len(checks.chain.problems)} problem(s)); "
+             f"`ctxbudget audit verify {args.log}` lists them")
+    records = list(checks.decisions)
     if args.decision:
         wanted = [e for e in records if e["record"].get("decision_id") == args.decision]
         if not wanted:
@@ -238,10 +257,20 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
                              f"{example}); `ctxbudget audit show {args.log}` prints each one with its id",
                              path="$.decision_id", details={"decision_id": args.decision, "log": args.log})
         records = wanted
+    failed = 0
     for env in records:
-        # --json: JSON Lines, one envelope per line (jq, grep and head read it line by line)
-        _out(json.dumps(env) if args.json else show.render(env))
-    return 0
+        found = checks.findings_for(env)
+        failed += bool(found)
+        if args.json:
+            # JSON Lines, one envelope per line (jq, grep and head read it line by line);
+            # a failing record carries its findings next to the envelope's fields
+            _out(json.dumps({**env, "failed_checks": [f.to_dict() for f in found]} if found else env))
+        else:
+            _out(show.render(env, found))
+    if failed:
+        _err(f"warning: {failed} of {len(records)} shown decision record(s) FAILED their checks "
+             "(marked [FAILED CHECKS: ...])")
+    return EXIT_LOG_NOT_INTACT if failed else 0
 
 
 def _report(exc: EngineError, args: argparse.Namespace | None) -> None:
@@ -296,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
                 description="Decide which retrieved chunks go into an LLM prompt under a token-budget "
                             "policy (YAML), solved exactly, verified, and recorded in an audit log.",
                 epilog="exit codes: 0 ok, 1 unexpected (a bug), 2 bad input, 3 infeasible, 4 solver failure, "
-                       "5 audit log failure, 6 audit log not intact, 130 interrupted, 141 output pipe closed")
+                       "5 audit log failure, 6 audit log not intact (chain or record checks), 7 replay differs, "
+                       "130 interrupted, 141 output pipe closed")
     p.add_argument("--errors", choices=["text", "json"], default="text",
                    help="how errors are printed on stderr: text (default) or one JSON object")
     p.add_argument("--version", action="version", version=f"ctxbudget {__version__}",
@@ -339,7 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     au = command(sub, "audit", "verify, checkpoint, replay or show an audit log").add_subparsers(
         dest="sub", required=True, metavar="SUBCOMMAND", parser_class=_Parser, title="subcommands",
         help="`ctxbudget audit SUBCOMMAND --help` lists its options")
-    av = command(au, "verify", "check the log's hash chain (exit 6 when it is not intact)")
+    av = command(au, "verify", "check the log's hash chain and every record's digests, order and "
+                 "token totals (exit 6 when it is not intact)")
     av.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
     av.add_argument("--checkpoint", metavar="FILE",
                     help="a checkpoint exported earlier: also detects a cut tail")
@@ -349,9 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     ac.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
     ac.add_argument("--out", required=True, metavar="FILE", help="where to write the checkpoint (JSON)")
     ac.set_defaults(func=cmd_audit_checkpoint)
-    ar = command(au, "replay", "re-run every logged decision and compare (what-if with --policy)")
+    ar = command(au, "replay", "check and re-run every logged decision and compare (exit 7 on any "
+                 "difference; what-if with --policy)")
     ar.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
     ar.add_argument("--policy", metavar="FILE", help="replay under this policy instead of the logged one")
+    ar.add_argument("--fail-on-diff", action="store_true",
+                    help="with --policy: exit 7 when any decision would change (default: report only)")
     ar.add_argument("--json", action="store_true", help="print one JSON object per decision")
     ar.set_defaults(func=cmd_audit_replay)
     ash = command(au, "show", "print logged decisions for a reviewer")

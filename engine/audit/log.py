@@ -346,6 +346,22 @@ class AuditLog:
         return next((env for env in self if env.get("kind") == EnvelopeKind.DECISION.value
                      and env["record"].get("decision_id") == decision_id), None)
 
+    def scan(self) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+        """Every complete line as ``(line number, envelope, None)``, or ``(line number,
+        None, why)`` for a line that is not an envelope — for readers that report a bad
+        line and go on (``audit replay``, record checks); a torn tail is not a line."""
+        with self._snapshot() as (f, end, _last, _torn):
+            for number, raw in self._lines(f, end):
+                try:
+                    env = json.loads(raw)
+                except (ValueError, RecursionError) as exc:
+                    yield number, None, f"line {number} is not JSON ({type(exc).__name__})"
+                    continue
+                if not isinstance(env, dict) or not isinstance(env.get("record"), dict):
+                    yield number, None, f"line {number} is not an audit envelope"
+                    continue
+                yield number, env, None
+
     def verify(self, checkpoint: Mapping[str, Any] | None = None, *, from_seq: int = 1,
                to_seq: int | None = None) -> VerifyReport:
         """Re-hash every line and check the chain (see :mod:`engine.audit.verify`); with a

@@ -35,6 +35,8 @@ from ..counts import render
 from ..errors import EngineError
 from ..policy import Policy
 from ..tokens import content_sha256, get_tokenizer
+from .log import AuditLog
+from .verify import VerifyReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,3 +279,61 @@ def check_envelopes(envelopes: Iterable[Mapping[str, Any]]) -> dict[int | None, 
         if found:
             out[seq] = out.get(seq, ()) + found
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class LogChecks:
+    """A whole log checked: the hash chain (``chain``), every decision record, and the
+    lines that could not be read. ``by_seq`` holds the findings of each failing record
+    (record checks, and the chain problems at its seq as ``chain.<kind>``)."""
+
+    chain: VerifyReport
+    by_seq: Mapping[int | None, tuple[Finding, ...]]
+    record_findings: tuple[Finding, ...]
+    unreadable: tuple[tuple[int, str], ...]
+    decisions: tuple[dict[str, Any], ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.chain.ok and not self.record_findings and not self.unreadable
+
+    def findings_for(self, envelope: Mapping[str, Any]) -> tuple[Finding, ...]:
+        seq = envelope.get("seq")
+        return self.by_seq.get(seq if isinstance(seq, int) else None, ())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"records_checked": len(self.decisions),
+                "records_failed": len({f.seq for f in self.record_findings}),
+                "findings": [f.to_dict() for f in self.record_findings],
+                "unreadable_lines": [{"line": n, "message": m} for n, m in self.unreadable]}
+
+    def summary(self) -> str:
+        failed = len({f.seq for f in self.record_findings})
+        lines = [f"record checks: {len(self.decisions)} decision records checked, {failed} failed"]
+        lines += [f"  {f}" for f in self.record_findings[:50]]
+        if len(self.record_findings) > 50:
+            lines.append(f"  ... {len(self.record_findings) - 50} more (see --json)")
+        return "\n".join(lines)
+
+
+def check_log(log: AuditLog, checkpoint: Mapping[str, Any] | None = None) -> LogChecks:
+    """Verify ``log``'s chain (with ``checkpoint`` if given) and check every decision
+    record in it; unreadable lines are listed, never fatal."""
+    chain = log.verify(checkpoint)
+    decisions: list[dict[str, Any]] = []
+    unreadable: list[tuple[int, str]] = []
+    for number, env, why in log.scan():
+        if env is None:
+            unreadable.append((number, why or f"line {number} is unreadable"))
+        elif env.get("kind") == "decision":
+            decisions.append(env)
+    ids = {e.get("seq"): e["record"].get("decision_id") for e in decisions}
+    by_seq: dict[int | None, tuple[Finding, ...]] = dict(check_envelopes(decisions))
+    record_findings = tuple(f for fs in by_seq.values() for f in fs)
+    for p in chain.problems:
+        if p.seq in ids:
+            did = ids[p.seq]
+            by_seq[p.seq] = by_seq.get(p.seq, ()) + (Finding(
+                f"chain.{p.kind.value}", p.seq, did if isinstance(did, str) else None, "$",
+                f"line {p.line}: {p.message}"),)
+    return LogChecks(chain, by_seq, record_findings, tuple(unreadable), tuple(decisions))

@@ -2,11 +2,13 @@
 
 What goes in: a log envelope (``seq``, ``hash``, ``record``). What comes out: text with
 the budget (used vs reserved vs free), the included and excluded items with reasons, the
-rules that bound, and the solver's verdict.
+rules that bound, and the solver's verdict; a record that failed its checks is marked
+first, with what failed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -24,10 +26,25 @@ def _verdict(solver: dict[str, Any]) -> str:
     return str(status)
 
 
-def render(envelope: dict[str, Any]) -> str:
+def banner(findings: Sequence[Any]) -> list[str]:
+    """The mark of a record that failed its checks: one line naming the failed checks,
+    then one line per finding (``findings``: :class:`~engine.audit.records.Finding` or
+    chain problems, anything with ``code``/``path``/``message`` or a ``str``)."""
+    if not findings:
+        return []
+    codes = sorted({str(getattr(f, "code", f)) for f in findings})
+    out = [f"[FAILED CHECKS: {', '.join(codes)}] do not rely on this record"]
+    out += [f"  ! {getattr(f, 'code', '')} at {getattr(f, 'path', '$')}: {getattr(f, 'message', f)}"
+            for f in findings]
+    return out
+
+
+def render(envelope: dict[str, Any], findings: Sequence[Any] = ()) -> str:
+    """The record as text; a record with ``findings`` (it failed its checks, see
+    :mod:`engine.audit.records`) starts with a ``[FAILED CHECKS: ...]`` banner."""
     rec = envelope.get("record", envelope)
     pol = rec.get("policy", {})
-    lines = [
+    lines = banner(findings) + [
         f"decision {rec.get('decision_id')}  seq {envelope.get('seq', '-')}  {rec.get('timestamp')}",
         f"policy   {pol.get('name')} revision {pol.get('revision')} ({pol.get('digest')})"
         + (f" from {pol.get('file')}" if pol.get("file") else ""),
