@@ -90,22 +90,20 @@ class _Checker:
     def add(self, code: str, path: str, message: str) -> None:
         self.found.append(Finding(code, self.seq, self.did, path, message))
 
+    def _step(self, step: Any) -> Any:
+        try:
+            return step()
+        except _Malformed as exc:
+            self.add("record.malformed", exc.path, exc.why + "; the record was not written "
+                     "by ctxbudget as it stands (hand-edited or damaged)")
+            return None
+
     def run(self) -> tuple[Finding, ...]:
-        policy = None
-        for step in (self.policy, self.inputs, self.items_and_order):
-            try:
-                got = step()
-            except _Malformed as exc:
-                self.add("record.malformed", exc.path, exc.why + "; the record was not written "
-                         "by ctxbudget as it stands (hand-edited or damaged)")
-                continue
-            if step == self.policy:
-                policy = got
+        policy = self._step(self.policy)
+        self._step(self.inputs)
+        self._step(self.items_and_order)
         if policy is not None and not any(f.code == "record.malformed" for f in self.found):
-            try:
-                self.recount(policy)
-            except _Malformed as exc:
-                self.add("record.malformed", exc.path, exc.why)
+            self._step(lambda: self.recount(policy))
         return tuple(self.found)
 
     # -- policy: digest from the effective policy ---------------------------------------
