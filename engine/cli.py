@@ -22,7 +22,6 @@ retrieval stack or the validators (``bench/cli_startup.py`` measures it).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import signal
@@ -221,10 +220,9 @@ def cmd_audit_replay(args: argparse.Namespace) -> int:
                                     f"{why}; run `ctxbudget audit verify {args.log}`"))
         _out(json.dumps(results[-1].to_dict()) if args.json else results[-1].summary())
     for env in checks.decisions:
-        r = replay_envelope(env, policy)
-        chain = tuple(f for f in checks.findings_for(env) if f.code.startswith("chain."))
-        if chain:  # the record checks come with the replay; the chain's problems too
-            r = dataclasses.replace(r, identical=False, findings=r.findings + chain)
+        # checked once (record checks and the chain's problems at this seq), then replayed
+        found = checks.findings_for(env)
+        r = replay_envelope(env, policy, findings=found)
         results.append(r)
         _out(json.dumps(r.to_dict()) if args.json else r.summary())
     total = DiffSummary.of(results)

@@ -154,3 +154,28 @@ def test_an_unreadable_or_unreplayable_record_is_reported_and_the_run_goes_on(
 def test_help_documents_exit_7(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "--help")
     assert code == 0 and "7 replay differs" in out
+
+
+def test_a_record_missing_a_field_the_checks_do_not_cover_is_a_per_record_error(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    log = AuditLog(path)
+    allocated(log, False)
+    allocated(log, False)
+    rewrite(path, lambda r: r.pop("solver"))
+    code, out, err = run(capsys, "audit", "replay", str(path))
+    assert code == cli.EXIT_REPLAY_DIFFERS
+    first, second = out.splitlines()
+    assert first.endswith(": error: the record cannot be replayed (KeyError: 'solver'); it was "
+                          "hand-edited or damaged")
+    assert "identical" in second and "1 not replayable" in err
+
+
+def test_a_line_changed_without_resealing_marks_its_replay(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    allocated(AuditLog(path), False)
+    path.write_text(path.read_text().replace('"relevance_score":0.9', '"relevance_score":0.91', 1))
+    code, out, _ = run(capsys, "audit", "replay", str(path))
+    assert code == cli.EXIT_LOG_NOT_INTACT
+    assert "[FAILED CHECKS: chain.modified, record.input_digest]" in out

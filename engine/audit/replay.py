@@ -213,16 +213,32 @@ def _compare(record: Mapping[str, Any], alloc: Allocation, stored: bool, own: bo
     return before_in, after_in, changes, before_tokens, sum(kept)
 
 
-def replay(record: Mapping[str, Any], policy: Policy | None = None, *, seq: int | None = None) -> ReplayResult:
-    """Check ``record`` and re-solve it under its own policy, or under ``policy`` (a
-    what-if: then differences are expected and the record's fallback is not re-run).
-    Never raises for a bad record: it comes back with ``error`` (and ``findings``)."""
+def replay(record: Mapping[str, Any], policy: Policy | None = None, *, seq: int | None = None,
+           findings: tuple[Finding, ...] | None = None) -> ReplayResult:
+    """Check ``record`` (unless its ``findings`` are passed in) and re-solve it under its
+    own policy, or under ``policy`` (a what-if: then differences are expected and the
+    record's fallback is not re-run). Never raises for a bad record: it comes back with
+    ``error`` (and ``findings``)."""
     did = str(record.get("decision_id", "?")) if isinstance(record, Mapping) else "?"
-    findings = check_record(record, seq)
+    findings = check_record(record, seq) if findings is None else findings
     if any(f.code in ("record.malformed", "record.policy_invalid") for f in findings):
         return ReplayResult(did, False, "error", (), (), (), 0, 0,
                             "the record cannot be replayed: " + findings[0].message,
                             findings=findings, seq=seq)
+    try:
+        return _replay(record, policy, did, seq, findings)
+    except EngineError as exc:
+        return ReplayResult(did, False, "error", (), (), (), 0, 0, f"{exc.code}: {exc.message}",
+                            findings=findings, seq=seq)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        # a field the record checks do not cover is missing or mistyped: this record only
+        return ReplayResult(did, False, "error", (), (), (), 0, 0,
+                            f"the record cannot be replayed ({type(exc).__name__}: {exc}); it was "
+                            "hand-edited or damaged", findings=findings, seq=seq)
+
+
+def _replay(record: Mapping[str, Any], policy: Policy | None, did: str, seq: int | None,
+            findings: tuple[Finding, ...]) -> ReplayResult:
     own = policy is None
     diffs: list[Difference] = []
     notes: list[str] = []
@@ -251,9 +267,6 @@ def replay(record: Mapping[str, Any], policy: Policy | None = None, *, seq: int 
                 diffs.append(Difference("$.infeasibility.core", core_before, core_after))
         return _result(did, seq, findings, "infeasible", diffs, before_in, [], (),
                        (before_tokens, 0), notes)
-    except EngineError as exc:
-        return ReplayResult(did, False, "error", (), (), (), 0, 0, f"{exc.code}: {exc.message}",
-                            findings=findings, seq=seq)
     if record.get("outcome") != "allocated":
         diffs.append(Difference("$.outcome", record.get("outcome"), "allocated"))
         after_in = [d.source_id for d in alloc.included]
@@ -263,13 +276,14 @@ def replay(record: Mapping[str, Any], policy: Policy | None = None, *, seq: int 
     return _result(did, seq, findings, "allocated", diffs, before_in, after_in, changes, (t0, t1), notes)
 
 
-def replay_envelope(env: Mapping[str, Any], policy: Policy | None = None) -> ReplayResult:
+def replay_envelope(env: Mapping[str, Any], policy: Policy | None = None, *,
+                    findings: tuple[Finding, ...] | None = None) -> ReplayResult:
     """:func:`replay` of one log envelope (its ``seq`` goes into the result)."""
     seq = env.get("seq") if isinstance(env.get("seq"), int) else None
     rec = env.get("record")
     if not isinstance(rec, Mapping):
         return ReplayResult("?", False, "error", (), (), (), 0, 0, "the envelope holds no record", seq=seq)
-    return replay(rec, policy, seq=seq)
+    return replay(rec, policy, seq=seq, findings=findings)
 
 
 def replay_log(log: Iterable[Mapping[str, Any]], policy: Policy | None = None) -> list[ReplayResult]:
