@@ -106,13 +106,15 @@ def test_a_hand_edited_record_is_a_finding_not_a_crash(tmp_path: Path) -> None:
         bad = copy.deepcopy(rec)
         mangle(bad)
         found = check_record(bad, 3)
-        assert found and found[0].code == "record.malformed", found
+        assert {"record.schema", "record.malformed"} <= {f.code for f in found}, found
     assert check_record([], 4)[0].message == "the record is not a JSON object"  # type: ignore[arg-type]
     bad = copy.deepcopy(rec)
     bad.pop("items")
-    (f,) = check_record(bad, 3)
-    assert (f.path, f.message) == ("$.items", "$.items is missing; the record was not written by "
-                                   "ctxbudget as it stands (hand-edited or damaged)")
+    schema, malformed = check_record(bad, 3)
+    assert (schema.path, schema.message) == ("$", "the record does not match schemas/audit.schema.json: "
+                                             "'items' is a required property")
+    assert (malformed.path, malformed.message) == ("$.items", "$.items is missing; the record was not "
+                                                   "written by ctxbudget as it stands (hand-edited or damaged)")
 
 
 def consistent_forgery(path: Path) -> str:
@@ -192,3 +194,16 @@ def test_render_marks_findings_first() -> None:
     env = {"seq": 1, "record": {"outcome": "infeasible", "infeasibility": {"message": "m", "core": []}}}
     assert not render(env).startswith("[FAILED")
     assert render(env, ["x"]).startswith("[FAILED CHECKS: x] do not rely on this record\n  ! ")
+
+
+def test_show_prints_a_damaged_record_under_its_banner(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    allocated(AuditLog(path), False)
+    rewrite(path, lambda r: r["items"][0].pop("relevance"))
+    code, out, _ = run(capsys, "audit", "show", str(path))
+    assert code == cli.EXIT_LOG_NOT_INTACT  # digests and totals hold; the schema does not
+    assert out.startswith("[FAILED CHECKS: record.schema] do not rely on this record\n"
+                          "  ! record.schema at $.items[0]: the record does not match "
+                          "schemas/audit.schema.json: 'relevance' is a required property\n")
+    assert "seq 1: the record cannot be laid out as text (KeyError: 'relevance'); its JSON follows" in out

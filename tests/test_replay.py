@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from auditcases import SUPPORT, allocated, every_kind, fallback, infeasible, repaired, rewrite
+from auditcases import SUPPORT, allocated, envelopes, every_kind, fallback, infeasible, repaired, rewrite
 from engine import AuditLog, cli
 from engine.audit.replay import DiffSummary, replay, replay_log
 from engine.policy import BudgetStrategy
@@ -164,11 +164,14 @@ def test_a_record_missing_a_field_the_checks_do_not_cover_is_a_per_record_error(
     allocated(log, False)
     rewrite(path, lambda r: r.pop("solver"))
     code, out, err = run(capsys, "audit", "replay", str(path))
-    assert code == cli.EXIT_REPLAY_DIFFERS
+    assert code == cli.EXIT_LOG_NOT_INTACT
     first, second = out.splitlines()
     assert first.endswith(": error: the record cannot be replayed (KeyError: 'solver'); it was "
-                          "hand-edited or damaged")
+                          "hand-edited or damaged [FAILED CHECKS: record.schema]")
     assert "identical" in second and "1 not replayable" in err
+    # without the checks' verdict, replay alone still answers per record
+    r = replay(envelopes(path)[0]["record"], findings=())
+    assert r.error == "the record cannot be replayed (KeyError: 'solver'); it was hand-edited or damaged"
 
 
 def test_a_line_changed_without_resealing_marks_its_replay(

@@ -17,6 +17,9 @@ record alone:
   ``context.tokens`` and the limit, and, where the content is stored, the context is
   assembled again and recounted in the policy's tokenizer (its count and its SHA-256).
 
+The record is also validated against ``schemas/audit.schema.json`` (``record.schema``,
+the best-ranked error): a field a reviewer's tools read must be there and typed.
+
 What goes in: a record (a mapping) and its seq. What comes out: a tuple of
 :class:`Finding` (empty: the record holds together). Never raises on a malformed
 record: a missing or mistyped field is a finding (``record.malformed``).
@@ -27,13 +30,18 @@ from __future__ import annotations
 from collections import Counter as Tally
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
 
 from ..candidates import make_candidate
 from ..canonical import digest, sha256_hex
 from ..counts import render
 from ..errors import EngineError
 from ..policy import Policy
+from ..schema import load_schema
 from ..tokens import content_sha256, get_tokenizer
 from .log import AuditLog
 from .verify import VerifyReport
@@ -57,6 +65,11 @@ class Finding:
 
     def __str__(self) -> str:
         return f"seq {self.seq} decision {self.decision_id}: {self.code} at {self.path}: {self.message}"
+
+
+@lru_cache(maxsize=1)
+def _audit_validator() -> Draft202012Validator:
+    return Draft202012Validator(load_schema("audit.schema.json"))
 
 
 class _Malformed(Exception):
@@ -98,7 +111,15 @@ class _Checker:
                      "by ctxbudget as it stands (hand-edited or damaged)")
             return None
 
+    def schema(self) -> None:
+        error = best_match(_audit_validator().iter_errors(self.rec))
+        if error is not None:
+            path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+            self.add("record.schema", path, f"the record does not match schemas/audit.schema.json: "
+                     f"{error.message[:300]}")
+
     def run(self) -> tuple[Finding, ...]:
+        self.schema()
         policy = self._step(self.policy)
         self._step(self.inputs)
         self._step(self.items_and_order)

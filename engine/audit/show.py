@@ -8,6 +8,7 @@ first, with what failed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,7 +42,19 @@ def banner(findings: Sequence[Any]) -> list[str]:
 
 def render(envelope: dict[str, Any], findings: Sequence[Any] = ()) -> str:
     """The record as text; a record with ``findings`` (it failed its checks, see
-    :mod:`engine.audit.records`) starts with a ``[FAILED CHECKS: ...]`` banner."""
+    :mod:`engine.audit.records`) starts with a ``[FAILED CHECKS: ...]`` banner. A record
+    too damaged to lay out is printed as its JSON under the banner, never a crash."""
+    try:
+        return _render(envelope, findings)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        rec = envelope.get("record", envelope) if isinstance(envelope, dict) else envelope
+        return "\n".join(banner(findings) + [
+            f"seq {envelope.get('seq', '-') if isinstance(envelope, dict) else '-'}: the record cannot be "
+            f"laid out as text ({type(exc).__name__}: {exc}); its JSON follows",
+            json.dumps(rec, ensure_ascii=False, sort_keys=True)])
+
+
+def _render(envelope: dict[str, Any], findings: Sequence[Any]) -> str:
     rec = envelope.get("record", envelope)
     pol = rec.get("policy", {})
     lines = banner(findings) + [
