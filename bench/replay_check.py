@@ -8,6 +8,7 @@ replay that is not identical is a false difference: nothing changed between the 
 the replay.
 
     python bench/replay_check.py        # prints one line per decision and the totals
+    python bench/replay_check.py --large   # also: record check and replay time, 10,000 candidates
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import random
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,7 +97,28 @@ def record_decisions(log: AuditLog) -> list[str]:
     return labels
 
 
+def large(n: int = 10_000) -> None:
+    """Seconds to check and to replay one decision over ``n`` candidates."""
+    from engine.audit.records import check_record
+    from engine.audit.replay import replay
+
+    rng = random.Random(1)
+    rows = [{"source_id": f"d{k}", "content": "word " * rng.randint(5, 60), "relevance_score": rng.random()}
+            for k in range(n)]
+    for store in (False, True):
+        rec = decide(rows, Policy.default(20_000, audit=AuditSettings(store_content=store))).record
+        t0 = time.perf_counter()
+        found = check_record(rec, 1)
+        t1 = time.perf_counter()
+        result = replay(rec, findings=found)
+        t2 = time.perf_counter()
+        print(f"{n:,} candidates, content {'stored' if store else 'not stored'}: check {t1 - t0:.2f} s "
+              f"({len(found)} findings), replay {t2 - t1:.2f} s ({'identical' if result.identical else 'DIFFERENT'})")
+
+
 def main() -> int:
+    if "--large" in sys.argv[1:]:
+        large()
     with tempfile.TemporaryDirectory() as tmp:
         log = AuditLog(Path(tmp) / "audit.jsonl")
         labels = record_decisions(log)

@@ -4,9 +4,11 @@ the consistent forgery of issue 12 caught by ``audit verify``, ``replay`` and ``
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any, Callable
 
+import jsonschema
 import pytest
 
 from auditcases import allocated, envelopes, every_kind, repaired, reseal, rewrite, support_rows
@@ -16,6 +18,8 @@ from engine.audit import record as audit
 from engine.audit.records import check_log, check_record
 from engine.audit.show import render
 from engine.policy import BudgetStrategy, Policy
+
+SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "schemas" / "audit.schema.json").read_text())
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -207,3 +211,23 @@ def test_show_prints_a_damaged_record_under_its_banner(
                           "  ! record.schema at $.items[0]: the record does not match "
                           "schemas/audit.schema.json: 'relevance' is a required property\n")
     assert "seq 1: the record cannot be laid out as text (KeyError: 'relevance'); its JSON follows" in out
+
+
+@pytest.mark.parametrize("edit", [
+    lambda r: r["items"][1].update(tokens=True), lambda r: r["items"][1].update(tokens=-1),
+    lambda r: r["items"][1].update(reason="made_up"), lambda r: r["items"][1].update(content_sha256="XY"),
+    lambda r: r["items"][1].update(extra=1), lambda r: r["items"][1].pop("rule"),
+    lambda r: r["input"]["items"][2].update(source_id=""), lambda r: r["input"]["items"][2].update(level=3),
+    lambda r: r["input"]["items"][2].update(token_count=1.5), lambda r: r.update(outcome="maybe"),
+    lambda r: None,
+], ids=["bool-tokens", "negative", "enum", "pattern", "extra", "missing", "min-length", "type",
+        "integer", "skeleton", "valid"])
+def test_the_compiled_row_check_agrees_with_jsonschema(tmp_path: Path, edit: Any) -> None:
+    rec = allocated(AuditLog(tmp_path / "a.jsonl"), False)
+    edit(rec)
+    full = [e for e in jsonschema.Draft202012Validator(SCHEMA).iter_errors(rec)]
+    ours = [f for f in check_record(rec, 1) if f.code == "record.schema"]
+    assert bool(full) == bool(ours)
+    if full:
+        best = jsonschema.exceptions.best_match(iter(full))
+        assert ours[0].message.endswith(best.message)
