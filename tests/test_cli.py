@@ -175,9 +175,10 @@ def big_log(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
                      "--format", "context"]) == 0
     audit = AuditLog(log)
     record = next(iter(audit))["record"]
-    for i in range(COPIES):
-        audit.append({**record, "decision_id": f"copy-{i:02d}"})
-    return log, [record["decision_id"]] + [f"copy-{i:02d}" for i in range(COPIES)]
+    copies = [f"00000000-0000-4000-8000-{i:012d}" for i in range(COPIES)]  # ids as the schema has them
+    for decision_id in copies:
+        audit.append({**record, "decision_id": decision_id})
+    return log, [record["decision_id"]] + copies
 
 
 def test_strategy_choices_match_the_enum() -> None:
