@@ -26,7 +26,7 @@ STAGES: tuple[tuple[str, ...], ...] = (
     ("allocation",),
     ("verify_semantics", "verify"),
     ("allocate",),
-    ("audit", "audit.lineformat", "audit.verify", "audit.log", "audit.record", "audit.records"),
+    ("audit", "audit.lineformat", "audit.verify", "audit.log", "audit.record", "audit.recordschema", "audit.records"),
     ("decide", "manager", "audit.replay", "audit.show"),
     ("retrieval", "retrieval.pack"),
     ("cli",),
