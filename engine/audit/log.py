@@ -46,6 +46,7 @@ from .lineformat import (
     scan_line,
     seal,
 )
+from .signing import Signer, signer_from_env
 from .verify import Checkpoint, VerifyReport, check_chain
 from ..canonical import canonical_bytes, sha256_hex
 from ..errors import AuditError, Location
@@ -141,14 +142,32 @@ class AuditLog:
         path: the ``.jsonl`` file; created (mode 0640) by the first append.
         lock_timeout_s: how long to wait for another writer; None waits for ever.
         clock: UTC timestamp for recovery records (injected so tests can fix it).
+        signer: writes signed checkpoints to ``<log>.checkpoints`` after appends and on
+            :meth:`close` (:mod:`engine.audit.signing`); by default the key named by
+            ``CTXBUDGET_AUDIT_KEY``, if set; None: unsigned.
     """
 
     path: Path
     lock_timeout_s: float | None = 30.0
     clock: Callable[[], str] = field(default=_utc_now, compare=False)
+    signer: Signer | None = field(default_factory=signer_from_env, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
+        if self.signer is not None:
+            self.signer.check_outside(self.path)
+
+    def close(self) -> None:
+        """Sign the records not yet covered by a signed checkpoint (no-op unsigned)."""
+        if self.signer is not None:
+            with self._locked(write=True) as fd:
+                self.signer.close(self.path, fd)
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def append(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """Append one decision record and return its stored envelope
@@ -183,6 +202,8 @@ class AuditLog:
                 lines.append(seal(seq + len(lines) + 1, link, EnvelopeKind.DECISION, record))
             if lines:
                 self._commit(fd, b"".join(lines), end, size, torn, seq)
+                if self.signer is not None:  # still under the lock: notes in log order
+                    self.signer.after_append(self.path, fd, end, lines)
             return [json.loads(line) for line in lines]
 
     def _last_link(self, last: bytes | None, end: int) -> tuple[int, str]:
