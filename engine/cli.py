@@ -434,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     ak.set_defaults(func=cmd_audit_keygen)
     ap = command(au, "prove", "print an inclusion proof of one decision against a signed checkpoint")
     ap.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
-    ap.add_argument("decision_id", metavar="DECISION_ID")
+    ap.add_argument("decision_id", metavar="DECISION_ID", help="the decision to prove (`audit show` lists ids)")
     ap.add_argument("--out", metavar="FILE", help="write the proof bundle (JSON) here")
     ap.set_defaults(func=cmd_audit_prove)
     aq = command(au, "check-proof", "check a proof bundle with the public key alone (exit 6 if invalid)")
