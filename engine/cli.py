@@ -193,7 +193,11 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     notes: list[tuple[str, str]] = []
     cp = None
     if args.checkpoint:
-        if Path(args.checkpoint).read_bytes()[:1] == b"{":
+        try:
+            is_note = not Path(args.checkpoint).read_bytes().lstrip().startswith(b"{")
+        except OSError:
+            is_note = False  # load_checkpoint says what is wrong with the file
+        if not is_note:
             cp = load_checkpoint(args.checkpoint)
         elif not args.key:
             raise UsageError("cli.usage", f"{args.checkpoint} is a signed checkpoint note; "

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping
 
 from . import merkle
 from .lineformat import LineStatus, scan_line
-from .note import Checkpoint, VerifierKey, log_origin, parse_note, split_notes
+from .note import Checkpoint, ParsedNote, VerifierKey, log_origin, parse_note, split_notes
 from .signing import PROOF_FORMAT, _line_leaf, sidecar_path
 from ..errors import AuditError, Location
 
@@ -127,9 +127,18 @@ def verify_signed(log: str | Path, key: VerifierKey, *, log_name: str | None = N
                          "its checkpoints were removed"))
     checked: list[CheckedNote] = []
     valid: list[tuple[int, str, Checkpoint]] = []  # (order, source, cp) of signed notes
-    for order, (source, text) in enumerate(notes):
+    parsed: list[tuple[str, ParsedNote | ValueError]] = []
+    for source, text in notes:
         try:
-            note = parse_note(text)
+            parsed.append((source, parse_note(text)))
+        except ValueError as exc:
+            parsed.append((source, exc))
+    roots = _roots_at(hashes, {n.checkpoint().size for _, n in parsed
+                               if isinstance(n, ParsedNote) and _is_checkpoint(n)})
+    for order, (source, note) in enumerate(parsed):
+        try:
+            if isinstance(note, ValueError):
+                raise note
             cp = note.checkpoint()
         except ValueError as exc:
             problems.append(("signature.bad_note", f"{source}: not a checkpoint note: {exc}"))
@@ -137,8 +146,7 @@ def verify_signed(log: str | Path, key: VerifierKey, *, log_name: str | None = N
             continue
         sig_ok = note.signed_by(key)
         root_b64 = base64.b64encode(cp.root).decode()
-        reproduced = cp.size <= len(hashes) and \
-            merkle.root_from_leaf_hashes(hashes[:cp.size]) == cp.root
+        reproduced = roots.get(cp.size) == cp.root
         checked.append(CheckedNote(source, cp.size, root_b64, sig_ok, reproduced))
         if not sig_ok:
             names = ", ".join(sorted({n for n, _, _ in note.signatures}))
@@ -160,7 +168,7 @@ def verify_signed(log: str | Path, key: VerifierKey, *, log_name: str | None = N
                              "records do not hash to the signed root: a record at or before "
                              f"seq {cp.size} was changed, inserted or removed"))
         valid.append((order, source, cp))
-    _check_growth(valid, hashes, problems, own)
+    _check_growth(valid, hashes, roots, problems, own)
     signed = max((cp.size for _, _, cp in valid if cp.size <= len(hashes)), default=0)
     tail = len(hashes) - signed
     if own and tail > max_unsigned:
@@ -171,11 +179,33 @@ def verify_signed(log: str | Path, key: VerifierKey, *, log_name: str | None = N
                         len(hashes), signed, tuple(checked))
 
 
+def _is_checkpoint(note: ParsedNote) -> bool:
+    try:
+        note.checkpoint()
+    except ValueError:
+        return False
+    return True
+
+
+def _roots_at(hashes: list[bytes], sizes: set[int]) -> dict[int, bytes]:
+    """The tree head at each of ``sizes`` (those within the log), in one pass."""
+    out: dict[int, bytes] = {}
+    compact = merkle.CompactRange()
+    wanted = sorted(s for s in sizes if s <= len(hashes))
+    for size in wanted:
+        while compact.size < size:
+            compact.append_hash(hashes[compact.size])
+        out[size] = compact.root()
+    return out
+
+
 def _check_growth(valid: list[tuple[int, str, Checkpoint]], hashes: list[bytes],
-                  problems: list[tuple[str, str]], own: int) -> None:
+                  roots: dict[int, bytes], problems: list[tuple[str, str]], own: int) -> None:
     """Consecutive signed checkpoints (by size) must be consistent: the older tree a
-    prefix of the newer. The proof is built from the log and checked with the RFC 9162
-    algorithm, so it also holds when only the newer root is reproduced."""
+    prefix of the newer. When the log reproduces both roots they are prefixes of one
+    leaf sequence, which is what consistency means; when it reproduces only the newer
+    one, an RFC 6962 consistency proof is built from the log and checked with the
+    RFC 9162 algorithm against both signed roots (it fails: a rewritten history)."""
     ordered = sorted(valid, key=lambda v: (v[2].size, v[0]))
     sidecar = [v for v in valid if v[0] < own]  # the sidecar is append-only: in file order
     for (_, s1, a), (_, s2, b) in zip(sidecar, sidecar[1:]):
@@ -188,8 +218,10 @@ def _check_growth(valid: list[tuple[int, str, Checkpoint]], hashes: list[bytes],
                 problems.append(("signature.not_append_only", f"{s1} and {s2} sign different "
                                  f"roots for the same tree size {a.size}: a fork"))
             continue
-        if b.size > len(hashes) or merkle.root_from_leaf_hashes(hashes[:b.size]) != b.root:
+        if roots.get(b.size) != b.root:
             continue  # already reported: the log does not reproduce the newer root
+        if roots.get(a.size) == a.root:
+            continue  # both reproduced from one leaf sequence: consistent
         proof = merkle.consistency_proof(a.size, hashes[:b.size])
         if not merkle.verify_consistency(a.size, b.size, a.root, b.root, proof):
             problems.append(("signature.not_append_only", f"{s1} (size {a.size}) is not a "
@@ -210,14 +242,16 @@ def prove(log: str | Path, decision_id: str) -> dict[str, Any]:
                          f"`ctxbudget audit show {path}` lists the ids", path="$.decision_id",
                          location=Location(file=str(path)))
     hashes = [merkle.leaf_hash(_line_leaf(raw)) for raw in lines]
-    best: tuple[Checkpoint, str] | None = None
+    found: list[tuple[Checkpoint, str]] = []
     for _source, text in load_notes(sidecar_path(path), missing_ok=True):
         try:
-            cp = parse_note(text).checkpoint()
+            found.append((parse_note(text).checkpoint(), text))
         except ValueError:
             continue
-        if (cp.size <= len(hashes) and (best is None or cp.size >= best[0].size)
-                and merkle.root_from_leaf_hashes(hashes[:cp.size]) == cp.root):
+    roots = _roots_at(hashes, {cp.size for cp, _ in found})
+    best: tuple[Checkpoint, str] | None = None
+    for cp, text in found:
+        if roots.get(cp.size) == cp.root and (best is None or cp.size >= best[0].size):
             best = (cp, text)
     fail = f"cannot prove decision {decision_id!r} (seq {index + 1}) of {path}: "
     if best is None:
