@@ -10,6 +10,7 @@ errors to exit codes (0 ok, 1 unexpected, 2 bad input, 3 infeasible, 4 solver fa
     ctxbudget audit replay LOG [--policy P]      ctxbudget audit show LOG [--decision ID] [--json]
     ctxbudget audit verify LOG --key PUB         ctxbudget audit keygen --out DIR [--name N]
     ctxbudget audit prove LOG ID [--out F]       ctxbudget audit check-proof F --key PUB
+    ctxbudget audit rotate LOG --new-key KEY
 
 ``--errors=json`` (before or after the command) prints errors as one JSON object on
 stderr for machines. ``CTXBUDGET_DEBUG=1`` adds the traceback of an unexpected error.
@@ -238,6 +239,21 @@ def cmd_audit_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_rotate(args: argparse.Namespace) -> int:
+    from .audit.log import AuditLog
+    from .audit.signing import KEY_ENV, Signer
+
+    old = args.old_key or os.environ.get(KEY_ENV)
+    if not old:
+        raise UsageError("cli.usage", f"name the current key with --old-key or {KEY_ENV}")
+    log = AuditLog(args.log, signer=Signer.from_file(old))
+    new = log.rotate_key(Signer.from_file(args.new_key))
+    assert new.signer is not None
+    _out(f"{args.log}: checkpoints are signed by {new.signer.key.name!r} from here on (rotation "
+         f"note signed by both keys); point {KEY_ENV} at {args.new_key}")
+    return 0
+
+
 def cmd_audit_prove(args: argparse.Namespace) -> int:
     from .audit.proofs import prove
 
@@ -436,6 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "(outside every log folder)")
     ak.add_argument("--name", default="ctxbudget-audit", help="key name (no spaces, no '+')")
     ak.set_defaults(func=cmd_audit_keygen)
+    ar2 = command(au, "rotate", "hand a log over to a new signing key (a note signed by both keys)")
+    ar2.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
+    ar2.add_argument("--new-key", required=True, metavar="KEY", help="the new private key (audit keygen)")
+    ar2.add_argument("--old-key", metavar="KEY", help="the current private key (default: CTXBUDGET_AUDIT_KEY)")
+    ar2.set_defaults(func=cmd_audit_rotate)
     ap = command(au, "prove", "print an inclusion proof of one decision against a signed checkpoint")
     ap.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
     ap.add_argument("decision_id", metavar="DECISION_ID", help="the decision to prove (`audit show` lists ids)")

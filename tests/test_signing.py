@@ -428,3 +428,60 @@ def test_prove_refuses_unsigned_records(tmp_path: Path) -> None:
     plain.append(_record(0))
     with pytest.raises(AuditError, match="no checkpoint in plain.jsonl.checkpoints"):
         prove(plain.path, "d0")
+
+
+# -- key rotation ---------------------------------------------------------------------
+
+def test_key_rotation_keeps_the_log_verifiable_with_its_first_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    old_private, old_public = _key(tmp_path, "acme")
+    new_private, new_public = _key(tmp_path, "acme-2027")
+    log = _signed_log(tmp_path, old_private, 3)
+    log.append(_record(3))  # unsigned until the rotation signs it with the old key
+    monkeypatch.setenv(KEY_ENV, str(old_private))
+    capsys.readouterr()
+    assert cli.main(["audit", "rotate", str(log.path), "--new-key", str(new_private)]) == 0
+    assert "signed by 'acme-2027' from here on" in capsys.readouterr().out
+    monkeypatch.setenv(KEY_ENV, str(new_private))
+    with AuditLog(log.path) as rotated:  # a new process with the new key
+        for i in range(4, 6):
+            rotated.append(_record(i))
+    root_key = VerifierKey.load(old_public)
+    report = verify_signed(log.path, root_key)
+    assert report.ok and report.signed_size == 6, report.problems
+    notes = [parse_note(t) for _, t in split_notes(sidecar_path(log.path).read_text())]
+    assert [n.is_rotation for n in notes] == [False, False, True, False, False]
+    assert notes[-1].checkpoint().origin == log_origin(root_key, "decisions.jsonl")
+    # A decision signed after the rotation is proven with the first key alone.
+    bundle = prove(log.path, "d5")
+    assert len(bundle["rotations"]) == 1
+    result = check_proof(bundle, root_key)
+    assert result.ok and result.message.endswith("signed by 'acme-2027' (rotated from 'acme')")
+    assert not check_proof({**bundle, "rotations": []}, root_key).ok
+    # The retired key no longer signs: its checkpoint after the rotation is refused.
+    retired = load_signing_key(old_private)
+    side = sidecar_path(log.path)
+    lines = log.path.read_bytes().splitlines()
+    leaves = [merkle.leaf_hash(bytes.fromhex(json.loads(r)["hash"][7:])) for r in lines]
+    late = Checkpoint(log_origin(root_key, "decisions.jsonl"), 6, merkle.root_from_leaf_hashes(leaves))
+    with open(side, "a") as f:
+        f.write(format_checkpoint(late, retired) + "\n")
+    assert "signature.invalid" in _codes(verify_signed(log.path, root_key))
+
+
+def test_a_rotation_without_the_current_key_is_refused(tmp_path: Path) -> None:
+    private, public = _key(tmp_path)
+    key = VerifierKey.load(public)
+    log = _signed_log(tmp_path, private, 3)
+    _forge_rechain(log.path, 2)
+    mallory = SigningKey.generate("mallory")
+    from engine.audit.note import Rotation, sign_note
+    rot = Rotation(log_origin(key, log.path.name), 3, mallory.verifier)
+    lines = log.path.read_bytes().splitlines()
+    leaves = [merkle.leaf_hash(bytes.fromhex(json.loads(r)["hash"][7:])) for r in lines]
+    cp = Checkpoint(log_origin(key, log.path.name), 3, merkle.root_from_leaf_hashes(leaves))
+    with open(sidecar_path(log.path), "a") as f:
+        f.write(sign_note(rot.body(), mallory) + "\n" + format_checkpoint(cp, mallory) + "\n")
+    report = verify_signed(log.path, key)
+    assert {"signature.bad_rotation", "signature.invalid", "signature.root_mismatch"} <= _codes(report)
+    assert "key rotation not signed by the current key 'acme'" in " ".join(m for _, m in report.problems)

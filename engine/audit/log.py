@@ -163,6 +163,18 @@ class AuditLog:
             with self._locked(write=True) as fd:
                 self.signer.close(self.path, fd)
 
+    def rotate_key(self, new: Signer) -> AuditLog:
+        """Sign what is unsigned, record a rotation note (signed by the old and the new
+        key) and return a handle that signs with ``new`` from here on."""
+        if self.signer is None:
+            raise AuditError("audit.no_key", f"{self.path} has no signing key to rotate from; "
+                             "set CTXBUDGET_AUDIT_KEY to the current key",
+                             location=Location(file=str(self.path)))
+        new.check_outside(self.path)
+        with self._locked(write=True) as fd:
+            self.signer.rotate(self.path, fd, new)
+        return AuditLog(self.path, self.lock_timeout_s, self.clock, new)
+
     def __enter__(self) -> AuditLog:
         return self
 

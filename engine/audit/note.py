@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from ..errors import AuditError, Location
 
 __all__ = [
-    "Checkpoint", "SigningKey", "VerifierKey", "format_checkpoint", "load_signing_key",
+    "Checkpoint", "Rotation", "SigningKey", "VerifierKey", "format_checkpoint", "load_signing_key",
     "log_origin", "parse_note", "sign_note", "split_notes",
 ]
 
@@ -195,15 +195,34 @@ class Checkpoint:
         return f"{self.origin}\n{self.size}\n{base64.b64encode(self.root).decode()}\n"
 
 
+ROTATION_HEADER = "ctxbudget.audit.rotate/1"
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """From tree size ``size`` on, checkpoints of ``origin`` are signed by ``new_key``.
+    The note is signed by the key it retires and by the new one."""
+
+    origin: str
+    size: int
+    new_key: VerifierKey
+
+    def body(self) -> str:
+        return f"{ROTATION_HEADER}\n{self.origin}\n{self.size}\n{self.new_key.encode()}\n"
+
+
 def format_checkpoint(cp: Checkpoint, key: SigningKey) -> str:
     """The signed note of ``cp`` (body, blank line, one signature line)."""
     return sign_note(cp.body(), key)
 
 
-def sign_note(body: str, key: SigningKey) -> str:
-    sig = key.sign(body.encode())
-    blob = base64.b64encode(key.verifier.key_hash + sig).decode()
-    return f"{body}\n{DASH} {key.name} {blob}\n"
+def sign_note(body: str, *keys: SigningKey) -> str:
+    """``body``, a blank line and one signature line per key."""
+    lines = []
+    for key in keys:
+        blob = base64.b64encode(key.verifier.key_hash + key.sign(body.encode())).decode()
+        lines.append(f"{DASH} {key.name} {blob}\n")
+    return f"{body}\n" + "".join(lines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,8 +239,27 @@ class ParsedNote:
                    and key.verify(self.body.encode(), sig)
                    for name, kh, sig in self.signatures)
 
+    @property
+    def is_rotation(self) -> bool:
+        return self.body.startswith(ROTATION_HEADER + "\n")
+
+    def rotation(self) -> Rotation:
+        """The body as a key rotation, or ValueError saying what is wrong."""
+        lines = self.body.split("\n")
+        if len(lines) != 5 or lines[0] != ROTATION_HEADER or lines[4] != "":
+            raise ValueError("a rotation body has a header, origin, size and new key line")
+        if not lines[1] or not re.fullmatch(r"0|[1-9][0-9]{0,18}", lines[2]):
+            raise ValueError(f"bad origin or tree size line {lines[2]!r}")
+        try:
+            key = VerifierKey.parse(lines[3])
+        except AuditError as exc:
+            raise ValueError(exc.message) from None
+        return Rotation(lines[1], int(lines[2]), key)
+
     def checkpoint(self) -> Checkpoint:
         """The body as a checkpoint, or ValueError saying what is wrong."""
+        if self.is_rotation:
+            raise ValueError("a key rotation note, not a checkpoint")
         lines = self.body.split("\n")
         if len(lines) < 4 or lines[-1] != "":
             raise ValueError("a checkpoint body has an origin, a size and a root line")

@@ -135,23 +135,33 @@ def verify_signed(log: str | Path, key: VerifierKey, *, log_name: str | None = N
             parsed.append((source, exc))
     roots = _roots_at(hashes, {n.checkpoint().size for _, n in parsed
                                if isinstance(n, ParsedNote) and _is_checkpoint(n)})
+    current, chain = key, [key]  # the key that signs now; every key the log has had
     for order, (source, note) in enumerate(parsed):
         try:
             if isinstance(note, ValueError):
                 raise note
+            if note.is_rotation and order < own:
+                found = _rotation_problem(note, current, origin, len(hashes))
+                if found:
+                    problems.append(("signature.bad_rotation", f"{source}: {found}"))
+                else:
+                    current = note.rotation().new_key
+                    chain.append(current)
+                continue
             cp = note.checkpoint()
         except ValueError as exc:
             problems.append(("signature.bad_note", f"{source}: not a checkpoint note: {exc}"))
             checked.append(CheckedNote(source, None, None, False, False))
             continue
-        sig_ok = note.signed_by(key)
+        sig_ok = note.signed_by(current) if order < own else any(
+            note.signed_by(k) for k in chain)
         root_b64 = base64.b64encode(cp.root).decode()
         reproduced = roots.get(cp.size) == cp.root
         checked.append(CheckedNote(source, cp.size, root_b64, sig_ok, reproduced))
         if not sig_ok:
             names = ", ".join(sorted({n for n, _, _ in note.signatures}))
             problems.append(("signature.invalid", f"{source}: no valid signature by key "
-                             f"{key.name!r} (signed by: {names}); the checkpoint was forged "
+                             f"{current.name!r} (signed by: {names}); the checkpoint was forged "
                              "or rewritten without the key"))
             continue
         if cp.origin != origin:
@@ -177,6 +187,22 @@ def verify_signed(log: str | Path, key: VerifierKey, *, log_name: str | None = N
                          "close the log to sign them, or allow them with --max-unsigned"))
     return SignedReport(str(path), "failed" if problems else "signed", tuple(problems),
                         len(hashes), signed, tuple(checked))
+
+
+def _rotation_problem(note: ParsedNote, current: VerifierKey, origin: str,
+                      records: int) -> str | None:
+    """Why a rotation note cannot hand the log to its new key, or None."""
+    rot = note.rotation()
+    if not note.signed_by(current):
+        return (f"key rotation not signed by the current key {current.name!r}: a forged "
+                "rotation, ignored (later checkpoints must still be signed by it)")
+    if not note.signed_by(rot.new_key):
+        return f"key rotation not signed by the new key {rot.new_key.name!r}"
+    if rot.origin != origin:
+        return f"key rotation for {rot.origin!r}, but this log is {origin!r}"
+    if rot.size > records:
+        return f"key rotation at tree size {rot.size}, beyond the log's {records} records"
+    return None
 
 
 def _is_checkpoint(note: ParsedNote) -> bool:
@@ -242,17 +268,24 @@ def prove(log: str | Path, decision_id: str) -> dict[str, Any]:
                          f"`ctxbudget audit show {path}` lists the ids", path="$.decision_id",
                          location=Location(file=str(path)))
     hashes = [merkle.leaf_hash(_line_leaf(raw)) for raw in lines]
-    found: list[tuple[Checkpoint, str]] = []
-    for _source, text in load_notes(sidecar_path(path), missing_ok=True):
+    found: list[tuple[Checkpoint, str, int]] = []
+    rotations: list[tuple[int, str]] = []
+    for order, (_source, text) in enumerate(load_notes(sidecar_path(path), missing_ok=True)):
         try:
-            found.append((parse_note(text).checkpoint(), text))
+            note = parse_note(text)
+            if note.is_rotation:
+                note.rotation()
+                rotations.append((order, text))
+            else:
+                found.append((note.checkpoint(), text, order))
         except ValueError:
             continue
-    roots = _roots_at(hashes, {cp.size for cp, _ in found})
+    roots = _roots_at(hashes, {cp.size for cp, _, _ in found})
     best: tuple[Checkpoint, str] | None = None
-    for cp, text in found:
+    at = -1
+    for cp, text, order in found:
         if roots.get(cp.size) == cp.root and (best is None or cp.size >= best[0].size):
-            best = (cp, text)
+            best, at = (cp, text), order
     fail = f"cannot prove decision {decision_id!r} (seq {index + 1}) of {path}: "
     if best is None:
         raise AuditError("audit.proof_failed", fail + "no checkpoint in "
@@ -270,6 +303,7 @@ def prove(log: str | Path, decision_id: str) -> dict[str, Any]:
         "tree_size": cp.size,
         "proof": [base64.b64encode(h).decode() for h in merkle.inclusion_proof(index, hashes[:cp.size])],
         "checkpoint": text, "line": line.decode("utf-8"),
+        "rotations": [t for order, t in rotations if order < at],
     }
 
 
@@ -311,8 +345,18 @@ def check_proof(bundle: Mapping[str, Any], key: VerifierKey) -> ProofResult:
         leaf = merkle.leaf_bytes(str(bundle["record_hash"]))
     except (KeyError, TypeError, ValueError, binascii.Error) as exc:
         return bad(f"malformed bundle: {exc}")
-    if not note.signed_by(key):
-        return bad(f"the checkpoint is not signed by key {key.name!r}")
+    current = key
+    for text in bundle.get("rotations") or ():
+        try:
+            rnote = parse_note(str(text))
+            problem = _rotation_problem(rnote, current, cp.origin, cp.size)
+        except ValueError as exc:
+            return bad(f"malformed key rotation: {exc}")
+        if problem:
+            return bad(problem)
+        current = rnote.rotation().new_key
+    if not note.signed_by(current):
+        return bad(f"the checkpoint is not signed by key {current.name!r}")
     parts = cp.origin.split("/")
     if len(parts) != 4 or parts[0] != "ctxbudget.audit" or log_origin(key, parts[2]) != cp.origin:
         return bad(f"the checkpoint's origin {cp.origin!r} is not a log of key {key.name!r}")
@@ -330,6 +374,7 @@ def check_proof(bundle: Mapping[str, Any], key: VerifierKey) -> ProofResult:
     if not merkle.verify_inclusion(merkle.leaf_hash(leaf), index, size, proof, cp.root):
         return bad(f"record {bundle['record_hash'][:19]}... is not leaf {index} of the "
                    f"signed tree of size {size}")
+    via = f" (rotated from {key.name!r})" if current != key else ""
     return ProofResult(True, f"VALID: decision {bundle.get('decision_id')!r} is record "
-                       f"{index + 1} of {size} in log {parts[2]!r}, signed by {key.name!r}",
-                       parts[2])
+                       f"{index + 1} of {size} in log {parts[2]!r}, signed by "
+                       f"{current.name!r}{via}", parts[2])

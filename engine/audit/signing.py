@@ -27,12 +27,14 @@ from . import merkle
 from .lineformat import scan_line
 from .note import (
     Checkpoint,
+    Rotation,
     SigningKey,
     VerifierKey,
     format_checkpoint,
     load_signing_key,
     log_origin,
     parse_note,
+    sign_note,
     split_notes,
 )
 from ..canonical import sha256_hex
@@ -94,6 +96,7 @@ class Signer:
     log_name: str | None = None
     clock: Any = field(default=time.time, repr=False)
     _states: dict[str, _State] = field(default_factory=dict, repr=False)
+    _origins: dict[str, str] = field(default_factory=dict, repr=False)
     _mutex: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -114,7 +117,37 @@ class Signer:
                              f"{KEY_ENV} at it", location=Location(file=str(log)))
 
     def origin(self, log: Path) -> str:
-        return log_origin(self.key.verifier, self.log_name or log.name)
+        """The log's origin: derived from this key, or, after a rotation to this key,
+        the origin named by the rotation note (a log keeps its identity)."""
+        cached = self._origins.get(str(log))
+        if cached is None:
+            cached = log_origin(self.key.verifier, self.log_name or log.name)
+            mine = self.key.verifier
+            for line, text in split_notes(self._sidecar_text(log)):
+                try:
+                    note = parse_note(text, line)
+                    rot = note.rotation() if note.is_rotation else None
+                except ValueError:
+                    continue
+                if rot is not None and rot.new_key == mine and note.signed_by(mine):
+                    cached = rot.origin
+            self._origins[str(log)] = cached
+        return cached
+
+    def rotate(self, log: Path, fd: int, new: Signer) -> None:
+        """Hand the log over to ``new``'s key: sign what is unsigned with this key, then
+        append a rotation note (signed by both keys) naming the new key from this tree
+        size on. Called by ``AuditLog.rotate_key`` with the log's lock held."""
+        with self._mutex:
+            st = self._state(log, fd, os.fstat(fd).st_size)
+            if st.compact.size > st.signed_size or st.signed_size == 0:
+                self._sign(log, st)
+            origin = self.origin(log)
+            rot = Rotation(origin, st.compact.size, new.key.verifier)
+            self._write_note(log, sign_note(rot.body(), self.key, new.key))
+        with new._mutex:
+            new._origins[str(log)] = origin
+            new._states[str(log)] = _State(st.ident, st.end, st.compact.copy(), 0, 0.0)
 
     # -- writer hooks (called with the log's exclusive lock held) --------------------
 
@@ -177,20 +210,28 @@ class Signer:
             signed_size, signed_at = cp.size, mtime
         return _State(ident, end, compact, signed_size, signed_at)
 
-    def _last_own_checkpoint(self, log: Path) -> tuple[Checkpoint, float] | None:
+    @staticmethod
+    def _sidecar_text(log: Path) -> str:
         path = sidecar_path(log)
         try:
-            text = path.read_text(encoding="utf-8")
-            mtime = path.stat().st_mtime
+            return path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            return None
+            return ""
         except (OSError, UnicodeDecodeError) as exc:
             raise AuditError("audit.bad_checkpoint", f"cannot read {path}: {exc}",
                              location=Location(file=str(path))) from exc
+
+    def _last_own_checkpoint(self, log: Path) -> tuple[Checkpoint, float] | None:
+        text = self._sidecar_text(log)
+        if not text:
+            return None
+        mtime = sidecar_path(log).stat().st_mtime
         verifier, origin = self.key.verifier, self.origin(log)
         for line, note_text in reversed(split_notes(text)):
             try:
                 note = parse_note(note_text, line)
+                if note.is_rotation:
+                    continue
                 cp = note.checkpoint()
             except ValueError:
                 continue
@@ -200,7 +241,11 @@ class Signer:
 
     def _sign(self, log: Path, st: _State) -> None:
         cp = Checkpoint(self.origin(log), st.compact.size, st.compact.root())
-        data = (format_checkpoint(cp, self.key) + "\n").encode()
+        self._write_note(log, format_checkpoint(cp, self.key))
+        st.signed_size, st.signed_at = st.compact.size, self.clock()
+
+    def _write_note(self, log: Path, note: str) -> None:
+        data = (note + "\n").encode()
         path = sidecar_path(log)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
@@ -217,7 +262,6 @@ class Signer:
                              f"its signed checkpoint could not be written to {path}: "
                              f"{exc.strerror or exc}; fix that and call close() to sign it",
                              location=Location(file=str(path))) from exc
-        st.signed_size, st.signed_at = st.compact.size, self.clock()
 
 
 def _reload(path: str, every_records: int, every_s: float, log_name: str | None) -> Signer:
