@@ -247,9 +247,9 @@ def cmd_audit_rotate(args: argparse.Namespace) -> int:
     if not old:
         raise UsageError("cli.usage", f"name the current key with --old-key or {KEY_ENV}")
     log = AuditLog(args.log, signer=Signer.from_file(old))
-    new = log.rotate_key(Signer.from_file(args.new_key))
-    assert new.signer is not None
-    _out(f"{args.log}: checkpoints are signed by {new.signer.key.name!r} from here on (rotation "
+    new = Signer.from_file(args.new_key)
+    log.rotate_key(new)
+    _out(f"{args.log}: checkpoints are signed by {new.key.name!r} from here on (rotation "
          f"note signed by both keys); point {KEY_ENV} at {args.new_key}")
     return 0
 

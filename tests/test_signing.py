@@ -160,7 +160,7 @@ def test_the_environment_names_the_key_and_a_new_process_continues(tmp_path: Pat
     (tmp_path / "logs").mkdir()
     path = tmp_path / "logs" / "e.jsonl"
     with AuditLog(path) as log:
-        assert log.signer is not None
+        assert log.active_signer() is not None
         log.append(_record(0))
     # A handle in "another process" (pickled: the key is reloaded from its file there).
     again = pickle.loads(pickle.dumps(AuditLog(path)))
@@ -172,7 +172,7 @@ def test_the_environment_names_the_key_and_a_new_process_continues(tmp_path: Pat
 
 def test_without_a_key_nothing_changes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     log = AuditLog(tmp_path / "plain.jsonl")
-    assert log.signer is None
+    assert log.active_signer() is None
     log.append(_record(0))
     log.close()
     assert not sidecar_path(log.path).exists()
@@ -458,6 +458,9 @@ def test_key_rotation_keeps_the_log_verifiable_with_its_first_key(
     result = check_proof(bundle, root_key)
     assert result.ok and result.message.endswith("signed by 'acme-2027' (rotated from 'acme')")
     assert not check_proof({**bundle, "rotations": []}, root_key).ok
+    kept_ok = tmp_path / "kept-ok.checkpoints"
+    shutil.copy(sidecar_path(log.path), kept_ok)
+    assert verify_signed(log.path, root_key, external=load_notes(kept_ok)).ok
     # The retired key no longer signs: its checkpoint after the rotation is refused.
     retired = load_signing_key(old_private)
     side = sidecar_path(log.path)
@@ -466,6 +469,10 @@ def test_key_rotation_keeps_the_log_verifiable_with_its_first_key(
     late = Checkpoint(log_origin(root_key, "decisions.jsonl"), 6, merkle.root_from_leaf_hashes(leaves))
     with open(side, "a") as f:
         f.write(format_checkpoint(late, retired) + "\n")
+    kept = tmp_path / "kept.checkpoints"  # a reviewer's copy of the whole sidecar
+    shutil.copy(side, kept)
+    assert verify_signed(log.path, root_key, external=load_notes(kept)).problems[0][0] \
+        == "signature.invalid"  # the retired key's late note, not the kept rotation
     assert "signature.invalid" in _codes(verify_signed(log.path, root_key))
 
 
@@ -485,3 +492,21 @@ def test_a_rotation_without_the_current_key_is_refused(tmp_path: Path) -> None:
     report = verify_signed(log.path, key)
     assert {"signature.bad_rotation", "signature.invalid", "signature.root_mismatch"} <= _codes(report)
     assert "key rotation not signed by the current key 'acme'" in " ".join(m for _, m in report.problems)
+
+
+def test_a_bad_key_in_the_environment_stops_writers_before_they_write_not_readers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = AuditLog(tmp_path / "d.jsonl", signer=None)
+    log.append(_record(0))
+    before = log.path.read_bytes()
+    private, _ = _key(tmp_path)
+    inside = tmp_path / "inside.key"
+    shutil.copy(private, inside)
+    monkeypatch.setenv(KEY_ENV, str(inside))
+    reader = AuditLog(log.path)
+    assert [e["record"]["decision_id"] for e in reader] == ["d0"]
+    assert reader.verify().ok
+    with pytest.raises(AuditError, match="is inside the log's folder") as exc:
+        reader.append(_record(1))
+    assert exc.value.code == "audit.key_in_log_folder"
+    assert log.path.read_bytes() == before

@@ -140,7 +140,9 @@ def verify_signed(log: str | Path, key: VerifierKey, *, log_name: str | None = N
         try:
             if isinstance(note, ValueError):
                 raise note
-            if note.is_rotation and order < own:
+            if note.is_rotation:
+                if order >= own:  # a kept copy: the sidecar's own rotations are what counts
+                    continue
                 found = _rotation_problem(note, current, origin, len(hashes))
                 if found:
                     problems.append(("signature.bad_rotation", f"{source}: {found}"))

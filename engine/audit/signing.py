@@ -269,7 +269,16 @@ def _reload(path: str, every_records: int, every_s: float, log_name: str | None)
                             log_name=log_name)
 
 
+_ENV_SIGNERS: dict[str, Signer] = {}
+
+
 def signer_from_env() -> Signer | None:
-    """A :class:`Signer` for the key named by ``CTXBUDGET_AUDIT_KEY``, or None."""
+    """The :class:`Signer` for the key named by ``CTXBUDGET_AUDIT_KEY``, or None. One per
+    key file and process, so its cadence state lasts across ``AuditLog`` handles."""
     path = os.environ.get(KEY_ENV)
-    return Signer.from_file(path) if path else None
+    if not path:
+        return None
+    signer = _ENV_SIGNERS.get(path)
+    if signer is None:
+        signer = _ENV_SIGNERS[path] = Signer.from_file(path)
+    return signer
