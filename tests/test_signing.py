@@ -510,3 +510,35 @@ def test_a_bad_key_in_the_environment_stops_writers_before_they_write_not_reader
         reader.append(_record(1))
     assert exc.value.code == "audit.key_in_log_folder"
     assert log.path.read_bytes() == before
+
+
+def test_cli_allocate_signs_on_close_and_verify_reports_json(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    root = Path(__file__).resolve().parents[1]
+    private, public = _key(tmp_path)
+    monkeypatch.setenv(KEY_ENV, str(private))
+    log = tmp_path / "logs" / "cli.jsonl"
+    for _ in range(2):
+        assert cli.main(["allocate", "--policy", str(root / "policies" / "support-assistant.yaml"),
+                         "--candidates", str(root / "tests" / "fixtures" / "candidates"
+                                             / "support-assistant.jsonl"),
+                         "--audit-log", str(log)]) == 0
+    capsys.readouterr()
+    assert cli.main(["audit", "verify", str(log), "--key", str(public), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and report["signatures"]["status"] == "signed"
+    assert report["signatures"]["signed_size"] == 2
+    assert report["signatures"]["unsigned_tail"] == {"records": 0, "from_seq": None, "to_seq": None}
+    assert [c["tree_size"] for c in report["signatures"]["checkpoints"]] == [1, 2]
+    monkeypatch.delenv(KEY_ENV)
+    plain = tmp_path / "logs" / "plain.jsonl"
+    assert cli.main(["allocate", "--policy", str(root / "policies" / "support-assistant.yaml"),
+                     "--candidates", str(root / "tests" / "fixtures" / "candidates"
+                                         / "support-assistant.jsonl"),
+                     "--audit-log", str(plain)]) == 0
+    capsys.readouterr()
+    assert cli.main(["audit", "verify", str(plain), "--key", str(public)]) == 6
+    out = capsys.readouterr().out
+    assert "signature.no_checkpoints: no signed checkpoint in plain.jsonl.checkpoints" in out
+    assert cli.main(["audit", "verify", str(plain), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["signatures"] == {"status": "unsigned"}

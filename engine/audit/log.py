@@ -21,7 +21,9 @@ How a record becomes durable (:meth:`AuditLog.append`)::
   a byte before that point, so they read the rest unlocked.
 - A cut at a line boundary leaves a valid, shorter chain: keep exported checkpoints
   elsewhere and pass one to ``verify``. The chain proves order and integrity, not
-  authorship: whoever can write the file can append valid records.
+  authorship: whoever can write the file can append valid records. With a ``signer``
+  (:mod:`engine.audit.signing`) each append and :meth:`close` may add an Ed25519-signed
+  Merkle checkpoint to ``<log>.checkpoints``, which a rechained forgery cannot match.
 """
 
 from __future__ import annotations
