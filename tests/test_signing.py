@@ -276,6 +276,17 @@ def test_rollback_to_an_older_copy_is_detected(tmp_path: Path,
     assert "older copy of the log" in capsys.readouterr().out
 
 
+def test_a_log_name_with_spaces_and_plus_makes_a_valid_origin(tmp_path: Path) -> None:
+    private, public = _key(tmp_path)
+    log = _signed_log(tmp_path, private, 2, name="a b+c.jsonl")
+    origin = split_notes(sidecar_path(log.path).read_text())[0][1].split("\n")[0]
+    assert origin.split("/")[2] == "a%20b%2Bc.jsonl" and " " not in origin and "+" not in origin
+    key = VerifierKey.load(public)
+    assert verify_signed(log.path, key).ok
+    result = check_proof(prove(log.path, "d1"), key)
+    assert result.ok and result.log_name == "a b+c.jsonl"
+
+
 def test_swapping_in_another_log_is_detected(tmp_path: Path) -> None:
     private, public = _key(tmp_path)
     key = VerifierKey.load(public)
@@ -399,7 +410,8 @@ def test_prove_and_check_proof_with_the_public_key_alone(tmp_path: Path,
         "another decision's line": {**good, "line": good["line"].replace('"d3"', '"d9"')},
         "a changed proof hash": {**good, "proof": [base64.b64encode(bytes(32)).decode()]
                                  + good["proof"][1:]},
-        "another index": {**good, "leaf_index": 2, "line": None},
+        "another index": {**good, "leaf_index": 2},
+        "no record line": {**good, "line": None},
         "a bigger tree": {**good, "tree_size": 8},
         "a rewritten checkpoint": {**good, "checkpoint": good["checkpoint"].replace("\n7\n", "\n8\n")},
         "not a bundle": {"format": "x"},

@@ -25,6 +25,7 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -37,7 +38,7 @@ from ..errors import AuditError, Location
 
 __all__ = [
     "Checkpoint", "Rotation", "SigningKey", "VerifierKey", "format_checkpoint", "load_signing_key",
-    "log_origin", "parse_note", "sign_note", "split_notes",
+    "log_origin", "origin_log_name", "parse_note", "sign_note", "split_notes",
 ]
 
 ALG_ED25519 = 0x01
@@ -178,9 +179,18 @@ def load_signing_key(path: str | os.PathLike[str]) -> SigningKey:
 
 
 def log_origin(key: VerifierKey, log_name: str) -> str:
-    """The checkpoint origin of the log named ``log_name`` signed by ``key``."""
+    """The checkpoint origin of the log named ``log_name`` signed by ``key``. The name is
+    percent-encoded: an origin holds no spaces, '+' or further '/' (tlog-checkpoint)."""
     log_id = hashlib.sha256(key.public + b"\n" + log_name.encode()).hexdigest()[:16]
-    return f"ctxbudget.audit/{key.name}/{log_name}/{log_id}"
+    return f"ctxbudget.audit/{key.name}/{quote(log_name, safe='')}/{log_id}"
+
+
+def origin_log_name(origin: str) -> str | None:
+    """The log name inside an origin made by :func:`log_origin`, or None."""
+    parts = origin.split("/")
+    if len(parts) != 4 or parts[0] != "ctxbudget.audit":
+        return None
+    return unquote(parts[2])
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,15 @@ from typing import Any, Iterable, Mapping
 
 from . import merkle
 from .lineformat import LineStatus, scan_line
-from .note import Checkpoint, ParsedNote, VerifierKey, log_origin, parse_note, split_notes
+from .note import (
+    Checkpoint,
+    ParsedNote,
+    VerifierKey,
+    log_origin,
+    origin_log_name,
+    parse_note,
+    split_notes,
+)
 from .signing import PROOF_FORMAT, _line_leaf, sidecar_path
 from ..errors import AuditError, Location
 
@@ -359,24 +367,26 @@ def check_proof(bundle: Mapping[str, Any], key: VerifierKey) -> ProofResult:
         current = rnote.rotation().new_key
     if not note.signed_by(current):
         return bad(f"the checkpoint is not signed by key {current.name!r}")
-    parts = cp.origin.split("/")
-    if len(parts) != 4 or parts[0] != "ctxbudget.audit" or log_origin(key, parts[2]) != cp.origin:
+    name = origin_log_name(cp.origin)
+    if name is None or log_origin(key, name) != cp.origin:
         return bad(f"the checkpoint's origin {cp.origin!r} is not a log of key {key.name!r}")
     if size != cp.size:
         return bad(f"the proof is for tree size {size}, the checkpoint has {cp.size}")
     line = bundle.get("line")
-    if line is not None:
-        entry = scan_line(str(line).encode("utf-8"), 1)
-        if entry.status is not LineStatus.OK or entry.computed_hash != bundle["record_hash"]:
-            return bad("the record line does not hash to record_hash (it was changed)")
-        if _decision_id(str(line).encode("utf-8")) != bundle.get("decision_id"):
-            return bad("the record line is not decision " + repr(bundle.get("decision_id")))
-        if entry.seq != index + 1:
-            return bad(f"the record line has seq {entry.seq}, the proof index {index}")
+    if not isinstance(line, str):
+        return bad("the bundle has no record line, so nothing says what decision the hash is")
+    # The record itself: its own hash, its decision id, its seq.
+    entry = scan_line(line.encode("utf-8"), 1)
+    if entry.status is not LineStatus.OK or entry.computed_hash != bundle["record_hash"]:
+        return bad("the record line does not hash to record_hash (it was changed)")
+    if _decision_id(line.encode("utf-8")) != bundle.get("decision_id"):
+        return bad("the record line is not decision " + repr(bundle.get("decision_id")))
+    if entry.seq != index + 1:
+        return bad(f"the record line has seq {entry.seq}, the proof index {index}")
     if not merkle.verify_inclusion(merkle.leaf_hash(leaf), index, size, proof, cp.root):
         return bad(f"record {bundle['record_hash'][:19]}... is not leaf {index} of the "
                    f"signed tree of size {size}")
     via = f" (rotated from {key.name!r})" if current != key else ""
     return ProofResult(True, f"VALID: decision {bundle.get('decision_id')!r} is record "
-                       f"{index + 1} of {size} in log {parts[2]!r}, signed by "
-                       f"{current.name!r}{via}", parts[2])
+                       f"{index + 1} of {size} in log {name!r}, signed by "
+                       f"{current.name!r}{via}", name)
