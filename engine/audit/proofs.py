@@ -135,12 +135,7 @@ def verify_signed(log: str | Path, key: VerifierKey, *, log_name: str | None = N
                          "its checkpoints were removed"))
     checked: list[CheckedNote] = []
     valid: list[tuple[int, str, Checkpoint]] = []  # (order, source, cp) of signed notes
-    parsed: list[tuple[str, ParsedNote | ValueError]] = []
-    for source, text in notes:
-        try:
-            parsed.append((source, parse_note(text)))
-        except ValueError as exc:
-            parsed.append((source, exc))
+    parsed = [(source, _try_parse(text)) for source, text in notes]
     roots = _roots_at(hashes, {n.checkpoint().size for _, n in parsed
                                if isinstance(n, ParsedNote) and _is_checkpoint(n)})
     current, chain = key, [key]  # the key that signs now; every key the log has had
@@ -174,22 +169,14 @@ def verify_signed(log: str | Path, key: VerifierKey, *, log_name: str | None = N
                              f"{current.name!r} (signed by: {names}); the checkpoint was forged "
                              "or rewritten without the key"))
             continue
-        if cp.origin != origin:
-            problems.append(("signature.wrong_origin", f"{source}: checkpoint of {cp.origin!r}, "
-                             f"but this log is {origin!r}: another log's checkpoint (a swapped "
-                             "log), or pass --log-name if the file was renamed"))
-            continue
-        if cp.size > len(hashes):
-            problems.append(("signature.truncated", f"{source}: signed tree size {cp.size} but "
-                             f"the log has {len(hashes)} records: records {len(hashes) + 1}.."
-                             f"{cp.size} were cut off (or this is an older copy of the log)"))
-        elif not reproduced:
-            problems.append(("signature.root_mismatch", f"{source}: the log's first {cp.size} "
-                             "records do not hash to the signed root: a record at or before "
-                             f"seq {cp.size} was changed, inserted or removed"))
+        found_cp = _checkpoint_problem(source, cp, origin, len(hashes), reproduced)
+        if found_cp:
+            problems.append(found_cp)
+            if found_cp[0] == "signature.wrong_origin":
+                continue
         valid.append((order, source, cp))
     _check_growth(valid, hashes, roots, problems, own)
-    signed = max((cp.size for _, _, cp in valid if cp.size <= len(hashes)), default=0)
+    signed = max((cp.size for _, _, cp in valid if roots.get(cp.size) == cp.root), default=0)
     tail = len(hashes) - signed
     if own and tail > max_unsigned:
         problems.append(("signature.unsigned_tail", f"{tail} record(s) after the last signed "
@@ -197,6 +184,31 @@ def verify_signed(log: str | Path, key: VerifierKey, *, log_name: str | None = N
                          "close the log to sign them, or allow them with --max-unsigned"))
     return SignedReport(str(path), "failed" if problems else "signed", tuple(problems),
                         len(hashes), signed, tuple(checked))
+
+
+def _try_parse(text: str) -> ParsedNote | ValueError:
+    try:
+        return parse_note(text)
+    except ValueError as exc:
+        return exc
+
+
+def _checkpoint_problem(source: str, cp: Checkpoint, origin: str, records: int,
+                        reproduced: bool) -> tuple[str, str] | None:
+    """What is wrong with a validly signed checkpoint against this log, or None."""
+    if cp.origin != origin:
+        return ("signature.wrong_origin", f"{source}: checkpoint of {cp.origin!r}, but this "
+                f"log is {origin!r}: another log's checkpoint (a swapped log), or pass "
+                "--log-name if the file was renamed")
+    if cp.size > records:
+        return ("signature.truncated", f"{source}: signed tree size {cp.size} but the log has "
+                f"{records} records: records {records + 1}..{cp.size} were cut off (or this "
+                "is an older copy of the log)")
+    if not reproduced:
+        return ("signature.root_mismatch", f"{source}: the log's first {cp.size} records do "
+                "not hash to the signed root: a record at or before seq "
+                f"{cp.size} was changed, inserted or removed")
+    return None
 
 
 def _rotation_problem(note: ParsedNote, current: VerifierKey, origin: str,
