@@ -10,6 +10,9 @@ decision replays differently or cannot be replayed; 130 on Ctrl-C,
     ctxbudget pack --policy P --query Q PATH... [--out F] [--json] [--audit-log L]
     ctxbudget audit verify LOG [--checkpoint F]  ctxbudget audit checkpoint LOG --out F
     ctxbudget audit replay LOG [--policy P [--fail-on-diff]]  ctxbudget audit show LOG [--decision ID] [--json]
+    ctxbudget audit verify LOG --key PUB         ctxbudget audit keygen --out DIR [--name N]
+    ctxbudget audit prove LOG ID [--out F]       ctxbudget audit check-proof F --key PUB
+    ctxbudget audit rotate LOG --new-key KEY
 
 ``--errors=json`` (before or after the command) prints errors as one JSON object on
 stderr for machines. ``CTXBUDGET_DEBUG=1`` adds the traceback of an unexpected error.
@@ -140,7 +143,10 @@ def cmd_allocate(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy)
     cands = from_mappings(load_candidates_file(args.candidates))
     strategy = BudgetStrategy(args.strategy) if args.strategy else None
-    decided = decide(cands, policy, audit_log=_audit_log(args, policy), strategy=strategy)
+    log = _audit_log(args, policy)
+    decided = decide(cands, policy, audit_log=log, strategy=strategy)
+    if log is not None:
+        log.close()  # signs the new record when a key is configured
     if args.format == "context":
         _out(decided.allocation.context)
     else:
@@ -165,6 +171,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
                 sys.stderr.write("\n")
 
     packed = pack(policy, args.query, args.paths, top_k=args.top_k, audit_log=log, progress=progress)
+    if log is not None:
+        log.close()  # signs the new record when a key is configured
     a = packed.decided.allocation
     if args.json:
         _out(json.dumps(allocation_json(packed.decided), indent=2, ensure_ascii=False))
@@ -182,17 +190,102 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from .audit.log import AuditLog, load_checkpoint
+    from .audit.note import VerifierKey
+    from .audit.proofs import load_notes, verify_signed
     from .audit.records import check_log
 
-    cp = load_checkpoint(args.checkpoint) if args.checkpoint else None
-    checks = check_log(AuditLog(args.log), cp)
+    notes: list[tuple[str, str]] = []
+    cp = None
+    if args.checkpoint:
+        try:
+            is_note = not Path(args.checkpoint).read_bytes().lstrip().startswith(b"{")
+        except OSError:
+            is_note = False  # load_checkpoint says what is wrong with the file
+        if not is_note:
+            cp = load_checkpoint(args.checkpoint)
+        elif not args.key:
+            raise UsageError("cli.usage", f"{args.checkpoint} is a signed checkpoint note; "
+                             "pass --key PUB to check it")
+        else:
+            notes = [(f"{args.checkpoint} (external)", n) for _, n in load_notes(Path(args.checkpoint))]
+    checks = check_log(AuditLog(args.log, signer=None), cp)
     report = checks.chain
+    signed = (verify_signed(args.log, VerifierKey.load(args.key), log_name=args.log_name,
+                            external=notes, max_unsigned=args.max_unsigned)
+              if args.key else None)
+    # intact = the chain, every record's own checks and (with --key) the signatures
+    ok = checks.ok and (signed is None or signed.ok)
     if args.json:
-        _out(json.dumps({**report.to_dict(), "ok": checks.ok, "records": checks.to_dict()}, indent=2))
+        _out(json.dumps({**report.to_dict(), "ok": ok, "records": checks.to_dict(),
+                         "signatures": signed.to_dict() if signed else {"status": "unsigned"}},
+                        indent=2))
     else:
         _out(report.summary() + "\n" + checks.summary())
-    # chain intact but records that do not hold together: the log is not intact either
-    return 0 if checks.ok else EXIT_LOG_NOT_INTACT
+        _out(signed.summary() if signed else "signatures: unsigned (pass --key PUB to check "
+             "the signed checkpoints)")
+    return 0 if ok else EXIT_LOG_NOT_INTACT
+
+
+def cmd_audit_keygen(args: argparse.Namespace) -> int:
+    from .audit.note import SigningKey
+
+    key = SigningKey.generate(args.name)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private, public = out / f"{key.name}.key", out / f"{key.name}.pub"
+    try:
+        fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise UsageError("audit.key_exists", f"{private} exists; keys are never overwritten: "
+                         "choose another --name or --out") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.pem())
+    public.write_text(key.verifier.encode() + "\n", encoding="utf-8")
+    _out(f"private key -> {private} (mode 0600; keep it outside every log folder; "
+         f"export CTXBUDGET_AUDIT_KEY={private})\npublic key  -> {public}: {key.verifier.encode()}")
+    return 0
+
+
+def cmd_audit_rotate(args: argparse.Namespace) -> int:
+    from .audit.log import AuditLog
+    from .audit.signing import KEY_ENV, Signer
+
+    old = args.old_key or os.environ.get(KEY_ENV)
+    if not old:
+        raise UsageError("cli.usage", f"name the current key with --old-key or {KEY_ENV}")
+    log = AuditLog(args.log, signer=Signer.from_file(old))
+    new = Signer.from_file(args.new_key)
+    log.rotate_key(new)
+    _out(f"{args.log}: checkpoints are signed by {new.key.name!r} from here on (rotation "
+         f"note signed by both keys); point {KEY_ENV} at {args.new_key}")
+    return 0
+
+
+def cmd_audit_prove(args: argparse.Namespace) -> int:
+    from .audit.proofs import prove
+
+    text = json.dumps(prove(args.log, args.decision_id), indent=2, ensure_ascii=False)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        _err(f"inclusion proof for {args.decision_id} -> {args.out}")
+    else:
+        _out(text)
+    return 0
+
+
+def cmd_audit_check_proof(args: argparse.Namespace) -> int:
+    from .audit.note import VerifierKey
+    from .audit.proofs import check_proof
+
+    key = VerifierKey.load(args.key)
+    try:
+        bundle = json.loads(Path(args.proof).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        _out(f"INVALID: cannot read proof {args.proof}: {exc}")
+        return EXIT_LOG_NOT_INTACT
+    result = check_proof(bundle, key)
+    _out(result.message)
+    return 0 if result.ok else EXIT_LOG_NOT_INTACT
 
 
 def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
@@ -371,9 +464,35 @@ def build_parser() -> argparse.ArgumentParser:
                  "token totals (exit 6 when it is not intact)")
     av.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
     av.add_argument("--checkpoint", metavar="FILE",
-                    help="a checkpoint exported earlier: also detects a cut tail")
+                    help="a checkpoint exported earlier (JSON), or a signed checkpoint note kept "
+                    "elsewhere (with --key): also detects a cut tail or a rolled-back log")
+    av.add_argument("--key", metavar="PUB", help="verifier key (audit keygen's .pub): check every "
+                    "signed checkpoint, their consistency and the unsigned tail")
+    av.add_argument("--log-name", metavar="NAME", help="the log's name in its checkpoints' origin "
+                    "(default: the file name; for a renamed log)")
+    av.add_argument("--max-unsigned", type=int, default=0, metavar="N",
+                    help="records allowed after the last signed checkpoint (default 0)")
     av.add_argument("--json", action="store_true", help="print the report as JSON")
     av.set_defaults(func=cmd_audit_verify)
+    ak = command(au, "keygen", "create an Ed25519 signing key (private PEM 0600 + verifier key)")
+    ak.add_argument("--out", required=True, metavar="DIR", help="folder for <name>.key and <name>.pub "
+                    "(outside every log folder)")
+    ak.add_argument("--name", default="ctxbudget-audit", help="key name (no spaces, no '+')")
+    ak.set_defaults(func=cmd_audit_keygen)
+    ar2 = command(au, "rotate", "hand a log over to a new signing key (a note signed by both keys)")
+    ar2.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
+    ar2.add_argument("--new-key", required=True, metavar="KEY", help="the new private key (audit keygen)")
+    ar2.add_argument("--old-key", metavar="KEY", help="the current private key (default: CTXBUDGET_AUDIT_KEY)")
+    ar2.set_defaults(func=cmd_audit_rotate)
+    ap = command(au, "prove", "print an inclusion proof of one decision against a signed checkpoint")
+    ap.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
+    ap.add_argument("decision_id", metavar="DECISION_ID", help="the decision to prove (`audit show` lists ids)")
+    ap.add_argument("--out", metavar="FILE", help="write the proof bundle (JSON) here")
+    ap.set_defaults(func=cmd_audit_prove)
+    aq = command(au, "check-proof", "check a proof bundle with the public key alone (exit 6 if invalid)")
+    aq.add_argument("proof", metavar="PROOF", help="a bundle from `audit prove`")
+    aq.add_argument("--key", required=True, metavar="PUB", help="verifier key (.pub)")
+    aq.set_defaults(func=cmd_audit_check_proof)
     ac = command(au, "checkpoint", "export the log's last sequence number and hash, to keep elsewhere")
     ac.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
     ac.add_argument("--out", required=True, metavar="FILE", help="where to write the checkpoint (JSON)")

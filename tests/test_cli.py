@@ -198,7 +198,9 @@ def test_every_option_and_command_has_help_text() -> None:
     assert set(parsers) == {
         "ctxbudget", "ctxbudget policy", "ctxbudget policy validate", "ctxbudget policy render",
         "ctxbudget allocate", "ctxbudget pack", "ctxbudget audit", "ctxbudget audit verify",
-        "ctxbudget audit checkpoint", "ctxbudget audit replay", "ctxbudget audit show"}
+        "ctxbudget audit checkpoint", "ctxbudget audit replay", "ctxbudget audit show",
+        "ctxbudget audit keygen", "ctxbudget audit prove", "ctxbudget audit check-proof",
+        "ctxbudget audit rotate"}
     missing = []
     for name, parser in parsers.items():
         assert parser.description, name

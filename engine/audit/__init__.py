@@ -4,6 +4,10 @@
 * ``lineformat`` one record as one canonical line, hashed into the chain
 * ``log``        append (locked, fsynced), read, checkpoints
 * ``verify``     the chain and checkpoint checker
+* ``merkle``     RFC 6962 tree heads, inclusion and consistency proofs (pure)
+* ``note``       Ed25519 keys and C2SP signed notes (checkpoints, key rotations)
+* ``signing``    the writer's signed checkpoints in ``<log>.checkpoints``
+* ``proofs``     verify a log against its signed checkpoints; prove / check one decision
 * ``replay``     re-run a logged decision through the façade (what-if)
 * ``show``       human-readable views of records
 

@@ -21,7 +21,9 @@ How a record becomes durable (:meth:`AuditLog.append`)::
   a byte before that point, so they read the rest unlocked.
 - A cut at a line boundary leaves a valid, shorter chain: keep exported checkpoints
   elsewhere and pass one to ``verify``. The chain proves order and integrity, not
-  authorship: whoever can write the file can append valid records.
+  authorship: whoever can write the file can append valid records. With a ``signer``
+  (:mod:`engine.audit.signing`) each append and :meth:`close` may add an Ed25519-signed
+  Merkle checkpoint to ``<log>.checkpoints``, which a rechained forgery cannot match.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Literal, Mapping
 
 from .lineformat import (
     GENESIS_HASH,
@@ -46,6 +48,7 @@ from .lineformat import (
     scan_line,
     seal,
 )
+from .signing import Signer, signer_from_env
 from .verify import Checkpoint, VerifyReport, check_chain
 from ..canonical import canonical_bytes, sha256_hex
 from ..errors import AuditError, Location
@@ -141,14 +144,57 @@ class AuditLog:
         path: the ``.jsonl`` file; created (mode 0640) by the first append.
         lock_timeout_s: how long to wait for another writer; None waits for ever.
         clock: UTC timestamp for recovery records (injected so tests can fix it).
+        signer: writes signed checkpoints to ``<log>.checkpoints`` after appends and on
+            :meth:`close` (:mod:`engine.audit.signing`); ``"env"`` (default): the key
+            named by ``CTXBUDGET_AUDIT_KEY``, if set; None: unsigned.
     """
 
     path: Path
     lock_timeout_s: float | None = 30.0
     clock: Callable[[], str] = field(default=_utc_now, compare=False)
+    signer: Signer | Literal["env"] | None = field(default="env", compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
+        if isinstance(self.signer, Signer):
+            self.signer.check_outside(self.path)
+
+    def active_signer(self) -> Signer | None:
+        """The signer appends use: the one given, or (``"env"``, the default) the key
+        named by ``CTXBUDGET_AUDIT_KEY`` when it is set, resolved at write time so that
+        readers never load a key."""
+        if self.signer != "env":
+            return self.signer if isinstance(self.signer, Signer) else None
+        signer = signer_from_env()
+        if signer is not None:
+            signer.check_outside(self.path)
+        return signer
+
+    def close(self) -> None:
+        """Sign the records not yet covered by a signed checkpoint (no-op unsigned)."""
+        signer = self.active_signer()
+        if signer is not None:
+            with self._locked(write=True) as fd:
+                signer.close(self.path, fd)
+
+    def rotate_key(self, new: Signer) -> AuditLog:
+        """Sign what is unsigned, record a rotation note (signed by the old and the new
+        key) and return a handle that signs with ``new`` from here on."""
+        signer = self.active_signer()
+        if signer is None:
+            raise AuditError("audit.no_key", f"{self.path} has no signing key to rotate from; "
+                             "set CTXBUDGET_AUDIT_KEY to the current key",
+                             location=Location(file=str(self.path)))
+        new.check_outside(self.path)
+        with self._locked(write=True) as fd:
+            signer.rotate(self.path, fd, new)
+        return AuditLog(self.path, self.lock_timeout_s, self.clock, new)
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def append(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """Append one decision record and return its stored envelope
@@ -182,7 +228,10 @@ class AuditLog:
                 link = json.loads(lines[-1])["hash"] if lines else prev
                 lines.append(seal(seq + len(lines) + 1, link, EnvelopeKind.DECISION, record))
             if lines:
+                signer = self.active_signer()  # a bad key fails before the write
                 self._commit(fd, b"".join(lines), end, size, torn, seq)
+                if signer is not None:  # still under the lock: notes in log order
+                    signer.after_append(self.path, fd, end, lines)
             return [json.loads(line) for line in lines]
 
     def _last_link(self, last: bytes | None, end: int) -> tuple[int, str]:
