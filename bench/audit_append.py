@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.auditformat import GENESIS_HASH, EnvelopeKind, encode_record, seal
+from engine.audit.lineformat import GENESIS_HASH, EnvelopeKind, encode_record, seal
 from engine.audit.log import AuditLog
 
 

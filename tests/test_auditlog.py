@@ -1,4 +1,4 @@
-"""Tests of engine.auditlog, auditformat and auditverify: format, tamper evidence, crash
+"""Tests of engine.audit.log, lineformat and verify: format, tamper evidence, crash
 recovery, concurrent writers (including SIGKILLed ones) and I/O faults."""
 
 from __future__ import annotations
