@@ -63,11 +63,11 @@ def _err(text: str) -> None:
 
 def _audit_log(args: argparse.Namespace, policy: Policy) -> AuditLog | None:
     from .audit.log import AuditLog
-    from .decide import policy_log_path
+    from .decide import policy_audit_log
 
-    path = Path(args.audit_log) if getattr(args, "audit_log", None) else policy_log_path(policy)
-    if path is None:
-        return None
+    if not getattr(args, "audit_log", None):
+        return policy_audit_log(policy)  # folders below the policy's are made safely
+    path = Path(args.audit_log)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

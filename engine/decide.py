@@ -46,6 +46,18 @@ def policy_log_path(policy: Policy) -> Path | None:
     return target
 
 
+def policy_audit_log(policy: Policy) -> AuditLog | None:
+    """The policy's default audit log as an :class:`AuditLog` rooted at the policy's
+    folder: the path is validated here once, and every component below the folder is
+    then opened without following symlinks, so a symlink swapped in later (while the
+    decision is indexed and solved) cannot send the record elsewhere."""
+    target = policy_log_path(policy)
+    if target is None:
+        return None
+    base = Path(policy.file).resolve().parent if policy.file else Path.cwd()
+    return AuditLog(target, root=base)
+
+
 def decide(candidates: Iterable[Any], policy: Policy, *, audit_log: AuditLog | None = None,
            strategy: BudgetStrategy | None = None, decision_id: str | None = None,
            now: datetime | None = None) -> Decided:

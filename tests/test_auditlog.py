@@ -482,7 +482,7 @@ def test_sigkilled_writers_lose_no_acknowledged_record(tmp_path: Path) -> None:
 
 def test_a_held_lock_times_out_with_audit_locked(tmp_path: Path) -> None:
     log = make_log(tmp_path / "audit.jsonl", 1)
-    holder = os.open(log.path, os.O_RDONLY)
+    holder = os.open(log.lock_path, os.O_RDONLY)  # another writer (same user) holds it
     fcntl.flock(holder, fcntl.LOCK_EX)
     try:
         with pytest.raises(AuditError) as info:
@@ -557,10 +557,11 @@ def test_read_only_file_system(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     log = make_log(tmp_path / "audit.jsonl", 2)
     real_open = os.open
 
-    def erofs(path: Any, flags: int, *args: Any) -> int:
-        if flags & os.O_RDWR and Path(path) == log.path:
+    def erofs(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        # the log is opened by name relative to its folder's handle
+        if flags & os.O_RDWR and str(path) == log.path.name:
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
-        return real_open(path, flags, *args)
+        return real_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", erofs)
     with pytest.raises(AuditError) as info:

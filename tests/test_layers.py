@@ -15,7 +15,7 @@ ENGINE = Path(__file__).resolve().parent.parent / "engine"
 
 #: Stages, earliest first. Within one stage modules may import each other.
 STAGES: tuple[tuple[str, ...], ...] = (
-    ("errors", "canonical", "reasons"),
+    ("errors", "canonical", "reasons", "safeopen"),
     ("load", "encodings", "tokens"),
     ("schema", "extends", "semantic", "policy"),
     ("candidates", "candfile", "pins", "counts", "rules",

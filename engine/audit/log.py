@@ -3,12 +3,23 @@ The line format is :mod:`engine.audit.lineformat`, the verifier :mod:`engine.aud
 
 How a record becomes durable (:meth:`AuditLog.append`)::
 
-    open(O_RDWR|O_CREAT) ─▶ flock(LOCK_EX) ─▶ read the tail backwards from the end
+    folder handle ─▶ <log>.lock (0600, O_NOFOLLOW) ─▶ flock(LOCK_EX)
+    ─▶ open <log> below the handle (O_RDWR|O_CREAT|O_NOFOLLOW) ─▶ read the tail backwards
+      ├─ a non-empty file with no complete record that is not a torn first record:
+      │  refuse (audit.not_a_log): never adopt someone else's file
       ├─ last complete line must be a valid envelope, else refuse (audit.corrupt_tail)
       └─ bytes after the last "\\n" (a torn write) ─▶ copied to <log>.torn-<seq>, fsynced
     lseek(end of last complete line) ─▶ ONE os.write of [recovery line] + record line
     ─▶ ftruncate what is left of the torn bytes ─▶ fsync ─▶ unlock ─▶ return envelope
 
+- Every file is opened relative to a handle on the log's folder (``root``, checked once:
+  by default the log's own folder; for a policy's log the policy's folder), one
+  component at a time with ``O_NOFOLLOW`` (:mod:`engine.safeopen`): a symlink swapped in
+  after the check is refused (``audit.symlink``), never followed.
+- Writers lock ``<log>.lock``, a separate file created 0600 by the writer, never the log:
+  readers open only the log, so a user who may read the log cannot take the writers'
+  lock and stall every decision. The lock file must belong to this user and be closed
+  to others (``audit.unsafe_lock``).
 - ``flock`` belongs to the open file, so the kernel drops it when a writer dies, even by
   SIGKILL; any number of processes and ``AuditLog`` objects may share one log.
 - The new lines overwrite the torn bytes (no truncation first), so the torn bytes are
@@ -17,8 +28,9 @@ How a record becomes durable (:meth:`AuditLog.append`)::
   torn bytes put back) and :class:`AuditError` is raised: a record is either on disk
   and acknowledged, or the caller gets an error. After a failed fsync the bytes may
   still reach the disk; they then show up as a complete, unacknowledged record.
-- Readers hold ``LOCK_SH`` only to find where the complete lines end; no writer changes
-  a byte before that point, so they read the rest unlocked.
+- Readers take no lock: they read up to the last ``"\\n"`` they see. Writers only add
+  bytes after the last complete line, so that prefix never changes (a reader racing a
+  torn-tail recovery or a failed write may see its last line once; read again).
 - A cut at a line boundary leaves a valid, shorter chain: keep exported checkpoints
   elsewhere and pass one to ``verify``. The chain proves order and integrity, not
   authorship: whoever can write the file can append valid records. With a ``signer``
@@ -33,6 +45,7 @@ import fcntl
 import itertools
 import json
 import os
+import stat
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,10 +65,15 @@ from .signing import Signer, signer_from_env
 from .verify import Checkpoint, VerifyReport, check_chain
 from ..canonical import canonical_bytes, sha256_hex
 from ..errors import AuditError, Location
+from ..safeopen import NotAFile, SymlinkRefused, dir_handle, open_below, relative_parts
 
 __all__ = ["AuditLog", "GENESIS_HASH", "load_checkpoint"]
 
 _FILE_MODE = 0o640  # decisions may quote user input: not world-readable
+_LOCK_MODE = 0o600  # only the writer may open (and so flock) the lock file
+_LOCK_SUFFIX = ".lock"
+# A file with no "\n" is a log only if it is the start of a first record cut short.
+_RECORD_MARK = b'{"hash":"sha256:'
 _TAIL_CHUNK = 4096  # first backwards read; doubles up to _TAIL_CHUNK_MAX
 _TAIL_CHUNK_MAX = 1 << 20
 _READ_CHUNK = 1 << 20
@@ -129,6 +147,12 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _is_torn_first_record(data: bytes) -> bool:
+    """Bytes with no newline that can only be a first record cut short by a crash."""
+    head = data[:len(_RECORD_MARK)]
+    return _RECORD_MARK.startswith(head) if len(head) < len(_RECORD_MARK) else head == _RECORD_MARK
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate a checkpoint file written by :meth:`AuditLog.export_checkpoint`:
     ``{"seq", "hash", "records", "log"}``, or ``audit.bad_checkpoint``."""
@@ -147,17 +171,40 @@ class AuditLog:
         signer: writes signed checkpoints to ``<log>.checkpoints`` after appends and on
             :meth:`close` (:mod:`engine.audit.signing`); ``"env"`` (default): the key
             named by ``CTXBUDGET_AUDIT_KEY``, if set; None: unsigned.
+        root: the validated folder the log lives below (default: the log's folder).
+            Every component below it is opened without following symlinks, so a symlink
+            swapped in after validation cannot redirect a write; missing folders below
+            it are created by the first append.
     """
 
     path: Path
     lock_timeout_s: float | None = 30.0
     clock: Callable[[], str] = field(default=_utc_now, compare=False)
     signer: Signer | Literal["env"] | None = field(default="env", compare=False)
+    root: Path | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "path", Path(self.path))
+        path = Path(self.path)
+        root = path.parent if self.root is None else Path(self.root)
+        try:
+            relative_parts(os.path.relpath(path, root))
+        except ValueError:
+            raise AuditError("audit.path_outside", f"audit log {path} is not below its folder "
+                             f"{root}; use a path inside it", location=Location(file=str(path)),
+                             details={"log": str(path), "root": str(root)}) from None
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "root", root)
         if isinstance(self.signer, Signer):
             self.signer.check_outside(self.path)
+
+    @property
+    def lock_path(self) -> Path:
+        """The writers' lock file, ``<log>.lock`` next to the log (never opened by readers)."""
+        return self.path.with_name(self.path.name + _LOCK_SUFFIX)
+
+    def _parts(self) -> tuple[str, ...]:
+        assert self.root is not None
+        return relative_parts(os.path.relpath(self.path, self.root))
 
     def active_signer(self) -> Signer | None:
         """The signer appends use: the one given, or (``"env"``, the default) the key
@@ -174,7 +221,7 @@ class AuditLog:
         """Sign the records not yet covered by a signed checkpoint (no-op unsigned)."""
         signer = self.active_signer()
         if signer is not None:
-            with self._locked(write=True) as fd:
+            with self._locked(write=True) as (fd, _dir_fd):
                 signer.close(self.path, fd)
 
     def rotate_key(self, new: Signer) -> AuditLog:
@@ -186,9 +233,9 @@ class AuditLog:
                              "set CTXBUDGET_AUDIT_KEY to the current key",
                              location=Location(file=str(self.path)))
         new.check_outside(self.path)
-        with self._locked(write=True) as fd:
+        with self._locked(write=True) as (fd, _dir_fd):
             signer.rotate(self.path, fd, new)
-        return AuditLog(self.path, self.lock_timeout_s, self.clock, new)
+        return AuditLog(self.path, self.lock_timeout_s, self.clock, new, root=self.root)
 
     def __enter__(self) -> AuditLog:
         return self
@@ -213,13 +260,21 @@ class AuditLog:
         return written[0] if written else None
 
     def _append(self, record: bytes | None) -> list[dict[str, Any]]:
-        with self._locked(write=True) as fd:
+        with self._locked(write=True) as (fd, dir_fd):
             size = os.fstat(fd).st_size
             end, last, torn = _read_tail(fd, size)
+            if last is None and torn and not _is_torn_first_record(torn):
+                raise AuditError(
+                    "audit.not_a_log",
+                    f"{self.path} is not empty ({size} bytes) but holds no audit record; "
+                    "refusing to adopt it as an audit log (its content would be moved "
+                    "aside). Point --audit-log / audit.log at a new file, or move this "
+                    "file away if it is not needed", location=Location(file=str(self.path)),
+                    details={"log": str(self.path), "size_bytes": size})
             seq, prev = self._last_link(last, end)
             lines: list[bytes] = []
             if torn:
-                moved = self._move_aside(torn, seq + 1)
+                moved = self._move_aside(torn, seq + 1, dir_fd)
                 lines.append(seal(seq + 1, prev, EnvelopeKind.RECOVERY, {
                     "reason": "torn_tail", "torn_offset": end, "torn_bytes": len(torn),
                     "torn_sha256": "sha256:" + sha256_hex(torn), "moved_to": moved,
@@ -229,7 +284,7 @@ class AuditLog:
                 lines.append(seal(seq + len(lines) + 1, link, EnvelopeKind.DECISION, record))
             if lines:
                 signer = self.active_signer()  # a bad key fails before the write
-                self._commit(fd, b"".join(lines), end, size, torn, seq)
+                self._commit(fd, b"".join(lines), end, size, torn, seq, dir_fd)
                 if signer is not None:  # still under the lock: notes in log order
                     signer.after_append(self.path, fd, end, lines)
             return [json.loads(line) for line in lines]
@@ -250,15 +305,15 @@ class AuditLog:
         assert entry.stored_hash is not None
         return entry.seq, entry.stored_hash
 
-    def _move_aside(self, torn: bytes, seq: int) -> str:
+    def _move_aside(self, torn: bytes, seq: int, dir_fd: int) -> str:
         """Copy torn bytes to a new ``<log>.torn-<seq>[.<n>]`` file, durably; its name."""
         doing = f"move the torn tail of {self.path} aside"
         for n in itertools.count():
             name = f"{self.path.name}.torn-{seq}" + (f".{n}" if n else "")
             target = self.path.parent / name
-            try:
-                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                             _FILE_MODE)
+            try:  # O_EXCL never follows a symlink: a planted name is skipped, not written
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, _FILE_MODE, dir_fd=dir_fd)
             except FileExistsError:  # from a recovery that crashed before its record
                 continue
             except OSError as exc:
@@ -269,15 +324,18 @@ class AuditLog:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-                _fsync_dir(self.path.parent)
+                os.fsync(dir_fd)
             except OSError as exc:
-                target.unlink(missing_ok=True)
+                try:
+                    os.unlink(name, dir_fd=dir_fd)
+                except OSError:
+                    pass
                 raise _os_error("audit.write_failed", target, doing, exc) from exc
             return name
         raise AssertionError("unreachable: itertools.count() is endless")
 
     def _commit(self, fd: int, data: bytes, end: int, size: int, torn: bytes,
-                seq: int) -> None:
+                seq: int, dir_fd: int) -> None:
         """Write ``data`` over the torn bytes in one write and fsync; on any OSError put
         the file back as it was (torn bytes included) and raise ``audit.write_failed``."""
         try:
@@ -287,7 +345,7 @@ class AuditLog:
                 os.ftruncate(fd, end + len(data))
             os.fsync(fd)
             if seq == 0:  # the first line may have created the file: make its name durable
-                _fsync_dir(self.path.parent)
+                os.fsync(dir_fd)
             return
         except OSError as exc:
             failure = exc
@@ -306,11 +364,44 @@ class AuditLog:
         raise AuditError(err.code, err.message + note, location=err.location,
                          details=err.details) from failure
 
+    def _refused(self, exc: SymlinkRefused | NotAFile) -> AuditError:
+        what = "a symbolic link" if isinstance(exc, SymlinkRefused) else "not a regular file"
+        return AuditError(
+            "audit.symlink" if isinstance(exc, SymlinkRefused) else "audit.not_a_file",
+            f"{exc.name} is {what}; the audit log, its lock file and their folders below "
+            f"{self.root} must be real files and folders, so that nothing can redirect a "
+            "record or a read. Replace it with the real file or folder (or point "
+            "--audit-log / audit.log at the real path)",
+            location=Location(file=str(self.path)),
+            details={"log": str(self.path), "entry": exc.name})
+
     @contextmanager
-    def _locked(self, *, write: bool) -> Iterator[int]:
-        flags = (os.O_RDWR | os.O_CREAT) if write else os.O_RDONLY
+    def _locked(self, *, write: bool) -> Iterator[tuple[int, int]]:
+        """(log fd, folder fd). Writers first take ``<log>.lock``; readers take nothing."""
+        parts = self._parts()
+        name = parts[-1]
+        doing = f"open {self.path} for {'appending' if write else 'reading'}"
+        opened = False
         try:
-            fd = os.open(self.path, flags | os.O_CLOEXEC, _FILE_MODE)
+            with dir_handle(self.root or self.path.parent, parts[:-1], create=write) as dir_fd:
+                lock_fd = self._open_lock(dir_fd, name) if write else -1
+                try:
+                    if write:
+                        self._lock(lock_fd, fcntl.LOCK_EX)
+                    flags = (os.O_RDWR | os.O_CREAT) if write else os.O_RDONLY
+                    fd = open_below(dir_fd, name, flags, _FILE_MODE, shown=str(self.path))
+                    opened = True
+                    try:
+                        yield fd, dir_fd
+                    finally:
+                        os.close(fd)
+                finally:
+                    if lock_fd >= 0:
+                        os.close(lock_fd)  # also releases the flock
+        except AuditError:  # an OSError too, but already explained
+            raise
+        except (SymlinkRefused, NotAFile) as exc:
+            raise self._refused(exc) from None
         except FileNotFoundError as exc:
             if write:
                 raise _os_error("audit.open_failed", self.path, f"create {self.path}",
@@ -318,17 +409,34 @@ class AuditLog:
             raise AuditError("audit.not_found", f"no audit log at {self.path}",
                              location=Location(file=str(self.path))) from exc
         except OSError as exc:
-            doing = f"open {self.path} for {'appending' if write else 'reading'}"
+            if opened:
+                raise _os_error("audit.read_failed", self.path, f"read {self.path}",
+                                exc) from exc
             raise _os_error("audit.open_failed", self.path, doing, exc) from exc
+
+    def _open_lock(self, dir_fd: int, name: str) -> int:
+        lock = self.lock_path
         try:
-            self._lock(fd, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
-            yield fd
-        except AuditError:  # an OSError too, but already explained
+            fd = open_below(dir_fd, name + _LOCK_SUFFIX, os.O_RDWR | os.O_CREAT, _LOCK_MODE,
+                            shown=str(lock))
+        except (SymlinkRefused, NotAFile):
             raise
         except OSError as exc:
-            raise _os_error("audit.read_failed", self.path, f"read {self.path}", exc) from exc
-        finally:
-            os.close(fd)  # also releases the flock
+            raise _os_error("audit.open_failed", lock, f"open the lock file {lock}",
+                            exc) from exc
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            os.close(fd)
+            raise AuditError(
+                "audit.unsafe_lock",
+                f"the lock file {lock} belongs to uid {st.st_uid} with mode "
+                f"{stat.S_IMODE(st.st_mode):04o}; it must belong to the writer (uid "
+                f"{os.geteuid()}) with mode 0600, or another user could hold it and stall "
+                f"every decision. Remove it (the next writer recreates it) or run "
+                f"`chmod 600 {lock}` as its owner", location=Location(file=str(lock)),
+                details={"lock": str(lock), "uid": st.st_uid,
+                         "mode": f"{stat.S_IMODE(st.st_mode):04o}"})
+        return fd
 
     def _lock(self, fd: int, op: int) -> None:
         if self.lock_timeout_s is None:
@@ -344,7 +452,7 @@ class AuditLog:
                     raise AuditError(
                         "audit.locked", f"{self.path} stayed locked by another writer for "
                         f"{self.lock_timeout_s} s; a dead writer releases its lock at once, "
-                        f"so look for a live but stuck one (fuser {self.path})",
+                        f"so look for a live but stuck one (fuser {self.lock_path})",
                         location=Location(file=str(self.path))) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.005)
@@ -352,10 +460,9 @@ class AuditLog:
     @contextmanager
     def _snapshot(self) -> Iterator[tuple[Any, int, bytes | None, bytes]]:
         """(binary file at offset 0, end of complete lines, last line, torn bytes).
-        The lock is held only to find ``end``: no writer changes bytes before it."""
-        with self._locked(write=False) as fd:
+        No lock: no writer changes a byte before ``end``."""
+        with self._locked(write=False) as (fd, _dir_fd):
             end, last, torn = _read_tail(fd, os.fstat(fd).st_size)
-            fcntl.flock(fd, fcntl.LOCK_UN)
             with os.fdopen(os.dup(fd), "rb") as f:
                 yield f, end, last, torn
 
