@@ -500,14 +500,18 @@ def _too_large(size: int, limit: int, file: str | None) -> PolicyError:
 
 
 def read_text(
-    path: str | Path, error: type[_E], prefix: str, max_bytes: int | None, file: str | None = None
+    path: str | Path | int, error: type[_E], prefix: str, max_bytes: int | None, file: str | None = None
 ) -> tuple[str, str]:
     """(text, file label) of a UTF-8 file; ``error`` with ``<prefix>.*`` codes otherwise.
-    Shared by the policy and candidates (:mod:`engine.candfile`) readers."""
+    ``path`` may be an open file descriptor (read and closed here: ``extends`` opens bases
+    below a folder handle). Shared by the policy and candidates (:mod:`engine.candfile`) readers."""
     file = str(path) if file is None else file
+    size = 0
     try:
         with open(path, "rb") as handle:
             raw = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+            if max_bytes is not None and len(raw) > max_bytes:
+                size = os.fstat(handle.fileno()).st_size
     except FileNotFoundError:
         raise error(f"{prefix}.file_not_found", "no such file; check the path", location=Location(file)) from None
     except OSError as exc:
@@ -517,7 +521,7 @@ def read_text(
             location=Location(file),
         ) from None
     if max_bytes is not None and len(raw) > max_bytes:
-        raise _too_large(os.stat(path).st_size, max_bytes, file)
+        raise _too_large(size, max_bytes, file)
     try:
         return raw.decode("utf-8-sig"), file
     except UnicodeDecodeError as exc:
@@ -531,7 +535,7 @@ def read_text(
 
 
 def load_yaml_file(
-    path: str | Path,
+    path: str | Path | int,
     *,
     file: str | None = None,
     max_bytes: int = MAX_POLICY_BYTES,

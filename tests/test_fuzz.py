@@ -888,7 +888,7 @@ def mut_extends(draw: st.DrawFn) -> PolicyCase:
         files[main], files["base.yaml"] = ext("sub/../base.yaml"), base
         (files.setdefault("sub/.keep", b""))
     elif kind == "symlink-out":
-        files[main], links["base.yaml"], expect = ext("base.yaml"), "/etc/hostname", "policy.extends_outside"
+        files[main], links["base.yaml"], expect = ext("base.yaml"), "/etc/hostname", "policy.extends_symlink"
     elif kind == "symlink-loop":
         files[main], links["base.yaml"] = ext("base.yaml"), "base.yaml"
         case = PolicyCase(files, main, note="extends a symlink pointing at itself", links=links)

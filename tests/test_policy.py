@@ -375,7 +375,27 @@ def test_extends_through_a_symlink_leading_outside(tmp_path: Path) -> None:
     child = _write(tmp_path / "policies" / "child.yaml", _child("base.yaml"))
     with pytest.raises(PolicyError) as info:
         load_policy(child)
-    assert info.value.code == "policy.extends_outside"
+    assert info.value.code == "policy.extends_symlink"
+    assert info.value.message == (
+        "extends 'base.yaml': base.yaml is a symbolic link; a base policy must be a real file in this policy's "
+        "folder (links are not followed, so that a link swapped in cannot make the policy read another file) — "
+        "replace the link with a copy of the file")
+    assert info.value.location == Location(str(child), 1, 1)
+
+
+@pytest.mark.parametrize("link", ["base.yaml", "bases"])
+def test_extends_refuses_even_a_symlink_that_stays_inside(tmp_path: Path, link: str) -> None:
+    _write(tmp_path / "real" / "base.yaml", "spec: {budget: {max_tokens: 1}}\n")
+    if link == "bases":
+        (tmp_path / "bases").symlink_to(tmp_path / "real")
+    else:
+        (tmp_path / "bases").mkdir()
+        (tmp_path / "bases" / "base.yaml").symlink_to(tmp_path / "real" / "base.yaml")
+    child = _write(tmp_path / "child.yaml", _child("bases/base.yaml"))
+    with pytest.raises(PolicyError) as info:
+        load_policy(child)
+    assert info.value.code == "policy.extends_symlink"
+    assert info.value.message.startswith(f"extends 'bases/base.yaml': {'bases' if link == 'bases' else 'bases/base.yaml'} is a symbolic link")
 
 
 def test_extends_into_a_subfolder_is_allowed(tmp_path: Path) -> None:
