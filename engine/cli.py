@@ -36,14 +36,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
-from .errors import AuditError, EngineError, UsageError, exit_code_for
+from .errors import AuditError, EngineError, LogNotIntactError, UsageError, exit_code_for
 
 if TYPE_CHECKING:
     from .audit.log import AuditLog
     from .policy import Policy
 
 EXIT_UNEXPECTED = 1
-EXIT_LOG_NOT_INTACT = 6
+EXIT_LOG_NOT_INTACT = LogNotIntactError.exit_code  # 6: one mapping, in engine.errors
 EXIT_REPLAY_DIFFERS = 7
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE

@@ -15,6 +15,8 @@ for callers that do not know this module::
     │                                  SolverError under ``fallback: error``)
     ├── VerificationError (AssertionError)  an allocation broke a rule: always our bug
     ├── AuditError (OSError)           the audit record could not be made durable
+    │   └── LogNotIntactError          a log line or record that is not what the writer
+    │                                  writes (bad JSON or UTF-8, too deep, wrong types)
     └── UsageError (ValueError)        a command line the CLI cannot run (bad flag, unknown decision id)
 
 Every error carries data, not only text: a stable dotted ``code``
@@ -178,6 +180,14 @@ class AuditError(EngineError, OSError):
     exit_code = 5
 
 
+class LogNotIntactError(AuditError):
+    """A log holds a line or record the writer cannot have written (bad UTF-8 or JSON,
+    nesting beyond the limit, a record with wrong-typed fields): a finding about the
+    log, exit 6 like ``audit verify`` on a log that is not intact."""
+
+    exit_code = 6
+
+
 class UsageError(EngineError, ValueError):
     """A command line the CLI cannot run: an unknown option, a missing argument, an
     argument that names nothing (a decision id that is not in the log)."""
@@ -187,7 +197,7 @@ class UsageError(EngineError, ValueError):
 
 def exit_code_for(error: BaseException) -> int:
     """The CLI exit code for an exception: 0 ok, 2 bad input, 3 infeasible,
-    4 solver failure, 5 audit log failure, 1 anything unexpected."""
+    4 solver failure, 5 audit log failure, 6 audit log not intact, 1 anything unexpected."""
     if isinstance(error, EngineError):
         return error.exit_code
     return 1

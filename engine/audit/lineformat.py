@@ -37,6 +37,12 @@ from ..errors import AuditError
 GENESIS_HASH = "sha256:" + "0" * 64
 """The ``prev_hash`` of the first record (seq 1)."""
 
+MAX_DEPTH = 64
+"""Deepest nesting of a line (the envelope is level 1). A record built by the engine
+nests about 40 levels at most (candidate metadata is capped at 32); the writer refuses
+deeper records and readers report deeper lines, so that no reader recurses on hostile
+input (RecursionError)."""
+
 ENVELOPE_KEYS = frozenset({"seq", "prev_hash", "kind", "record", "hash"})
 HASH_RE = re.compile(r"sha256:[0-9a-f]{64}\Z")
 # "hash" sorts first among the envelope keys in RFC 8785 order, so a canonical line is
@@ -65,6 +71,9 @@ def encode_record(record: Mapping[str, Any]) -> bytes:
     if not isinstance(record, Mapping):
         raise AuditError("audit.bad_record",
                          f"a record is a JSON object, got {type(record).__name__}")
+    if nesting_exceeds(record, MAX_DEPTH - 1):
+        raise AuditError("audit.bad_record", f"record nests deeper than {MAX_DEPTH - 1} "
+                         "levels; flatten it (readers refuse deeper lines)")
     try:
         return canonical_bytes(record)
     except (rfc8785.CanonicalizationError, ValueError, TypeError) as exc:
@@ -84,6 +93,60 @@ def seal(seq: int, prev_hash: str, kind: EnvelopeKind,
     body = b'{"kind":"%s","prev_hash":"%s","record":%s,"seq":%d}' % (
         kind.value.encode(), prev_hash.encode("ascii"), encoded, seq)
     return b'{"hash":"sha256:%s",%s\n' % (sha256_hex(body).encode(), body[1:])
+
+
+def nesting_exceeds(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether parsed JSON ``value`` nests deeper than ``limit`` levels (a scalar is 0,
+    ``{}`` is 1). Iterative: safe on any depth."""
+    if not isinstance(value, (dict, list, tuple, Mapping)):
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        node, depth = pop()
+        if depth > limit:
+            return True
+        for child in (node.values() if isinstance(node, Mapping) else node):
+            kind = type(child)
+            if kind is dict or kind is list or (
+                    kind not in _SCALARS and isinstance(child, (Mapping, tuple))):
+                push((child, depth + 1))
+    return False
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _too_deep(raw: bytes, value: Any) -> bool:
+    # A line with at most MAX_DEPTH brackets cannot nest deeper: skip the walk.
+    return raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and nesting_exceeds(value)
+
+
+_TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels (no audit record nests that deep)"
+
+
+def parse_envelope(raw: bytes) -> tuple[dict[str, Any] | None, str]:
+    """Parse one line (without its ``\\n``) for a reader that uses its values: the
+    envelope, or None and a sentence saying why not (bad UTF-8 with its byte, bad JSON
+    with its column, nesting beyond :data:`MAX_DEPTH`, not an envelope). Hashes are not
+    checked here (:func:`scan_line` does); nothing raises on hostile bytes."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 at byte {exc.start}"
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        return None, f"not JSON we can read: {_TOO_DEEP}"
+    except ValueError as exc:
+        msg = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) \
+            else str(exc)
+        return None, f"not JSON: {msg}"
+    if _too_deep(raw, value):
+        return None, f"JSON {_TOO_DEEP}"
+    if not isinstance(value, dict) or not isinstance(value.get("record"), dict):
+        return None, "not an audit envelope (no 'record' object)"
+    return value, ""
 
 
 def _json_problem(value: Any, path: str = "$") -> tuple[str, str] | None:
@@ -209,10 +272,16 @@ def scan_line(raw: bytes, line: int, *, terminated: bool = True) -> LineEntry:
     except UnicodeDecodeError as exc:
         return LineEntry(line, LineStatus.BAD_JSON, f"not UTF-8 at byte {exc.start}",
                          records_spanned=spanned)
+    except RecursionError:
+        return LineEntry(line, LineStatus.BAD_JSON, f"not JSON we can read: {_TOO_DEEP}",
+                         records_spanned=spanned)
     except ValueError as exc:
         msg = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) \
             else str(exc)
         return LineEntry(line, LineStatus.BAD_JSON, f"not JSON: {msg}",
+                         records_spanned=spanned)
+    if _too_deep(raw, value):
+        return LineEntry(line, LineStatus.MALFORMED, f"JSON {_TOO_DEEP}",
                          records_spanned=spanned)
     if not isinstance(value, dict) or not isinstance(value.get("hash"), str):
         return LineEntry(line, LineStatus.MALFORMED, "not an envelope: no string 'hash'",
@@ -224,7 +293,7 @@ def scan_line(raw: bytes, line: int, *, terminated: bool = True) -> LineEntry:
     stored = value.pop("hash")
     try:
         body = canonical_of(value, fast)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         return LineEntry(line, LineStatus.MALFORMED, f"cannot be canonicalised: {exc}",
                          seq=seq, records_spanned=spanned)
     computed = "sha256:" + sha256_hex(body)

@@ -58,13 +58,14 @@ from .lineformat import (
     EnvelopeKind,
     LineStatus,
     encode_record,
+    parse_envelope,
     scan_line,
     seal,
 )
 from .signing import Signer, signer_from_env
 from .verify import Checkpoint, VerifyReport, check_chain
 from ..canonical import canonical_bytes, sha256_hex
-from ..errors import AuditError, Location
+from ..errors import AuditError, Location, LogNotIntactError
 from ..safeopen import NotAFile, SymlinkRefused, dir_handle, open_below, relative_parts
 
 __all__ = ["AuditLog", "GENESIS_HASH", "load_checkpoint"]
@@ -475,26 +476,33 @@ class AuditLog:
             pos += len(raw)
             yield number, raw[:-1]
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        """Every stored envelope in file order. Raises :class:`AuditError` on a line that
-        is not a JSON envelope (``audit.corrupt_line``) and, after the last complete
-        record, on a torn tail (``audit.torn_tail``): nothing is skipped silently.
-        Iteration only reads; :meth:`verify` checks hashes and order."""
+    def entries(self) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
+        """``(line number, envelope, "")`` for every complete line that parses as an
+        envelope, ``(line number, None, why)`` for one that does not (bad UTF-8 or JSON,
+        nesting beyond :data:`~engine.audit.lineformat.MAX_DEPTH`, not an envelope):
+        hostile bytes never raise. After the last complete line, a torn tail raises
+        ``audit.torn_tail``. Hashes and order are :meth:`verify`'s job."""
         with self._snapshot() as (f, end, _last, torn):
             for number, raw in self._lines(f, end):
-                try:
-                    env = json.loads(raw)
-                except ValueError:
-                    env = None
-                if not isinstance(env, dict) or not isinstance(env.get("record"), dict):
-                    raise AuditError("audit.corrupt_line", f"line {number} of {self.path} "
-                                     "is not an audit envelope; run verify",
-                                     location=Location(file=str(self.path), line=number))
-                yield env
+                env, why = parse_envelope(raw)
+                yield number, env, why
             if torn:
                 raise AuditError("audit.torn_tail", f"{self.path} ends in {len(torn)} bytes "
                                  "of an unfinished write; call recover() (or append) to "
                                  "move them aside", location=Location(file=str(self.path)))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Every stored envelope in file order. Raises :class:`LogNotIntactError` on a
+        line that is not a JSON envelope (``audit.corrupt_line``) and, after the last
+        complete record, :class:`AuditError` on a torn tail (``audit.torn_tail``):
+        nothing is skipped silently. Iteration only reads; :meth:`verify` checks hashes
+        and order."""
+        for number, env, why in self.entries():
+            if env is None:
+                raise LogNotIntactError("audit.corrupt_line", f"line {number} of {self.path} "
+                                        f"is not an audit envelope ({why}); run verify",
+                                        location=Location(file=str(self.path), line=number))
+            yield env
 
     def find(self, decision_id: str) -> dict[str, Any] | None:
         """The first decision envelope whose ``record["decision_id"]`` equals
