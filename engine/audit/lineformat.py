@@ -146,7 +146,17 @@ def parse_envelope(raw: bytes) -> tuple[dict[str, Any] | None, str]:
         return None, f"JSON {_TOO_DEEP}"
     if not isinstance(value, dict) or not isinstance(value.get("record"), dict):
         return None, "not an audit envelope (no 'record' object)"
+    if value.get("kind") not in _KINDS:
+        return None, f"not an audit envelope (kind {_short(value.get('kind'))}, expected 'decision' or 'recovery')"
+    seq = value.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        return None, f"not an audit envelope (seq {_short(seq)}, expected an integer)"
     return value, ""
+
+
+def _short(value: Any) -> str:
+    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _json_problem(value: Any, path: str = "$") -> tuple[str, str] | None:
