@@ -333,8 +333,8 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
     from .audit.records import check_log
 
     checks = check_log(AuditLog(Path(args.log)))
-    for number, why in checks.unreadable:
-        _err(f"warning: {why}; run `ctxbudget audit verify {args.log}`")
+    for number, why in checks.unreadable:  # hostile or damaged bytes: a finding, exit 6
+        _err(f"finding: {args.log}:{number}: {why}; run `ctxbudget audit verify {args.log}`")
     if checks.chain.problems and not checks.chain.ok:
         _err(f"warning: the log's hash chain is not intact ({len(checks.chain.problems)} problem(s)); "
              f"`ctxbudget audit verify {args.log}` lists them")
@@ -361,7 +361,7 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
     if failed:
         _err(f"warning: {failed} of {len(records)} shown decision record(s) FAILED their checks "
              "(marked [FAILED CHECKS: ...])")
-    return EXIT_LOG_NOT_INTACT if failed else 0
+    return EXIT_LOG_NOT_INTACT if failed or checks.unreadable else 0
 
 
 def _report(exc: EngineError, args: argparse.Namespace | None) -> None:

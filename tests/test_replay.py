@@ -144,7 +144,8 @@ def test_an_unreadable_or_unreplayable_record_is_reported_and_the_run_goes_on(
     code, out, err = run(capsys, "audit", "replay", str(path))
     assert code == cli.EXIT_LOG_NOT_INTACT
     rows = out.splitlines()
-    assert rows[0].startswith("line 2: error: line 2 is not JSON (JSONDecodeError)")
+    assert rows[0].startswith("line 2: error: line 2 is not JSON: Expecting property name enclosed in double "
+                              "quotes at column 2")
     assert "error: the record cannot be replayed: " in rows[2] and "[FAILED CHECKS: " in rows[2]
     assert sum("identical" in r for r in rows) == 2
     assert err.startswith("4 decisions replayed: 2 identical, 0 changed, 1 failing their checks, "

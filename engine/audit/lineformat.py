@@ -143,7 +143,7 @@ def parse_envelope(raw: bytes) -> tuple[dict[str, Any] | None, str]:
             else str(exc)
         return None, f"not JSON: {msg}"
     if _too_deep(raw, value):
-        return None, f"JSON {_TOO_DEEP}"
+        return None, f"not JSON we can read: {_TOO_DEEP}"
     if not isinstance(value, dict) or not isinstance(value.get("record"), dict):
         return None, "not an audit envelope (no 'record' object)"
     if value.get("kind") not in _KINDS:

@@ -476,31 +476,15 @@ class AuditLog:
             pos += len(raw)
             yield number, raw[:-1]
 
-    def entries(self) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
-        """``(line number, envelope, "")`` for every complete line that parses as an
-        envelope, ``(line number, None, why)`` for one that does not (bad UTF-8 or JSON,
-        nesting beyond :data:`~engine.audit.lineformat.MAX_DEPTH`, not an envelope):
-        hostile bytes never raise. After the last complete line, a torn tail raises
-        ``audit.torn_tail``. Hashes and order are :meth:`verify`'s job."""
-        with self._snapshot() as (f, end, _last, torn):
-            for number, raw in self._lines(f, end):
-                env, why = parse_envelope(raw)
-                yield number, env, why
-            if torn:
-                raise AuditError("audit.torn_tail", f"{self.path} ends in {len(torn)} bytes "
-                                 "of an unfinished write; call recover() (or append) to "
-                                 "move them aside", location=Location(file=str(self.path)))
-
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Every stored envelope in file order. Raises :class:`LogNotIntactError` on a
         line that is not a JSON envelope (``audit.corrupt_line``) and, after the last
         complete record, :class:`AuditError` on a torn tail (``audit.torn_tail``):
         nothing is skipped silently. Iteration only reads; :meth:`verify` checks hashes
         and order."""
-        for number, env, why in self.entries():
+        for number, env, why in self.scan(torn_tail_error=True):
             if env is None:
-                raise LogNotIntactError("audit.corrupt_line", f"line {number} of {self.path} "
-                                        f"is not an audit envelope ({why}); run verify",
+                raise LogNotIntactError("audit.corrupt_line", f"{self.path}: {why}; run verify",
                                         location=Location(file=str(self.path), line=number))
             yield env
 
@@ -510,21 +494,22 @@ class AuditLog:
         return next((env for env in self if env.get("kind") == EnvelopeKind.DECISION.value
                      and env["record"].get("decision_id") == decision_id), None)
 
-    def scan(self) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    def scan(self, *, torn_tail_error: bool = False
+             ) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
         """Every complete line as ``(line number, envelope, None)``, or ``(line number,
-        None, why)`` for a line that is not an envelope — for readers that report a bad
-        line and go on (``audit replay``, record checks); a torn tail is not a line."""
-        with self._snapshot() as (f, end, _last, _torn):
+        None, why)`` for a line that is not an envelope (bad UTF-8 or JSON, nesting beyond
+        :data:`~engine.audit.lineformat.MAX_DEPTH`, no record, kind or seq) — for readers
+        that report a bad line and go on (``audit replay``, record checks): hostile bytes
+        never raise. A torn tail is not a line (with ``torn_tail_error``, it raises
+        ``audit.torn_tail`` after the last line). Hashes and order are :meth:`verify`'s."""
+        with self._snapshot() as (f, end, _last, torn):
             for number, raw in self._lines(f, end):
-                try:
-                    env = json.loads(raw)
-                except (ValueError, RecursionError) as exc:
-                    yield number, None, f"line {number} is not JSON ({type(exc).__name__})"
-                    continue
-                if not isinstance(env, dict) or not isinstance(env.get("record"), dict):
-                    yield number, None, f"line {number} is not an audit envelope"
-                    continue
-                yield number, env, None
+                env, why = parse_envelope(raw)
+                yield number, env, None if env is not None else f"line {number} is {why}"
+            if torn and torn_tail_error:
+                raise AuditError("audit.torn_tail", f"{self.path} ends in {len(torn)} bytes "
+                                 "of an unfinished write; call recover() (or append) to "
+                                 "move them aside", location=Location(file=str(self.path)))
 
     def verify(self, checkpoint: Mapping[str, Any] | None = None, *, from_seq: int = 1,
                to_seq: int | None = None) -> VerifyReport:
