@@ -28,6 +28,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="run every case of the sampled exhaustive tests (slow)")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # One switch: modules that size their cases at import read the environment variable.
+    if config.getoption("--exhaustive"):
+        os.environ["CTXBUDGET_EXHAUSTIVE"] = "1"
+
+
 @pytest.fixture(scope="session")
 def exhaustive(request: pytest.FixtureRequest) -> bool:
     """True when the exhaustive variants were asked for."""
