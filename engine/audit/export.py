@@ -23,12 +23,13 @@ from typing import Any
 
 from ..errors import UsageError
 from .log import AuditLog
-from .query import decision_items, decision_status
+from .query import decision_items, decision_status, record_time
 from .records import Finding, check_log
 
-#: (column, type) of a decision row; the types are Arrow's names.
+#: (column, type) of a decision row: Arrow's type names; ``timestamp`` is the record's ISO
+#: 8601 text in CSV and a UTC microsecond timestamp in Parquet.
 DECISION_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("log", "string"), ("seq", "int64"), ("decision_id", "string"), ("timestamp", "string"),
+    ("log", "string"), ("seq", "int64"), ("decision_id", "string"), ("timestamp", "timestamp"),
     ("policy", "string"), ("revision", "string"), ("digest", "string"), ("outcome", "string"),
     ("status", "string"), ("strategy_requested", "string"), ("strategy_used", "string"),
     ("fallback_reason", "string"), ("tokens_used", "int64"), ("tokens_limit", "int64"),
@@ -37,7 +38,7 @@ DECISION_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 #: (column, type) of an item row: the decision's key columns, then the item's.
 ITEM_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("log", "string"), ("seq", "int64"), ("decision_id", "string"), ("timestamp", "string"),
+    ("log", "string"), ("seq", "int64"), ("decision_id", "string"), ("timestamp", "timestamp"),
     ("policy", "string"), ("revision", "string"), ("status", "string"),
     ("source_id", "string"), ("doc", "string"), ("level", "string"), ("tokens", "int64"),
     ("relevance", "double"), ("decision", "string"), ("reason", "string"),
@@ -155,9 +156,14 @@ def write_parquet(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str
                          "--format parquet needs pyarrow, which is not installed; install the "
                          "export extra: pip install 'ctxbudget[export]' (or use --format csv)",
                          path="$.format") from None
-    types = {"string": pa.string(), "int64": pa.int64(), "double": pa.float64()}
+    types = {"string": pa.string(), "int64": pa.int64(), "double": pa.float64(),
+             "timestamp": pa.timestamp("us", tz="UTC")}
+
+    def cell(value: Any, kind: str) -> Any:
+        return record_time({"timestamp": value}) if kind == "timestamp" else value
+
     schema = pa.schema([(name, types[kind]) for name, kind in columns])
-    table = pa.table({name: pa.array([r.get(name) for r in rows], type=types[kind])
+    table = pa.table({name: pa.array([cell(r.get(name), kind) for r in rows], type=types[kind])
                       for name, kind in columns}, schema=schema)
     with _atomic(path, "wb") as f:
         pq.write_table(table, f)
