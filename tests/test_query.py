@@ -339,3 +339,22 @@ def test_query_and_export_help_load_no_heavy_module() -> None:
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyarrow', 'ortools', 'jsonschema')))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.splitlines()[-1] == "[]"
+
+
+def test_cli_parquet_without_pyarrow_exits_2(logs: tuple[Path, Path], tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    code, _, err = run(capsys, "audit", "export", str(logs[1]), "--format", "parquet",
+                       "--out", str(tmp_path / "x.parquet"))
+    assert code == 2 and "error: export.missing_extra: --format parquet needs pyarrow" in err
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_items_read_what_a_compact_record_leaves_out(logs: tuple[Path, Path]) -> None:
+    env = next(e for e in AuditLog(logs[0], signer=None) if e["record"]["decision_id"] == DOC)
+    for it in env["record"]["items"]:
+        del it["level"], it["relevance"]
+    items = q.decision_items(env["record"])
+    assert [(i["level"], i["relevance"]) for i in items] == [("PARAGRAPH", 0.9), ("PARAGRAPH", 0.8),
+                                                               ("PARAGRAPH", 0.3)]

@@ -145,13 +145,21 @@ def decision_items(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     candidates of an infeasible decision). Tolerates damaged records (skips non-objects)."""
     inp = record.get("input")
     rows = inp.get("items") if isinstance(inp, Mapping) else None
-    meta = {r.get("source_id"): r.get("metadata") for r in rows or () if isinstance(r, Mapping)}
+    by_id = {r.get("source_id"): r for r in rows or () if isinstance(r, Mapping)}
     items = record.get("items")
     if record.get("outcome") != "infeasible" and isinstance(items, list):
-        return [{"source_id": it.get("source_id"), "doc": item_doc(meta.get(it.get("source_id"))),
-                 "level": it.get("level"), "tokens": it.get("tokens"), "relevance": it.get("relevance"),
-                 "decision": it.get("decision"), "reason": it.get("reason")}
-                for it in items if isinstance(it, Mapping)]
+        out = []
+        for it in items:
+            if not isinstance(it, Mapping):
+                continue
+            row = by_id.get(it.get("source_id"), {})
+            # what an item does not repeat (a compact record) is read from its input row
+            out.append({"source_id": it.get("source_id"), "doc": item_doc(row.get("metadata")),
+                        "level": it.get("level", row.get("level")),
+                        "tokens": it.get("tokens", row.get("token_count")),
+                        "relevance": it.get("relevance", row.get("relevance_score")),
+                        "decision": it.get("decision"), "reason": it.get("reason")})
+        return out
     return [{"source_id": r.get("source_id"), "doc": item_doc(r.get("metadata")), "level": r.get("level"),
              "tokens": r.get("token_count"), "relevance": r.get("relevance_score"),
              "decision": None, "reason": None}
