@@ -549,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     ash.add_argument("--json", action="store_true", help="print JSON Lines: one log envelope per line")
     ash.set_defaults(func=cmd_audit_show)
     aqy = command(au, "query", "find decisions across logs: which ones sent a source or document to "
-                  "the model, when, under which policy (exit 6 if a match fails its checks)")
+                  "the model, when, under which policy (exit 6 if a match fails its checks or a log is not intact)")
     aqy.add_argument("logs", nargs="+", metavar="LOG", help="audit logs (JSON Lines)")
     aqy.add_argument("--source-id", action="append", metavar="ID",
                      help="items with this source id (shell glob; repeat for any of several)")

@@ -358,3 +358,14 @@ def test_items_read_what_a_compact_record_leaves_out(logs: tuple[Path, Path]) ->
     items = q.decision_items(env["record"])
     assert [(i["level"], i["relevance"]) for i in items] == [("PARAGRAPH", 0.9), ("PARAGRAPH", 0.8),
                                                                ("PARAGRAPH", 0.3)]
+
+
+def test_issue_which_decisions_sent_document_x_last_week(logs: tuple[Path, Path],
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The reviewer's question from the issue, answered from the command line."""
+    code, out, err = run(capsys, "audit", "query", str(logs[0]), str(logs[1]), "--doc", "handbook",
+                         "--since", "2026-11-23", "--until", "2026-11-29", "--json")
+    assert code == 0 and [json.loads(line)["decision_id"] for line in out.splitlines()] == [DOC]
+    assert err.strip() == "1 decisions of 6 matched in 2 logs"
+    code, out, _ = run(capsys, "audit", "query", str(logs[0]), "--doc", "handbook", "--since", "2026-11-26")
+    assert code == 0 and out.splitlines() == ["0 decisions of 5 matched in 1 log"]
