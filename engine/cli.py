@@ -13,6 +13,8 @@ decision replays differently or cannot be replayed; 130 on Ctrl-C,
     ctxbudget audit verify LOG --key PUB         ctxbudget audit keygen --out DIR [--name N]
     ctxbudget audit prove LOG ID [--out F]       ctxbudget audit check-proof F --key PUB
     ctxbudget audit rotate LOG --new-key KEY
+    ctxbudget audit query LOG... [--source-id ID] [--doc D] [--since T] [--status S] [--json]
+    ctxbudget audit export LOG... --out F [--format csv|parquet] [--items]
 
 ``--errors=json`` (before or after the command) prints errors as one JSON object on
 stderr for machines. ``CTXBUDGET_DEBUG=1`` adds the traceback of an unexpected error.
@@ -51,6 +53,8 @@ EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 #: The values of :class:`engine.policy.BudgetStrategy`, spelled out so that building the
 #: parser does not import the policy stack (tests/test_cli.py checks they agree).
 STRATEGIES = ("greedy", "balanced", "optimal", "density")
+#: engine.audit.query.STATUSES, spelled out for the same reason (tests/test_query.py checks).
+QUERY_STATUSES = ("optimal", "feasible", "trivial", "heuristic", "fallback", "infeasible")
 
 
 def _out(text: str) -> None:
@@ -364,6 +368,40 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
     return EXIT_LOG_NOT_INTACT if failed or checks.unreadable else 0
 
 
+def cmd_audit_query(args: argparse.Namespace) -> int:
+    from .audit.log import AuditLog
+    from .audit.query import Query, json_line, parse_time, search, table
+
+    q = Query(source_ids=tuple(args.source_id or ()), docs=tuple(args.doc or ()),
+              since=parse_time(args.since, flag="--since") if args.since else None,
+              until=parse_time(args.until, flag="--until", end_of_day=True) if args.until else None,
+              policies=tuple(args.policy or ()), revisions=tuple(args.revision or ()),
+              statuses=tuple(args.status or ()), reasons=tuple(args.reason or ()),
+              any_decision=args.any_decision)
+    result = search(q, [AuditLog(Path(f)) for f in args.logs])
+    if args.json:
+        for m in result.matches:
+            _out(json_line(m))
+        _err(result.summary())
+    else:
+        _out(table(result))
+    # a failed record or a log that is not intact: the answer cannot be relied on
+    return 0 if result.trustworthy else EXIT_LOG_NOT_INTACT
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from .audit.export import export
+    from .audit.log import AuditLog
+
+    done = export([AuditLog(Path(f)) for f in args.logs], args.out, fmt=args.format, items=args.items)
+    _err(f"wrote {done.rows:,} {'item' if args.items else 'decision'} rows ({done.decisions:,} decisions) "
+         f"to {done.path}")
+    if done.failed:
+        _err(f"warning: {done.failed} decision record(s) FAILED their checks (column checks = failed)")
+    for log in done.broken_logs:
+        _err(f"warning: {log} is not intact; `ctxbudget audit verify {log}` lists its problems")
+    return EXIT_LOG_NOT_INTACT if done.failed or done.broken_logs else 0
+
 def _report(exc: EngineError, args: argparse.Namespace | None) -> None:
     if getattr(args, "errors", "text") == "json":
         _err(json.dumps(exc.to_dict()))
@@ -510,6 +548,36 @@ def build_parser() -> argparse.ArgumentParser:
     ash.add_argument("--decision", metavar="ID", help="only this decision id (exit 2 if the log has none)")
     ash.add_argument("--json", action="store_true", help="print JSON Lines: one log envelope per line")
     ash.set_defaults(func=cmd_audit_show)
+    aqy = command(au, "query", "find decisions across logs: which ones sent a source or document to "
+                  "the model, when, under which policy (exit 6 if a match fails its checks or a log is not intact)")
+    aqy.add_argument("logs", nargs="+", metavar="LOG", help="audit logs (JSON Lines)")
+    aqy.add_argument("--source-id", action="append", metavar="ID",
+                     help="items with this source id (shell glob; repeat for any of several)")
+    aqy.add_argument("--doc", action="append", metavar="DOC",
+                     help="items from this document (metadata doc_id or doc; shell glob)")
+    aqy.add_argument("--any-decision", action="store_true",
+                     help="with --source-id/--doc: match excluded items too (default: included only)")
+    aqy.add_argument("--since", metavar="WHEN", help="decisions at or after this ISO 8601 date or time (UTC "
+                     "unless an offset is given)")
+    aqy.add_argument("--until", metavar="WHEN", help="decisions at or before this ISO 8601 date (the whole "
+                     "day) or time")
+    aqy.add_argument("--policy", action="append", metavar="NAME", help="decisions under this policy name")
+    aqy.add_argument("--revision", action="append", metavar="REV", help="decisions under this policy revision")
+    aqy.add_argument("--status", action="append", choices=QUERY_STATUSES,
+                     help="decisions with this verdict (solver status, or infeasible)")
+    aqy.add_argument("--reason", action="append", metavar="CODE",
+                     help="items with this reason code (e.g. over_budget, pinned)")
+    aqy.add_argument("--json", action="store_true", help="print JSON Lines: one matching decision per line")
+    aqy.set_defaults(func=cmd_audit_query)
+    aex = command(au, "export", "write decisions (or their items) as a flat CSV or Parquet table "
+                  "for DuckDB or Spark, each row marked with its checks")
+    aex.add_argument("logs", nargs="+", metavar="LOG", help="audit logs (JSON Lines)")
+    aex.add_argument("--format", choices=["csv", "parquet"], default="csv",
+                     help="csv (default) or parquet (needs the export extra: pyarrow)")
+    aex.add_argument("--out", required=True, metavar="FILE", help="the file to write")
+    aex.add_argument("--items", action="store_true", help="one row per item of each decision instead of "
+                     "one per decision")
+    aex.set_defaults(func=cmd_audit_export)
     return p
 
 

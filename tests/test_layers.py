@@ -28,7 +28,7 @@ STAGES: tuple[tuple[str, ...], ...] = (
     ("allocate",),
     ("audit", "audit.lineformat", "audit.verify", "audit.merkle", "audit.note", "audit.signing",
      "audit.log", "audit.record", "audit.recordschema", "audit.records", "audit.proofs"),
-    ("decide", "manager", "audit.replay", "audit.show"),
+    ("decide", "manager", "audit.replay", "audit.show", "audit.query", "audit.export"),
     ("retrieval", "retrieval.pack"),
     ("cli",),
 )
