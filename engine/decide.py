@@ -19,6 +19,7 @@ from .audit import record as audit
 from .allocate import allocate, to_candidates
 from .allocation import Allocation
 from .audit.log import AuditLog
+from .audit.privacy import AuditSecret, check_outside, configured_secret, missing_secret_error
 from .errors import InfeasibleError, PolicyError
 from .policy import BudgetStrategy, Policy
 
@@ -58,19 +59,38 @@ def policy_audit_log(policy: Policy) -> AuditLog | None:
     return AuditLog(target, root=base)
 
 
+def log_secret(policy: Policy, audit_log: AuditLog | None,
+               secret: AuditSecret | None = None) -> AuditSecret | None:
+    """The secret that keys a record written to ``audit_log``: ``secret`` if given, else
+    the one ``CTXBUDGET_AUDIT_SECRET`` or the policy's ``audit.secret_file`` names. A
+    record that needs one (content not stored, or fields masked) and has none is
+    ``AuditError`` ``audit.secret_missing``, raised before any decision is made."""
+    if secret is not None or audit_log is None:
+        return secret
+    found = configured_secret(policy.audit.secret_file, policy.file)
+    if found is None and (not policy.audit.store_content or policy.audit.mask):
+        raise missing_secret_error(audit_log.path)
+    if found is not None:
+        check_outside(found, audit_log.path)
+    return found
+
+
 def decide(candidates: Iterable[Any], policy: Policy, *, audit_log: AuditLog | None = None,
            strategy: BudgetStrategy | None = None, decision_id: str | None = None,
-           now: datetime | None = None) -> Decided:
-    """Allocate and record. Raises what ``allocate`` raises, and ``AuditError``."""
+           now: datetime | None = None, secret: AuditSecret | None = None) -> Decided:
+    """Allocate and record. Raises what ``allocate`` raises, and ``AuditError``.
+    ``secret`` keys the record's digests (default: :func:`log_secret`)."""
+    secret = log_secret(policy, audit_log, secret)
     cands = to_candidates(candidates)
     try:
         alloc = allocate(cands, policy, strategy=strategy)
     except InfeasibleError as exc:
-        rec = audit.build_infeasible(policy, cands, exc, decision_id=decision_id, now=now)
+        rec = audit.build_infeasible(policy, cands, exc, decision_id=decision_id, now=now,
+                                     secret=secret)
         if audit_log is not None:
             audit_log.append(rec)
         exc.details["decision_id"] = rec["decision_id"]
         raise
-    rec = audit.build(policy, cands, alloc, decision_id=decision_id, now=now)
+    rec = audit.build(policy, cands, alloc, decision_id=decision_id, now=now, secret=secret)
     env = audit_log.append(rec) if audit_log is not None else None
     return Decided(alloc, rec, env)

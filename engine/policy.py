@@ -290,10 +290,15 @@ class SolverSettings:
 
 @dataclass(frozen=True, slots=True)
 class AuditSettings:
-    """Where decisions are logged (``None``: not logged) and whether content is kept."""
+    """Where decisions are logged (``None``: not logged), whether content is kept, the
+    file holding the secret that keys the digests of content not kept (``secret_file``;
+    the ``CTXBUDGET_AUDIT_SECRET`` variable wins), and the metadata keys (globs) whose
+    values are written masked (see :mod:`engine.audit.privacy`)."""
 
     log: str | None = None
     store_content: bool = False
+    secret_file: str | None = None
+    mask: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,7 +478,8 @@ def _parts_from_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
             SolverLog(solver.get("log", "keep")),
         ),
         "ordering": Ordering(spec.get("ordering", "relevance")),
-        "audit": AuditSettings(audit.get("log"), bool(audit.get("store_content", False))),
+        "audit": AuditSettings(audit.get("log"), bool(audit.get("store_content", False)),
+                               audit.get("secret_file"), tuple(audit.get("mask", ()))),
         "limits": Limits(int(limits.get("max_candidates", 200_000)), int(limits.get("max_item_bytes", 10_485_760))),
     }
 
@@ -505,6 +511,10 @@ def _normalized(p: Mapping[str, Any]) -> dict[str, Any]:
     }
     if p["sources"] is not None:
         spec["sources"] = _fields(p["sources"])
+    # An empty mask is left out, so policies that mask nothing keep their digests.
+    spec["audit"]["mask"] = list(spec["audit"].get("mask", ()))
+    if not spec["audit"]["mask"]:
+        del spec["audit"]["mask"]
     metadata = {key: p[key] for key in ("name", "product", "revision", "owner", "description") if p[key] is not None}
     return {"apiVersion": p["api_version"], "kind": p["kind"], "metadata": metadata, "spec": spec}
 

@@ -65,7 +65,23 @@ def semantic_issues(
     if objective.get("transform") == "power" and "exponent" not in objective:
         add("power_exponent", "$.spec.objective", "transform: power needs an exponent > 0; add "
             "objective.exponent, e.g. 2.0")
+    _check_mask(spec["audit"], add)
     return tuple(issues)
+
+
+def _check_mask(audit: Mapping[str, Any], add: Any) -> None:
+    """``audit.mask`` entries are globs over top-level metadata keys (fnmatch, case
+    sensitive). An unclosed ``[`` would match only itself, silently masking nothing."""
+    for k, pattern in enumerate(audit.get("mask", ())):
+        depth = 0
+        for ch in pattern:
+            depth = depth + 1 if ch == "[" else (depth - 1 if ch == "]" and depth else depth)
+        if depth:
+            add("mask_glob", f"$.spec.audit.mask[{k}]", f"mask {pattern!r} has an unclosed '['; close it "
+                "(e.g. 'customer_[ab]*') or escape a literal bracket as '[[]'")
+        elif pattern != pattern.strip():
+            add("mask_glob", f"$.spec.audit.mask[{k}]", f"mask {pattern!r} has leading or trailing spaces; "
+                "metadata keys are matched exactly: remove them")
 
 
 def _selector(matcher: Mapping[str, Any]) -> tuple[str, Any]:

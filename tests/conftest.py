@@ -14,6 +14,8 @@ regression test.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -38,3 +40,25 @@ def pytest_configure(config: pytest.Config) -> None:
 def exhaustive(request: pytest.FixtureRequest) -> bool:
     """True when the exhaustive variants were asked for."""
     return bool(request.config.getoption("--exhaustive")) or os.environ.get("CTXBUDGET_EXHAUSTIVE") == "1"
+
+
+#: The suite's audit secret (fixed bytes, so golden records are stable): written 0600
+#: outside every test's log folder and named by CTXBUDGET_AUDIT_SECRET, as a user would.
+#: Tests of a missing or unusable secret unset or override the variable.
+SUITE_AUDIT_SECRET = bytes(range(32))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _audit_secret(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    folder = tmp_path_factory.mktemp("audit-secret")
+    path = folder / "audit.secret"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(SUITE_AUDIT_SECRET)
+    old = os.environ.get("CTXBUDGET_AUDIT_SECRET")
+    os.environ["CTXBUDGET_AUDIT_SECRET"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("CTXBUDGET_AUDIT_SECRET", None)
+    else:
+        os.environ["CTXBUDGET_AUDIT_SECRET"] = old

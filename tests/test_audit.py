@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 
 from engine import AuditLog, InfeasibleError, load_policy
+from engine.audit.privacy import AuditSecret
 from engine.audit.record import stable_view
 from engine.candfile import load_candidates_file
 from engine.candidates import from_mappings
@@ -25,6 +26,9 @@ POLICIES = sorted((ROOT / "policies").glob("*.yaml"))
 GOLDEN = Path(__file__).parent / "golden" / "audit"
 SCHEMA = json.loads((ROOT / "schemas" / "audit.schema.json").read_text())
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+#: Golden records key their digests under a fixed secret (records never written would
+#: otherwise use this process's ephemeral key).
+GOLDEN_SECRET = AuditSecret.from_bytes(bytes(range(32)))
 
 
 def candidates_for(policy_file: Path) -> Any:
@@ -51,7 +55,7 @@ def test_schema_reason_codes_match_the_enum() -> None:
 def test_golden_audit_record_per_policy(policy_file: Path) -> None:
     policy = load_policy(policy_file)
     decided = decide(candidates_for(policy_file), policy, decision_id="00000000-0000-4000-8000-000000000000",
-                     now=NOW)
+                     now=NOW, secret=GOLDEN_SECRET)
     jsonschema.validate(decided.record, SCHEMA)
     got = json.dumps(golden_view(decided.record), indent=2, sort_keys=True) + "\n"
     target = GOLDEN / f"{policy_file.stem}.json"

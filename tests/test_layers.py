@@ -26,7 +26,7 @@ STAGES: tuple[tuple[str, ...], ...] = (
     ("allocation",),
     ("verify_semantics", "verify"),
     ("allocate",),
-    ("audit", "audit.lineformat", "audit.verify", "audit.merkle", "audit.note", "audit.signing",
+    ("audit", "audit.privacy", "audit.lineformat", "audit.verify", "audit.merkle", "audit.note", "audit.signing",
      "audit.log", "audit.record", "audit.recordschema", "audit.records", "audit.proofs"),
     ("decide", "manager", "audit.replay", "audit.show", "audit.query", "audit.export"),
     ("retrieval", "retrieval.pack"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import platform
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
 from typing import Any
@@ -29,6 +30,7 @@ from ..canonical import digest, plain_scalar, sha256_hex
 from ..errors import InfeasibleError
 from ..policy import Policy, SolverLog
 from ..tokens import get_tokenizer
+from .privacy import CONTENT_METADATA, SCHEME, AuditSecret, ephemeral, mask_metadata
 
 SCHEMA_VERSION = "1"
 
@@ -64,26 +66,72 @@ def _json_safe(value: Any) -> Any:
     return repr(value)
 
 
-def input_item(c: Candidate, store_content: bool) -> dict[str, Any]:
-    """The replayable description of one candidate."""
+@dataclass(frozen=True, slots=True)
+class Privacy:
+    """How one record writes content it does not store. ``secret`` keys the digests
+    (``None``: content is stored and nothing is masked, so digests stay plain SHA-256);
+    ``mask`` are the metadata-key globs written masked."""
+
+    store_content: bool
+    secret: AuditSecret | None
+    mask: tuple[str, ...]
+
+    @classmethod
+    def of(cls, policy: Policy, secret: AuditSecret | None) -> Privacy:
+        a = policy.audit
+        mask = a.mask if a.store_content else tuple(dict.fromkeys(a.mask + CONTENT_METADATA))
+        if a.store_content and not mask:
+            return cls(True, None, ())
+        return cls(a.store_content, secret or ephemeral(), mask)
+
+    @property
+    def keyed(self) -> bool:
+        """Content digests are keyed (content is not stored)."""
+        return not self.store_content
+
+    def content_digest(self, sha256: str, content: str) -> str:
+        if self.keyed and self.secret is not None:
+            return self.secret.digest(content)
+        return sha256
+
+    def metadata(self, meta: dict[str, Any], masked: set[str]) -> dict[str, Any]:
+        if not self.mask or self.secret is None:
+            return meta
+        out, keys = mask_metadata(meta, self.mask, self.secret)
+        masked.update(keys)
+        return out
+
+    def part(self, masked: set[str]) -> dict[str, Any]:
+        """The record's ``privacy`` part: what a verifier needs to recompute the digests."""
+        return {"content_stored": self.store_content,
+                "digest_scheme": SCHEME if self.keyed else "sha256",
+                "key_id": None if self.secret is None else self.secret.key_id,
+                "mask": list(self.mask), "masked_fields": sorted(masked)}
+
+
+def input_item(c: Candidate, privacy: Privacy, masked: set[str]) -> dict[str, Any]:
+    """The replayable description of one candidate (content only when stored; the keys
+    of masked metadata are added to ``masked``)."""
     row: dict[str, Any] = {
         "source_id": c.source_id,
         "relevance_score": c.relevance_score,
         "token_count": c.token_count,
         "level": c.level,
         "parent_id": c.parent_id,
-        "metadata": _json_safe(dict(c.metadata)),
-        "content_sha256": c.sha256,
+        "metadata": privacy.metadata(_json_safe(dict(c.metadata)), masked),
+        "content_sha256": privacy.content_digest(c.sha256, c.content),
     }
-    if store_content:
+    if privacy.store_content:
         row["content"] = c.content
     return row
 
 
-def input_digest(cands: Sequence[Candidate]) -> str:
-    """Digest of the canonical, id-sorted candidates (content by its SHA-256)."""
-    rows = sorted((input_item(c, False) for c in cands), key=lambda r: r["source_id"])
-    return digest(rows)
+def input_digest(rows: Sequence[dict[str, Any]], secret: AuditSecret | None = None) -> str:
+    """Digest of the canonical, id-sorted input rows without their content: plain
+    ``sha256:`` when content is stored, keyed (``hmac-sha256:``) under ``secret`` when not."""
+    bare = sorted(({k: v for k, v in r.items() if k != "content"} for r in rows),
+                  key=lambda r: str(r["source_id"]))
+    return digest(bare) if secret is None else secret.digest_json(bare)
 
 
 def _policy_part(policy: Policy) -> dict[str, Any]:
@@ -142,7 +190,7 @@ def _budget_part(policy: Policy, alloc: Allocation) -> dict[str, Any]:
     }
 
 
-def _item_part(alloc: Allocation) -> list[dict[str, Any]]:
+def _item_part(alloc: Allocation, digests: dict[str, str]) -> list[dict[str, Any]]:
     return [
         {
             "source_id": d.source_id,
@@ -150,7 +198,7 @@ def _item_part(alloc: Allocation) -> list[dict[str, Any]]:
             "tokens": d.tokens,
             "relevance": d.relevance,
             "value": d.value,
-            "content_sha256": d.sha256,
+            "content_sha256": digests.get(d.source_id, d.sha256),
             "decision": d.reason.decision.value,
             "reason": d.reason.code.value,
             "evidence": d.reason.evidence,
@@ -162,24 +210,35 @@ def _item_part(alloc: Allocation) -> list[dict[str, Any]]:
 
 
 def _header(policy: Policy, cands: Sequence[Candidate], decision_id: str | None,
-            now: datetime | None, exact: bool) -> dict[str, Any]:
+            now: datetime | None, exact: bool, privacy: Privacy) -> dict[str, Any]:
     when = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    masked: set[str] = set()
+    rows = [input_item(c, privacy, masked) for c in cands]
     return {
         "schema_version": SCHEMA_VERSION,
         "decision_id": decision_id or str(uuid.uuid4()),
         "timestamp": when.isoformat(timespec="microseconds").replace("+00:00", "Z"),
         "engine": versions(),
         "policy": _policy_part(policy),
-        "input": {"count": len(cands), "digest": input_digest(cands),
-                  "items": [input_item(c, policy.audit.store_content) for c in cands]},
+        "input": {"count": len(cands),
+                  "digest": input_digest(rows, privacy.secret if privacy.keyed else None),
+                  "items": rows},
         "tokenizer": {"name": policy.tokenizer, "exact": exact},
+        "privacy": privacy.part(masked),
     }
 
 
 def build(policy: Policy, cands: Sequence[Candidate], alloc: Allocation, *,
-          decision_id: str | None = None, now: datetime | None = None) -> dict[str, Any]:
-    """The audit record of a successful allocation."""
-    rec = _header(policy, cands, decision_id, now, alloc.accounting.exact)
+          decision_id: str | None = None, now: datetime | None = None,
+          secret: AuditSecret | None = None) -> dict[str, Any]:
+    """The audit record of a successful allocation. ``secret`` keys the digests of
+    content that is not stored (:mod:`engine.audit.privacy`; ``None``: this process's
+    ephemeral key, for a record that is not written)."""
+    privacy = Privacy.of(policy, secret)
+    rec = _header(policy, cands, decision_id, now, alloc.accounting.exact, privacy)
+    digests = {r["source_id"]: r["content_sha256"] for r in rec["input"]["items"]}
+    context_digest = (privacy.secret.digest(alloc.context) if privacy.keyed and privacy.secret
+                      else sha256_hex(alloc.context))
     rec.update({
         "outcome": "allocated",
         "budget": _budget_part(policy, alloc),
@@ -190,9 +249,9 @@ def build(policy: Policy, cands: Sequence[Candidate], alloc: Allocation, *,
         "unmet": list(alloc.unmet),
         "missing_pins": [m.to_dict() for m in alloc.missing_pins],
         "repairs": [dict(r) for r in alloc.repairs],
-        "items": _item_part(alloc),
+        "items": _item_part(alloc, digests),
         "context": {"order": [alloc.decisions[i].source_id for i in alloc.context_order],
-                    "tokens": alloc.context_tokens, "sha256": sha256_hex(alloc.context)},
+                    "tokens": alloc.context_tokens, "sha256": context_digest},
         "timings": dict(alloc.timings),
         "infeasibility": None,
     })
@@ -200,10 +259,12 @@ def build(policy: Policy, cands: Sequence[Candidate], alloc: Allocation, *,
 
 
 def build_infeasible(policy: Policy, cands: Sequence[Candidate], error: InfeasibleError, *,
-                     decision_id: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+                     decision_id: str | None = None, now: datetime | None = None,
+                     secret: AuditSecret | None = None) -> dict[str, Any]:
     """The audit record of a decision that could not be made: the rules that conflict."""
     # The tokenizer was resolved (and cached) by the call that failed: no file is read.
-    rec = _header(policy, cands, decision_id, now, get_tokenizer(policy.tokenizer).exact)
+    rec = _header(policy, cands, decision_id, now, get_tokenizer(policy.tokenizer).exact,
+                  Privacy.of(policy, secret))
     rec.update({
         "outcome": "infeasible",
         "strategy": {"requested": policy.strategy.value, "used": None, "fallback_reason": None},

@@ -39,6 +39,7 @@ from ..errors import EngineError
 from ..policy import Policy
 from ..tokens import content_sha256, get_tokenizer
 from .log import AuditLog
+from .privacy import PREFIX as KEYED_PREFIX, AuditSecret, configured_secret
 from .recordschema import schema_error
 from .verify import VerifyReport
 
@@ -84,9 +85,12 @@ def _int(obj: Any, key: str, path: str) -> int:
 
 
 class _Checker:
-    def __init__(self, record: Mapping[str, Any], seq: int | None) -> None:
+    def __init__(self, record: Mapping[str, Any], seq: int | None,
+                 secret: AuditSecret | None = None) -> None:
         self.rec = record
         self.seq = seq
+        self.secret = secret
+        self.notes: list[str] = []
         did = record.get("decision_id") if isinstance(record, Mapping) else None
         self.did = did if isinstance(did, str) else None
         self.found: list[Finding] = []
@@ -170,11 +174,33 @@ class _Checker:
                              "recorded content_sha256")
             bare.append({k2: v for k2, v in row.items() if k2 != "content"})
         claimed_digest = _get(inp, "digest", "$.input", str)
-        actual = digest(sorted(bare, key=lambda r: str(r["source_id"])))
+        rows_sorted = sorted(bare, key=lambda r: str(r["source_id"]))
+        if claimed_digest.startswith(KEYED_PREFIX):
+            secret = self.keyed_secret()
+            if secret is None:
+                return
+            actual = secret.digest_json(rows_sorted)
+        else:
+            actual = digest(rows_sorted)
         if actual != claimed_digest:
             self.add("record.input_digest", "$.input.digest",
                      f"the recorded input items hash to {actual}, not to the recorded {claimed_digest}: "
                      "the inputs were changed after the decision")
+
+    def keyed_secret(self) -> AuditSecret | None:
+        """The secret to recompute this record's keyed digests with, or ``None`` (and a
+        note) when it is not held: a keyed digest is never a failure for want of the key."""
+        priv = self.rec.get("privacy")
+        key_id = priv.get("key_id") if isinstance(priv, Mapping) else None
+        if self.secret is None:
+            self.notes.append("keyed digests (hmac-sha256, key " + str(key_id) + ") not checkable "
+                              "without the secret: set CTXBUDGET_AUDIT_SECRET to the log's secret file")
+            return None
+        if key_id != self.secret.key_id:
+            self.notes.append(f"keyed digests under key {key_id} not checkable with the secret given "
+                              f"(key {self.secret.key_id}): set CTXBUDGET_AUDIT_SECRET to that log's secret")
+            return None
+        return self.secret
 
     # -- items and context order ---------------------------------------------------------
     def items_and_order(self) -> None:
@@ -266,26 +292,41 @@ def assemble_context(record: Mapping[str, Any], policy: Policy) -> str:
     return policy.budget.separator.join(parts)
 
 
-def check_record(record: Mapping[str, Any], seq: int | None = None) -> tuple[Finding, ...]:
-    """Every check above on one decision record; an empty tuple when it holds together."""
+def check_record(record: Mapping[str, Any], seq: int | None = None,
+                 secret: AuditSecret | None = None) -> tuple[Finding, ...]:
+    """Every check above on one decision record; an empty tuple when it holds together.
+    Keyed digests (content not stored) are recomputed only with ``secret``."""
+    return check_record_notes(record, seq, secret)[0]
+
+
+def check_record_notes(record: Mapping[str, Any], seq: int | None = None,
+                       secret: AuditSecret | None = None) -> tuple[tuple[Finding, ...], tuple[str, ...]]:
+    """:func:`check_record`, and the notes on what could not be checked (keyed digests
+    without their secret)."""
     if not isinstance(record, Mapping):
-        return (Finding("record.malformed", seq, None, "$", "the record is not a JSON object"),)
+        return (Finding("record.malformed", seq, None, "$", "the record is not a JSON object"),), ()
+    checker = _Checker(record, seq, secret)
     try:
-        return _Checker(record, seq).run()
+        return checker.run(), tuple(checker.notes)
     except (KeyError, TypeError, ValueError, IndexError, RecursionError) as exc:
         return (Finding("record.malformed", seq, record.get("decision_id") if isinstance(
             record.get("decision_id"), str) else None, "$",
-            f"the record cannot be checked ({type(exc).__name__}: {exc}); it was hand-edited or damaged"),)
+            f"the record cannot be checked ({type(exc).__name__}: {exc}); it was hand-edited or damaged"),), ()
 
 
-def check_envelopes(envelopes: Iterable[Mapping[str, Any]]) -> dict[int | None, tuple[Finding, ...]]:
-    """Check every decision envelope; returns the findings by seq (only failing ones)."""
+def check_envelopes(envelopes: Iterable[Mapping[str, Any]], secret: AuditSecret | None = None,
+                    notes: list[tuple[int | None, str]] | None = None,
+                    ) -> dict[int | None, tuple[Finding, ...]]:
+    """Check every decision envelope; returns the findings by seq (only failing ones).
+    What could not be checked is appended to ``notes`` as (seq, note)."""
     out: dict[int | None, tuple[Finding, ...]] = {}
     for env in envelopes:
         if env.get("kind") != "decision":
             continue
         seq = env.get("seq") if isinstance(env.get("seq"), int) else None
-        found = check_record(env.get("record", {}), seq)
+        found, why = check_record_notes(env.get("record", {}), seq, secret)
+        if notes is not None:
+            notes.extend((seq, n) for n in why)
         if found:
             out[seq] = out.get(seq, ()) + found
     return out
@@ -302,6 +343,8 @@ class LogChecks:
     record_findings: tuple[Finding, ...]
     unreadable: tuple[tuple[int, str], ...]
     decisions: tuple[dict[str, Any], ...]
+    #: (seq, note) for what could not be checked: keyed digests without their secret.
+    unchecked: tuple[tuple[int | None, str], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -315,20 +358,39 @@ class LogChecks:
         return {"records_checked": len(self.decisions),
                 "records_failed": len({f.seq for f in self.record_findings}),
                 "findings": [f.to_dict() for f in self.record_findings],
+                "not_checkable": [{"seq": seq, "note": n} for seq, n in self.unchecked],
                 "unreadable_lines": [{"line": n, "message": m} for n, m in self.unreadable]}
 
     def summary(self) -> str:
         failed = len({f.seq for f in self.record_findings})
         lines = [f"record checks: {len(self.decisions)} decision records checked, {failed} failed"]
+        if self.unchecked:
+            seqs = len({seq for seq, _ in self.unchecked})
+            lines.append(f"  {seqs} record(s) partly not checkable: {self.unchecked[0][1]}")
         lines += [f"  {f}" for f in self.record_findings[:50]]
         if len(self.record_findings) > 50:
             lines.append(f"  ... {len(self.record_findings) - 50} more (see --json)")
         return "\n".join(lines)
 
 
-def check_log(log: AuditLog, checkpoint: Mapping[str, Any] | None = None) -> LogChecks:
+def env_secret(notes: list[tuple[int | None, str]]) -> AuditSecret | None:
+    """The secret ``CTXBUDGET_AUDIT_SECRET`` names, or ``None``; a secret file that cannot
+    be used is a note (its digests are then not checked), never a crash."""
+    try:
+        return configured_secret(None, None)
+    except EngineError as exc:
+        notes.append((None, f"{exc.code}: {exc.message}"))
+        return None
+
+
+def check_log(log: AuditLog, checkpoint: Mapping[str, Any] | None = None,
+              secret: AuditSecret | None = None) -> LogChecks:
     """Verify ``log``'s chain (with ``checkpoint`` if given) and check every decision
-    record in it; unreadable lines are listed, never fatal."""
+    record in it; unreadable lines are listed, never fatal. Keyed digests are recomputed
+    with ``secret`` (default: the one ``CTXBUDGET_AUDIT_SECRET`` names, if any)."""
+    notes: list[tuple[int | None, str]] = []
+    if secret is None:
+        secret = env_secret(notes)
     chain = log.verify(checkpoint)
     decisions: list[dict[str, Any]] = []
     unreadable: list[tuple[int, str]] = []
@@ -338,7 +400,7 @@ def check_log(log: AuditLog, checkpoint: Mapping[str, Any] | None = None) -> Log
         elif env.get("kind") == "decision":
             decisions.append(env)
     ids = {e.get("seq"): e["record"].get("decision_id") for e in decisions}
-    by_seq: dict[int | None, tuple[Finding, ...]] = dict(check_envelopes(decisions))
+    by_seq: dict[int | None, tuple[Finding, ...]] = dict(check_envelopes(decisions, secret, notes))
     record_findings = tuple(f for fs in by_seq.values() for f in fs)
     for p in chain.problems:
         if p.seq in ids:
@@ -346,4 +408,4 @@ def check_log(log: AuditLog, checkpoint: Mapping[str, Any] | None = None) -> Log
             by_seq[p.seq] = by_seq.get(p.seq, ()) + (Finding(
                 f"chain.{p.kind.value}", p.seq, did if isinstance(did, str) else None, "$",
                 f"line {p.line}: {p.message}"),)
-    return LogChecks(chain, by_seq, record_findings, tuple(unreadable), tuple(decisions))
+    return LogChecks(chain, by_seq, record_findings, tuple(unreadable), tuple(decisions), tuple(notes))
