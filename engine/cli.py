@@ -12,7 +12,7 @@ decision replays differently or cannot be replayed; 130 on Ctrl-C,
     ctxbudget audit replay LOG [--policy P [--fail-on-diff]]  ctxbudget audit show LOG [--decision ID] [--json]
     ctxbudget audit verify LOG --key PUB         ctxbudget audit keygen --out DIR [--name N]
     ctxbudget audit prove LOG ID [--out F]       ctxbudget audit check-proof F --key PUB
-    ctxbudget audit rotate LOG --new-key KEY
+    ctxbudget audit rotate LOG --new-key KEY     ctxbudget audit secret --out FILE
     ctxbudget audit query LOG... [--source-id ID] [--doc D] [--since T] [--status S] [--json]
     ctxbudget audit export LOG... --out F [--format csv|parquet] [--items]
 
@@ -247,6 +247,15 @@ def cmd_audit_keygen(args: argparse.Namespace) -> int:
     public.write_text(key.verifier.encode() + "\n", encoding="utf-8")
     _out(f"private key -> {private} (mode 0600; keep it outside every log folder; "
          f"export CTXBUDGET_AUDIT_KEY={private})\npublic key  -> {public}: {key.verifier.encode()}")
+    return 0
+
+
+def cmd_audit_secret(args: argparse.Namespace) -> int:
+    from .audit.privacy import SECRET_ENV, create_secret
+
+    secret = create_secret(args.out)
+    _out(f"audit secret -> {args.out} (mode 0600, key id {secret.key_id}); keep it outside every "
+         f"log folder and export {SECRET_ENV}={args.out}")
     return 0
 
 
@@ -517,6 +526,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "(outside every log folder)")
     ak.add_argument("--name", default="ctxbudget-audit", help="key name (no spaces, no '+')")
     ak.set_defaults(func=cmd_audit_keygen)
+    asx = command(au, "secret", "create the secret (32 random bytes, mode 0600) that keys the "
+                  "digests of content a log does not store")
+    asx.add_argument("--out", required=True, metavar="FILE", help="the secret file to create (never "
+                     "overwritten; outside every log folder), then named by CTXBUDGET_AUDIT_SECRET")
+    asx.set_defaults(func=cmd_audit_secret)
     ar2 = command(au, "rotate", "hand a log over to a new signing key (a note signed by both keys)")
     ar2.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
     ar2.add_argument("--new-key", required=True, metavar="KEY", help="the new private key (audit keygen)")

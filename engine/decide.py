@@ -77,20 +77,22 @@ def log_secret(policy: Policy, audit_log: AuditLog | None,
 
 def decide(candidates: Iterable[Any], policy: Policy, *, audit_log: AuditLog | None = None,
            strategy: BudgetStrategy | None = None, decision_id: str | None = None,
-           now: datetime | None = None, secret: AuditSecret | None = None) -> Decided:
+           now: datetime | None = None, secret: AuditSecret | None = None,
+           query: str | None = None) -> Decided:
     """Allocate and record. Raises what ``allocate`` raises, and ``AuditError``.
-    ``secret`` keys the record's digests (default: :func:`log_secret`)."""
+    ``secret`` keys the record's digests (default: :func:`log_secret`); ``query`` is the
+    question the candidates answer (``pack``), recorded as the policy's privacy says."""
     secret = log_secret(policy, audit_log, secret)
     cands = to_candidates(candidates)
     try:
         alloc = allocate(cands, policy, strategy=strategy)
     except InfeasibleError as exc:
         rec = audit.build_infeasible(policy, cands, exc, decision_id=decision_id, now=now,
-                                     secret=secret)
+                                     secret=secret, query=query)
         if audit_log is not None:
             audit_log.append(rec)
         exc.details["decision_id"] = rec["decision_id"]
         raise
-    rec = audit.build(policy, cands, alloc, decision_id=decision_id, now=now, secret=secret)
+    rec = audit.build(policy, cands, alloc, decision_id=decision_id, now=now, secret=secret, query=query)
     env = audit_log.append(rec) if audit_log is not None else None
     return Decided(alloc, rec, env)

@@ -101,6 +101,13 @@ class Privacy:
         masked.update(keys)
         return out
 
+    def query(self, text: str) -> dict[str, Any]:
+        """A ``pack`` query as the record keeps it: its text only when content is stored,
+        else its keyed digest (the query is content: it says what the user asked)."""
+        if not self.keyed or self.secret is None:
+            return {"text": text, "digest": None}
+        return {"text": None, "digest": self.secret.digest(text)}
+
     def part(self, masked: set[str]) -> dict[str, Any]:
         """The record's ``privacy`` part: what a verifier needs to recompute the digests."""
         return {"content_stored": self.store_content,
@@ -210,11 +217,12 @@ def _item_part(alloc: Allocation, digests: dict[str, str]) -> list[dict[str, Any
 
 
 def _header(policy: Policy, cands: Sequence[Candidate], decision_id: str | None,
-            now: datetime | None, exact: bool, privacy: Privacy) -> dict[str, Any]:
+            now: datetime | None, exact: bool, privacy: Privacy,
+            query: str | None = None) -> dict[str, Any]:
     when = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     masked: set[str] = set()
     rows = [input_item(c, privacy, masked) for c in cands]
-    return {
+    head = {
         "schema_version": SCHEMA_VERSION,
         "decision_id": decision_id or str(uuid.uuid4()),
         "timestamp": when.isoformat(timespec="microseconds").replace("+00:00", "Z"),
@@ -226,16 +234,20 @@ def _header(policy: Policy, cands: Sequence[Candidate], decision_id: str | None,
         "tokenizer": {"name": policy.tokenizer, "exact": exact},
         "privacy": privacy.part(masked),
     }
+    if query is not None:
+        head["query"] = privacy.query(query)
+    return head
 
 
 def build(policy: Policy, cands: Sequence[Candidate], alloc: Allocation, *,
           decision_id: str | None = None, now: datetime | None = None,
-          secret: AuditSecret | None = None) -> dict[str, Any]:
+          secret: AuditSecret | None = None, query: str | None = None) -> dict[str, Any]:
     """The audit record of a successful allocation. ``secret`` keys the digests of
     content that is not stored (:mod:`engine.audit.privacy`; ``None``: this process's
-    ephemeral key, for a record that is not written)."""
+    ephemeral key, for a record that is not written); ``query`` is the question a
+    ``pack`` decision answered (recorded as text or keyed digest, see :class:`Privacy`)."""
     privacy = Privacy.of(policy, secret)
-    rec = _header(policy, cands, decision_id, now, alloc.accounting.exact, privacy)
+    rec = _header(policy, cands, decision_id, now, alloc.accounting.exact, privacy, query)
     digests = {r["source_id"]: r["content_sha256"] for r in rec["input"]["items"]}
     context_digest = (privacy.secret.digest(alloc.context) if privacy.keyed and privacy.secret
                       else sha256_hex(alloc.context))
@@ -260,11 +272,11 @@ def build(policy: Policy, cands: Sequence[Candidate], alloc: Allocation, *,
 
 def build_infeasible(policy: Policy, cands: Sequence[Candidate], error: InfeasibleError, *,
                      decision_id: str | None = None, now: datetime | None = None,
-                     secret: AuditSecret | None = None) -> dict[str, Any]:
+                     secret: AuditSecret | None = None, query: str | None = None) -> dict[str, Any]:
     """The audit record of a decision that could not be made: the rules that conflict."""
     # The tokenizer was resolved (and cached) by the call that failed: no file is read.
     rec = _header(policy, cands, decision_id, now, get_tokenizer(policy.tokenizer).exact,
-                  Privacy.of(policy, secret))
+                  Privacy.of(policy, secret), query)
     rec.update({
         "outcome": "infeasible",
         "strategy": {"requested": policy.strategy.value, "used": None, "fallback_reason": None},

@@ -94,6 +94,6 @@ def pack(policy: Policy, query: str, paths: Sequence[str | Path], *, top_k: int 
         notes.append(f"{len(fetched)} pinned node(s) that search did not return were fetched from the "
                      f"index: {', '.join(r['source_id'] for r in fetched[:10])}"
                      + (" ..." if len(fetched) > 10 else ""))
-    decided = decide(rows + fetched, policy, audit_log=audit_log)
+    decided = decide(rows + fetched, policy, audit_log=audit_log, query=query)
     return Packed(decided, tuple(str(f) for f in files), len(results), tuple(notes),
                   time.perf_counter() - t0, tuple(r["source_id"] for r in fetched))
