@@ -253,7 +253,8 @@ def cmd_audit_keygen(args: argparse.Namespace) -> int:
 def cmd_audit_secret(args: argparse.Namespace) -> int:
     from .audit.privacy import SECRET_ENV, create_secret
 
-    secret = create_secret(args.out)
+    Path(args.out).expanduser().parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secret = create_secret(Path(args.out).expanduser())
     _out(f"audit secret -> {args.out} (mode 0600, key id {secret.key_id}); keep it outside every "
          f"log folder and export {SECRET_ENV}={args.out}")
     return 0

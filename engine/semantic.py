@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping
+from fnmatch import fnmatchcase
 from typing import Any
 
 from .errors import Location, PolicyError
@@ -65,14 +66,34 @@ def semantic_issues(
     if objective.get("transform") == "power" and "exponent" not in objective:
         add("power_exponent", "$.spec.objective", "transform: power needs an exponent > 0; add "
             "objective.exponent, e.g. 2.0")
-    _check_mask(spec["audit"], add)
+    _check_mask(spec, add)
     return tuple(issues)
 
 
-def _check_mask(audit: Mapping[str, Any], add: Any) -> None:
+def _rule_fields(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(metadata key, JSON path of the rule that reads it) for every rule reading metadata."""
+    out: list[tuple[str, str]] = []
+    sources = spec.get("sources")
+    if sources is not None and sources.get("group_by") == "metadata" and sources.get("field"):
+        out.append((sources["field"], "$.spec.sources.field"))
+    for kind in ("pinned", "blocked"):
+        for i, matcher in enumerate(spec[kind]):
+            out += [(key, f"$.spec.{kind}[{i}].metadata") for key in sorted(matcher.get("metadata") or {})]
+    return out
+
+
+def _check_mask(spec: Mapping[str, Any], add: Any) -> None:
     """``audit.mask`` entries are globs over top-level metadata keys (fnmatch, case
-    sensitive). An unclosed ``[`` would match only itself, silently masking nothing."""
-    for k, pattern in enumerate(audit.get("mask", ())):
+    sensitive). An unclosed ``[`` would match only itself, silently masking nothing; a
+    mask over a key that a rule reads would make the record unreplayable (replay would
+    see the masked value, not the one the rule saw)."""
+    fields = _rule_fields(spec)
+    for k, pattern in enumerate(spec["audit"].get("mask", ())):
+        for key, where in fields:
+            if fnmatchcase(key, pattern):
+                add("mask_hides_rule_field", f"$.spec.audit.mask[{k}]", f"mask {pattern!r} hides metadata "
+                    f"key {key!r}, which {where} reads: a replay of the record could not apply that rule; "
+                    "narrow the mask or group/match on another key")
         depth = 0
         for ch in pattern:
             depth = depth + 1 if ch == "[" else (depth - 1 if ch == "]" and depth else depth)

@@ -55,10 +55,13 @@ def _audit_secret(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(SUITE_AUDIT_SECRET)
-    old = os.environ.get("CTXBUDGET_AUDIT_SECRET")
+    # XDG_CONFIG_HOME: an empty folder, so a secret in the user's ~/.config is never read
+    saved = {name: os.environ.get(name) for name in ("CTXBUDGET_AUDIT_SECRET", "XDG_CONFIG_HOME")}
     os.environ["CTXBUDGET_AUDIT_SECRET"] = str(path)
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("xdg-config"))
     yield path
-    if old is None:
-        os.environ.pop("CTXBUDGET_AUDIT_SECRET", None)
-    else:
-        os.environ["CTXBUDGET_AUDIT_SECRET"] = old
+    for name, old in saved.items():
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old

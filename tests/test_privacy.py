@@ -213,6 +213,7 @@ def test_masked_fields_with_stored_content_keep_plain_digests(tmp_path: Path,
 def test_no_secret_is_an_error_that_says_how_to_create_one(tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CTXBUDGET_AUDIT_SECRET")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     log = new_log(tmp_path / "logs")
     with pytest.raises(AuditError) as info:
         decide(from_mappings([({"source_id": "a", "content": "alpha", "relevance_score": 0.9}, None)]),
@@ -221,13 +222,19 @@ def test_no_secret_is_an_error_that_says_how_to_create_one(tmp_path: Path,
     assert info.value.message == (
         f"audit.store_content is false, so the record written to {log.path} keys its content digests with a "
         "secret, and none is configured: create one outside the log's folder with `ctxbudget audit secret "
-        "--out ~/.config/ctxbudget/audit.secret` and set CTXBUDGET_AUDIT_SECRET to that file (or the "
-        "policy's audit.secret_file)")
+        "--out ~/.config/ctxbudget/audit.secret` (the default location), or name another file with "
+        "CTXBUDGET_AUDIT_SECRET or the policy's audit.secret_file")
     assert not Path(log.path).exists() or Path(log.path).read_bytes() == b""
     # a decision that is not logged needs no secret (an ephemeral key hides its content)
     rec = decide(from_mappings([({"source_id": "a", "content": "alpha", "relevance_score": 0.9}, None)]),
                  Policy.default(500)).record
     assert rec["privacy"]["key_id"] == "ephemeral"
+    # the per-user default location, once created, is used without naming it
+    assert cli.main(["audit", "secret", "--out", str(tmp_path / "config" / "ctxbudget" / "audit.secret")]) == 0
+    made = load_secret(tmp_path / "config" / "ctxbudget" / "audit.secret")
+    rec = decide(from_mappings([({"source_id": "a", "content": "alpha", "relevance_score": 0.9}, None)]),
+                 Policy.default(500), audit_log=log).record
+    assert rec["privacy"]["key_id"] == made.key_id
 
 
 def test_policy_secret_file_is_read_relative_to_the_policy(tmp_path: Path,
@@ -312,6 +319,16 @@ def test_mask_globs_are_validated_with_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as info:
         load_policy(write_policy(tmp_path, "  audit: {mask: customer}\n"))
     assert info.value.path.startswith("$.spec.audit.mask")
+    with pytest.raises(PolicyError) as info:
+        load_policy(write_policy(tmp_path, "  sources: {group_by: metadata, field: customer_tier}\n"
+                                           "  audit: {mask: ['customer_*']}\n"))
+    assert (info.value.code, info.value.path) == ("policy.semantic.mask_hides_rule_field", "$.spec.audit.mask[0]")
+    assert info.value.message == ("mask 'customer_*' hides metadata key 'customer_tier', which $.spec.sources.field "
+                                  "reads: a replay of the record could not apply that rule; narrow the mask or "
+                                  "group/match on another key")
+    with pytest.raises(PolicyError, match=r"hides metadata key 'vip', which \$\.spec\.pinned\[0\]\.metadata"):
+        load_policy(write_policy(tmp_path, "  pinned: [{metadata: {vip: true}, required: false}]\n"
+                                           "  audit: {mask: ['v*']}\n"))
     ok = load_policy(write_policy(tmp_path, "  audit: {mask: ['customer_*', 'ssn']}\n"))
     assert ok.audit.mask == ("customer_*", "ssn")
     assert ok.to_dict()["spec"]["audit"]["mask"] == ["customer_*", "ssn"]

@@ -14,8 +14,8 @@ the masked fields, so a verifier holding the secret recomputes every digest
 without the secret" instead of seeing a false failure.
 
 The secret is 32 random bytes in a file of its own, outside the log: named by the
-environment variable ``CTXBUDGET_AUDIT_SECRET`` or the policy's ``audit.secret_file``,
-created only on request (``ctxbudget audit secret --out FILE``: mode 0600, never
+environment variable ``CTXBUDGET_AUDIT_SECRET`` or the policy's ``audit.secret_file``, else
+the per-user ``~/.config/ctxbudget/audit.secret`` if it exists, created only on request (``ctxbudget audit secret --out FILE``: mode 0600, never
 overwritten) and refused when group- or world-accessible or a symlink. A log written
 with content not stored and no secret configured is an error that says how to create
 one (``audit.secret_missing``): a secret generated on the fly would sit wherever the
@@ -152,10 +152,19 @@ def load_secret(path: str | os.PathLike[str], *, origin: str = SECRET_ENV) -> Au
     return AuditSecret.from_bytes(key, str(path))
 
 
+def default_secret_path(env: Mapping[str, str] | None = None) -> Path:
+    """The per-user secret file used when nothing names one:
+    ``$XDG_CONFIG_HOME/ctxbudget/audit.secret`` (``~/.config/ctxbudget/audit.secret``)."""
+    env = os.environ if env is None else env
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "ctxbudget" / "audit.secret"
+
+
 def configured_secret(secret_file: str | None, policy_file: str | None,
                       env: Mapping[str, str] | None = None) -> AuditSecret | None:
     """The secret named by ``CTXBUDGET_AUDIT_SECRET`` (first) or the policy's
-    ``audit.secret_file`` (relative to the policy's folder); ``None`` if neither is set."""
+    ``audit.secret_file`` (relative to the policy's folder), else the per-user default
+    file if it exists (:func:`default_secret_path`); ``None`` if there is none."""
     env = os.environ if env is None else env
     named = env.get(SECRET_ENV)
     if named:
@@ -165,6 +174,9 @@ def configured_secret(secret_file: str | None, policy_file: str | None,
         if not p.is_absolute() and policy_file:
             p = Path(policy_file).resolve().parent / p
         return load_secret(p, origin="the policy's audit.secret_file")
+    default = default_secret_path(env)
+    if os.path.lexists(default):
+        return load_secret(default, origin="the per-user default location")
     return None
 
 
@@ -173,8 +185,8 @@ def missing_secret_error(log_path: str | os.PathLike[str] | None) -> AuditError:
         "audit.secret_missing",
         f"audit.store_content is false, so the record written to {log_path} keys its content "
         "digests with a secret, and none is configured: create one outside the log's folder with "
-        "`ctxbudget audit secret --out ~/.config/ctxbudget/audit.secret` and set "
-        f"{SECRET_ENV} to that file (or the policy's audit.secret_file)",
+        "`ctxbudget audit secret --out ~/.config/ctxbudget/audit.secret` (the default location), "
+        f"or name another file with {SECRET_ENV} or the policy's audit.secret_file",
         path="$.spec.audit.secret_file")
 
 
