@@ -13,6 +13,7 @@ the replay.
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 import tempfile
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine import AuditLog, InfeasibleError, load_policy  # noqa: E402
+from engine.audit.privacy import SECRET_ENV, create_secret  # noqa: E402
 from engine.audit.replay import replay_log  # noqa: E402
 from engine.candfile import load_candidates_file  # noqa: E402
 from engine.candidates import BudgetItem, from_mappings  # noqa: E402
@@ -119,7 +121,9 @@ def large(n: int = 10_000) -> None:
 def main() -> int:
     if "--large" in sys.argv[1:]:
         large()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as keys:
+        if not os.environ.get(SECRET_ENV):  # a throw-away audit secret, outside the log's folder
+            os.environ[SECRET_ENV] = str(create_secret(Path(keys) / "audit.secret").source)
         log = AuditLog(Path(tmp) / "audit.jsonl")
         labels = record_decisions(log)
         results = replay_log(log)
