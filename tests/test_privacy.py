@@ -345,3 +345,20 @@ def test_records_validate_against_the_schema(tmp_path: Path) -> None:
     jsonschema.validate(rec, SCHEMA)
     assert rec["privacy"]["masked_fields"] == ["title", "who"]
     assert rec["privacy"]["mask"] == ["who", "title", "matched_terms"]
+
+
+def test_cli_pack_without_a_secret_exits_5_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("CTXBUDGET_AUDIT_SECRET")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Refunds\n\nRefunds are prorated.\n")
+    log = tmp_path / "logs" / "audit.jsonl"
+    log.parent.mkdir()
+    code = cli.main(["pack", "--policy", str(write_policy(tmp_path, "")), "--query", "refunds", str(docs),
+                     "--audit-log", str(log)])
+    captured = capsys.readouterr()
+    assert code == 5 and captured.out == ""
+    assert captured.err.startswith("error: audit.secret_missing: ")
+    assert "ctxbudget audit secret --out ~/.config/ctxbudget/audit.secret" in captured.err
+    assert not log.exists()
