@@ -78,7 +78,9 @@ def test_content_never_reaches_the_log_unless_asked(tmp_path: Path) -> None:
     secret = "SECRET-7f3a9-never-log-me"
     rows = [({"source_id": "a", "content": f"text with {secret}", "relevance_score": 0.9}, None),
             ({"source_id": "b", "content": "plain", "relevance_score": 0.5}, None)]
-    policy = load_policy(ROOT / "examples" / "policy.yaml")
+    example = load_policy(ROOT / "examples" / "policy.yaml")
+    assert example.audit.store_content  # the public example stores; the default does not
+    policy = example.replace(audit=type(example.audit)(log=None, store_content=False))
     log = AuditLog(tmp_path / "audit.jsonl")
     decide(from_mappings(rows), policy, audit_log=log)
     assert (tmp_path / "audit.jsonl").read_bytes().count(secret.encode()) == 0
