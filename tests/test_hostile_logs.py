@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -204,7 +205,7 @@ REPLACEMENTS = st.one_of(
 )
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=50 if os.environ.get("CTXBUDGET_EXHAUSTIVE") == "1" else 20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                     HealthCheck.too_slow])
 @given(data=st.data())
 def test_resealed_records_with_wrong_typed_fields(tmp_path: Path, base: list[dict[str, Any]],
