@@ -67,6 +67,20 @@ def test_a_crash_inside_cp_sat_is_a_recorded_fallback(monkeypatch: pytest.Monkey
                                  "the policy sets solver.fallback=error")
 
 
+@pytest.mark.parametrize("bug", [TypeError("bad argument"), AttributeError("no such field"),
+                                 ValueError("bad value")])
+def test_a_bug_surfacing_inside_cp_sat_is_not_a_fallback(monkeypatch: pytest.MonkeyPatch,
+                                                         bug: Exception) -> None:
+    """Only backend failures (RuntimeError, MemoryError) fall back; a TypeError from inside
+    solve is a wrong model or argument of ours and must not pass for a solver failure."""
+    def boom(*_a: Any, **_k: Any) -> Any:
+        raise bug
+
+    monkeypatch.setattr(cp_model.CpSolver, "solve", boom)
+    with pytest.raises(type(bug)):
+        allocate(hard_items(50), policy(5_000))
+
+
 def test_a_crash_inside_the_knapsack_core_solver_is_a_recorded_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*_a: Any, **_k: Any) -> Any:
         raise RuntimeError("native failure")

@@ -71,14 +71,15 @@ def solver(params: dict[str, Any]) -> cp_model.CpSolver:
 
 
 def run(s: cp_model.CpSolver, model: cp_model.CpModel) -> Any:
-    """``s.solve(model)``; an exception raised inside the backend itself (out of memory in
-    presolve, a native error surfacing as ``RuntimeError``) becomes a
+    """``s.solve(model)``; a failure of the backend itself (out of memory in presolve, a
+    native error, which pybind11 surfaces as ``RuntimeError``) becomes a
     :class:`~engine.errors.SolverBackendError`, the one exception the façade treats as a
-    solver failure. Everything before this call (building the model, setting parameters)
-    is ctxbudget's own code, and its exceptions propagate as the bugs they are."""
+    solver failure. Anything else (``TypeError``, ``AttributeError``, ``ValueError``: a
+    model or argument ctxbudget got wrong, or a bug in a callback of ours) propagates as
+    the bug it is, and so does everything before this call."""
     try:
         return s.solve(model)
-    except Exception as exc:
+    except (RuntimeError, MemoryError) as exc:
         raise SolverBackendError(
             "solver.backend_failed",
             f"CP-SAT raised {type(exc).__name__}: {exc}",
