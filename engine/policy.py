@@ -86,6 +86,23 @@ class Transform(Enum):
     RECIPROCAL_RANK = "reciprocal_rank"
 
 
+class Calibration(Enum):
+    """How a query's raw scores become [0, 1] before the transform (see
+    :mod:`engine.objective`): ``max`` (score / best), ``minmax`` (the range onto [0, 1]),
+    ``rank`` (mid-rank share: scale-free, any monotone scorer gives the same values)."""
+
+    MAX = "max"
+    MINMAX = "minmax"
+    RANK = "rank"
+
+
+class CalibrationGroup(Enum):
+    """Which items a score is calibrated against: its own ``level``, or ``all`` pooled."""
+
+    LEVEL = "level"
+    ALL = "all"
+
+
 class GroupBy(Enum):
     """What a "source" is for per-source caps (see :class:`SourceRule`)."""
 
@@ -257,11 +274,33 @@ class Hierarchy:
 
 @dataclass(frozen=True, slots=True)
 class Objective:
-    """What the optimiser maximises: the sum of :meth:`weight` over chosen items."""
+    """What the optimiser maximises: the sum of the items' values, computed by
+    :func:`engine.objective.objective_values` — each score calibrated (``calibrate``
+    within ``calibrate_within``), blended with its parent's (``inherit``), transformed
+    (:meth:`weight`), multiplied by its level's weight (``level_weights``, sorted
+    ``(level, weight)`` pairs) and, with ``coverage``, replaced for an item with child
+    candidates by the sum of its children's values. The defaults are the engine's
+    historical objective (best-score normalisation, pooled, ``score ** 2``)."""
 
     transform: Transform = Transform.POWER
     exponent: float = 2.0
     k: int = 60
+    calibrate: Calibration = Calibration.MAX
+    calibrate_within: CalibrationGroup = CalibrationGroup.ALL
+    inherit: float = 0.0
+    coverage: bool = False
+    level_weights: tuple[tuple[str, float], ...] = ()
+
+    def level_weight(self, level: str) -> float:
+        """The factor on the values of ``level`` (1 when not named)."""
+        return dict(self.level_weights).get(level, 1.0)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The YAML form, every key spelled out (``level_weights`` as a mapping)."""
+        return {"transform": self.transform.value, "exponent": self.exponent, "k": self.k,
+                "calibrate": self.calibrate.value, "calibrate_within": self.calibrate_within.value,
+                "inherit": self.inherit, "coverage": self.coverage,
+                "level_weights": dict(self.level_weights)}
 
     def weight(self, score: float, rank: int) -> float:
         """Weight of an item with relevance ``score`` and 1-based ``rank`` (1 = most
@@ -469,7 +508,10 @@ def _parts_from_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
         "blocked": _matchers(spec.get("blocked", []), "$.spec.blocked"),
         "hierarchy": Hierarchy(bool(hier.get("exclusive", True)), _float(hier.get("prefer_parent_ratio"))),
         "objective": Objective(
-            Transform(obj.get("transform", "power")), float(obj.get("exponent", 2.0)), int(obj.get("k", 60))
+            Transform(obj.get("transform", "power")), float(obj.get("exponent", 2.0)), int(obj.get("k", 60)),
+            Calibration(obj.get("calibrate", "max")), CalibrationGroup(obj.get("calibrate_within", "all")),
+            float(obj.get("inherit", 0.0)), bool(obj.get("coverage", False)),
+            tuple(sorted((str(k), float(w)) for k, w in obj.get("level_weights", {}).items())),
         ),
         "strategy": BudgetStrategy(spec.get("strategy", "optimal")),
         "solver": SolverSettings(
@@ -505,7 +547,8 @@ def _normalized(p: Mapping[str, Any]) -> dict[str, Any]:
         # Pins spell out ``required`` (every default filled in); blocked entries have none.
         "pinned": [{**m.to_mapping(), "required": m.required} for m in p["pinned"]],
         "blocked": [m.to_mapping() for m in p["blocked"]],
-        **{name: _fields(p[name]) for name in ("hierarchy", "objective", "solver", "audit", "limits")},
+        **{name: _fields(p[name]) for name in ("hierarchy", "solver", "audit", "limits")},
+        "objective": p["objective"].to_mapping(),
         "strategy": p["strategy"].value,
         "ordering": p["ordering"].value,
     }

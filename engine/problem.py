@@ -32,6 +32,7 @@ from types import MappingProxyType
 
 from .candidates import Candidate
 from .counts import Counter, TokenAccounting, count_tokens, policy_tokenizer, render, template_overhead
+from .objective import RELEVANCE_SCALE, objective_values
 from .pins import Matched, match_pins
 from .policy import GroupBy, Ordering, Policy, SolverSettings, metadata_group
 from .reasons import Reason, ReasonCode
@@ -43,11 +44,6 @@ __all__ = [
     "RELEVANCE_SCALE", "Chain", "LinearRule", "MissingPin", "PinRule", "Problem", "RuleKind",
     "ancestors_of", "policy_tokenizer", "reduce", "render", "template_overhead",
 ]
-
-#: Values are ``round(RELEVANCE_SCALE * weight / max_weight)``: CP-SAT needs integer
-#: coefficients, so objective weights keep 6 significant digits relative to the best item.
-RELEVANCE_SCALE = 1_000_000
-
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -207,27 +203,6 @@ def pre_decide(policy: Policy, cands: Sequence[Candidate], tokens: Sequence[int]
     return pre, pins
 
 
-def objective_values(policy: Policy, cands: Sequence[Candidate], order: Sequence[int],
-                     active: Sequence[int]) -> list[int]:
-    """The policy's transform of each active score, scaled to ``RELEVANCE_SCALE`` for the
-    best one (0 for inactive items).
-
-    Scores are divided by the best active score first: every transform is then applied
-    to [0, 1] (no overflow for huge scores or exponents) and, being scale-invariant up
-    to a constant factor, the optimum does not change. Negative scores only reach here
-    on pinned items (min_relevance >= 0 excludes the rest): they are worth nothing."""
-    rank = {idx: r + 1 for r, idx in enumerate(order)}
-    smax = max((cands[i].relevance_score for i in active), default=0.0)
-    raw = {i: max(0.0, policy.objective.weight(
-        max(0.0, cands[i].relevance_score) / smax if smax > 0 else 0.0, rank[i])) for i in active}
-    top = max(raw.values(), default=0.0)
-    values = [0] * len(cands)
-    if top > 0:
-        for i, w in raw.items():
-            values[i] = int(round(RELEVANCE_SCALE * w / top))
-    return values
-
-
 def budget_rule(policy: Policy, active: tuple[int, ...], weights: Sequence[int], capacity: int) -> LinearRule:
     """Rendered tokens plus one separator per chosen item, within ``capacity``."""
     limit = policy.budget.limit_tokens
@@ -366,7 +341,7 @@ def reduce(policy: Policy, cands: tuple[Candidate, ...], *, counter: Counter | N
     matched = match_pins(policy, cands, by_id)
     pre, pins = pre_decide(policy, cands, tokens, weights, capacity, matched)
     active = tuple(i for i in range(len(cands)) if i not in pre)
-    values = objective_values(policy, cands, order, active)
+    values = objective_values(policy.objective, cands, active, order, by_id)
 
     group_of = tuple(_group_key(policy, c, by_id) for c in cands)
     linked = _has_links(cands)
@@ -379,7 +354,7 @@ def reduce(policy: Policy, cands: tuple[Candidate, ...], *, counter: Counter | N
         candidates=cands,
         tokens=tokens,
         weights=weights,
-        values=tuple(values),
+        values=values,
         order=order,
         active=active,
         pre=MappingProxyType(pre),

@@ -66,8 +66,28 @@ def semantic_issues(
     if objective.get("transform") == "power" and "exponent" not in objective:
         add("power_exponent", "$.spec.objective", "transform: power needs an exponent > 0; add "
             "objective.exponent, e.g. 2.0")
+    _check_objective(spec, add)
     _check_mask(spec, add)
     return tuple(issues)
+
+
+def _check_objective(spec: Mapping[str, Any], add: Any) -> None:
+    """``level_weights`` name known levels; ``coverage`` needs exclusive hierarchy (a
+    parent worth its children's sum, taken together with them, would count them twice)."""
+    objective = spec.get("objective", {})
+    custom = list(spec["custom_levels"])
+    known = list(BUILTIN_LEVELS) + [name for name in custom if name not in BUILTIN_LEVELS]
+    for name in objective.get("level_weights", {}):
+        if name not in known:
+            match = suggest(name, known)
+            guess = f"did you mean {match!r}? " if match else ""
+            add("unknown_level", child_path("$.spec.objective.level_weights", name),
+                f"objective.level_weights names unknown level {name!r}; {guess}known levels: "
+                f"{', '.join(known)} (declare new ones in spec.custom_levels)")
+    if objective.get("coverage") and not spec["hierarchy"]["exclusive"]:
+        add("coverage_needs_exclusive", "$.spec.objective.coverage",
+            "coverage: true values a parent at the sum of its children, so taking both would count them "
+            "twice; set hierarchy.exclusive: true, or remove coverage")
 
 
 def _rule_fields(spec: Mapping[str, Any]) -> list[tuple[str, str]]:

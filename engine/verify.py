@@ -29,7 +29,7 @@ from typing import Any
 
 from .allocation import Allocation
 from .candidates import Candidate
-from .policy import BudgetStrategy, CountMode, GroupBy, Matcher, Policy
+from .policy import BudgetStrategy, Calibration, CalibrationGroup, CountMode, GroupBy, Matcher, Policy, Transform
 from .tokens import Tokenizer, get_tokenizer
 from .verify_semantics import is_sequence, render, selects, value_key
 
@@ -357,6 +357,141 @@ def check_prefer_parent(v: _View) -> list[Violation]:
     return out
 
 
+def _parent_links(f: _Facts) -> tuple[list[int | None], list[int]]:
+    """Each item's nearest ancestor that is a candidate (``None``: a root, or on a cycle
+    of links, whose links are ignored), and the items children first. Peeling: an item
+    no remaining item names as parent goes next; what never peels lies on a cycle."""
+    cands = f.cands
+    up: list[int | None] = []
+    for c in cands:
+        near = next((a for a in _ancestors(f.by_id, c) if a != c.source_id and a in f.by_id), None)
+        up.append(None if near is None else f.by_id[near].index)
+    named = [0] * len(cands)
+    for p in up:
+        if p is not None:
+            named[p] += 1
+    ready = [i for i in range(len(cands)) if named[i] == 0]
+    peeled: list[int] = []
+    while ready:
+        i = ready.pop()
+        peeled.append(i)
+        p = up[i]
+        if p is not None:
+            named[p] -= 1
+            if named[p] == 0:
+                ready.append(p)
+    cycle = set(range(len(cands))) - set(peeled)
+    for i in cycle:
+        up[i] = None
+    # Cycle items are roots now: after everything that hangs below them.
+    return up, peeled + sorted(cycle)
+
+
+def _unit_scores(how: Calibration, raw: Sequence[float], members: Sequence[int], basis: Sequence[int]) -> dict[int, float]:
+    """``raw`` of ``members`` on [0, 1] against the scores of ``basis`` (a subset)."""
+    scores = [raw[i] for i in basis]
+    out: dict[int, float] = {}
+    if how is Calibration.MAX:
+        best = max(scores)
+        for i in members:
+            out[i] = 0.0 if best <= 0 else min(1.0, raw[i] / best)
+    elif how is Calibration.MINMAX:
+        low, high = min(scores), max(scores)
+        for i in members:
+            if low == high:
+                out[i] = 1.0 if raw[i] >= high else 0.0
+            else:
+                out[i] = max(0.0, min(1.0, (raw[i] - low) / (high - low)))
+    else:
+        n = len(basis)
+        ranked = sorted(basis, key=lambda i: -raw[i])
+        start = 0
+        while start < n:  # a run of equal scores shares the mean of its ranks
+            end = start
+            while end + 1 < n and raw[ranked[end + 1]] == raw[ranked[start]]:
+                end += 1
+            mean_rank = (start + end) / 2 + 1
+            for i in ranked[start:end + 1]:
+                out[i] = 1.0 - (mean_rank - 1) / n
+            start = end + 1
+        for i in members:
+            if i not in out:  # not in the basis: the share above it, equal ones counted half
+                above = sum(1 for x in scores if x > raw[i])
+                equal = sum(1 for x in scores if x == raw[i])
+                out[i] = max(0.0, min(1.0, 1.0 - (above + equal / 2) / n))
+    return out
+
+
+def _expected_values(f: _Facts) -> dict[str, int]:
+    """Each item's value by the verifier's own reading of ``spec.objective``: calibrate
+    (against the group's takeable items, else all of it), inherit (parents first),
+    transform, level weight, coverage (children summed in input order), scale."""
+    obj, cands = f.policy.objective, f.cands
+    n = len(cands)
+    raw = [c.relevance_score if c.relevance_score > 0 else 0.0 for c in cands]
+    takeable = [_eligible(f, c) for c in cands]
+    groups: dict[str, list[int]] = {}
+    for c in cands:
+        groups.setdefault(c.level if obj.calibrate_within is CalibrationGroup.LEVEL else "", []).append(c.index)
+    unit = [0.0] * n
+    for members in groups.values():
+        basis = [i for i in members if takeable[i]] or members
+        for i, x in _unit_scores(obj.calibrate, raw, members, basis).items():
+            unit[i] = x
+    linked = obj.inherit > 0 or obj.coverage
+    up, kids_first = _parent_links(f) if linked else ([None] * n, list(range(n)))
+    if obj.inherit > 0:
+        for i in reversed(kids_first):
+            p = up[i]
+            if p is not None:
+                unit[i] = (1.0 - obj.inherit) * unit[i] + obj.inherit * unit[p]
+    if obj.transform is Transform.RECIPROCAL_RANK:
+        place = sorted(range(n), key=lambda i: (-unit[i], -cands[i].relevance_score, i))
+        rank = {i: r for r, i in enumerate(place, start=1)}
+        w = [1.0 / (obj.k + rank[i]) for i in range(n)]
+    elif obj.transform is Transform.POWER:
+        w = [u ** obj.exponent for u in unit]
+    else:
+        w = list(unit)
+    factor = dict(obj.level_weights)
+    w = [max(0.0, x) * factor[c.level] if c.level in factor else max(0.0, x) for x, c in zip(w, cands)]
+    if obj.coverage:
+        kids: dict[int, list[int]] = {}
+        for i, p in enumerate(up):
+            if p is not None:
+                kids.setdefault(p, []).append(i)
+        for i in kids_first:
+            if i in kids:
+                w[i] = sum(w[j] for j in kids[i])
+    top = max((w[i] for i in range(n) if takeable[i]), default=0.0)
+    return {c.source_id: int(round(1_000_000 * w[c.index] / top)) if takeable[c.index] and top > 0 else 0
+            for c in cands}
+
+
+def check_objective(v: _View) -> list[Violation]:
+    """Each chosen item that may be taken is valued as the objective values it, and the
+    selection's objective is the sum of its chosen items' values (repairs included: the
+    objective is the strategy's, before a repair dropped an item). A chosen item that
+    may not be taken is the business of its own rule's checker."""
+    a, f = v.alloc, v.facts
+    if a is None:
+        return []
+    chosen = sorted(a.selection.chosen)
+    if not all(0 <= i < len(a.decisions) for i in chosen):
+        return []  # accounting's business
+    want = _expected_values(f)
+    out = [Violation("objective.value", "$.spec.objective", (d.source_id,),
+                     f"{d.source_id!r} is valued {d.value}; the objective gives it {want[d.source_id]}")
+           for d in (a.decisions[i] for i in chosen)
+           if d.source_id in f.by_id and _eligible(f, f.by_id[d.source_id]) and d.value != want[d.source_id]]
+    total = sum(a.decisions[i].value for i in chosen)
+    if a.selection.objective != total:
+        out.append(Violation("objective.total", "$.spec.objective", tuple(a.decisions[i].source_id for i in chosen),
+                             f"the selection reports objective {a.selection.objective}; its items' values add "
+                             f"up to {total}"))
+    return out
+
+
 CHECKERS: dict[str, Callable[[_View], list[Violation]]] = {
     "accounting": check_accounting,
     "context": check_context,
@@ -368,6 +503,7 @@ CHECKERS: dict[str, Callable[[_View], list[Violation]]] = {
     "blocked": check_blocked,
     "hierarchy": check_hierarchy,
     "prefer_parent": check_prefer_parent,
+    "objective": check_objective,
 }
 
 

@@ -20,6 +20,7 @@ STAGES: tuple[tuple[str, ...], ...] = (
     ("schema", "extends", "semantic", "policy"),
     ("candidates", "candfile", "pins", "counts", "rules",
      "retrieval.index", "retrieval.search", "retrieval.convert"),
+    ("objective",),
     ("problem", "feasibility", "compile"),
     ("strategies", "strategies.params", "strategies.greedy", "strategies.balanced",
      "strategies.knapsack", "strategies.cpsat", "explain"),

@@ -27,8 +27,9 @@ def test_every_rule_of_the_schema_has_a_checker() -> None:
     assert rules == {"budget", "min_relevance", "levels", "sources", "pinned", "blocked", "hierarchy"}
     assert rules <= set(CHECKERS)
     # accounting: every candidate once; context: the text and its count; prefer_parent:
-    # hierarchy.prefer_parent_ratio, checked apart from exclusivity.
-    assert set(CHECKERS) - rules == {"accounting", "context", "prefer_parent"}
+    # hierarchy.prefer_parent_ratio, checked apart from exclusivity; objective: the
+    # items' values and the selection's total, recomputed from spec.objective.
+    assert set(CHECKERS) - rules == {"accounting", "context", "prefer_parent", "objective"}
 
 
 #: The verifier's checker for each rule kind the Problem builds (reduce), and for the

@@ -111,6 +111,11 @@ def _bump_tokens(a: Allocation) -> Allocation:
     return dataclasses.replace(a, decisions=(dataclasses.replace(d, tokens=d.tokens + 1), *a.decisions[1:]))
 
 
+def _bump_value(a: Allocation) -> Allocation:
+    d = a.decisions[0]
+    return dataclasses.replace(a, decisions=(dataclasses.replace(d, value=d.value + 1), *a.decisions[1:]))
+
+
 def _as_optimal(a: Allocation) -> Allocation:
     return dataclasses.replace(a, strategy_used=BudgetStrategy.OPTIMAL)
 
@@ -125,6 +130,9 @@ VENDORS = [row("v1", 0.9, metadata={"vendor": 7}), row("v2", 0.8, metadata={"ven
            row("v3", 0.7, metadata={"vendor": "7"})]
 BPE = [{"source_id": "bang", "content": "!", "relevance_score": 0.9},
        {"source_id": "dash", "content": "-ab", "relevance_score": 0.5}]
+HALF = [row("h1", 0.9), row("h2", 0.45)]
+# p (0.5² = 0.25) beats its children (0.3² + 0.2² = 0.13) but covers only 0.13.
+COVER = [row("z", 1.0), row("p", 0.5, 30), row("k1", 0.3, parent="p"), row("k2", 0.2, parent="p")]
 ALL = ("a#1", "a#2", "b#1", "b#2", "c#1")
 PARAS, SECTIONS = ("a#1", "a#2"), ("b#1", "b#2")
 LOW_SENTENCE = {"levels": {"SENTENCE": {"min_relevance": 0.5}}}  # c#1 out under the loose policy
@@ -221,6 +229,16 @@ BAD = [
         "hierarchy.exclusive", "$.spec.hierarchy.exclusive", ("root", "leaf")),
     Bad("an ancestor listed in metadata.ancestors", built(["mid", "other"], TREE),
         "hierarchy.exclusive", "$.spec.hierarchy.exclusive", ("mid", "other")),
+    Bad("a wrong item value", edited(_bump_value), "objective.value", "$.spec.objective", ("a#1",),
+        frozenset({"objective.total"})),
+    Bad("values of another transform", stricter({"objective": {"transform": "power", "exponent": 2.0}}, HALF,
+                                                {"objective": {"transform": "identity"}}),
+        "objective.value", "$.spec.objective", ("h2",)),
+    Bad("values without coverage", stricter({"objective": {"coverage": True}}, COVER),
+        "objective.value", "$.spec.objective", ("p",)),
+    Bad("the selection's objective misreported", edited(lambda a: dataclasses.replace(
+        a, selection=dataclasses.replace(a.selection, objective=a.selection.objective + 1))),
+        "objective.total", "$.spec.objective", ALL),
     Bad("most children instead of the parent",
         stricter({"hierarchy": {"exclusive": True, "prefer_parent_ratio": 0.5}}, FAMILY),
         "hierarchy.prefer_parent", "$.spec.hierarchy.prefer_parent_ratio", ("p", "k1", "k2", "k3")),
@@ -341,7 +359,8 @@ def test_allocate_raises_with_the_violations_in_its_details(monkeypatch: pytest.
     def leaky(problem: Any, sel: Selection, *args: Any) -> Allocation:
         # a consistent allocation of everything, as if reduce had forgotten the block
         everyone = frozenset(range(len(problem.candidates)))
-        return real(reduce(policy(), problem.candidates), dataclasses.replace(sel, chosen=everyone), *args)
+        loose = reduce(policy(), problem.candidates)
+        return real(loose, dataclasses.replace(sel, chosen=everyone, objective=sum(loose.values)), *args)
 
     monkeypatch.setattr(facade, "build", leaky)
     pol = policy(blocked=[{"id": "b#1"}])

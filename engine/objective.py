@@ -1,0 +1,188 @@
+"""(objective settings, candidates) → the integer value of each item for the optimiser.
+
+What goes in: the policy's :class:`~engine.policy.Objective`, every candidate, the
+indices of the *active* ones (those a strategy may take), the relevance order (input
+indices by score, best first) and the candidates by id. What comes out: one integer per
+candidate, ``RELEVANCE_SCALE`` for the most valuable active item and 0 for every
+inactive one. Pure: nothing is read but the arguments.
+
+The steps, over all candidates (so an item that cannot be taken, e.g. a paragraph over
+the budget, can still pass its score down to its sentences or sum them up):
+
+1. ``raw = max(relevance_score, 0)``;
+2. calibrate ``raw`` to [0, 1] within its group (``calibrate_within``: the item's level,
+   or all items pooled): ``max`` divides by the group's best score, ``minmax`` maps the
+   group's range onto [0, 1] (all equal: 1), ``rank`` is ``1 - (r - 1) / n`` with ``r``
+   the item's 1-based rank in the group (ties: the mean of their ranks), so any
+   strictly increasing rescoring gives the same values. The group's statistics come
+   from its *active* items — a blocked or oversized item does not move the others'
+   values, and with the defaults every value is what the engine always computed — or
+   from all its items when none is active; items outside them are mapped the same way
+   and clipped to [0, 1];
+3. ``inherit`` a: an item whose nearest parent candidate exists gets
+   ``(1 - a) * own + a * parent's`` (the parent's after its own step, so it propagates
+   down a chain);
+4. the transform (identity, power, reciprocal rank of step 3's value in the pooled
+   order, ties in relevance order);
+5. times ``level_weights[level]`` (default 1);
+6. ``coverage``: an item with child candidates is worth the sum of its children's
+   values (recursively down to the leaves) instead of its own;
+7. scaled: ``round(RELEVANCE_SCALE * w / max w over active items)``.
+
+Parent links are ``metadata.ancestors`` (the nearest one that is a candidate) or else
+``parent_id`` when it names a candidate. Links that form a cycle are ignored (the items
+on it count as roots), so the result does not depend on where a cycle is entered.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Mapping, Sequence
+
+from .candidates import Candidate
+from .policy import Calibration, CalibrationGroup, Objective, Transform
+
+__all__ = ["RELEVANCE_SCALE", "calibrated", "objective_values", "parents"]
+
+#: Values are ``round(RELEVANCE_SCALE * weight / max_weight)``: CP-SAT needs integer
+#: coefficients, so objective weights keep 6 significant digits relative to the best item.
+RELEVANCE_SCALE = 1_000_000
+
+
+def parents(cands: Sequence[Candidate], by_id: Mapping[str, Candidate]) -> list[int | None]:
+    """Each item's nearest parent candidate (input index), ``None`` for roots and for
+    items on a cycle of parent links."""
+    out: list[int | None] = [None] * len(cands)
+    for i, c in enumerate(cands):
+        given = c.metadata.get("ancestors")
+        if isinstance(given, (list, tuple)) and all(isinstance(a, str) for a in given):
+            links = [a for a in given if a != c.source_id and a in by_id]
+            out[i] = by_id[links[0]].index if links else None
+        elif c.parent_id is not None and c.parent_id != c.source_id and c.parent_id in by_id:
+            out[i] = by_id[c.parent_id].index
+    # Each item has at most one parent: walk each path once (0 new, 1 on the current
+    # walk, 2 done); meeting the current walk again closes a cycle, whose links go.
+    state = [0] * len(cands)
+    for start in range(len(cands)):
+        walk: list[int] = []
+        node: int | None = start
+        while node is not None and state[node] == 0:
+            state[node] = 1
+            walk.append(node)
+            node = out[node]
+        if node is not None and state[node] == 1:
+            for j in walk[walk.index(node):]:
+                out[j] = None
+        for j in walk:
+            state[j] = 2
+    return out
+
+
+def _depths(parent: Sequence[int | None]) -> list[int]:
+    """Distance to the root along the (acyclic) parent links."""
+    depth = [-1] * len(parent)
+    for start in range(len(parent)):
+        walk: list[int] = []
+        node: int | None = start
+        while node is not None and depth[node] < 0:
+            walk.append(node)
+            node = parent[node]
+        d = -1 if node is None else depth[node]
+        for j in reversed(walk):
+            d += 1
+            depth[j] = d
+    return depth
+
+
+def calibrated(how: Calibration, raw: Sequence[float], groups: Sequence[Sequence[int]],
+               active: Sequence[int]) -> list[float]:
+    """Step 2: each raw score in [0, 1] within its group (``groups`` partition the
+    indices; statistics from the group's active members, else all of them)."""
+    out = [0.0] * len(raw)
+    is_active = bytearray(len(raw))
+    for i in active:
+        is_active[i] = 1
+    for members in groups:
+        base = [i for i in members if is_active[i]] or list(members)
+        if not base:
+            continue
+        if how is Calibration.MAX:
+            hi = max(raw[i] for i in base)
+            for i in members:
+                out[i] = min(raw[i] / hi, 1.0) if hi > 0 else 0.0
+        elif how is Calibration.MINMAX:
+            lo, hi = min(raw[i] for i in base), max(raw[i] for i in base)
+            for i in members:
+                x = raw[i]
+                out[i] = (1.0 if x >= hi else 0.0) if hi == lo else min(max((x - lo) / (hi - lo), 0.0), 1.0)
+        else:
+            pop = sorted(raw[i] for i in base)
+            n, in_pop = len(pop), set(base)
+            for i in members:
+                # Mid-rank: the share of the group strictly above, ties (others) counted half.
+                left, right = bisect_left(pop, raw[i]), bisect_right(pop, raw[i])
+                ties = right - left - (1 if i in in_pop else 0)
+                out[i] = min(max(1.0 - ((n - right) + ties / 2) / n, 0.0), 1.0)
+    return out
+
+
+def objective_values(objective: Objective, cands: Sequence[Candidate], active: Sequence[int],
+                     order: Sequence[int], by_id: Mapping[str, Candidate]) -> tuple[int, ...]:
+    """The value of each candidate, ``RELEVANCE_SCALE`` for the best active one, 0 for
+    inactive ones (see the module docstring for the steps). ``order`` is every input
+    index by relevance, best first (ties by input order)."""
+    n = len(cands)
+    raw = [max(0.0, c.relevance_score) for c in cands]
+    if objective.calibrate_within is CalibrationGroup.LEVEL:
+        by_level: dict[str, list[int]] = {}
+        for i, c in enumerate(cands):
+            by_level.setdefault(c.level, []).append(i)
+        groups: list[list[int]] = [by_level[k] for k in sorted(by_level)]
+    else:
+        groups = [list(range(n))]
+    cal = calibrated(objective.calibrate, raw, groups, active)
+
+    linked = objective.inherit > 0 or objective.coverage
+    parent = parents(cands, by_id) if linked else [None] * n
+    depth = _depths(parent) if linked else [0] * n
+    if objective.inherit > 0:
+        a = objective.inherit
+        for i in sorted(range(n), key=lambda j: depth[j]):  # parents first
+            p = parent[i]
+            if p is not None:
+                cal[i] = (1.0 - a) * cal[i] + a * cal[p]
+
+    if objective.transform is Transform.RECIPROCAL_RANK:
+        ranked = sorted(order, key=lambda j: -cal[j])  # stable: ties keep the relevance order
+        rank = [0] * n
+        for r, j in enumerate(ranked):
+            rank[j] = r + 1
+    else:
+        rank = [1] * n
+    weight = objective.weight
+    w = [max(0.0, weight(cal[i], rank[i])) for i in range(n)]
+    for level, factor in objective.level_weights:
+        for i, c in enumerate(cands):
+            if c.level == level:
+                w[i] *= factor
+
+    if objective.coverage:
+        has_kids = [False] * n
+        for p in parent:
+            if p is not None:
+                has_kids[p] = True
+        covered = [0.0] * n
+        for i in sorted(range(n), key=lambda j: -depth[j]):  # children first
+            own = covered[i] if has_kids[i] else w[i]
+            covered[i] = own
+            p = parent[i]
+            if p is not None:
+                covered[p] += own
+        w = covered
+
+    top = max((w[i] for i in active), default=0.0)
+    values = [0] * n
+    if top > 0:
+        for i in active:
+            values[i] = int(round(RELEVANCE_SCALE * w[i] / top))
+    return tuple(values)
