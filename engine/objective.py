@@ -103,7 +103,10 @@ def calibrated(how: Calibration, raw: Sequence[float], groups: Sequence[Sequence
     for i in active:
         is_active[i] = 1
     for members in groups:
-        base = [i for i in members if is_active[i]] or list(members)
+        base = [i for i in members if is_active[i]]
+        everyone = not base  # no active member: the group's statistics come from all of it
+        if everyone:
+            base = list(members)
         if not base:
             continue
         if how is Calibration.MAX:
@@ -117,11 +120,16 @@ def calibrated(how: Calibration, raw: Sequence[float], groups: Sequence[Sequence
                 out[i] = (1.0 if x >= hi else 0.0) if hi == lo else min(max((x - lo) / (hi - lo), 0.0), 1.0)
         else:
             pop = sorted(raw[i] for i in base)
-            n, in_pop = len(pop), set(base)
+            n = len(pop)
+            span: dict[float, tuple[int, int]] = {}  # score -> [first, past last) in pop
+            for at, x in enumerate(pop):
+                first = span.get(x, (at, at))[0]
+                span[x] = (first, at + 1)
             for i in members:
                 # Mid-rank: the share of the group strictly above, ties (others) counted half.
-                left, right = bisect_left(pop, raw[i]), bisect_right(pop, raw[i])
-                ties = right - left - (1 if i in in_pop else 0)
+                x = raw[i]
+                left, right = span.get(x) or (bisect_left(pop, x), bisect_right(pop, x))
+                ties = right - left - (1 if everyone or is_active[i] else 0)
                 out[i] = min(max(1.0 - ((n - right) + ties / 2) / n, 0.0), 1.0)
     return out
 

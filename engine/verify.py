@@ -23,6 +23,7 @@ Problem has one.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -387,24 +388,26 @@ def _parent_links(f: _Facts) -> tuple[list[int | None], list[int]]:
     return up, peeled + sorted(cycle)
 
 
-def _unit_scores(how: Calibration, raw: Sequence[float], members: Sequence[int], basis: Sequence[int]) -> dict[int, float]:
-    """``raw`` of ``members`` on [0, 1] against the scores of ``basis`` (a subset)."""
+def _unit_scores(how: Calibration, raw: Sequence[float], members: Sequence[int], basis: Sequence[int],
+                 unit: list[float]) -> None:
+    """``unit[i]``: ``raw[i]`` of each of ``members`` on [0, 1] against the scores of
+    ``basis`` (a subset of them)."""
     scores = [raw[i] for i in basis]
-    out: dict[int, float] = {}
     if how is Calibration.MAX:
         best = max(scores)
         for i in members:
-            out[i] = 0.0 if best <= 0 else min(1.0, raw[i] / best)
+            unit[i] = 0.0 if best <= 0 else min(1.0, raw[i] / best)
     elif how is Calibration.MINMAX:
         low, high = min(scores), max(scores)
         for i in members:
             if low == high:
-                out[i] = 1.0 if raw[i] >= high else 0.0
+                unit[i] = 1.0 if raw[i] >= high else 0.0
             else:
-                out[i] = max(0.0, min(1.0, (raw[i] - low) / (high - low)))
+                unit[i] = max(0.0, min(1.0, (raw[i] - low) / (high - low)))
     else:
         n = len(basis)
         ranked = sorted(basis, key=lambda i: -raw[i])
+        done = set(basis)
         start = 0
         while start < n:  # a run of equal scores shares the mean of its ranks
             end = start
@@ -412,32 +415,36 @@ def _unit_scores(how: Calibration, raw: Sequence[float], members: Sequence[int],
                 end += 1
             mean_rank = (start + end) / 2 + 1
             for i in ranked[start:end + 1]:
-                out[i] = 1.0 - (mean_rank - 1) / n
+                unit[i] = 1.0 - (mean_rank - 1) / n
             start = end + 1
+        ascending = sorted(scores)
         for i in members:
-            if i not in out:  # not in the basis: the share above it, equal ones counted half
-                above = sum(1 for x in scores if x > raw[i])
-                equal = sum(1 for x in scores if x == raw[i])
-                out[i] = max(0.0, min(1.0, 1.0 - (above + equal / 2) / n))
-    return out
+            if i not in done:  # not in the basis: the share above it, equal ones counted half
+                above = n - bisect.bisect_right(ascending, raw[i])
+                equal = n - above - bisect.bisect_left(ascending, raw[i])
+                unit[i] = max(0.0, min(1.0, 1.0 - (above + equal / 2) / n))
 
 
-def _expected_values(f: _Facts) -> dict[str, int]:
-    """Each item's value by the verifier's own reading of ``spec.objective``: calibrate
+def _expected_values(f: _Facts) -> list[int]:
+    """Each item's value (by input index) by the verifier's own reading of ``spec.objective``: calibrate
     (against the group's takeable items, else all of it), inherit (parents first),
     transform, level weight, coverage (children summed in input order), scale."""
     obj, cands = f.policy.objective, f.cands
     n = len(cands)
     raw = [c.relevance_score if c.relevance_score > 0 else 0.0 for c in cands]
-    takeable = [_eligible(f, c) for c in cands]
-    groups: dict[str, list[int]] = {}
-    for c in cands:
-        groups.setdefault(c.level if obj.calibrate_within is CalibrationGroup.LEVEL else "", []).append(c.index)
+    blocked, pinned, floor, tokens = f.blocked, f.pinned, f.floor, f.tokens
+    limit = f.policy.budget.limit_tokens
+    takeable = [s not in blocked and (s in pinned or (c.relevance_score >= floor[s][0] and tokens[s] <= limit))
+                for c in cands for s in (c.source_id,)]  # _eligible, inlined: this runs per item
+    groups: dict[str, list[int]] = {"": list(range(n))}
+    if obj.calibrate_within is CalibrationGroup.LEVEL:
+        groups = {}
+        for c in cands:
+            groups.setdefault(c.level, []).append(c.index)
     unit = [0.0] * n
     for members in groups.values():
         basis = [i for i in members if takeable[i]] or members
-        for i, x in _unit_scores(obj.calibrate, raw, members, basis).items():
-            unit[i] = x
+        _unit_scores(obj.calibrate, raw, members, basis, unit)
     linked = obj.inherit > 0 or obj.coverage
     up, kids_first = _parent_links(f) if linked else ([None] * n, list(range(n)))
     if obj.inherit > 0:
@@ -463,9 +470,10 @@ def _expected_values(f: _Facts) -> dict[str, int]:
         for i in kids_first:
             if i in kids:
                 w[i] = sum(w[j] for j in kids[i])
-    top = max((w[i] for i in range(n) if takeable[i]), default=0.0)
-    return {c.source_id: int(round(1_000_000 * w[c.index] / top)) if takeable[c.index] and top > 0 else 0
-            for c in cands}
+    top = max((x for x, ok in zip(w, takeable) if ok), default=0.0)
+    if top <= 0:
+        return [0] * n
+    return [int(round(1_000_000 * x / top)) if ok else 0 for x, ok in zip(w, takeable)]
 
 
 def check_objective(v: _View) -> list[Violation]:
@@ -481,9 +489,10 @@ def check_objective(v: _View) -> list[Violation]:
         return []  # accounting's business
     want = _expected_values(f)
     out = [Violation("objective.value", "$.spec.objective", (d.source_id,),
-                     f"{d.source_id!r} is valued {d.value}; the objective gives it {want[d.source_id]}")
-           for d in (a.decisions[i] for i in chosen)
-           if d.source_id in f.by_id and _eligible(f, f.by_id[d.source_id]) and d.value != want[d.source_id]]
+                     f"{d.source_id!r} is valued {d.value}; the objective gives it {want[i]}")
+           for i, d in ((i, a.decisions[i]) for i in chosen)
+           if i < len(f.cands) and d.source_id == f.cands[i].source_id and _eligible(f, f.cands[i])
+           and d.value != want[i]]
     total = sum(a.decisions[i].value for i in chosen)
     if a.selection.objective != total:
         out.append(Violation("objective.total", "$.spec.objective", tuple(a.decisions[i].source_id for i in chosen),
