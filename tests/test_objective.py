@@ -176,6 +176,19 @@ def test_inherit_propagates_down_a_three_level_chain() -> None:
     assert values(obj, listed) == [S, 750_000, 375_000]
 
 
+def test_a_paragraph_over_the_budget_still_passes_its_score_down() -> None:
+    """Within-level calibration of a level with no active item uses all of it: the
+    oversized paragraph's c = 1 reaches its sentences, though it is valued 0 itself."""
+    rows = [row("p", 0.9, 500), row("q", 0.3, 500), row("s1", 0.2, parent="p", level="SENTENCE"),
+            row("s2", 0.4, parent="q", level="SENTENCE")]
+    pol = policy(budget={"max_tokens": 100, "separator": "|"},
+                 objective={"transform": "identity", "calibrate_within": "level", "inherit": 0.5})
+    problem = reduce(pol, to_candidates(rows))
+    assert problem.active == (2, 3)
+    # paragraphs: p 1, q 1/3; sentences: s1 .5, s2 1 -> s1 .75, s2 2/3
+    assert problem.values == (0, 0, S, round(S * (0.5 + 1 / 6) / 0.75))
+
+
 def test_inherit_one_copies_the_parent_and_an_orphan_keeps_its_own() -> None:
     obj = dataclasses.replace(IDENTITY, inherit=1.0)
     assert values(obj, CHAIN + [row("o", 0.2, parent="missing")]) == [S, S, S, S // 4]
