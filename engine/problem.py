@@ -354,7 +354,7 @@ def reduce(policy: Policy, cands: tuple[Candidate, ...], *, counter: Counter | N
         candidates=cands,
         tokens=tokens,
         weights=weights,
-        values=values,
+        values=tuple(values),
         order=order,
         active=active,
         pre=MappingProxyType(pre),
