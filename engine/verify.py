@@ -444,7 +444,8 @@ def _expected_values(f: _Facts) -> list[int]:
     unit = [0.0] * n
     for members in groups.values():
         basis = [i for i in members if takeable[i]] or members
-        _unit_scores(obj.calibrate, raw, members, basis, unit)
+        if basis:  # no candidates at all: nothing to calibrate
+            _unit_scores(obj.calibrate, raw, members, basis, unit)
     linked = obj.inherit > 0 or obj.coverage
     up, kids_first = _parent_links(f) if linked else ([None] * n, list(range(n)))
     if obj.inherit > 0:

@@ -376,3 +376,12 @@ def test_engine_and_verifier_agree_on_random_objectives(data: st.DataObject) -> 
     alloc = allocate(cands, pol, check=False)  # the façade would raise; check the list
     assert verify(pol, cands, alloc) == ()
     assert alloc.selection.objective == sum(d.value for d in alloc.decisions if d.index in alloc.selection.chosen)
+
+
+@pytest.mark.parametrize("calibrate", ["max", "minmax", "rank"])
+def test_no_candidates_no_values(calibrate: str) -> None:
+    """Regression: the verifier's recomputation took max() of an empty group."""
+    pol = policy(objective={"calibrate": calibrate, "calibrate_within": "all"})
+    alloc = allocate([], pol)
+    assert alloc.decisions == () and verify(pol, (), alloc) == ()
+    assert objective_values(pol.objective, (), (), (), {}) == ()
