@@ -15,6 +15,7 @@ decision replays differently or cannot be replayed; 130 on Ctrl-C,
     ctxbudget audit rotate LOG --new-key KEY     ctxbudget audit secret --out FILE
     ctxbudget audit query LOG... [--source-id ID] [--doc D] [--since T] [--status S] [--json]
     ctxbudget audit export LOG... --out F [--format csv|parquet] [--items]
+    ctxbudget audit report LOG [--decision ID] --out report.html [--key PUB]
 
 ``--errors=json`` (before or after the command) prints errors as one JSON object on
 stderr for machines. ``CTXBUDGET_DEBUG=1`` adds the traceback of an unexpected error.
@@ -412,6 +413,47 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
         _err(f"warning: {log} is not intact; `ctxbudget audit verify {log}` lists its problems")
     return EXIT_LOG_NOT_INTACT if done.failed or done.broken_logs else 0
 
+def cmd_audit_report(args: argparse.Namespace) -> int:
+    """Exit codes as for ``audit show`` (2: no such decision; 6: a record failed its checks,
+    a line is unreadable or, with --key, a signature check failed); the report is written
+    in every case but 2, with what failed marked in it."""
+    from datetime import datetime, timezone
+
+    from .audit.log import AuditLog
+    from .audit.note import VerifierKey
+    from .audit.proofs import verify_signed
+    from .audit.records import check_log
+    from .audit.report import DecisionEntry, ReportInput, SignatureInfo, render
+
+    checks = check_log(AuditLog(Path(args.log), signer=None))
+    sig = SignatureInfo(False)
+    if args.key:
+        s = verify_signed(args.log, VerifierKey.load(args.key), log_name=args.log_name, max_unsigned=10**18)
+        sig = SignatureInfo(True, s.signed_size, s.records, s.problems, tuple(
+            (c.size, c.source) for c in s.checkpoints if c.signature_ok and c.reproduced and c.size is not None))
+    notes: dict[int | None, list[str]] = {}
+    for seq, note in checks.unchecked:
+        notes.setdefault(seq, []).append(note)
+    entries = [DecisionEntry(e, checks.findings_for(e), tuple(notes.get(e.get("seq"), ()))) for e in checks.decisions]
+    if args.decision:
+        entries = [e for e in entries if e.envelope["record"].get("decision_id") == args.decision]
+        if not entries:
+            raise UsageError("audit.unknown_decision", f"no decision {args.decision!r} in {args.log} "
+                             f"({len(checks.decisions)} decisions there); `ctxbudget audit show {args.log}` "
+                             "prints each one with its id", path="$.decision_id",
+                             details={"decision_id": args.decision, "log": args.log})
+    data = ReportInput(str(args.log), datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"), tuple(entries),
+                       tuple(str(p) for p in checks.chain.problems), checks.unreadable, sig,
+                       f"decision {args.decision}" if args.decision else "ctxbudget audit report",
+                       args.max_items, args.max_decisions)
+    Path(args.out).write_text(render(data), encoding="utf-8")
+    failed = sum(1 for e in entries if e.findings)
+    _err(f"wrote {args.out}: {len(entries)} decision(s), {failed} FAILED their checks"
+         + (f", {len(checks.unreadable)} unreadable line(s)" if checks.unreadable else "")
+         + ("" if not args.key else "; signatures " + ("FAILED" if sig.problems else "OK")))
+    return EXIT_LOG_NOT_INTACT if failed or checks.unreadable or sig.problems else 0
+
+
 def _report(exc: EngineError, args: argparse.Namespace | None) -> None:
     if getattr(args, "errors", "text") == "json":
         _err(json.dumps(exc.to_dict()))
@@ -593,6 +635,18 @@ def build_parser() -> argparse.ArgumentParser:
     aex.add_argument("--items", action="store_true", help="one row per item of each decision instead of "
                      "one per decision")
     aex.set_defaults(func=cmd_audit_export)
+    arp = command(au, "report", "write one self-contained offline HTML report for a reviewer: verdicts, budgets, "
+                  "items and reasons, checks and signatures, an overview with filters (exit 6 if not intact)")
+    arp.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
+    arp.add_argument("--out", required=True, metavar="FILE", help="the HTML file to write")
+    arp.add_argument("--decision", metavar="ID", help="only this decision id (exit 2 if the log has none)")
+    arp.add_argument("--key", metavar="PUB", help="verifier key (.pub): mark each record signed or in the unsigned tail")
+    arp.add_argument("--log-name", metavar="NAME", help="the log's name in its checkpoints' origin (default: file name)")
+    arp.add_argument("--max-items", type=int, default=50, metavar="N",
+                     help="included and excluded items shown per decision, each (default 50; the rest are counted)")
+    arp.add_argument("--max-decisions", type=int, default=500, metavar="N",
+                     help="decisions with a detail card (default 500; all are counted and listed)")
+    arp.set_defaults(func=cmd_audit_report)
     return p
 
 
