@@ -145,14 +145,16 @@ def decision_items(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     candidates of an infeasible decision). Tolerates damaged records (skips non-objects)."""
     inp = record.get("input")
     rows = inp.get("items") if isinstance(inp, Mapping) else None
-    by_id = {r.get("source_id"): r for r in rows or () if isinstance(r, Mapping)}
+    # a hand-edited id may be any JSON value: only strings are looked up
+    by_id = {r["source_id"]: r for r in rows or () if isinstance(r, Mapping) and isinstance(r.get("source_id"), str)}
     items = record.get("items")
     if record.get("outcome") != "infeasible" and isinstance(items, list):
         out = []
         for it in items:
             if not isinstance(it, Mapping):
                 continue
-            row = by_id.get(it.get("source_id"), {})
+            sid = it.get("source_id")
+            row = by_id.get(sid, {}) if isinstance(sid, str) else {}
             # what an item does not repeat (a compact record) is read from its input row
             out.append({"source_id": it.get("source_id"), "doc": item_doc(row.get("metadata")),
                         "level": it.get("level", row.get("level")),

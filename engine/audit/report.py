@@ -277,7 +277,8 @@ def _card(k: int, entry: DecisionEntry, sig: SignatureInfo, cap: int) -> str:
     else:
         order = {sid: n for n, sid in enumerate(_list(_map(rec, "context"), "order")) if isinstance(sid, str)}
         inc = sorted((r for r in rows if r.get("decision") == "included"),
-                     key=lambda r: order.get(r.get("source_id"), len(order)))  # type: ignore[arg-type]
+                     key=lambda r: order.get(r["source_id"], len(order)) if isinstance(r.get("source_id"), str)
+                     else len(order))
         exc = sorted((r for r in rows if r.get("decision") != "included"), key=_sort_key)
         body += [_budget_html(rec), _rules_html(rec),
                  f"<h4>included ({len(inc):,}, in context order)</h4>", _item_table(inc, "included", cap, str(did)),
