@@ -447,7 +447,12 @@ def cmd_audit_report(args: argparse.Namespace) -> int:
                        f"decision {args.decision}" if args.decision else "ctxbudget audit report",
                        args.max_items, args.max_decisions)
     Path(args.out).write_text(render(data), encoding="utf-8")
+    for number, why in checks.unreadable:  # as `audit show` says them
+        _err(f"finding: {args.log}:{number}: {why}; run `ctxbudget audit verify {args.log}`")
     failed = sum(1 for e in entries if e.findings)
+    for e in [e for e in entries if e.findings][:20]:
+        _err(f"finding: seq {e.envelope.get('seq')} decision {e.envelope['record'].get('decision_id')}: FAILED "
+             + ", ".join(sorted({f.code for f in e.findings})))
     _err(f"wrote {args.out}: {len(entries)} decision(s), {failed} FAILED their checks"
          + (f", {len(checks.unreadable)} unreadable line(s)" if checks.unreadable else "")
          + ("" if not args.key else "; signatures " + ("FAILED" if sig.problems else "OK")))

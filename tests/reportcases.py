@@ -50,12 +50,14 @@ def _fallback(log: AuditLog, when: datetime) -> None:
         decide(hard_items(), pol, audit_log=log, decision_id=FALLBACK, now=when)
 
 
-def build(folder: Path) -> ReportLog:
+def build(folder: Path, stored: Policy | None = None) -> ReportLog:
+    """The log in ``folder/logs``, its keys in ``folder/keys``; ``stored``: the support
+    policy with content stored (default: loaded from its absolute path)."""
     keys = folder / "keys"
     assert cli.main(["audit", "keygen", "--out", str(keys), "--name", "acme"]) == 0
     (folder / "logs").mkdir()
     path = folder / "logs" / "decisions.jsonl"
-    stored = support(True)
+    stored = stored or support(True)
     log = AuditLog(path, signer=Signer.from_file(keys / "acme.key"))
     decide(support_rows(), stored, audit_log=log, decision_id=OPTIMAL, now=T0)
     hostile = [{"source_id": IMG_ID, "content": "A refund needs the receipt.", "relevance_score": 0.9,

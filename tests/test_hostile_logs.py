@@ -1,4 +1,4 @@
-"""A hostile-log corpus through ``audit verify``, ``audit show`` and ``audit replay``:
+"""A hostile-log corpus through ``audit verify``, ``show``, ``replay`` and ``report``:
 deep nesting (10..100,000 levels), 10 MB lines, invalid UTF-8, NUL bytes, truncated and
 merged lines, and records resealed with wrong-typed fields (hypothesis). Every run must
 end in 0 or 6, never 1 (no RecursionError, KeyError or TypeError), and every finding
@@ -44,7 +44,8 @@ CANDIDATES = [
      "token_count": 10 + 5 * i, "metadata": {"team": "a" if i % 2 else "b", "tags": [i, {"k": "v"}]}}
     for i in range(5)
 ]
-COMMANDS = (("verify",), ("verify", "--json"), ("show",), ("show", "--json"), ("replay",), ("replay", "--json"))
+COMMANDS = (("verify",), ("verify", "--json"), ("show",), ("show", "--json"), ("replay",), ("replay", "--json"),
+            ("report", "--out", os.devnull))
 TALLY: Counter[str] = Counter()  # logs and runs, for the figures printed at the end
 FINDING = re.compile(r"^finding: (?P<log>.+?):(?P<line>\d+): ")
 # a finding names where it is: the line (unreadable bytes) or the seq (a record that fails

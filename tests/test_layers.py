@@ -29,7 +29,10 @@ STAGES: tuple[tuple[str, ...], ...] = (
     ("allocate",),
     ("audit", "audit.privacy", "audit.lineformat", "audit.verify", "audit.merkle", "audit.note", "audit.signing",
      "audit.log", "audit.record", "audit.recordschema", "audit.records", "audit.proofs"),
-    ("decide", "manager", "audit.replay", "audit.show", "audit.query", "audit.export"),
+    ("decide", "manager", "audit.replay", "audit.show", "audit.query", "audit.export", "audit.reportsvg",
+     "audit.reportassets"),
+    ("audit.reportcard",),
+    ("audit.report",),
     ("retrieval", "retrieval.pack"),
     ("cli",),
 )

@@ -18,7 +18,7 @@ import pytest
 
 import reportcases
 from engine import cli
-from engine.audit import report
+from engine.audit import reportcard
 from engine.audit.query import decision_items
 from engine.audit.report import DecisionEntry, ReportInput, SignatureInfo, csp, esc, render, verdict
 from engine.audit.reportassets import CSS, SCRIPT
@@ -173,7 +173,7 @@ def test_a_record_that_cannot_be_laid_out_is_shown_as_json(monkeypatch: pytest.M
     def boom(*_a: Any) -> str:
         raise ValueError("bad budget")
 
-    monkeypatch.setattr(report, "_budget_html", boom)
+    monkeypatch.setattr(reportcard, "_budget_html", boom)
     out = page(record(extra=deep))
     assert "this record cannot be laid out (ValueError: bad budget); its JSON follows" in out
     assert "(too deeply nested to print)" in out
@@ -233,7 +233,9 @@ def test_cli_report_marks_the_tampered_record_and_exits_6(signed: reportcases.Re
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "r.html"
     assert cli.main(["audit", "report", str(signed.path), "--out", str(out), "--key", str(signed.public_key)]) == 6
-    assert capsys.readouterr().err == f"wrote {out}: 6 decision(s), 1 FAILED their checks; signatures OK\n"
+    assert capsys.readouterr().err == (
+        f"finding: seq 6 decision {reportcases.SCRIPT_ID}: FAILED record.context_order, record.schema, record.tokens\n"
+        f"wrote {out}: 6 decision(s), 1 FAILED their checks; signatures OK\n")
     text = out.read_text(encoding="utf-8")
     cards = [a for t, a in tags(text) if t == "section" and "data-decision" in a]
     assert [(a["data-status"], a["data-checks"], a["data-sig"]) for a in cards] == [
@@ -271,7 +273,8 @@ def test_cli_report_of_an_intact_log_exits_0(signed: reportcases.ReportLog, tmp_
     assert 'data-intact="yes"' in out.read_text(encoding="utf-8")
 
 
-def test_cli_report_unreadable_line_exits_6(signed: reportcases.ReportLog, tmp_path: Path) -> None:
+def test_cli_report_unreadable_line_exits_6(signed: reportcases.ReportLog, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
     broken = tmp_path / "broken.jsonl"
     lines = signed.path.read_bytes().splitlines(keepends=True)
     broken.write_bytes(lines[0] + b"{\"not\": \xff json\n" + lines[1])
@@ -279,6 +282,7 @@ def test_cli_report_unreadable_line_exits_6(signed: reportcases.ReportLog, tmp_p
     assert cli.main(["audit", "report", str(broken), "--out", str(out)]) == 6
     text = out.read_text(encoding="utf-8")
     assert "line 2 unreadable" in text and "hash chain NOT INTACT" in text
+    assert f"finding: {broken}:2: " in capsys.readouterr().err  # as `audit show` says it
 
 
 def test_record_copy_is_not_modified_by_rendering() -> None:

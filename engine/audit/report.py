@@ -20,119 +20,37 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import html
-import json
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-from .query import decision_items, record_time
+from .query import record_time
 from .reportassets import CSS, SCRIPT
-from .reportsvg import budget_bar, timeline
+from .reportcard import (
+    VERDICTS,
+    DecisionEntry,
+    SignatureInfo,
+    card,
+    esc,
+    exclusion_reasons,
+    filter_attrs,
+    member,
+    num,
+    plain,
+    signature_html,
+    verdict,
+)
+from .reportsvg import timeline
 
 __all__ = ["DecisionEntry", "ReportInput", "SignatureInfo", "csp", "esc", "render", "verdict"]
-
-VERDICTS = ("optimal", "gap", "fallback", "infeasible", "heuristic", "unknown")
-_DISGUISE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u061c\u200e\u200f\u202a-\u202e"
-                       "\u2066-\u2069\ud800-\udfff\ufeff]")
-
-
-def esc(value: Any) -> str:
-    """Text from the log, safe in HTML text and in quoted attributes: escaped, and every
-    character that could hide or reorder what a reviewer reads shown as ``<U+XXXX>``."""
-    text = _text(value)
-    return html.escape(_DISGUISE.sub(lambda m: f"<U+{ord(m.group()):04X}>", text), quote=True)
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, str):
-        return value
-    try:
-        return json.dumps(value, ensure_ascii=False, default=str)[:2000]
-    except (ValueError, RecursionError):
-        return "(unprintable)"
-
-
-def _num(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return esc("-" if value is None else value)
-    return f"{value:,}" if isinstance(value, int) else f"{value:,.3f}"
-
-
-def _obj(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _map(obj: Any, key: str) -> Mapping[str, Any]:
-    return _obj(obj.get(key) if isinstance(obj, Mapping) else None)
-
-
-def _list(obj: Any, key: str) -> list[Any]:
-    value = obj.get(key) if isinstance(obj, Mapping) else None
-    return value if isinstance(value, list) else []
-
-
-def verdict(record: Any) -> tuple[str, str]:
-    """The verdict of a decision record: one of :data:`VERDICTS` and a sentence.
-    ``gap`` is a best-found selection at the time limit (``feasible``), ``fallback`` a
-    heuristic that answered because the requested strategy failed."""
-    if not isinstance(record, Mapping):
-        return "unknown", "not a decision record"
-    if record.get("outcome") == "infeasible":
-        return "infeasible", "infeasible: the hard rules cannot all hold"
-    solver, strategy = _map(record, "solver"), _map(record, "strategy")
-    status = solver.get("status")
-    if status == "fallback" or strategy.get("fallback_reason"):
-        return "fallback", (f"fallback to {esc(strategy.get('used'))}: "
-                            f"{esc(strategy.get('fallback_reason') or 'the requested strategy failed')}")
-    if status == "optimal":
-        return "optimal", "proven optimal"
-    if status == "trivial":
-        return "optimal", "optimal (everything relevant fitted; no search needed)"
-    if status == "feasible":
-        gap = solver.get("gap")
-        shown = f"{gap:.2%}" if isinstance(gap, (int, float)) and not isinstance(gap, bool) else "unknown"
-        return "gap", f"best found at the time limit, gap {shown}"
-    if status == "heuristic":
-        return "heuristic", f"heuristic ({esc(strategy.get('used'))}); no optimality claim"
-    return "unknown", f"solver status {esc(status)}"
-
-
-@dataclass(frozen=True, slots=True)
-class SignatureInfo:
-    """What the signed checkpoints say about the log (``checked`` False: no key given)."""
-
-    checked: bool
-    signed_size: int = 0
-    records: int = 0
-    problems: tuple[tuple[str, str], ...] = ()
-    #: (tree size, source) of each checkpoint whose signature is valid and root reproduced
-    checkpoints: tuple[tuple[int, str], ...] = ()
-
-    def covering(self, seq: Any) -> str | None:
-        """The first valid checkpoint that covers record ``seq``, or None."""
-        if not isinstance(seq, int) or seq > self.signed_size:
-            return None
-        return next((f"{src} (tree size {size:,})" for size, src in sorted(self.checkpoints)
-                     if size >= seq), f"records 1..{self.signed_size:,}")
-
-
-@dataclass(frozen=True, slots=True)
-class DecisionEntry:
-    """One decision envelope and what its checks found (``Finding``-like objects)."""
-
-    envelope: Mapping[str, Any]
-    findings: tuple[Any, ...] = ()
-    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class ReportInput:
+    """Everything the page shows: the log's name, the decisions (in log order) with their
+    findings, the chain's problems and unreadable lines, the signature state, and the caps."""
+
     log: str
     generated: str  # when the report was made (the caller's clock), shown as is
     decisions: tuple[DecisionEntry, ...]
@@ -153,170 +71,10 @@ def csp() -> str:
             "frame-src 'none'; worker-src 'none'; form-action 'none'; base-uri 'none'")
 
 
-# -- one decision ------------------------------------------------------------------------
-def _items(record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Each item with evidence and rule (read from ``items``), tokens and relevance
-    (what a compact record leaves out comes from its input row)."""
-    rows = decision_items(record)
-    raw = [it for it in _list(record, "items") if isinstance(it, Mapping)]
-    if record.get("outcome") != "infeasible" and len(raw) == len(rows):
-        for row, it in zip(rows, raw):
-            row["evidence"], row["rule"] = it.get("evidence"), it.get("rule")
-    return rows
-
-
-def _sort_key(row: Mapping[str, Any]) -> tuple[int, float]:
-    rel = row.get("relevance")
-    if isinstance(rel, (int, float)) and not isinstance(rel, bool):
-        return (0, -float(rel))
-    return (1, 0.0)
-
-
-def _item_table(rows: list[dict[str, Any]], kind: str, cap: int, did: str) -> str:
-    head = "<tr><th>source id</th><th>doc</th><th>level</th><th class=n>tokens</th><th class=n>relevance</th>" \
-           "<th>reason</th><th>evidence</th></tr>"
-    body = "".join(
-        f"<tr class=item data-reason=\"{esc(r.get('reason'))}\"><td class=id>{esc(r.get('source_id'))}</td>"
-        f"<td>{esc(r.get('doc') or '')}</td><td>{esc(r.get('level'))}</td><td class=n>{_num(r.get('tokens'))}</td>"
-        f"<td class=n>{_num(r.get('relevance'))}</td><td><code>{esc(r.get('reason'))}</code></td>"
-        f"<td>{esc(r.get('evidence') or '')}{_rule(r.get('rule'))}</td></tr>"
-        for r in rows[:cap])
-    more = ""
-    if len(rows) > cap:
-        more = (f"<p class=more>and {len(rows) - cap:,} more {kind} items not shown (at most {cap:,} per "
-                f"table; raise --max-items, or run <code>ctxbudget audit show LOG --decision {esc(did)}</code>)</p>")
-    if not rows:
-        return f"<p class=none>no {kind} items</p>"
-    return f"<table class=items>{head}{body}</table>{more}"
-
-
-def _rule(rule: Any) -> str:
-    return f" <span class=rule>{esc(rule)}</span>" if rule else ""
-
-
-def _checks_html(entry: DecisionEntry) -> str:
-    if not entry.findings:
-        notes = "".join(f"<li>{esc(n)}</li>" for n in entry.notes)
-        return ("<p class=ok>record checks passed: chain, policy digest, input digest, order and token totals"
-                + (" (partly not checkable, see below)</p><ul class=notes>" + notes + "</ul>" if notes else "</p>"))
-    codes = sorted({str(getattr(f, "code", f)) for f in entry.findings})
-    rows = "".join(f"<li><code>{esc(getattr(f, 'code', ''))}</code> at <code>{esc(getattr(f, 'path', '$'))}</code>: "
-                   f"{esc(getattr(f, 'message', f))}</li>" for f in entry.findings)
-    return (f"<p class=failed>FAILED CHECKS: {esc(', '.join(codes))}: do not rely on this record</p>"
-            f"<ul class=findings>{rows}</ul>")
-
-
-def _signature_html(sig: SignatureInfo, seq: Any) -> tuple[str, str]:
-    """(state code, HTML) of one record's signature."""
-    if not sig.checked:
-        return "unchecked", "<p class=warn>signature not checked: pass --key PUB (the log's verifier key)</p>"
-    covering = sig.covering(seq)
-    if covering:
-        return "signed", f"<p class=ok>signed: covered by checkpoint {esc(covering)}</p>"
-    return "unsigned", ("<p class=warn>UNSIGNED TAIL: no signed checkpoint covers this record (seq "
-                        f"{_num(seq)}; signed up to {sig.signed_size:,}); close the log to sign it</p>")
-
-
-def _budget_html(record: Mapping[str, Any]) -> str:
-    b = _map(record, "budget")
-    used, limit, free = b.get("assembled_tokens"), b.get("limit_tokens"), b.get("free_tokens")
-    window = b.get("context_window")
-    out_r, prompt_r = b.get("reserve_output") or 0, b.get("reserve_prompt") or 0
-    text = f"used {_num(used)} of {_num(limit)} tokens, free {_num(free)}"
-    if window:
-        text += f"; window {_num(window)}, reserved output {_num(out_r)}, prompt {_num(prompt_r)}"
-    return f"<div class=budget>{budget_bar(used, limit, window, out_r, prompt_r)}<p>{text}</p></div>"
-
-
-def _rules_html(record: Mapping[str, Any]) -> str:
-    bound = [r for r in _list(record, "rules") if isinstance(r, Mapping) and r.get("binding")]
-    parts = []
-    if bound:
-        parts.append("<h4>rules that bound</h4><ul class=rules>" + "".join(
-            f"<li>{esc(r.get('label'))}: total {_num(r.get('total'))}, slack {_num(r.get('slack'))} "
-            f"<span class=rule>{esc(r.get('path'))}</span></li>" for r in bound) + "</ul>")
-    else:
-        parts.append("<p class=none>no rule bound</p>")
-    warn = [f"UNMET minimum: {esc(u)}" for u in _list(record, "unmet")]
-    warn += [f"MISSING PIN (required: false): {esc(_obj(m).get('pin'))} at {esc(_obj(m).get('path'))}"
-             for m in _list(record, "missing_pins")]
-    warn += [f"repair: dropped {esc(_obj(r).get('dropped'))} after the BPE recount "
-             f"({_num(_obj(r).get('tokens_before'))} -> {_num(_obj(r).get('tokens_after'))} tokens)"
-             for r in _list(record, "repairs")]
-    if warn:
-        parts.append("<ul class=warnings>" + "".join(f"<li>{w}</li>" for w in warn) + "</ul>")
-    return "".join(parts)
-
-
-def _infeasible_html(record: Mapping[str, Any]) -> str:
-    inf = _map(record, "infeasibility")
-    core = "".join(f"<li>{esc(c.get('rule'))} <span class=rule>{esc(c.get('path'))} {esc(c.get('location') or '')}"
-                   "</span></li>" for c in _list(inf, "core") if isinstance(c, Mapping))
-    return (f"<p class=failed>{esc(inf.get('message'))}</p><h4>conflicting rules</h4><ul class=rules>{core}</ul>")
-
-
-def _card(k: int, entry: DecisionEntry, sig: SignatureInfo, cap: int) -> str:
-    env = entry.envelope
-    rec = _map(env, "record")
-    did = rec.get("decision_id")
-    code, sentence = verdict(rec)
-    pol = _map(rec, "policy")
-    _, sig_html = _signature_html(sig, env.get("seq"))
-    head = (f"<h3><span class=\"badge v-{code}\">{code}</span> decision <span class=id>{esc(did)}</span></h3>"
-            f"<p class=meta>seq {_num(env.get('seq'))} &middot; {esc(rec.get('timestamp'))} &middot; {sentence}</p>"
-            f"<p class=meta>policy <b>{esc(pol.get('name'))}</b> revision <b>{esc(pol.get('revision'))}</b> "
-            f"<code>{esc(pol.get('digest'))}</code>{' from ' + esc(pol.get('file')) if pol.get('file') else ''}</p>")
-    strat = _map(rec, "strategy")
-    body = [f"<p class=meta>strategy requested {esc(strat.get('requested'))}, ran {esc(strat.get('used'))}; "
-            f"{_num(_map(rec, 'input').get('count'))} candidates; tokenizer {esc(_map(rec, 'tokenizer').get('name'))}"
-            + ("" if _map(rec, "tokenizer").get("exact", True) else " (APPROXIMATE counts)") + "</p>",
-            _checks_html(entry), sig_html]
-    rows = _items(rec)
-    if rec.get("outcome") == "infeasible":
-        body += [_infeasible_html(rec), "<h4>candidates</h4>", _item_table(rows, "candidate", cap, str(did))]
-    else:
-        order = {sid: n for n, sid in enumerate(_list(_map(rec, "context"), "order")) if isinstance(sid, str)}
-        inc = sorted((r for r in rows if r.get("decision") == "included"),
-                     key=lambda r: order.get(r["source_id"], len(order)) if isinstance(r.get("source_id"), str)
-                     else len(order))
-        exc = sorted((r for r in rows if r.get("decision") != "included"), key=_sort_key)
-        body += [_budget_html(rec), _rules_html(rec),
-                 f"<h4>included ({len(inc):,}, in context order)</h4>", _item_table(inc, "included", cap, str(did)),
-                 f"<h4>excluded ({len(exc):,}, most relevant first)</h4>", _item_table(exc, "excluded", cap, str(did))]
-    return f"<section class=\"decision card\" id=d-{k}{_attrs(entry, sig)}>{head}{''.join(body)}</section>"
-
-
-def _reasons(rec: Mapping[str, Any]) -> list[str]:
-    return [str(r["reason"]) for r in _items(rec) if r.get("decision") not in (None, "included") and r.get("reason")]
-
-
-def _attrs(entry: DecisionEntry, sig: SignatureInfo) -> str:
-    rec = _map(entry.envelope, "record")
-    reasons = "|" + "|".join(sorted(set(_reasons(rec)))) + "|"
-    state, _ = _signature_html(sig, entry.envelope.get("seq"))
-    return (f" data-decision data-status=\"{verdict(rec)[0]}\" data-reasons=\"{esc(reasons)}\""
-            f" data-policy=\"{esc(_map(rec, 'policy').get('name'))}\""
-            f" data-checks=\"{'failed' if entry.findings else 'ok'}\" data-sig=\"{state}\"")
-
-
-def _safe_card(k: int, entry: DecisionEntry, sig: SignatureInfo, cap: int) -> str:
-    """A card, or for a record too damaged to lay out, its (escaped, shortened) JSON."""
-    try:
-        return _card(k, entry, sig, cap)
-    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
-        try:
-            raw = json.dumps(entry.envelope, ensure_ascii=False, sort_keys=True, default=str)
-        except (ValueError, RecursionError):
-            raw = "(too deeply nested to print)"
-        return (f"<section class=\"decision card\" id=d-{k} data-decision data-status=unknown data-reasons=\"||\" "
-                f"data-policy=\"\" data-checks=failed data-sig=unchecked>{_checks_html(entry)}"
-                f"<p class=failed>this record cannot be laid out ({esc(type(exc).__name__)}: {esc(str(exc)[:200])}); "
-                f"its JSON follows</p><pre>{esc(raw[:20_000])}</pre></section>")
-
 
 # -- the log overview --------------------------------------------------------------------
 def _link(k: int, entry: DecisionEntry, detailed: bool) -> str:
-    did = esc(_map(entry.envelope, "record").get("decision_id"))
+    did = esc(member(entry.envelope, "record").get("decision_id"))
     return f'<a href="#d-{k}" class=id>{did}</a>' if detailed else f"<span class=id>{did}</span>"
 
 
@@ -359,7 +117,7 @@ def _overview_html(data: ReportInput, verdicts: list[str]) -> str:
                     for name, n, cls in cards)
     points, undated = [], 0
     for e, v in zip(data.decisions, verdicts):
-        when = record_time(_map(e.envelope, "record"))
+        when = record_time(member(e.envelope, "record"))
         if when is None:
             undated += 1
         else:
@@ -367,7 +125,7 @@ def _overview_html(data: ReportInput, verdicts: list[str]) -> str:
     reasons: Counter[str] = Counter()
     per_decision: Counter[str] = Counter()
     for e in data.decisions:
-        found = _reasons(_map(e.envelope, "record"))
+        found = exclusion_reasons(member(e.envelope, "record"))
         reasons.update(found)
         per_decision.update(set(found))
     top = "".join(f'<tr><td><a href="#reason={esc(r)}"><code>{esc(r)}</code></a></td><td class=n>{n:,}</td>'
@@ -381,7 +139,7 @@ def _overview_html(data: ReportInput, verdicts: list[str]) -> str:
         hits = [(k, e) for k, (e, vv) in enumerate(zip(data.decisions, verdicts)) if vv == v]
         if hits:
             lines = "".join(f"<li>{_link(k, e, k < data.max_decisions)} "
-                            f"{_why(_map(e.envelope, 'record'), v)}</li>" for k, e in hits[:50])
+                            f"{_why(member(e.envelope, 'record'), v)}</li>" for k, e in hits[:50])
             extra = f"<li>and {len(hits) - 50:,} more (filter by status)</li>" if len(hits) > 50 else ""
             lists.append(f"<h4>{title} ({len(hits):,})</h4><ul class=short>{lines}{extra}</ul>")
     return (f"<section class=overview><h2>overview</h2><div class=tiles>{tiles}</div>"
@@ -391,8 +149,8 @@ def _overview_html(data: ReportInput, verdicts: list[str]) -> str:
 
 def _why(rec: Mapping[str, Any], v: str) -> str:
     if v == "fallback":
-        return esc(_map(rec, "strategy").get("fallback_reason") or "")
-    return esc(_map(rec, "infeasibility").get("message") or "")
+        return esc(member(rec, "strategy").get("fallback_reason") or "")
+    return esc(member(rec, "infeasibility").get("message") or "")
 
 
 def _legend() -> str:
@@ -405,8 +163,8 @@ def _options(name: str, label: str, values: Sequence[str]) -> str:
 
 
 def _filters_html(data: ReportInput, verdicts: list[str]) -> str:
-    policies = sorted({_text(_map(_map(e.envelope, "record"), "policy").get("name")) for e in data.decisions})
-    reasons = sorted({r for e in data.decisions for r in _reasons(_map(e.envelope, "record"))})
+    policies = sorted({plain(member(member(e.envelope, "record"), "policy").get("name")) for e in data.decisions})
+    reasons = sorted({r for e in data.decisions for r in exclusion_reasons(member(e.envelope, "record"))})
     return ("<form class=filters id=filters>" + _options("status", "verdict", [v for v in VERDICTS if v in verdicts])
             + _options("reason", "exclusion reason", reasons) + _options("policy", "policy", policies)
             + _options("checks", "checks", ["failed", "ok"]) + _options("sig", "signature", ["signed", "unsigned", "unchecked"])
@@ -417,13 +175,13 @@ def _filters_html(data: ReportInput, verdicts: list[str]) -> str:
 def _index_html(data: ReportInput, verdicts: list[str]) -> str:
     rows = []
     for k, (e, v) in enumerate(zip(data.decisions, verdicts)):
-        rec = _map(e.envelope, "record")
-        b, pol = _map(rec, "budget"), _map(rec, "policy")
-        state, _ = _signature_html(data.signatures, e.envelope.get("seq"))
-        rows.append(f'<tr class=row data-ref="d-{k}"{_attrs(e, data.signatures)}><td class=n>{_num(e.envelope.get("seq"))}</td>'
+        rec = member(e.envelope, "record")
+        b, pol = member(rec, "budget"), member(rec, "policy")
+        state, _ = signature_html(data.signatures, e.envelope.get("seq"))
+        rows.append(f'<tr class=row data-ref="d-{k}"{filter_attrs(e, data.signatures)}><td class=n>{num(e.envelope.get("seq"))}</td>'
                     f"<td class=t>{esc(rec.get('timestamp'))}</td><td>{_link(k, e, k < data.max_decisions)}</td>"
                     f'<td><span class="badge v-{v}">{v}</span></td><td>{esc(pol.get("name"))} {esc(pol.get("revision"))}</td>'
-                    f"<td class=n>{_num(b.get('assembled_tokens'))} / {_num(b.get('limit_tokens'))}</td>"
+                    f"<td class=n>{num(b.get('assembled_tokens'))} / {num(b.get('limit_tokens'))}</td>"
                     f"<td class={'failed' if e.findings else 'ok'}>{'FAILED' if e.findings else 'ok'}</td>"
                     f"<td>{state}</td></tr>")
     return ("<section class=index><h2>decisions</h2><table class=index><tr><th class=n>seq</th><th>time</th>"
@@ -433,9 +191,9 @@ def _index_html(data: ReportInput, verdicts: list[str]) -> str:
 
 def render(data: ReportInput) -> str:
     """The whole report as one HTML document (UTF-8 text; see the module docstring)."""
-    verdicts = [verdict(_map(e.envelope, "record"))[0] for e in data.decisions]
+    verdicts = [verdict(member(e.envelope, "record"))[0] for e in data.decisions]
     failed = sum(1 for e in data.decisions if e.findings)
-    cards = "".join(_safe_card(k, e, data.signatures, data.max_items)
+    cards = "".join(card(k, e, data.signatures, data.max_items)
                     for k, e in enumerate(data.decisions[:data.max_decisions]))
     cut = len(data.decisions) - data.max_decisions
     if cut > 0:

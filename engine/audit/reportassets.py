@@ -32,15 +32,15 @@ border-radius:2px}.axis{stroke:var(--mute)}
 .badge{color:#fff;border-radius:10px;padding:1px 8px;font-size:12px;font-weight:600;white-space:nowrap}
 table{border-collapse:collapse;width:100%;margin:4px 0}th,td{border-bottom:1px solid var(--line);padding:3px 6px;
 text-align:left;vertical-align:top}th{background:var(--bg);font-size:12px}td.n,th.n{text-align:right;
-font-variant-numeric:tabular-nums;white-space:nowrap}table.items td{font-size:13px}td.t{white-space:nowrap}
+font-variant-numeric:tabular-nums;white-space:nowrap}table.items td{font-size:13px}table.items td.id{min-width:16ch}table.items code{white-space:nowrap}td.t{white-space:nowrap}
 .rule{color:var(--mute);font:11px ui-monospace,monospace}
 .filters{position:sticky;top:0;background:#fff;border:1px solid var(--line);border-radius:6px;padding:8px;
 display:flex;flex-wrap:wrap;gap:12px;align-items:center;margin-top:24px;z-index:1}
-.filters select,.filters input{font:inherit;padding:2px 4px}.shown{margin-left:auto;color:var(--mute)}
-.card{border:1px solid var(--line);border-radius:8px;padding:10px 14px;margin:12px 0}
+.filters select,.filters input{font:inherit;padding:2px 4px;max-width:240px}.shown{margin-left:auto;color:var(--mute)}
+.card{border:1px solid var(--line);border-radius:8px;padding:10px 14px;margin:12px 0;overflow-x:auto}
 .card:target{outline:2px solid #0969da}.card[data-checks=failed]{border-color:var(--bad);border-width:2px}
 .budget svg.bar{width:100%;height:22px;border:1px solid var(--line)}.budget p{margin:2px 0;color:var(--mute)}
-.b-used{fill:#2da44e}.b-free{fill:#eaeef2}.b-over{fill:#cf222e}.b-res{fill:#c8d1da}.b-resp{fill:#afb8c1}
+.b-used{fill:#2da44e;background:#2da44e}.b-free{fill:#eaeef2;background:#eaeef2;outline:1px solid var(--line)}.b-over{fill:#cf222e;background:#cf222e}.b-res{fill:#c8d1da;background:#c8d1da}.b-resp{fill:#afb8c1;background:#afb8c1}
 .b-limit{stroke:#1f2328;stroke-width:2}ul.findings li{color:var(--bad)}pre{white-space:pre-wrap;
 overflow-wrap:anywhere;background:var(--bg);padding:8px;max-height:300px;overflow:auto}
 footer{margin:32px 0 8px;color:var(--mute);font-size:12px}[hidden]{display:none!important}
