@@ -24,6 +24,7 @@ from engine.audit.report import DecisionEntry, ReportInput, SignatureInfo, csp, 
 from engine.audit.reportassets import CSS, SCRIPT
 from engine.audit.reportsvg import budget_bar, timeline
 from engine.audit.records import Finding
+from engine.errors import UsageError
 
 
 def record(n_excluded: int = 3, **over: Any) -> dict[str, Any]:
@@ -290,3 +291,13 @@ def test_record_copy_is_not_modified_by_rendering() -> None:
     before = copy.deepcopy(rec)
     page(rec)
     assert rec == before
+
+
+def test_caps_must_be_positive(signed: reportcases.ReportLog, tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(UsageError, match=r"--max-items must be a whole number >= 1, got 0; the rows beyond it"):
+        page(record(), max_items=0)
+    out = tmp_path / "r.html"
+    assert cli.main(["audit", "report", str(signed.path), "--out", str(out), "--max-decisions", "-1"]) == 2
+    assert not out.exists()
+    assert "error: report.bad_cap: --max-decisions must be a whole number >= 1, got -1" in capsys.readouterr().err

@@ -42,6 +42,7 @@ from .reportcard import (
     verdict,
 )
 from .reportsvg import timeline
+from ..errors import UsageError
 
 __all__ = ["DecisionEntry", "ReportInput", "SignatureInfo", "csp", "esc", "render", "verdict"]
 
@@ -60,6 +61,14 @@ class ReportInput:
     title: str = "ctxbudget audit report"
     max_items: int = 50
     max_decisions: int = 500
+
+    def __post_init__(self) -> None:
+        for name in ("max_items", "max_decisions"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError("report.bad_cap", f"{flag} must be a whole number >= 1, got {value!r}; the rows "
+                                 "beyond it are counted in a visible note, never dropped", path=f"$.{name}")
 
 
 def csp() -> str:
