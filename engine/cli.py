@@ -1,6 +1,6 @@
 """The ``ctxbudget`` command: the only module that prints, and the one place that maps
 errors to exit codes (0 ok, 1 unexpected, 2 bad input, 3 infeasible, 4 solver failure,
-5 audit log failure; ``audit verify``, ``show`` and ``replay`` exit 6 when the log is not
+5 audit log failure; ``audit verify``, ``show``, ``replay`` and ``report`` exit 6 when the log is not
 intact (its chain, or a record that fails its checks); ``audit replay`` exits 7 when a
 decision replays differently or cannot be replayed; 130 on Ctrl-C,
 141 when the reader of stdout went away, as a process killed by SIGPIPE reports it).
