@@ -224,6 +224,13 @@ def test_timeline_bins_and_says_what_it_left_out() -> None:
     assert timeline([], undated=1) == '<p class="none">no dated decisions (1 without a readable timestamp)</p>'
 
 
+def test_timestamps_at_the_ends_of_the_calendar_are_no_crash() -> None:
+    out = page(record(timestamp="0001-01-01T00:00:00Z"), record(timestamp="9999-12-31T23:59:59Z"))
+    assert ("decisions over time not drawn: the timestamps span 0001-01-01T00:00:00+00:00 to "
+            "9999-12-31T23:59:59+00:00, beyond what the calendar can bin") in out  # old code: OverflowError
+    assert "one bar per" in page(record(timestamp="9999-12-31T23:59:59Z"))
+
+
 # -- the command over a real signed log ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def signed(tmp_path_factory: pytest.TempPathFactory) -> reportcases.ReportLog:

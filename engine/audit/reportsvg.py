@@ -73,6 +73,15 @@ def timeline(points: Sequence[tuple[datetime, str]], undated: int = 0) -> str:
     tallest bar's count written out. ``undated``: decisions without a readable time."""
     if not points:
         return f'<p class="none">no dated decisions{f" ({undated:,} without a readable timestamp)" if undated else ""}</p>'
+    try:
+        return _timeline(points, undated)
+    except OverflowError:  # a forged timestamp near year 1 or 9999: bins fall off the calendar
+        first, last = min(w for w, _ in points), max(w for w, _ in points)
+        return (f'<p class="none">decisions over time not drawn: the timestamps span {html.escape(first.isoformat())} '
+                f"to {html.escape(last.isoformat())}, beyond what the calendar can bin (a forged or broken clock?)</p>")
+
+
+def _timeline(points: Sequence[tuple[datetime, str]], undated: int) -> str:
     utc = sorted((w.astimezone(timezone.utc), v) for w, v in points)
     size = _bin_size(utc[0][0], utc[-1][0])
     start = _floor(utc[0][0], size)
