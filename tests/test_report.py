@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import reportcases
 from engine import cli
@@ -308,3 +309,26 @@ def test_caps_must_be_positive(signed: reportcases.ReportLog, tmp_path: Path,
     assert cli.main(["audit", "report", str(signed.path), "--out", str(out), "--max-decisions", "-1"]) == 2
     assert not out.exists()
     assert "error: report.bad_cap: --max-decisions must be a whole number >= 1, got -1" in capsys.readouterr().err
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+                    max_leaves=8)
+KEYS = ("decision_id", "timestamp", "outcome", "policy", "budget", "solver", "strategy", "rules", "context",
+        "items", "input", "infeasibility", "unmet", "missing_pins", "repairs", "tokenizer")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(KEYS), JSON, max_size=len(KEYS)),
+       st.lists(st.fixed_dictionaries({}, optional={k: JSON for k in ("source_id", "decision", "reason", "tokens",
+                                                                        "relevance", "evidence", "rule")}), max_size=4),
+       st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from("<>&\"'\u202e\x00"), max_size=20))
+def test_any_json_record_renders_escaped_and_valid_utf8(rec: dict[str, Any], items: list[dict[str, Any]],
+                                                        text: str) -> None:
+    """Property: whatever a (resealed, hand-edited) record holds, the page renders, is
+    valid UTF-8, and holds no markup but its own."""
+    rec = {**rec, "items": items, "decision_id": text} if items else {**rec, "decision_id": text}
+    out = page(rec, record(timestamp=text))
+    out.encode("utf-8")
+    assert out.count("<script") == 1 and out.count("</script>") == 1
+    assert not any(k.startswith("on") for _, a in tags(out) for k in a)
