@@ -332,3 +332,13 @@ def test_any_json_record_renders_escaped_and_valid_utf8(rec: dict[str, Any], ite
     out.encode("utf-8")
     assert out.count("<script") == 1 and out.count("</script>") == 1
     assert not any(k.startswith("on") for _, a in tags(out) for k in a)
+
+
+def test_the_query_and_the_caller_are_shown_when_recorded() -> None:
+    out = page(record(query={"text": "How do I get a <refund>?", "digest": None}, request_id="req-7",
+                      requested_by="alice", labels={"team": "support", "env": "prod"}),
+               record(query={"text": None, "digest": "hmac-sha256:abc"}), record())
+    assert ("<p class=meta>query <q>How do I get a &lt;refund&gt;?</q> &middot; request <b>req-7</b> &middot; "
+            "requested by <b>alice</b> &middot; labels <code>env=prod</code>, <code>team=support</code></p>") in out
+    assert "query (not stored; keyed digest) <code>hmac-sha256:abc</code>" in out
+    assert out.count("<p class=meta>query") == 2

@@ -221,6 +221,23 @@ def _infeasible_html(record: Mapping[str, Any]) -> str:
     return (f"<p class=failed>{esc(inf.get('message'))}</p><h4>conflicting rules</h4><ul class=rules>{core}</ul>")
 
 
+def _who_html(rec: Mapping[str, Any]) -> str:
+    """Who asked and what: the ``pack`` query (its text, or its keyed digest when content
+    is not stored) and, where the record has them, request id, caller and labels."""
+    parts = []
+    query = rec.get("query")
+    if isinstance(query, Mapping):
+        parts.append(f"query <q>{esc(query['text'])}</q>" if query.get("text") is not None
+                     else f"query (not stored; keyed digest) <code>{esc(query.get('digest'))}</code>")
+    for key, label in (("request_id", "request"), ("requested_by", "requested by")):
+        if rec.get(key) is not None:
+            parts.append(f"{label} <b>{esc(rec.get(key))}</b>")
+    labels = rec.get("labels")
+    if isinstance(labels, Mapping) and labels:
+        parts.append("labels " + ", ".join(f"<code>{esc(k)}={esc(v)}</code>" for k, v in sorted(labels.items())))
+    return f"<p class=meta>{' &middot; '.join(parts)}</p>" if parts else ""
+
+
 def _card(k: int, entry: DecisionEntry, sig: SignatureInfo, cap: int) -> str:
     env = entry.envelope
     rec = member(env, "record")
@@ -236,7 +253,7 @@ def _card(k: int, entry: DecisionEntry, sig: SignatureInfo, cap: int) -> str:
     body = [f"<p class=meta>strategy requested {esc(strat.get('requested'))}, ran {esc(strat.get('used'))}; "
             f"{num(member(rec, 'input').get('count'))} candidates; tokenizer {esc(member(rec, 'tokenizer').get('name'))}"
             + ("" if member(rec, "tokenizer").get("exact", True) else " (APPROXIMATE counts)") + "</p>",
-            _checks_html(entry), sig_html]
+            _who_html(rec), _checks_html(entry), sig_html]
     rows = _items(rec)
     if rec.get("outcome") == "infeasible":
         body += [_infeasible_html(rec), "<h4>candidates</h4>", _item_table(rows, "candidate", cap, str(did))]
