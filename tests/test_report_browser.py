@@ -1,14 +1,15 @@
 """The HTML report in a real headless Chromium (the Debian package, /usr/bin/chromium):
 the page renders offline, its script runs (it fills the count of shown decisions and
 marks <body data-ready="1">), a filter given in the URL fragment hides the other
-decisions, markup from the log stays text, the Content-Security-Policy stops a script
-that was not the page's own, and a screenshot is kept in artifacts/ (git-ignored) for a
+decisions, markup from the log stays text, the Content-Security-Policy stops a planted
+script and planted loads (a control run without it shows they would happen), and a screenshot is kept in artifacts/ (git-ignored) for a
 person to look at. Chromium missing is a failure that says how to install it, never a
 skip: .ci/run installs it first."""
 
 from __future__ import annotations
 
 import os
+import re
 import struct
 import sys
 import subprocess
@@ -28,7 +29,14 @@ CHROMIUM = Path("/usr/bin/chromium")
 INSTALL = "apt-get update && apt-get install -y --no-install-recommends chromium"
 ARTIFACTS = ROOT / "artifacts"
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync")
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         # Chromium still pings its update and sign-in services: no name (or address) resolves,
+         # so nothing leaves the machine
+         "--host-resolver-rules=MAP * ~NOTFOUND")
+#: loads and a script a forger might plant in the page; the CSP must stop every one
+PLANTED = ('<script>document.body.setAttribute("data-pwned","inline");fetch("http://127.0.0.1:9/planted-fetch")'
+           '</script><img src="http://127.0.0.1:9/planted.png"><link rel=stylesheet '
+           'href="http://127.0.0.1:9/planted.css"></body>')
 
 
 def chromium() -> Path:
@@ -134,14 +142,31 @@ def test_a_filter_in_the_url_fragment_hides_the_other_decisions(report: Path, tm
     assert dom.body.attrs["data-filter"] == active  # read from the fragment, decoded
 
 
-def test_the_csp_stops_a_script_that_is_not_the_pages_own(report: Path, tmp_path: Path) -> None:
-    html = report.read_text(encoding="utf-8")
-    injected = ("<script>document.body.setAttribute('data-pwned','inline')</script>"
-                "<img src=x onerror=\"document.body.setAttribute('data-pwned','img')\"></body>")
-    planted = tmp_path / "planted.html"
-    planted.write_text(html.replace("</body>", injected), encoding="utf-8")
-    body = Dom(browse(planted.as_uri(), tmp_path / "profile", "--dump-dom")).body.attrs
-    assert body["data-ready"] == "1" and "data-pwned" not in body
+def planted(report: Path, tmp_path: Path, *, csp: bool) -> tuple[dict[str, str | None], str]:
+    """(body attributes, network log) of the report with :data:`PLANTED` in it (and its
+    Content-Security-Policy meta removed when ``csp`` is false)."""
+    html = report.read_text(encoding="utf-8").replace("</body>", PLANTED)
+    if not csp:
+        html = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", html)
+    page = tmp_path / "planted.html"
+    page.write_text(html, encoding="utf-8")
+    netlog = tmp_path / "netlog.json"
+    dom = Dom(browse(page.as_uri(), tmp_path / "profile", "--dump-dom", f"--log-net-log={netlog}"))
+    return dom.body.attrs, netlog.read_text(encoding="utf-8")
+
+
+def test_the_csp_stops_a_planted_script_and_every_planted_load(report: Path, tmp_path: Path) -> None:
+    body, netlog = planted(report, tmp_path, csp=True)
+    assert body["data-ready"] == "1"  # the page's own script ran (its hash is in the CSP)
+    assert "data-pwned" not in body  # not run
+    assert not [u for u in ("planted.png", "planted.css", "planted-fetch") if u in netlog]  # not even requested
+
+
+def test_without_its_csp_the_planted_page_would_run_and_load(report: Path, tmp_path: Path) -> None:
+    """The control: the check above can fail."""
+    body, netlog = planted(report, tmp_path, csp=False)
+    assert body.get("data-pwned") == "inline"
+    assert "planted.png" in netlog and "planted.css" in netlog and "planted-fetch" in netlog
 
 
 def test_screenshot_for_a_person_to_look_at(report: Path, tmp_path: Path) -> None:
