@@ -96,6 +96,7 @@ def _add_pin(cm: CompiledModel, pin: PinRule, guarded: bool) -> None:
 
 def _add_chain(cm: CompiledModel, chain: Chain, guarded: bool) -> None:
     # Hierarchy: at most one node of each ancestor-to-descendant path.
+    # Near-duplicates: at most one of each pair of near-duplicate texts.
     xs = [cm.take[m] for m in chain.members]
     lit = _guard(cm, chain.key, chain, guarded)
     if lit is None:
@@ -108,6 +109,7 @@ RULE_COMPILERS: dict[RuleKind, Callable[[CompiledModel, Any, bool], None]] = {
     **_RULE_COMPILERS,
     RuleKind.PINNED: _add_pin,
     RuleKind.HIERARCHY: _add_chain,
+    RuleKind.NEAR_DUPLICATE: _add_chain,
 }
 
 
@@ -136,7 +138,7 @@ def compile_problem(problem: Problem, *, guarded: bool = False, objective: bool 
     for pin in problem.pins:
         RULE_COMPILERS[RuleKind.PINNED](cm, pin, guarded)
     for chain in problem.chains:
-        RULE_COMPILERS[RuleKind.HIERARCHY](cm, chain, guarded)
+        RULE_COMPILERS[chain.kind](cm, chain, guarded)
     if objective:
         _objective(cm, problem)
     return cm

@@ -3,7 +3,8 @@ allocation's exclusion reasons share.
 
 What goes in: a :class:`~engine.problem.Problem`. :class:`Filler` tracks what the chosen
 items use of every maximum rule (budget, level and source caps, prefer-parent) and of
-every hierarchy chain, and says for any other item the first rule it would break, as a
+every chain (hierarchy and near-duplicate conflicts), and says for any other item the
+first rule it would break, as a
 :class:`~engine.reasons.Reason` with the numbers a reviewer checks. It lives here, not in
 a strategy, because the allocation stage uses it too (strategies never import each
 other's internals, and later stages never import a strategy's).
@@ -79,6 +80,17 @@ class Filler:
     def blocker(self, i: int) -> Reason | None:
         """Why ``i`` cannot be added now (the first rule it would break), or None when it
         fits every rule. Reasons are frozen values: equal ones are built once and shared."""
+        chains = self.chains_of.get(i, ())
+        # A near-duplicate of an included item is named first: no budget would admit it.
+        for k in chains:
+            ch = self.p.chains[k]
+            other = self.chain_taken.get(k)
+            if other is not None and ch.kind is RuleKind.NEAR_DUPLICATE:
+                oid = self.p.candidates[other].source_id
+                return Reason(ReasonCode.NEAR_DUPLICATE,
+                              f"near-duplicate of {oid!r}, which is included (jaccard "
+                              f"{ch.similarity:.3f} >= {ch.threshold:g})", ch.path,
+                              {"duplicate_of": oid, "similarity": ch.similarity, "threshold": ch.threshold})
         w = self.weights[i]
         if self.used[0] + w > self.capacity:
             return self._cap_reason(0, self.used[0], w)
@@ -86,7 +98,7 @@ class Filler:
             used = self.used[k]
             if used + c > self.caps[k].upper:  # type: ignore[operator]
                 return self._cap_reason(k, used, c)
-        for k in self.chains_of.get(i, ()):
+        for k in chains:
             other = self.chain_taken.get(k)
             if other is not None:
                 oid = self.p.candidates[other].source_id

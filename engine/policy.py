@@ -111,6 +111,12 @@ class GroupBy(Enum):
     DOCUMENT = "document"
 
 
+class Measure(Enum):
+    """How two items' shingle sets are compared (:class:`DuplicateRule`)."""
+
+    JACCARD = "jaccard"
+
+
 class SolverLog(Enum):
     """Whether the audit keeps the solver log or only its hash."""
 
@@ -273,6 +279,18 @@ class Hierarchy:
 
 
 @dataclass(frozen=True, slots=True)
+class DuplicateRule:
+    """Near-duplicates: no two included items whose texts have similarity ``>=
+    threshold`` — Jaccard of their sets of ``shingle``-word shingles (normalised text;
+    :mod:`engine.duplicates`). Pairs where one item is the other's ancestor are left to
+    the hierarchy rule; two pinned items are both kept (pins win)."""
+
+    threshold: float = 0.8
+    measure: Measure = Measure.JACCARD
+    shingle: int = 3
+
+
+@dataclass(frozen=True, slots=True)
 class Objective:
     """What the optimiser maximises: the sum of the items' values, computed by
     :func:`engine.objective.objective_values` — each score calibrated (``calibrate``
@@ -375,6 +393,7 @@ class Policy:
     ordering: Ordering
     audit: AuditSettings
     limits: Limits
+    duplicates: DuplicateRule | None
     file: str | None
     effective: Mapping[str, Any]
     digest: str
@@ -479,7 +498,7 @@ def _parts_from_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
     schema-valid mapping, defaults filled in. Integer fields go through ``int`` because
     YAML 1.2 reads ``8e3`` as the float 8000.0, which the schema accepts as an integer."""
     meta, spec = data["metadata"], data["spec"]
-    b, src = spec["budget"], spec.get("sources")
+    b, src, dup = spec["budget"], spec.get("sources"), spec.get("duplicates")
     hier, obj = spec.get("hierarchy", {}), spec.get("objective", {})
     solver, audit, limits = spec.get("solver", {}), spec.get("audit", {}), spec.get("limits", {})
     return {
@@ -523,6 +542,8 @@ def _parts_from_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
         "audit": AuditSettings(audit.get("log"), bool(audit.get("store_content", False)),
                                audit.get("secret_file"), tuple(audit.get("mask", ()))),
         "limits": Limits(int(limits.get("max_candidates", 200_000)), int(limits.get("max_item_bytes", 10_485_760))),
+        "duplicates": None if dup is None else DuplicateRule(
+            float(dup.get("threshold", 0.8)), Measure(dup.get("measure", "jaccard")), int(dup.get("shingle", 3))),
     }
 
 
@@ -554,6 +575,9 @@ def _normalized(p: Mapping[str, Any]) -> dict[str, Any]:
     }
     if p["sources"] is not None:
         spec["sources"] = _fields(p["sources"])
+    # Present only when set, so policies without the rule keep their digests.
+    if p["duplicates"] is not None:
+        spec["duplicates"] = _fields(p["duplicates"])
     # An empty mask is left out, so policies that mask nothing keep their digests.
     spec["audit"]["mask"] = list(spec["audit"].get("mask", ()))
     if not spec["audit"]["mask"]:
@@ -602,7 +626,7 @@ _DEFAULT_PARTS: dict[str, Any] = {
     "owner": None, "description": None, "tokenizer": "cl100k_base", "budget": Budget(), "min_relevance": 0.0,
     "levels": (), "custom_levels": (), "sources": None, "pinned": (), "blocked": (), "hierarchy": Hierarchy(),
     "objective": Objective(), "strategy": BudgetStrategy.OPTIMAL, "solver": SolverSettings(),
-    "ordering": Ordering.RELEVANCE, "audit": AuditSettings(), "limits": Limits(),
+    "ordering": Ordering.RELEVANCE, "audit": AuditSettings(), "limits": Limits(), "duplicates": None,
 }
 _ENUM_OVERRIDES: dict[str, type[Enum]] = {"strategy": BudgetStrategy, "ordering": Ordering, "counts": CountMode}
 _BUDGET_FIELDS = tuple(f.name for f in dataclasses.fields(Budget))

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from .candidates import Candidate
+from .duplicates import shingles, similar_pairs
 from .counts import Counter, TokenAccounting, count_tokens, policy_tokenizer, render, template_overhead
 from .objective import RELEVANCE_SCALE, objective_values
 from .pins import Matched, match_pins
@@ -290,6 +291,32 @@ def hierarchy_chains(policy: Policy, cands: Sequence[Candidate], active: tuple[i
     return chains
 
 
+def duplicate_chains(policy: Policy, cands: Sequence[Candidate], active: tuple[int, ...],
+                     by_id: Mapping[str, Candidate], pins: Sequence[PinRule]) -> list[Chain]:
+    """One conflict per pair of active near-duplicates (``spec.duplicates``), except an
+    item and its ancestor (the hierarchy rule's business) and two pinned items (pins win)."""
+    rule = policy.duplicates
+    if rule is None:
+        return []
+    path = "$.spec.duplicates"
+    where = policy.location_of(path)
+    pinned = {p.index for p in pins}
+    empty: frozenset[str] = frozenset()
+    sets = [empty] * len(cands)
+    for i in active:
+        sets[i] = shingles(cands[i].content, rule.shingle)
+    chains: list[Chain] = []
+    for pair in similar_pairs(sets, rule.threshold, active):
+        i, j = pair.first, pair.second
+        a, b = cands[i].source_id, cands[j].source_id
+        if (i in pinned and j in pinned) or a in ancestors_of(cands[j], by_id) or b in ancestors_of(cands[i], by_id):
+            continue
+        chains.append(Chain(f"duplicates[{a}~{b}]", path, where,
+                            f"duplicates ({a!r} ~ {b!r}: jaccard {pair.similarity:.3f} >= {rule.threshold:g})",
+                            (i, j), RuleKind.NEAR_DUPLICATE, pair.similarity, rule.threshold))
+    return chains
+
+
 def prefer_parent_rules(policy: Policy, cands: Sequence[Candidate], active: tuple[int, ...],
                         by_id: Mapping[str, Candidate]) -> list[LinearRule]:
     """Fewer than ``prefer_parent_ratio`` of an active parent's active children."""
@@ -348,7 +375,8 @@ def reduce(policy: Policy, cands: tuple[Candidate, ...], *, counter: Counter | N
     constraints = (level_rules(policy, cands, active, tokens)
                    + source_rules(policy, active, tokens, group_of)
                    + (prefer_parent_rules(policy, cands, active, by_id) if linked else []))
-    chains = hierarchy_chains(policy, cands, active, by_id) if linked else []
+    chains = (hierarchy_chains(policy, cands, active, by_id) if linked else []) \
+        + duplicate_chains(policy, cands, active, by_id, pins)
 
     return Problem(
         candidates=cands,

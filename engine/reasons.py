@@ -34,6 +34,7 @@ class ReasonCode(Enum):
     LEVEL_SHARE = "level_share"
     SOURCE_CAP = "source_cap"
     HIERARCHY = "hierarchy_conflict"
+    NEAR_DUPLICATE = "near_duplicate"
     PREFER_PARENT = "prefer_parent"
     ZERO_VALUE = "zero_value"
     # exclusion after assembly

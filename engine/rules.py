@@ -1,4 +1,5 @@
-"""The rule values a Problem is made of: linear rules, pins, hierarchy chains, missing pins.
+"""The rule values a Problem is made of: linear rules, pins, chains (hierarchy and
+near-duplicate conflicts), missing pins.
 
 Pure data, shared by :mod:`engine.problem` (which builds them), :mod:`engine.compile`
 (one constraint family per :class:`RuleKind`), :mod:`engine.feasibility` and the
@@ -25,6 +26,7 @@ class RuleKind(Enum):
     PREFER_PARENT = "prefer_parent"
     PINNED = "pinned"
     HIERARCHY = "hierarchy"
+    NEAR_DUPLICATE = "near_duplicate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +83,15 @@ class MissingPin:
 
 @dataclass(frozen=True, slots=True)
 class Chain:
-    """At most one of ``members`` (an ancestor-to-descendant path) may be included."""
+    """At most one of ``members`` may be included: an ancestor and its descendant
+    (``kind`` HIERARCHY), or two near-duplicate texts (NEAR_DUPLICATE, with their
+    ``similarity``)."""
 
     key: str
     path: str
     location: Location | None
     label: str
     members: tuple[int, ...]
+    kind: RuleKind = RuleKind.HIERARCHY
+    similarity: float | None = None
+    threshold: float | None = None

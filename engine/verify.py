@@ -32,7 +32,7 @@ from .allocation import Allocation
 from .candidates import Candidate
 from .policy import BudgetStrategy, Calibration, CalibrationGroup, CountMode, GroupBy, Matcher, Policy, Transform
 from .tokens import Tokenizer, get_tokenizer
-from .verify_semantics import is_sequence, render, selects, value_key
+from .verify_semantics import is_sequence, render, selects, shingle_set, value_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,6 +502,37 @@ def check_objective(v: _View) -> list[Violation]:
     return out
 
 
+def check_duplicates(v: _View) -> list[Violation]:
+    """No two included items are near-duplicates, recomputed from the texts: shared
+    shingles counted pair by pair through a map of the included items' shingles (not the
+    engine's prefix-filtered index), exempt when both are pinned or one is the other's
+    ancestor."""
+    f = v.facts
+    rule = f.policy.duplicates
+    if rule is None:
+        return []
+    sets = {s: shingle_set(f.by_id[s].content, rule.shingle) for s in v.order}
+    seen: dict[str, list[str]] = {}
+    shared: dict[tuple[str, str], int] = {}
+    for s in v.order:
+        for g in sets[s]:
+            earlier = seen.setdefault(g, [])
+            for o in earlier:
+                shared[(o, s)] = shared.get((o, s), 0) + 1
+            earlier.append(s)
+    out = []
+    for (a, b), common in shared.items():
+        sim = common / (len(sets[a]) + len(sets[b]) - common)
+        if sim < rule.threshold or (a in f.pinned and b in f.pinned):
+            continue
+        if a in _ancestors(f.by_id, f.by_id[b]) or b in _ancestors(f.by_id, f.by_id[a]):
+            continue
+        out.append(Violation("duplicates.near_duplicate", "$.spec.duplicates", (a, b),
+                             f"{a!r} and {b!r} are both included and are near-duplicates "
+                             f"(jaccard {sim:.3f} >= {rule.threshold:g})"))
+    return out
+
+
 CHECKERS: dict[str, Callable[[_View], list[Violation]]] = {
     "accounting": check_accounting,
     "context": check_context,
@@ -514,6 +545,7 @@ CHECKERS: dict[str, Callable[[_View], list[Violation]]] = {
     "hierarchy": check_hierarchy,
     "prefer_parent": check_prefer_parent,
     "objective": check_objective,
+    "duplicates": check_duplicates,
 }
 
 

@@ -17,7 +17,9 @@ caught by the other. What both must do is fixed by one table of cases,
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import numbers
+import unicodedata
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, TypeGuard
@@ -130,3 +132,15 @@ def selects(m: Matcher, source_id: str, metadata: Mapping[str, Any]) -> bool:
     if m.kind == "glob":
         return fnmatch.fnmatchcase(source_id, m.glob or "")
     return all(k in metadata and same_value(metadata[k], want) for k, want in m.metadata)
+
+
+def shingle_set(text: str, n: int) -> frozenset[str]:
+    """The ``n``-word shingles of ``text`` as the near-duplicate rule reads it: NFKC, case
+    folded, words are runs of ``str.isalnum`` characters, a shorter text is one shingle
+    of all its words, a text without words has none (cases: ``tests/semantics_cases.py``)."""
+    norm = unicodedata.normalize("NFKC", text).casefold()
+    toks = ["".join(run) for alnum, run in itertools.groupby(norm, str.isalnum) if alnum]
+    if not toks:
+        return frozenset()
+    width = min(n, len(toks))
+    return frozenset(" ".join(toks[k:k + width]) for k in range(len(toks) - width + 1))

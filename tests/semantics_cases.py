@@ -209,3 +209,30 @@ PREFER_PARENT = [
     PreferParentCase(1.0, 4, 3),
     PreferParentCase(0.01, 10, 0),
 ]
+
+
+@dataclass(frozen=True)
+class ShingleCase:
+    """The near-duplicate rule's reading of a text: ``n``-word shingles after NFKC and
+    case folding; words are runs of ``str.isalnum`` characters (``_`` separates)."""
+
+    name: str
+    text: str
+    n: int
+    shingles: frozenset[str]
+
+
+SHINGLES = [
+    ShingleCase("plain words", "The quick brown fox", 3, frozenset({"the quick brown", "quick brown fox"})),
+    ShingleCase("punctuation and case", "THE quick, brown... FOX!", 3,
+                frozenset({"the quick brown", "quick brown fox"})),
+    ShingleCase("underscore separates", "snake_case name", 2, frozenset({"snake case", "case name"})),
+    ShingleCase("digits are words", "top 10 list", 3, frozenset({"top 10 list"})),
+    ShingleCase("fewer words than n: one shingle", "two words", 3, frozenset({"two words"})),
+    ShingleCase("no words: no shingle", " ... !! ", 3, frozenset()),
+    ShingleCase("empty text", "", 2, frozenset()),
+    ShingleCase("NFKC: ligature and full-width", "ﬁne ＡＢＣ", 1, frozenset({"fine", "abc"})),
+    ShingleCase("case folding: sharp s", "Straße STRASSE", 1, frozenset({"strasse"})),
+    ShingleCase("accents stay letters", "café olé", 2, frozenset({"café olé"})),
+    ShingleCase("repeats collapse into a set", "a b a b a b", 2, frozenset({"a b", "b a"})),
+]

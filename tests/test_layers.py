@@ -18,7 +18,7 @@ STAGES: tuple[tuple[str, ...], ...] = (
     ("errors", "canonical", "reasons", "safeopen"),
     ("load", "encodings", "tokens"),
     ("schema", "extends", "semantic", "policy"),
-    ("candidates", "candfile", "pins", "counts", "rules",
+    ("candidates", "candfile", "pins", "counts", "rules", "duplicates",
      "retrieval.index", "retrieval.search", "retrieval.convert"),
     ("objective",),
     ("problem", "feasibility", "compile"),

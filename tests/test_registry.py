@@ -24,7 +24,8 @@ def test_every_rule_kind_has_a_compiler() -> None:
 def test_every_rule_of_the_schema_has_a_checker() -> None:
     spec_keys = set(SCHEMA["properties"]["spec"]["properties"])
     rules = spec_keys - SETTINGS
-    assert rules == {"budget", "min_relevance", "levels", "sources", "pinned", "blocked", "hierarchy"}
+    assert rules == {"budget", "min_relevance", "levels", "sources", "pinned", "blocked", "hierarchy",
+                     "duplicates"}
     assert rules <= set(CHECKERS)
     # accounting: every candidate once; context: the text and its count; prefer_parent:
     # hierarchy.prefer_parent_ratio, checked apart from exclusivity; objective: the
@@ -45,6 +46,7 @@ CHECKER_OF = {
     RuleKind.PREFER_PARENT: "prefer_parent",
     RuleKind.PINNED: "pinned",
     RuleKind.HIERARCHY: "hierarchy",
+    RuleKind.NEAR_DUPLICATE: "duplicates",
 }
 PRE_DECISION_CHECKER = {
     ReasonCode.BLOCKED: "blocked",

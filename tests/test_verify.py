@@ -120,6 +120,9 @@ def _as_optimal(a: Allocation) -> Allocation:
     return dataclasses.replace(a, strategy_used=BudgetStrategy.OPTIMAL)
 
 
+MIRRORS = [row("m1", 0.9, content="the quick brown fox jumps over the lazy dog"),
+           row("m2", 0.8, content="The quick brown fox jumps over the lazy dog!"),
+           row("m3", 0.7, content="a different text about something else entirely")]
 CALLER = [{**r, "token_count": 10} for r in ROWS]  # caller counts: the recount does not bind
 FAMILY = [row("p", 0.2, 30), row("k1", 0.9, parent="p"), row("k2", 0.8, parent="p"), row("k3", 0.1, parent="p")]
 TREE = [row("root", 0.9), row("mid", 0.8, parent="root"), row("leaf", 0.7, parent="mid"),
@@ -242,6 +245,8 @@ BAD = [
     Bad("most children instead of the parent",
         stricter({"hierarchy": {"exclusive": True, "prefer_parent_ratio": 0.5}}, FAMILY),
         "hierarchy.prefer_parent", "$.spec.hierarchy.prefer_parent_ratio", ("p", "k1", "k2", "k3")),
+    Bad("two near-duplicates included", stricter({"duplicates": {"threshold": 0.8}}, MIRRORS),
+        "duplicates.near_duplicate", "$.spec.duplicates", ("m1", "m2")),
 ]
 
 

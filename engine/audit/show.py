@@ -65,6 +65,11 @@ def _render(envelope: dict[str, Any], findings: Sequence[Any]) -> str:
         f"tokenizer {rec.get('tokenizer', {}).get('name')}"
         + ("" if rec.get("tokenizer", {}).get("exact") else " (APPROXIMATE counts)"),
     ]
+    dup = (pol.get("effective") or {}).get("spec", {}).get("duplicates")
+    if dup:
+        lines.append(f"rule     duplicates ($.spec.duplicates): no two items with {dup.get('measure')} >= "
+                     f"{dup.get('threshold')} over {dup.get('shingle')}-word shingles (pinned pairs and "
+                     "ancestor/descendant pairs exempt)")
     if rec.get("outcome") == "infeasible":
         inf = rec.get("infeasibility", {})
         lines.append(f"outcome  INFEASIBLE: {inf.get('message')}")

@@ -1,0 +1,121 @@
+"""Near-duplicate text: word-shingle sets, exact Jaccard, and every pair above a threshold.
+
+What goes in: texts (the candidates' ``content``), a shingle size ``n`` and a threshold
+``t`` in (0, 1]. What comes out: every pair ``(i, j)``, ``i < j``, whose Jaccard
+similarity is at least ``t``, with the similarity. Exact: no sketch, no sampling — the
+pairs found are exactly the pairs a brute-force comparison of all ``n(n-1)/2`` pairs
+finds (a property test holds the two against each other).
+
+The definition (the verifier implements it again with its own code,
+:mod:`engine.verify_semantics`, held to the same cases):
+
+* normalised text: Unicode NFKC, then case-folded;
+* words: maximal runs of alphanumeric characters (``str.isalnum``; punctuation, spaces
+  and underscores separate words);
+* shingles: the set of runs of ``n`` consecutive words; a text of fewer than ``n`` (but
+  at least one) words has one shingle, all its words; a text without words has none;
+* similarity: ``|A ∩ B| / |A ∪ B|`` as a float (IEEE division), 0 when both sets are
+  empty; a pair is a duplicate when the similarity is ``>= t``.
+
+How the pairs are found fast (AllPairs with prefix filtering, Bayardo et al. 2007):
+shingles are ordered rarest first; if ``J(A, B) >= t`` then ``|A ∩ B| >= t·max(|A|,|B|)``,
+so the first ``|A| - ⌊t·|A|⌋ + 1`` shingles of ``A`` and of ``B`` (a prefix at least as
+long as the bound needs) share one. Only the prefixes go into the inverted index, and
+sets are visited smallest first, so a set is only compared with earlier (not larger) sets
+of size ``>= t·|A|``. Each candidate pair is then checked exactly. Cost: near linear in
+the total shingle count when duplicates are few; quadratic in the size of a group of
+mutual duplicates (every pair in it is a real answer). See ``bench/duplicates_hotpot.py``.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicatePair:
+    """Items ``first < second`` (positions in the input) with their similarity."""
+
+    first: int
+    second: int
+    similarity: float
+
+
+#: A run of ``str.isalnum`` characters: ``\w`` of a str pattern is exactly isalnum
+#: plus the underscore (Python's ``re`` docs), so this is "alphanumeric, not ``_``".
+_WORD = re.compile(r"[^\W_]+")
+
+
+def words(text: str) -> list[str]:
+    """The words of ``text`` after NFKC and case folding (see the module docstring)."""
+    return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+
+
+def shingles(text: str, n: int) -> frozenset[str]:
+    """The set of ``n``-word shingles of ``text`` (each joined by one space)."""
+    ws = words(text)
+    if not ws:
+        return frozenset()
+    if len(ws) <= n:
+        return frozenset((" ".join(ws),))
+    return frozenset(" ".join(ws[k:k + n]) for k in range(len(ws) - n + 1))
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    """``|a ∩ b| / |a ∪ b|``, 0 for two empty sets."""
+    if not a and not b:
+        return 0.0
+    inter = len(a & b)
+    return inter / (len(a) + len(b) - inter)
+
+
+def _prefix_length(size: int, threshold: float) -> int:
+    # floor(t * size) <= the smallest overlap a duplicate needs, so this prefix is never
+    # shorter than the bound requires (float rounding can only make it longer).
+    return max(1, min(size, size - int(threshold * size) + 1))
+
+
+def similar_pairs(sets: Sequence[frozenset[str]], threshold: float,
+                  candidates: Sequence[int] | None = None) -> list[DuplicatePair]:
+    """Every pair of ``sets`` (restricted to the positions ``candidates``, all when None)
+    with Jaccard similarity ``>= threshold``, sorted by ``(first, second)``."""
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
+    pool = list(range(len(sets))) if candidates is None else list(candidates)
+    pool = [i for i in pool if sets[i]]
+    freq: dict[str, int] = {}
+    for i in pool:
+        for s in sets[i]:
+            freq[s] = freq.get(s, 0) + 1
+    # Smallest sets first: each set meets only earlier, not larger ones in the index.
+    pool.sort(key=lambda i: (len(sets[i]), i))
+    index: dict[str, list[int]] = {}
+    out: list[DuplicatePair] = []
+    for i in pool:
+        a = sets[i]
+        size = len(a)
+        ordered = sorted(a, key=lambda s: (freq[s], s))  # rarest first: one global order
+        seen: set[int] = set()
+        min_size = int(threshold * size)  # floor: never drops a real pair to rounding
+        for s in ordered[:_prefix_length(size, threshold)]:
+            posting = index.get(s)
+            if posting is None:
+                if freq[s] > 1:
+                    index[s] = [i]
+                continue
+            for j in posting:
+                if j in seen:
+                    continue
+                seen.add(j)
+                b = sets[j]
+                if len(b) < min_size:
+                    continue
+                sim = jaccard(a, b)
+                if sim >= threshold:
+                    out.append(DuplicatePair(min(i, j), max(i, j), sim))
+            posting.append(i)
+    out.sort(key=lambda p: (p.first, p.second))
+    return out
