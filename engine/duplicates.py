@@ -29,8 +29,10 @@ mutual duplicates (every pair in it is a real answer). See ``bench/duplicates_ho
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -86,10 +88,15 @@ def similar_pairs(sets: Sequence[frozenset[str]], threshold: float,
         raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
     pool = list(range(len(sets))) if candidates is None else list(candidates)
     pool = [i for i in pool if sets[i]]
-    freq: dict[str, int] = {}
-    for i in pool:
-        for s in sets[i]:
-            freq[s] = freq.get(s, 0) + 1
+    freq = Counter(itertools.chain.from_iterable(sets[i] for i in pool))
+    # The global order puts shingles of one set only (never shared, never in the index)
+    # first; a set whose whole prefix is such shingles can have no duplicate at all.
+    shared_anywhere = frozenset(s for s, k in freq.items() if k > 1)
+    # Shared shingles ranked rarest first, ties by text: a total order every set shares
+    # (C-level keys; a lambda per shingle was most of the time at 10k items).
+    order = sorted(shared_anywhere)
+    order.sort(key=freq.__getitem__)
+    rank = dict(zip(order, range(len(order))))
     # Smallest sets first: each set meets only earlier, not larger ones in the index.
     pool.sort(key=lambda i: (len(sets[i]), i))
     index: dict[str, list[int]] = {}
@@ -97,15 +104,14 @@ def similar_pairs(sets: Sequence[frozenset[str]], threshold: float,
     for i in pool:
         a = sets[i]
         size = len(a)
-        ordered = sorted(a, key=lambda s: (freq[s], s))  # rarest first: one global order
+        shared = a & shared_anywhere
+        room = _prefix_length(size, threshold) - (size - len(shared))
+        if room <= 0:
+            continue
         seen: set[int] = set()
         min_size = int(threshold * size)  # floor: never drops a real pair to rounding
-        for s in ordered[:_prefix_length(size, threshold)]:
-            posting = index.get(s)
-            if posting is None:
-                if freq[s] > 1:
-                    index[s] = [i]
-                continue
+        for s in sorted(shared, key=rank.__getitem__)[:room]:
+            posting = index.setdefault(s, [])
             for j in posting:
                 if j in seen:
                     continue
