@@ -2,7 +2,8 @@
 
 What goes in: texts (the candidates' ``content``), a shingle size ``n`` and a threshold
 ``t`` in (0, 1]. What comes out: every pair ``(i, j)``, ``i < j``, whose Jaccard
-similarity is at least ``t``, with the similarity. Exact: no sketch, no sampling — the
+similarity is at least ``t``, with the similarity (:func:`similar_pairs`), or the same
+pairs as at-most-one conflicts, exemptions applied (:func:`conflicts`). Exact: no sketch, no sampling — the
 pairs found are exactly the pairs a brute-force comparison of all ``n(n-1)/2`` pairs
 finds (a property test holds the two against each other).
 
@@ -24,7 +25,9 @@ long as the bound needs) share one. Only the prefixes go into the inverted index
 sets are visited smallest first, so a set is only compared with earlier (not larger) sets
 of size ``>= t·|A|``. Each candidate pair is then checked exactly. Cost: near linear in
 the total shingle count when duplicates are few; quadratic in the size of a group of
-mutual duplicates (every pair in it is a real answer). See ``bench/duplicates_hotpot.py``.
+mutual near-duplicates (every pair in it is a real answer). Exact copies cost nothing
+extra: :func:`conflicts` searches one set per distinct text and states ``k`` copies as
+one at-most-one. See ``bench/duplicates_hotpot.py``.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import itertools
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 
@@ -124,4 +127,78 @@ def similar_pairs(sets: Sequence[frozenset[str]], threshold: float,
                     out.append(DuplicatePair(min(i, j), max(i, j), sim))
             posting.append(i)
     out.sort(key=lambda p: (p.first, p.second))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """At most one of ``members`` may be taken. The first ``split`` members are one unit
+    (copies of one text), the rest another whose text has ``similarity`` with it (every
+    pair across has it; within a unit it is 1); ``split == len(members)``: one unit."""
+
+    members: tuple[int, ...]
+    similarity: float
+    split: int
+
+
+def conflicts(sets: Sequence[frozenset[str]], threshold: float, candidates: Sequence[int],
+              exempt_pin: Collection[int], linked: Callable[[int, int], bool]) -> list[Conflict]:
+    """Every pair of ``candidates`` with similarity ``>= threshold`` must not both be
+    taken, except pairs of two ``exempt_pin`` items and pairs where ``linked(i, j)``;
+    returned as at-most-one groups that say exactly that, no more.
+
+    Why groups: ``k`` copies of one text are ``k(k-1)/2`` pairs (a disclaimer retrieved
+    200 times is 19,900), but one "at most one of these k" says the same. Items are
+    grouped by identical shingle sets; a group's unpinned items form one unit, each
+    pinned item a unit of its own. The pair search runs over one set per group. Then:
+    a unit of several items is one conflict; two units whose texts are duplicates (the
+    same group, or two groups found by the search) are one conflict over both. Where a
+    unit holds a ``linked`` pair, or two units do, the conflicts of those units are
+    pairs instead (each non-exempt pair once), so nothing exempt is ever forbidden."""
+    groups: dict[frozenset[str], list[int]] = {}
+    for i in candidates:
+        if sets[i]:
+            groups.setdefault(sets[i], []).append(i)
+    keys = list(groups)  # first-seen order: deterministic for a given input order
+    units_of: list[list[tuple[int, ...]]] = []
+    for key in keys:
+        members = groups[key]
+        free = tuple(i for i in members if i not in exempt_pin)
+        units_of.append(([free] if free else []) + [(i,) for i in members if i in exempt_pin])
+
+    def clean(unit: tuple[int, ...]) -> bool:
+        return not any(linked(a, b) for a, b in itertools.combinations(unit, 2))
+
+    out: list[Conflict] = []
+    # Copies of one text, one unit each: first, so a reason names a same-text copy first.
+    for units in units_of:
+        for unit in units:
+            if len(unit) < 2:
+                continue
+            if clean(unit):
+                out.append(Conflict(unit, 1.0, len(unit)))
+            else:
+                out += [Conflict((a, b), 1.0, 2) for a, b in itertools.combinations(unit, 2) if not linked(a, b)]
+
+    def across(x: tuple[int, ...], y: tuple[int, ...], sim: float) -> None:
+        if len(x) == 1 and len(y) == 1 and x[0] in exempt_pin and y[0] in exempt_pin:
+            return
+        pairs = [(a, b) for a in x for b in y]
+        if clean(x) and clean(y) and not any(linked(a, b) for a, b in pairs):
+            out.append(Conflict(x + y, sim, len(x)))
+            return
+        for a, b in pairs:
+            if not linked(a, b) and not (a in exempt_pin and b in exempt_pin):
+                out.append(Conflict((min(a, b), max(a, b)), sim, 1))
+
+    for units in units_of:  # the same text, different units (a pin and its copies)
+        for x, y in itertools.combinations(units, 2):
+            across(x, y, 1.0)
+    reps = [groups[key][0] for key in keys]
+    group_of = {rep: g for g, rep in enumerate(reps)}
+    for pair in similar_pairs(sets, threshold, reps):
+        gx, gy = sorted((group_of[pair.first], group_of[pair.second]))
+        for x in units_of[gx]:
+            for y in units_of[gy]:
+                across(x, y, pair.similarity)
     return out

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from .candidates import Candidate
-from .duplicates import shingles, similar_pairs
+from .duplicates import conflicts, shingles
 from .counts import Counter, TokenAccounting, count_tokens, policy_tokenizer, render, template_overhead
 from .objective import RELEVANCE_SCALE, objective_values
 from .pins import Matched, match_pins
@@ -293,27 +293,39 @@ def hierarchy_chains(policy: Policy, cands: Sequence[Candidate], active: tuple[i
 
 def duplicate_chains(policy: Policy, cands: Sequence[Candidate], active: tuple[int, ...],
                      by_id: Mapping[str, Candidate], pins: Sequence[PinRule]) -> list[Chain]:
-    """One conflict per pair of active near-duplicates (``spec.duplicates``), except an
-    item and its ancestor (the hierarchy rule's business) and two pinned items (pins win)."""
+    """At most one of each set of active near-duplicates (``spec.duplicates``; copies of
+    one text are one chain, see :func:`engine.duplicates.conflicts`), except an item and
+    its ancestor (the hierarchy rule's business) and two pinned items (pins win)."""
     rule = policy.duplicates
     if rule is None:
         return []
     path = "$.spec.duplicates"
     where = policy.location_of(path)
-    pinned = {p.index for p in pins}
     empty: frozenset[str] = frozenset()
     sets = [empty] * len(cands)
     for i in active:
         sets[i] = shingles(cands[i].content, rule.shingle)
+    ancestors: dict[int, frozenset[str]] = {}
+
+    def linked(i: int, j: int) -> bool:
+        for x in (i, j):
+            if x not in ancestors:
+                ancestors[x] = frozenset(ancestors_of(cands[x], by_id))
+        return cands[i].source_id in ancestors[j] or cands[j].source_id in ancestors[i]
+
     chains: list[Chain] = []
-    for pair in similar_pairs(sets, rule.threshold, active):
-        i, j = pair.first, pair.second
-        a, b = cands[i].source_id, cands[j].source_id
-        if (i in pinned and j in pinned) or a in ancestors_of(cands[j], by_id) or b in ancestors_of(cands[i], by_id):
-            continue
-        chains.append(Chain(f"duplicates[{a}~{b}]", path, where,
-                            f"duplicates ({a!r} ~ {b!r}: jaccard {pair.similarity:.3f} >= {rule.threshold:g})",
-                            (i, j), RuleKind.NEAR_DUPLICATE, pair.similarity, rule.threshold))
+    t = rule.threshold
+    for c in conflicts(sets, t, active, {p.index for p in pins}, linked):
+        ids = [cands[m].source_id for m in c.members]
+        n, k = len(ids), c.split
+        if n == 2:
+            key, what = f"{ids[0]}~{ids[1]}", f"{ids[0]!r} ~ {ids[1]!r}"
+        elif k == n:
+            key, what = f"{ids[0]}+{n - 1}", f"{ids[0]!r} and {n - 1} more items of the same text"
+        else:
+            key, what = f"{ids[0]}~{ids[k]}+{n - 2}", f"{ids[0]!r} ~ {ids[k]!r} and {n - 2} more copies of either"
+        chains.append(Chain(f"duplicates[{key}]", path, where, f"duplicates ({what}: jaccard {c.similarity:.3f} "
+                            f">= {t:g})", c.members, RuleKind.NEAR_DUPLICATE, c.similarity, t))
     return chains
 
 

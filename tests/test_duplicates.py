@@ -19,7 +19,7 @@ from engine.allocate import to_candidates
 from engine.audit.log import AuditLog
 from engine.audit.show import render
 from engine.decide import decide
-from engine.duplicates import jaccard, shingles, similar_pairs, words
+from engine.duplicates import conflicts, jaccard, shingles, similar_pairs, words
 from engine.policy import DuplicateRule, Measure, Policy
 from engine.problem import reduce
 from engine.reasons import ReasonCode
@@ -53,7 +53,7 @@ def test_engine_and_verifier_read_shingles_as_the_table_says(case: ShingleCase) 
     assert shingle_set(case.text, case.n) == case.shingles
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(st.text(max_size=60), st.integers(1, 4))
 def test_engine_and_verifier_agree_on_any_text(text: str, n: int) -> None:
     assert shingles(text, n) == shingle_set(text, n)
@@ -74,7 +74,7 @@ def brute_force(sets: list[frozenset[str]], t: float) -> list[tuple[int, int, fl
             if jaccard(sets[i], sets[j]) >= t]
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
+@settings(max_examples=150, deadline=None, derandomize=True)
 @given(st.lists(st.frozensets(st.sampled_from("abcdefgh"), max_size=7), max_size=12),
        st.sampled_from([0.1, 0.3, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 1.0]))
 def test_pair_search_is_exact(sets: list[frozenset[str]], t: float) -> None:
@@ -98,6 +98,47 @@ def test_pair_search_restricted_to_candidates_and_checked_threshold() -> None:
     assert [(p.first, p.second) for p in similar_pairs([s, s, s], 1.0, [0, 2])] == [(0, 2)]
     with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\], got 0"):
         similar_pairs([s], 0)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.lists(st.frozensets(st.sampled_from("abcd"), max_size=3), max_size=12),
+       st.sampled_from([0.3, 0.5, 0.8, 1.0]), st.data())
+def test_conflicts_forbid_exactly_the_non_exempt_duplicate_pairs(
+        sets: list[frozenset[str]], t: float, data: st.DataObject) -> None:
+    """Grouping copies into one at-most-one is exact: the pairs the conflicts forbid are
+    the pairs at or above the threshold, minus two pins and linked pairs — no more."""
+    n = len(sets)
+    pins = data.draw(st.sets(st.integers(0, max(0, n - 1)), max_size=3)) if n else set()
+    links = data.draw(st.sets(st.tuples(st.integers(0, 11), st.integers(0, 11)), max_size=4))
+
+    def linked(i: int, j: int) -> bool:
+        return (i, j) in links or (j, i) in links
+
+    want = {(i, j) for i, j, _ in brute_force(sets, t) if not ({i, j} <= pins or linked(i, j))}
+    got: set[tuple[int, int]] = set()
+    for c in conflicts(sets, t, range(n), pins, linked):
+        for a, b in itertools.combinations(c.members, 2):
+            got.add((min(a, b), max(a, b)))
+            # the similarity a conflict states is the pair's own
+            same_unit = (c.members.index(a) < c.split) == (c.members.index(b) < c.split)
+            assert jaccard(sets[a], sets[b]) == (1.0 if same_unit else c.similarity)
+    assert got == want
+
+
+def test_copies_of_one_text_are_one_conflict() -> None:
+    """200 copies of a disclaimer: one chain, not 19,900 pairs; a pinned copy keeps the
+    others out; the excluded name the copy that was taken."""
+    rows = [item(f"x{k}", "This message is confidential.", 0.5 + k / 1000) for k in range(200)]
+    pol = policy(duplicates={})
+    (chain,) = reduce(pol, to_candidates(rows)).chains
+    assert chain.key == "duplicates[x0+199]" and len(chain.members) == 200
+    assert chain.label == "duplicates ('x0' and 199 more items of the same text: jaccard 1.000 >= 0.8)"
+    for strategy in STRATEGIES:
+        alloc = allocate(rows, pol, strategy=strategy)
+        assert [d.source_id for d in alloc.included] == ["x199"]
+    pinned = allocate(rows, policy(duplicates={}, pinned=[{"id": "x3"}]))
+    assert [d.source_id for d in pinned.included] == ["x3"]
+    assert {d.reason.numbers["duplicate_of"] for d in pinned.excluded} == {"x3"}
 
 
 # --------------------------------------------------------------------------- policy
