@@ -7,9 +7,11 @@ Counts are UTF-8 bytes (``approx:utf8_bytes``) so budgets can be checked by hand
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,6 +19,7 @@ from hypothesis import strategies as st
 from engine import BudgetStrategy, InfeasibleError, PolicyError, allocate, load_policy
 from engine.allocate import to_candidates
 from engine.audit.log import AuditLog
+from engine.audit.replay import replay
 from engine.audit.show import render
 from engine.decide import decide
 from engine.duplicates import conflicts, jaccard, shingles, similar_pairs, words
@@ -29,6 +32,7 @@ from engine.verify_semantics import shingle_set
 from semantics_cases import SHINGLES, ShingleCase
 
 STRATEGIES = list(BudgetStrategy)
+AUDIT_SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "schemas" / "audit.schema.json").read_text())
 FOX = "the quick brown fox jumps over the lazy dog near the river bank at dawn"
 FOX_MIRROR = "The quick brown fox jumps over the lazy dog near the river bank at dusk."  # 1 word changed
 OTHER = "an entirely different paragraph about tax law and the filing of returns"
@@ -278,15 +282,31 @@ def test_audit_record_carries_the_rule_and_the_reasons(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "a.jsonl")
     done = decide(ROWS, pol, audit_log=log)
     rec = done.record
+    jsonschema.validate(rec, AUDIT_SCHEMA)  # near_duplicate is a known reason code
     assert rec["policy"]["effective"]["spec"]["duplicates"] == {"threshold": 0.8, "measure": "jaccard",
                                                                 "shingle": 3}
     (mirror,) = [i for i in rec["items"] if i["source_id"] == "a-mirror"]
     assert (mirror["reason"], mirror["rule"], mirror["numbers"]["duplicate_of"]) == (
         "near_duplicate", "$.spec.duplicates", "a")
-    text = render(next(iter(log)))
+    env = next(iter(log))
+    text = render(env)
     assert ("rule     duplicates ($.spec.duplicates): no two items with jaccard >= 0.8 over 3-word shingles "
             "(pinned pairs and ancestor/descendant pairs exempt)") in text
     assert "[near_duplicate] near-duplicate of 'a', which is included (jaccard 0.857 >= 0.8)" in text
+    # Content not stored: the texts cannot be compared again, and replay says so.
+    assert replay(env["record"]).error == (
+        "the policy's duplicates rule compares the items' texts and the content is not stored; "
+        "set audit.store_content to make such decisions replayable")
+
+
+def test_a_record_with_stored_content_replays_identically(tmp_path: Path) -> None:
+    pol = policy(duplicates={}, budget={"max_tokens": 150, "separator": "|"}, audit={"store_content": True})
+    log = AuditLog(tmp_path / "a.jsonl")
+    decide(ROWS, pol, audit_log=log)
+    again = replay(next(iter(log))["record"])
+    assert again.identical, again.summary()
+    looser = replay(next(iter(log))["record"], pol.replace(duplicates=None))
+    assert looser.added == ("a-mirror",) and looser.removed == ("b",)
 
 
 # --------------------------------------------------------------------------- property

@@ -245,6 +245,9 @@ def _replay(record: Mapping[str, Any], policy: Policy | None, did: str, seq: int
     try:
         pol = policy or Policy.from_mapping(record["policy"]["effective"])
         stored = _stored(record)
+        if pol.duplicates is not None and not stored:
+            raise _Unreplayable("the policy's duplicates rule compares the items' texts and the content "
+                                "is not stored; set audit.store_content to make such decisions replayable")
         cands = _candidates(record, pol, stored)
         # the strategy the call asked for (a per-call override is not in the policy)
         strategy = BudgetStrategy(record["strategy"]["requested"]) if own else None
