@@ -96,7 +96,7 @@ def _add_pin(cm: CompiledModel, pin: PinRule, guarded: bool) -> None:
 
 def _add_chain(cm: CompiledModel, chain: Chain, guarded: bool) -> None:
     # Hierarchy: at most one node of each ancestor-to-descendant path.
-    # Near-duplicates: at most one of each pair of near-duplicate texts.
+    # Near-duplicates: at most one of each group of mutually near-duplicate texts.
     xs = [cm.take[m] for m in chain.members]
     lit = _guard(cm, chain.key, chain, guarded)
     if lit is None:

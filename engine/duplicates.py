@@ -35,8 +35,7 @@ from __future__ import annotations
 import itertools
 import re
 import unicodedata
-from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -84,28 +83,33 @@ def _prefix_length(size: int, threshold: float) -> int:
 
 
 def similar_pairs(sets: Sequence[frozenset[str]], threshold: float,
-                  candidates: Sequence[int] | None = None) -> list[DuplicatePair]:
+                  candidates: Iterable[int] | None = None) -> list[DuplicatePair]:
     """Every pair of ``sets`` (restricted to the positions ``candidates``, all when None)
     with Jaccard similarity ``>= threshold``, sorted by ``(first, second)``."""
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
-    pool = list(range(len(sets))) if candidates is None else list(candidates)
-    pool = [i for i in pool if sets[i]]
-    freq = Counter(itertools.chain.from_iterable(sets[i] for i in pool))
-    # The global order puts shingles of one set only (never shared, never in the index)
-    # first; a set whose whole prefix is such shingles can have no duplicate at all.
-    shared_anywhere = frozenset(s for s, k in freq.items() if k > 1)
-    # Shared shingles ranked rarest first, ties by text: a total order every set shares
-    # (C-level keys; a lambda per shingle was most of the time at 10k items).
-    order = sorted(shared_anywhere)
-    order.sort(key=freq.__getitem__)
-    rank = dict(zip(order, range(len(order))))
+    pool = [i for i in (range(len(sets)) if candidates is None else candidates) if sets[i]]
+    # Shingles as small ints (first-seen order): int sets intersect and sort faster than
+    # string sets, and the bijection keeps every size and overlap, so every similarity.
+    vocab: dict[str, int] = {}
+    ids = {i: frozenset([vocab.setdefault(g, len(vocab)) for g in sets[i]]) for i in pool}
+    freq = [0] * len(vocab)
+    for i in pool:
+        for g in ids[i]:
+            freq[g] += 1
+    # Rarest first, ties by id: one total order every set shares. Shingles of one set
+    # only are never shared (and never indexed): a set whose whole prefix is such
+    # shingles can have no duplicate at all.
+    rank = [0] * len(vocab)
+    for r, g in enumerate(sorted(range(len(vocab)), key=freq.__getitem__)):
+        rank[g] = r
+    shared_anywhere = frozenset(g for g in range(len(vocab)) if freq[g] > 1)
     # Smallest sets first: each set meets only earlier, not larger ones in the index.
-    pool.sort(key=lambda i: (len(sets[i]), i))
-    index: dict[str, list[int]] = {}
+    pool.sort(key=lambda i: (len(ids[i]), i))
+    index: dict[int, list[int]] = {}
     out: list[DuplicatePair] = []
     for i in pool:
-        a = sets[i]
+        a = ids[i]
         size = len(a)
         shared = a & shared_anywhere
         room = _prefix_length(size, threshold) - (size - len(shared))
@@ -113,16 +117,17 @@ def similar_pairs(sets: Sequence[frozenset[str]], threshold: float,
             continue
         seen: set[int] = set()
         min_size = int(threshold * size)  # floor: never drops a real pair to rounding
-        for s in sorted(shared, key=rank.__getitem__)[:room]:
-            posting = index.setdefault(s, [])
+        for g in sorted(shared, key=rank.__getitem__)[:room]:
+            posting = index.setdefault(g, [])
             for j in posting:
                 if j in seen:
                     continue
                 seen.add(j)
-                b = sets[j]
+                b = ids[j]
                 if len(b) < min_size:
                     continue
-                sim = jaccard(a, b)
+                common = len(a & b)
+                sim = common / (size + len(b) - common)  # = jaccard(sets[i], sets[j])
                 if sim >= threshold:
                     out.append(DuplicatePair(min(i, j), max(i, j), sim))
             posting.append(i)
