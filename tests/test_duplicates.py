@@ -156,17 +156,18 @@ def test_policy_block_defaults_and_effective_mapping() -> None:
     assert Policy.from_mapping(pol.effective).digest == pol.digest
 
 
-@pytest.mark.parametrize("block, code, path", [
-    ({"threshold": 0}, "policy.out_of_range", "$.spec.duplicates.threshold"),
-    ({"threshold": 1.5}, "policy.out_of_range", "$.spec.duplicates.threshold"),
-    ({"measure": "cosine"}, "policy.bad_value", "$.spec.duplicates.measure"),
-    ({"shingle": 0}, "policy.out_of_range", "$.spec.duplicates.shingle"),
-    ({"treshold": 0.8}, "policy.unknown_field", "$.spec.duplicates.treshold"),
+@pytest.mark.parametrize("block, code, path, message", [
+    ({"threshold": 0}, "policy.out_of_range", "$.spec.duplicates.threshold", "must be > 0; got 0"),
+    ({"threshold": 1.5}, "policy.out_of_range", "$.spec.duplicates.threshold", "must be <= 1; got 1.5"),
+    ({"measure": "cosine"}, "policy.bad_value", "$.spec.duplicates.measure", "must be one of: jaccard; got 'cosine'"),
+    ({"shingle": 0}, "policy.out_of_range", "$.spec.duplicates.shingle", "must be >= 1; got 0"),
+    ({"treshold": 0.8}, "policy.unknown_field", "$.spec.duplicates.treshold",
+     "unknown field 'treshold'; did you mean 'threshold'?"),
 ])
-def test_bad_duplicates_block_is_a_policy_error(block: dict[str, Any], code: str, path: str) -> None:
+def test_bad_duplicates_block_is_a_policy_error(block: dict[str, Any], code: str, path: str, message: str) -> None:
     with pytest.raises(PolicyError) as info:
         policy(duplicates=block)
-    assert (info.value.code, info.value.path) == (code, path)
+    assert (info.value.code, info.value.path, info.value.message) == (code, path, message)
 
 
 # --------------------------------------------------------------------------- the rule
