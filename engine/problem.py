@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from .candidates import Candidate
-from .duplicates import conflicts, shingles
 from .counts import Counter, TokenAccounting, count_tokens, policy_tokenizer, render, template_overhead
+from .duplicates import conflicts, shingles
 from .objective import RELEVANCE_SCALE, objective_values
 from .pins import Matched, match_pins
 from .policy import GroupBy, Ordering, Policy, SolverSettings, metadata_group
