@@ -16,6 +16,7 @@ decision replays differently or cannot be replayed; 130 on Ctrl-C,
     ctxbudget audit query LOG... [--source-id ID] [--doc D] [--since T] [--status S] [--json]
     ctxbudget audit export LOG... --out F [--format csv|parquet] [--items]
     ctxbudget audit report LOG [--decision ID] --out report.html [--key PUB]
+    ctxbudget audit prune LOG [--policy P|--retention-days N] [--before D|--now D] [--dry-run]
 
 ``--errors=json`` (before or after the command) prints errors as one JSON object on
 stderr for machines. ``CTXBUDGET_DEBUG=1`` adds the traceback of an unexpected error.
@@ -80,7 +81,7 @@ def _audit_log(args: argparse.Namespace, policy: Policy) -> AuditLog | None:
                          f"cannot create the folder of audit log {path}: {exc.strerror or exc}; "
                          "fix the path or its permissions (no decision is made without its record)",
                          path="$.spec.audit.log") from None
-    return AuditLog(path)
+    return AuditLog(path, rotate=policy.audit.rotate)
 
 
 def allocation_json(decided: Any) -> dict[str, Any]:
@@ -196,8 +197,9 @@ def cmd_pack(args: argparse.Namespace) -> int:
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from .audit.log import AuditLog, load_checkpoint
     from .audit.note import VerifierKey
-    from .audit.proofs import load_notes, verify_signed
+    from .audit.proofs import load_notes
     from .audit.records import check_log
+    from .audit.segproofs import mark_pruned_signed, verify_signed_segments
 
     notes: list[tuple[str, str]] = []
     cp = None
@@ -215,9 +217,11 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
             notes = [(f"{args.checkpoint} (external)", n) for _, n in load_notes(Path(args.checkpoint))]
     checks = check_log(AuditLog(args.log, signer=None), cp)
     report = checks.chain
-    signed = (verify_signed(args.log, VerifierKey.load(args.key), log_name=args.log_name,
-                            external=notes, max_unsigned=args.max_unsigned)
-              if args.key else None)
+    signed = None
+    if args.key:  # every segment's checkpoints; a pruned span is signed or it is not
+        signed, per = verify_signed_segments(args.log, VerifierKey.load(args.key), log_name=args.log_name,
+                                             external=notes, max_unsigned=args.max_unsigned)
+        report = mark_pruned_signed(report, per, args.log)
     # intact = the chain, every record's own checks and (with --key) the signatures
     ok = checks.ok and (signed is None or signed.ok)
     if args.json:
@@ -277,9 +281,9 @@ def cmd_audit_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_prove(args: argparse.Namespace) -> int:
-    from .audit.proofs import prove
+    from .audit.segproofs import prove_segmented
 
-    text = json.dumps(prove(args.log, args.decision_id), indent=2, ensure_ascii=False)
+    text = json.dumps(prove_segmented(args.log, args.decision_id), indent=2, ensure_ascii=False)
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
         _err(f"inclusion proof for {args.decision_id} -> {args.out}")
@@ -377,6 +381,28 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
         _err(f"warning: {failed} of {len(records)} shown decision record(s) FAILED their checks "
              "(marked [FAILED CHECKS: ...])")
     return EXIT_LOG_NOT_INTACT if failed or checks.unreadable else 0
+
+
+def cmd_audit_prune(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from .audit.log import AuditLog
+    from .audit.query import parse_time
+    from .audit.retention import cutoff_for, prune
+    from .policy import load_policy
+
+    days, allow = args.retention_days, args.allow_short_retention
+    if args.policy:
+        audit = load_policy(args.policy).audit
+        days = audit.retention_days if days is None else days
+        allow = allow or bool(audit.allow_short_retention)
+    now = parse_time(args.now, flag="--now") if args.now else datetime.now(timezone.utc)
+    before = parse_time(args.before, flag="--before") if args.before else None
+    cutoff = cutoff_for(retention_days=days, before=before, now=now, allow_short=allow)
+    result = prune(AuditLog(Path(args.log)), cutoff, retention_days=days, dry_run=args.dry_run,
+                   require_signed=not args.unsigned)
+    _out(result.summary())
+    return 0
 
 
 def cmd_audit_query(args: argparse.Namespace) -> int:
@@ -610,6 +636,22 @@ def build_parser() -> argparse.ArgumentParser:
     ash.add_argument("--decision", metavar="ID", help="only this decision id (exit 2 if the log has none)")
     ash.add_argument("--json", action="store_true", help="print JSON Lines: one log envelope per line")
     ash.set_defaults(func=cmd_audit_show)
+    apr = command(au, "prune", "remove whole closed segments older than the retention period, "
+                  "recorded by a signed prune record (never the active segment)")
+    apr.add_argument("log", metavar="LOG", help="audit log (JSON Lines; its segments are found next to it)")
+    apr.add_argument("--policy", metavar="FILE", help="take the period from spec.audit.retention_days")
+    apr.add_argument("--retention-days", type=int, metavar="N", help="the retention period in days")
+    when = apr.add_mutually_exclusive_group()
+    when.add_argument("--before", metavar="DATE", help="prune segments whose records are all before this "
+                      "ISO 8601 date or time (instead of now minus the period)")
+    when.add_argument("--now", metavar="DATE", help="the date the period is counted back from (default: now)")
+    apr.add_argument("--dry-run", action="store_true", help="list what would be removed; change nothing")
+    apr.add_argument("--allow-short-retention", action="store_true",
+                     help="allow keeping less than six months (the EU AI Act's minimum, Art. 19/26(6))")
+    apr.add_argument("--unsigned", action="store_true",
+                     help="prune a log that is never signed (no CTXBUDGET_AUDIT_KEY): the prune record "
+                     "is then protected by the hash chain only")
+    apr.set_defaults(func=cmd_audit_prune)
     aqy = command(au, "query", "find decisions across logs: which ones sent a source or document to "
                   "the model, when, under which policy (exit 6 if a match fails its checks or a log is not intact)")
     aqy.add_argument("logs", nargs="+", metavar="LOG", help="audit logs (JSON Lines)")

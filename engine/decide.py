@@ -56,7 +56,7 @@ def policy_audit_log(policy: Policy) -> AuditLog | None:
     if target is None:
         return None
     base = Path(policy.file).resolve().parent if policy.file else Path.cwd()
-    return AuditLog(target, root=base)
+    return AuditLog(target, root=base, rotate=policy.audit.rotate)
 
 
 def log_secret(policy: Policy, audit_log: AuditLog | None,

@@ -342,7 +342,16 @@ class SolverSettings:
     seed: int = 0
     fallback: Fallback = Fallback.GREEDY
     relative_gap: float = 0.0
-    log: SolverLog = SolverLog.KEEP
+    log: SolverLog = SolverLog.HASH
+
+
+@dataclass(frozen=True, slots=True)
+class Rotate:
+    """When the active audit segment is closed and a new one begun (``None``: no limit).
+    See :mod:`engine.audit.segments`."""
+
+    max_bytes: int | None = None
+    max_records: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +365,9 @@ class AuditSettings:
     store_content: bool = False
     secret_file: str | None = None
     mask: tuple[str, ...] = ()
+    rotate: Rotate | None = None
+    retention_days: int | None = None
+    allow_short_retention: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -536,11 +548,14 @@ def _parts_from_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
         "solver": SolverSettings(
             float(solver.get("time_limit_s", 2.0)), int(solver.get("workers", 1)), int(solver.get("seed", 0)),
             Fallback(solver.get("fallback", "greedy")), float(solver.get("relative_gap", 0.0)),
-            SolverLog(solver.get("log", "keep")),
+            SolverLog(solver.get("log", "hash")),
         ),
         "ordering": Ordering(spec.get("ordering", "relevance")),
         "audit": AuditSettings(audit.get("log"), bool(audit.get("store_content", False)),
-                               audit.get("secret_file"), tuple(audit.get("mask", ()))),
+                               audit.get("secret_file"), tuple(audit.get("mask", ())),
+                               None if "rotate" not in audit else Rotate(
+                                   audit["rotate"].get("max_bytes"), audit["rotate"].get("max_records")),
+                               audit.get("retention_days"), audit.get("allow_short_retention")),
         "limits": Limits(int(limits.get("max_candidates", 200_000)), int(limits.get("max_item_bytes", 10_485_760))),
         "duplicates": None if dup is None else DuplicateRule(
             float(dup.get("threshold", 0.8)), Measure(dup.get("measure", "jaccard")), int(dup.get("shingle", 3))),
@@ -582,6 +597,9 @@ def _normalized(p: Mapping[str, Any]) -> dict[str, Any]:
     spec["audit"]["mask"] = list(spec["audit"].get("mask", ()))
     if not spec["audit"]["mask"]:
         del spec["audit"]["mask"]
+    # Rotation and retention are written only when set, so older policies keep their digests.
+    if p["audit"].rotate is not None:
+        spec["audit"]["rotate"] = _fields(p["audit"].rotate)
     metadata = {key: p[key] for key in ("name", "product", "revision", "owner", "description") if p[key] is not None}
     return {"apiVersion": p["api_version"], "kind": p["kind"], "metadata": metadata, "spec": spec}
 

@@ -68,6 +68,7 @@ def semantic_issues(
             "objective.exponent, e.g. 2.0")
     _check_objective(spec, add)
     _check_mask(spec, add)
+    _check_retention(spec, add)
     return tuple(issues)
 
 
@@ -88,6 +89,23 @@ def _check_objective(spec: Mapping[str, Any], add: Any) -> None:
         add("coverage_needs_exclusive", "$.spec.objective.coverage",
             "coverage: true values a parent at the sum of its children, so taking both would count them "
             "twice; set hierarchy.exclusive: true, or remove coverage")
+
+
+#: EU AI Act Art. 19(1) and 26(6): automatically generated logs are kept for a period
+#: appropriate to the purpose, of at least six months (183 days covers any six months).
+MIN_RETENTION_DAYS = 183
+
+
+def _check_retention(spec: Mapping[str, Any], add: Any) -> None:
+    """A retention period shorter than six months needs ``allow_short_retention: true``."""
+    audit = spec["audit"]
+    days = audit.get("retention_days")
+    if days is not None and days < MIN_RETENTION_DAYS and not audit.get("allow_short_retention"):
+        add("retention_too_short", "$.spec.audit.retention_days", f"retention_days {days} is shorter "
+            f"than six months: the EU AI Act (Art. 19, Art. 26(6)) requires deployers and providers "
+            f"of high-risk systems to keep automatic logs at least six months; set retention_days >= "
+            f"{MIN_RETENTION_DAYS}, or add allow_short_retention: true if the law that applies to you "
+            "permits less")
 
 
 def _rule_fields(spec: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -144,7 +144,7 @@ def test_defaults_when_absent(in_fixtures: Path) -> None:
     assert policy.hierarchy == Hierarchy(True, None)
     assert policy.objective == Objective(Transform.POWER, 2.0, 60)
     assert policy.strategy is BudgetStrategy.OPTIMAL
-    assert policy.solver == SolverSettings(2.0, 1, 0, Fallback.GREEDY, 0.0, SolverLog.KEEP)
+    assert policy.solver == SolverSettings(2.0, 1, 0, Fallback.GREEDY, 0.0, SolverLog.HASH)
     assert policy.ordering is Ordering.RELEVANCE
     assert policy.audit == AuditSettings(None, False)
     assert policy.limits == Limits(200_000, 10_485_760)
@@ -534,8 +534,9 @@ def test_render_of_an_extended_policy_is_standalone(in_fixtures: Path) -> None:
 
 def test_digests_are_stable() -> None:
     # A change here changes every audit record's policy digest: make it on purpose only
-    # (last: the objective's calibrate/inherit/coverage/level_weights keys, issue 11).
-    assert Policy.default(8000).digest == "sha256:d77ebf32d226c8e88cd9f90dc16383744bea13af2167468982521c98fa69ea25"
+    # (last: the solver log defaults to its digest only, issue 12 part 8; before: the
+    # objective's calibrate/inherit/coverage/level_weights keys, issue 11).
+    assert Policy.default(8000).digest == "sha256:4cc5cb138ffb8558150286948c850b794482c0d217de5908734e5fdfc4400336"
 
 
 def test_digest_ignores_formatting_but_not_content(in_fixtures: Path) -> None:

@@ -13,7 +13,9 @@ RFC 8785 canonical JSON of an *envelope*::
 - ``hash`` is ``"sha256:" + sha256(canonical JSON of the envelope without "hash")``.
 - ``kind`` is ``"decision"`` (``record`` is the caller's object) or ``"recovery"``
   (written by the log itself after it found a torn last line; ``record`` gives the
-  torn bytes' offset, length and sha256 and the file they were moved to).
+  torn bytes' offset, length and sha256 and the file they were moved to), ``"segment"``
+  (the first line of a rotated segment, naming the one before) or ``"prune"``
+  (segments removed under the retention period); see :mod:`engine.audit.segments`.
 
 Only a line that ends in ``\\n`` is a record. The writer fsyncs after the whole line, so
 bytes after the last ``\\n`` were never acknowledged to anyone: they are a torn write.
@@ -58,6 +60,8 @@ class EnvelopeKind(str, Enum):
 
     DECISION = "decision"
     RECOVERY = "recovery"
+    SEGMENT = "segment"  # first line of every segment after the first (engine.audit.segments)
+    PRUNE = "prune"  # segments removed under the retention period (engine.audit.retention)
 
 
 _KINDS = frozenset(k.value for k in EnvelopeKind)
@@ -147,7 +151,7 @@ def parse_envelope(raw: bytes) -> tuple[dict[str, Any] | None, str]:
     if not isinstance(value, dict) or not isinstance(value.get("record"), dict):
         return None, "not an audit envelope (no 'record' object)"
     if value.get("kind") not in _KINDS:
-        return None, f"not an audit envelope (kind {_short(value.get('kind'))}, expected 'decision' or 'recovery')"
+        return None, f"not an audit envelope (kind {_short(value.get('kind'))}, expected one of {', '.join(sorted(_KINDS))})"
     seq = value.get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool):
         return None, f"not an audit envelope (seq {_short(seq)}, expected an integer)"

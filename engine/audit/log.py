@@ -62,8 +62,11 @@ from .lineformat import (
     scan_line,
     seal,
 )
+from .segments import SegmentEnd, SegmentScan, check_segments, header_record, list_segments
+from .segments import scan_segment, segment_end, segment_name, segment_number
 from .signing import Signer, signer_from_env
 from .verify import Checkpoint, VerifyReport, check_chain
+from ..policy import Rotate
 from ..canonical import canonical_bytes, sha256_hex
 from ..errors import AuditError, Location, LogNotIntactError
 from ..safeopen import NotAFile, SymlinkRefused, dir_handle, open_below, relative_parts
@@ -176,6 +179,9 @@ class AuditLog:
             Every component below it is opened without following symlinks, so a symlink
             swapped in after validation cannot redirect a write; missing folders below
             it are created by the first append.
+        rotate: close the active segment and begin the next one when an append would
+            take it past ``max_bytes`` or ``max_records`` (:mod:`engine.audit.segments`);
+            None: one file. Readers always read every segment.
     """
 
     path: Path
@@ -183,6 +189,7 @@ class AuditLog:
     clock: Callable[[], str] = field(default=_utc_now, compare=False)
     signer: Signer | Literal["env"] | None = field(default="env", compare=False)
     root: Path | None = None
+    rotate: Rotate | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         path = Path(self.path)
@@ -222,8 +229,8 @@ class AuditLog:
         """Sign the records not yet covered by a signed checkpoint (no-op unsigned)."""
         signer = self.active_signer()
         if signer is not None:
-            with self._locked(write=True) as (fd, _dir_fd):
-                signer.close(self.path, fd)
+            with self._locked(write=True) as (fd, _dir_fd, name):
+                signer.close(self.path.with_name(name), fd)
 
     def rotate_key(self, new: Signer) -> AuditLog:
         """Sign what is unsigned, record a rotation note (signed by the old and the new
@@ -234,9 +241,10 @@ class AuditLog:
                              "set CTXBUDGET_AUDIT_KEY to the current key",
                              location=Location(file=str(self.path)))
         new.check_outside(self.path)
-        with self._locked(write=True) as (fd, _dir_fd):
-            signer.rotate(self.path, fd, new)
-        return AuditLog(self.path, self.lock_timeout_s, self.clock, new, root=self.root)
+        with self._locked(write=True) as (fd, _dir_fd, name):
+            signer.rotate(self.path.with_name(name), fd, new)
+        return AuditLog(self.path, self.lock_timeout_s, self.clock, new, root=self.root,
+                        rotate=self.rotate)
 
     def __enter__(self) -> AuditLog:
         return self
@@ -261,7 +269,7 @@ class AuditLog:
         return written[0] if written else None
 
     def _append(self, record: bytes | None) -> list[dict[str, Any]]:
-        with self._locked(write=True) as (fd, dir_fd):
+        with self._locked(write=True) as (fd, dir_fd, name):
             size = os.fstat(fd).st_size
             end, last, torn = _read_tail(fd, size)
             if last is None and torn and not _is_torn_first_record(torn):
@@ -272,23 +280,83 @@ class AuditLog:
                     "aside). Point --audit-log / audit.log at a new file, or move this "
                     "file away if it is not needed", location=Location(file=str(self.path)),
                     details={"log": str(self.path), "size_bytes": size})
+            number = segment_number(self.path.name, name) or 0
+            if record is not None and last is not None and not torn and self._full(
+                    fd, size, number, *self._last_link(last, end), record):
+                signer = self.active_signer()
+                if signer is not None:  # the closed segment ends signed
+                    signer.close(self.path.with_name(name), fd)
+                previous = segment_end(dir_fd, name, number)
+                assert previous is not None
+                number += 1
+                name = segment_name(self.path.name, number)
+                new_fd = open_below(dir_fd, name, os.O_RDWR | os.O_CREAT | os.O_EXCL,
+                                    _FILE_MODE, shown=str(self.path.with_name(name)))
+                try:
+                    return self._write_lines(new_fd, dir_fd, name, 0, 0, None, b"", record,
+                                             previous)
+                finally:
+                    os.close(new_fd)
+            previous = None
+            if last is None and number > 0:  # a segment begun by a writer that died
+                previous = segment_end(dir_fd, segment_name(self.path.name, number - 1),
+                                       number - 1)
+            return self._write_lines(fd, dir_fd, name, end, size, last, torn, record, previous)
+
+    def _full(self, fd: int, size: int, number: int, seq: int, _prev: str,
+              record: bytes) -> bool:
+        """Whether appending ``record`` would take the active segment past
+        ``self.rotate`` (a segment keeps at least one record besides its header)."""
+        if self.rotate is None:
+            return False
+        first = 1 if number == 0 else self._first_seq(fd)
+        lines = seq - first + 1
+        if lines <= (0 if number == 0 else 1):
+            return False
+        too_many = self.rotate.max_records is not None and lines + 1 > self.rotate.max_records
+        # the envelope adds its hash, prev_hash, kind and seq: under 200 bytes
+        too_big = (self.rotate.max_bytes is not None
+                   and size + len(record) + 200 > self.rotate.max_bytes)
+        return too_many or too_big
+
+    @staticmethod
+    def _first_seq(fd: int) -> int:
+        """The seq of a segment's first line (its header: short)."""
+        head = os.pread(fd, 65536, 0)
+        entry = scan_line(head.split(b"\n", 1)[0], 1)
+        return entry.seq if entry.seq is not None else 1
+
+    def _write_lines(self, fd: int, dir_fd: int, name: str, end: int, size: int,
+                     last: bytes | None, torn: bytes, record: bytes | None,
+                     previous: SegmentEnd | None,
+                     kind: EnvelopeKind = EnvelopeKind.DECISION) -> list[dict[str, Any]]:
+        """Write [segment header] + [recovery] + [record] at ``end`` of segment ``name``."""
+        number = segment_number(self.path.name, name) or 0
+        if previous is not None:
+            seq, prev = previous.last_seq, previous.last_hash
+        else:
             seq, prev = self._last_link(last, end)
-            lines: list[bytes] = []
-            if torn:
-                moved = self._move_aside(torn, seq + 1, dir_fd)
-                lines.append(seal(seq + 1, prev, EnvelopeKind.RECOVERY, {
-                    "reason": "torn_tail", "torn_offset": end, "torn_bytes": len(torn),
-                    "torn_sha256": "sha256:" + sha256_hex(torn), "moved_to": moved,
-                    "detected_at": self.clock()}))
-            if record is not None:
-                link = json.loads(lines[-1])["hash"] if lines else prev
-                lines.append(seal(seq + len(lines) + 1, link, EnvelopeKind.DECISION, record))
-            if lines:
-                signer = self.active_signer()  # a bad key fails before the write
-                self._commit(fd, b"".join(lines), end, size, torn, seq, dir_fd)
-                if signer is not None:  # still under the lock: notes in log order
-                    signer.after_append(self.path, fd, end, lines)
-            return [json.loads(line) for line in lines]
+        lines: list[bytes] = []
+        if previous is not None:
+            lines.append(seal(seq + 1, prev, EnvelopeKind.SEGMENT,
+                              header_record(number, previous, self.clock())))
+            prev = json.loads(lines[-1])["hash"]
+        if torn:
+            moved = self._move_aside(torn, seq + 1, dir_fd)
+            lines.append(seal(seq + len(lines) + 1, prev, EnvelopeKind.RECOVERY, {
+                "reason": "torn_tail", "torn_offset": end, "torn_bytes": len(torn),
+                "torn_sha256": "sha256:" + sha256_hex(torn), "moved_to": moved,
+                "detected_at": self.clock()}))
+        if record is not None:
+            link = json.loads(lines[-1])["hash"] if lines else prev
+            lines.append(seal(seq + len(lines) + 1, link, kind, record))
+        if lines:
+            signer = self.active_signer()  # a bad key fails before the write
+            self._commit(fd, b"".join(lines), end, size, torn,
+                         seq if previous is None else 0, dir_fd)
+            if signer is not None:  # still under the lock: notes in log order
+                signer.after_append(self.path.with_name(name), fd, end, lines)
+        return [json.loads(line) for line in lines]
 
     def _last_link(self, last: bytes | None, end: int) -> tuple[int, str]:
         """(seq, hash) of the last complete line, checked before anything chains to it."""
@@ -377,23 +445,28 @@ class AuditLog:
             details={"log": str(self.path), "entry": exc.name})
 
     @contextmanager
-    def _locked(self, *, write: bool) -> Iterator[tuple[int, int]]:
-        """(log fd, folder fd). Writers first take ``<log>.lock``; readers take nothing."""
+    def _locked(self, *, write: bool, segment: str | None = None
+                ) -> Iterator[tuple[int, int, str]]:
+        """(segment fd, folder fd, segment file name): the active segment for writers
+        (who first take ``<log>.lock``, one lock for all segments), ``segment`` (default:
+        the log's own file) for readers, who take nothing."""
         parts = self._parts()
-        name = parts[-1]
+        base = parts[-1]
         doing = f"open {self.path} for {'appending' if write else 'reading'}"
         opened = False
         try:
             with dir_handle(self.root or self.path.parent, parts[:-1], create=write) as dir_fd:
-                lock_fd = self._open_lock(dir_fd, name) if write else -1
+                lock_fd = self._open_lock(dir_fd, base) if write else -1
                 try:
                     if write:
                         self._lock(lock_fd, fcntl.LOCK_EX)
+                    name = segment or (self._active(dir_fd) if write else base)
                     flags = (os.O_RDWR | os.O_CREAT) if write else os.O_RDONLY
-                    fd = open_below(dir_fd, name, flags, _FILE_MODE, shown=str(self.path))
+                    fd = open_below(dir_fd, name, flags, _FILE_MODE,
+                                    shown=str(self.path.with_name(name)))
                     opened = True
                     try:
-                        yield fd, dir_fd
+                        yield fd, dir_fd, name
                     finally:
                         os.close(fd)
                 finally:
@@ -414,6 +487,24 @@ class AuditLog:
                 raise _os_error("audit.read_failed", self.path, f"read {self.path}",
                                 exc) from exc
             raise _os_error("audit.open_failed", self.path, doing, exc) from exc
+
+    def _active(self, dir_fd: int) -> str:
+        """The file name of the active (highest-numbered) segment."""
+        found = list_segments(os.listdir(dir_fd), self.path.name)
+        return found[-1][1] if found else self.path.name
+
+    def segments(self) -> list[str]:
+        """The file names of the log's segments, oldest first (``[<log's name>]`` for a
+        log that was never rotated, and for one that does not exist yet)."""
+        parts = self._parts()
+        try:
+            with dir_handle(self.root or self.path.parent, parts[:-1], create=False) as dir_fd:
+                found = list_segments(os.listdir(dir_fd), self.path.name)
+        except (SymlinkRefused, NotAFile) as exc:
+            raise self._refused(exc) from None
+        except OSError:
+            found = []  # opening the segment says what is wrong
+        return [n for _, n in found] or [self.path.name]
 
     def _open_lock(self, dir_fd: int, name: str) -> int:
         lock = self.lock_path
@@ -459,10 +550,12 @@ class AuditLog:
                 delay = min(delay * 2, 0.005)
 
     @contextmanager
-    def _snapshot(self) -> Iterator[tuple[Any, int, bytes | None, bytes]]:
-        """(binary file at offset 0, end of complete lines, last line, torn bytes).
-        No lock: no writer changes a byte before ``end``."""
-        with self._locked(write=False) as (fd, _dir_fd):
+    def _snapshot(self, segment: str | None = None
+                  ) -> Iterator[tuple[Any, int, bytes | None, bytes]]:
+        """(binary file at offset 0, end of complete lines, last line, torn bytes) of
+        ``segment`` (default: the log's own file). No lock: no writer changes a byte
+        before ``end``."""
+        with self._locked(write=False, segment=segment) as (fd, _dir_fd, _name):
             end, last, torn = _read_tail(fd, os.fstat(fd).st_size)
             with os.fdopen(os.dup(fd), "rb") as f:
                 yield f, end, last, torn
@@ -502,14 +595,21 @@ class AuditLog:
         that report a bad line and go on (``audit replay``, record checks): hostile bytes
         never raise. A torn tail is not a line (with ``torn_tail_error``, it raises
         ``audit.torn_tail`` after the last line). Hashes and order are :meth:`verify`'s."""
-        with self._snapshot() as (f, end, _last, torn):
-            for number, raw in self._lines(f, end):
-                env, why = parse_envelope(raw)
-                yield number, env, None if env is not None else f"line {number} is {why}"
-            if torn and torn_tail_error:
-                raise AuditError("audit.torn_tail", f"{self.path} ends in {len(torn)} bytes "
-                                 "of an unfinished write; call recover() (or append) to "
-                                 "move them aside", location=Location(file=str(self.path)))
+        names = self.segments()
+        offset = 0  # line numbers run on across segments
+        for name in names:
+            with self._snapshot(name) as (f, end, _last, torn):
+                count = 0
+                for count, raw in self._lines(f, end):
+                    env, why = parse_envelope(raw)
+                    where = f"{name} line {count}" if len(names) > 1 else f"line {offset + count}"
+                    yield offset + count, env, None if env is not None else f"{where} is {why}"
+                offset += count
+                if torn and torn_tail_error:
+                    path = self.path.with_name(name)
+                    raise AuditError("audit.torn_tail", f"{path} ends in {len(torn)} bytes "
+                                     "of an unfinished write; call recover() (or append) to "
+                                     "move them aside", location=Location(file=str(path)))
 
     def verify(self, checkpoint: Mapping[str, Any] | None = None, *, from_seq: int = 1,
                to_seq: int | None = None) -> VerifyReport:
@@ -518,6 +618,16 @@ class AuditLog:
         unchanged. The whole file is read so that records before ``from_seq`` anchor
         the chain; problems are reported for ``from_seq..to_seq`` only."""
         cp = None if checkpoint is None else Checkpoint.from_dict(checkpoint)
+        names = self.segments()
+        if names != [self.path.name]:
+            scans: list[SegmentScan] = []
+            for name in names:
+                with self._snapshot(name) as (f, end, _last, torn):
+                    scans.append(scan_segment(self.path.name, name, (raw for _, raw in
+                                                                    self._lines(f, end)),
+                                              torn, sum(len(s.entries) for s in scans)))
+            return check_segments(scans, log=str(self.path), checkpoint=cp,
+                                  from_seq=from_seq, to_seq=to_seq)
         with self._snapshot() as (f, _end, _last, torn):
             entries = [scan_line(raw, n) for n, raw in self._lines(f, _end)]
         if torn:
@@ -529,13 +639,16 @@ class AuditLog:
         """``{"seq", "hash", "records", "log"}`` of the last complete record (seq 0 and
         the genesis hash for an empty log). Anchors what is there now: verify first if
         you want to anchor a verified state."""
-        with self._snapshot() as (f, end, last, _torn):
-            seq, digest_ = self._last_link(last, end)
-            records, left = 0, end
-            while left > 0:
-                chunk = f.read(min(_READ_CHUNK, left))
-                records += chunk.count(b"\n")
-                left -= len(chunk)
+        seq, digest_, records = 0, GENESIS_HASH, 0
+        for name in self.segments():  # the last segment with a line has the last link
+            with self._snapshot(name) as (f, end, last, _torn):
+                if last is not None:
+                    seq, digest_ = self._last_link(last, end)
+                left = end
+                while left > 0:
+                    chunk = f.read(min(_READ_CHUNK, left))
+                    records += chunk.count(b"\n")
+                    left -= len(chunk)
         return {"seq": seq, "hash": digest_, "records": records, "log": str(self.path)}
 
     def export_checkpoint(self, path: str | os.PathLike[str]) -> dict[str, Any]:

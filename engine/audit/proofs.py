@@ -329,6 +329,27 @@ def prove(log: str | Path, decision_id: str) -> dict[str, Any]:
     }
 
 
+def _header_first_seq(header: Any, size: int, root: bytes) -> int | str:
+    """The first seq of the tree the proof is in: 1, or for a later segment of a rotated
+    log (engine.audit.segments) the seq of its header, proven to be leaf 0 of the same
+    signed tree. A string says why the header does not check out."""
+    if header is None:
+        return 1
+    try:
+        raw = str(header["line"]).encode("utf-8")
+        proof = [base64.b64decode(p, validate=True) for p in header["proof"]]
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        return f"malformed segment header: {exc}"
+    entry = scan_line(raw, 1)
+    if entry.status is not LineStatus.OK or entry.kind != "segment" or entry.seq is None \
+            or entry.computed_hash is None:
+        return "the segment header line is not a valid segment header"
+    leaf = merkle.leaf_hash(merkle.leaf_bytes(entry.computed_hash))
+    if not merkle.verify_inclusion(leaf, 0, size, proof, root):
+        return "the segment header is not leaf 0 of the signed tree"
+    return entry.seq
+
+
 def _decision_id(raw: bytes) -> str | None:
     if b'"decision_id"' not in raw:
         return None
@@ -393,8 +414,12 @@ def check_proof(bundle: Mapping[str, Any], key: VerifierKey) -> ProofResult:
         return bad("the record line does not hash to record_hash (it was changed)")
     if _decision_id(line.encode("utf-8")) != bundle.get("decision_id"):
         return bad("the record line is not decision " + repr(bundle.get("decision_id")))
-    if entry.seq != index + 1:
-        return bad(f"the record line has seq {entry.seq}, the proof index {index}")
+    first = _header_first_seq(bundle.get("segment_header"), size, cp.root)
+    if isinstance(first, str):
+        return bad(first)
+    if entry.seq != first + index:
+        return bad(f"the record line has seq {entry.seq}, the proof index {index}"
+                   + (f" in a segment starting at seq {first}" if first != 1 else ""))
     if not merkle.verify_inclusion(merkle.leaf_hash(leaf), index, size, proof, cp.root):
         return bad(f"record {bundle['record_hash'][:19]}... is not leaf {index} of the "
                    f"signed tree of size {size}")

@@ -44,6 +44,7 @@ class ProblemKind(str, Enum):
     MALFORMED = "malformed"  # JSON, but not an envelope
     BROKEN_CHAIN = "broken_chain"  # right seq, but prev_hash is not the previous hash
     CHECKPOINT_MISMATCH = "checkpoint_mismatch"  # record at the checkpoint seq differs
+    SEGMENT = "segment"  # a segment file missing, renamed, swapped, or its header wrong
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,30 @@ class Checkpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class PrunedSpan:
+    """Records removed by ``audit prune``: seq ``from_seq..to_seq`` in ``files``, named by
+    the prune record at ``by_seq``. ``signed``: that record is covered by a valid signed
+    checkpoint (True/False), or None when no key was given."""
+
+    from_seq: int
+    to_seq: int
+    files: tuple[str, ...]
+    by_seq: int
+    by_file: str
+    signed: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"from_seq": self.from_seq, "to_seq": self.to_seq, "files": list(self.files),
+                "by_seq": self.by_seq, "by_file": self.by_file, "signed": self.signed}
+
+    def __str__(self) -> str:
+        how = {True: "signed", False: "NOT covered by a valid signed checkpoint",
+               None: "signature not checked: pass --key PUB"}[self.signed]
+        return (f"seq {self.from_seq}..{self.to_seq} ({', '.join(self.files)}) pruned by "
+                f"record {self.by_seq} ({how})")
+
+
+@dataclass(frozen=True, slots=True)
 class VerifyReport:
     """The outcome of verifying a log. ``ok`` is true only when no problem was found
     in the requested range; the CLI exits 0 exactly then."""
@@ -134,6 +159,8 @@ class VerifyReport:
     requested_to_seq: int | None  # None: to the end of the log
     checkpoint: Checkpoint | None
     recoveries: tuple[int, ...] = field(default=())  # seqs of recovery records
+    segments: tuple[str, ...] = field(default=())  # segment files read, oldest first
+    pruned: tuple[PrunedSpan, ...] = field(default=())  # removed under retention
 
     @property
     def first_problem(self) -> Problem | None:
@@ -149,6 +176,8 @@ class VerifyReport:
             "range_verified": {"from_seq": self.first_seq, "to_seq": self.last_seq},
             "checkpoint": self.checkpoint.to_dict() if self.checkpoint else None,
             "recoveries": list(self.recoveries),
+            "segments": list(self.segments),
+            "pruned": [p.to_dict() for p in self.pruned],
         }
 
     def summary(self) -> str:
@@ -168,6 +197,9 @@ class VerifyReport:
         if self.recoveries:
             lines.append("recovered from torn writes at seq "
                          + ", ".join(map(str, self.recoveries)))
+        if len(self.segments) > 1 or self.pruned:
+            lines.append(f"{len(self.segments)} segment(s): " + ", ".join(self.segments))
+        lines.extend(str(p) for p in self.pruned)
         if self.checkpoint is None:
             lines.append("no checkpoint given: a tail cut exactly at a line boundary "
                          "cannot be detected without one")
@@ -217,10 +249,13 @@ class _Placed:
 
 def check_chain(entries: Iterable[LineEntry], *, log: str = "<log>",
                 checkpoint: Checkpoint | None = None, from_seq: int = 1,
-                to_seq: int | None = None) -> VerifyReport:
+                to_seq: int | None = None, start: tuple[int, str] | None = None
+                ) -> VerifyReport:
     """Check the order of all lines: seq by seq, each ``prev_hash`` against the hash
     before it, then the last seq and hash against ``checkpoint``. Reports every
-    problem in file order, keeps those whose seq is in ``from_seq..to_seq``.
+    problem in file order, keeps those whose seq is in ``from_seq..to_seq``. ``start``
+    (seq, hash): what the first line chains to (default: seq 0, the genesis hash), for
+    a log whose first segments were pruned.
 
     One damaged line is reported once: the walk re-synchronises on the next record
     instead of reporting every later record as out of place."""
@@ -240,6 +275,8 @@ def check_chain(entries: Iterable[LineEntry], *, log: str = "<log>",
     seen: dict[str, int] = {}
     skipped: set[int] = set()
     head, head_hashes, unplaced = 0, frozenset({GENESIS_HASH}), 0
+    if start is not None:
+        head, head_hashes = start[0], frozenset({start[1]})
 
     def add(kind: ProblemKind, seq: int | None, line: int | None, msg: str) -> None:
         found.append(Problem(kind, seq, line, msg))
@@ -316,7 +353,7 @@ def check_chain(entries: Iterable[LineEntry], *, log: str = "<log>",
                 add(ProblemKind.BROKEN_CHAIN, seq, e.line,
                     "out-of-place record does not chain to its neighbours")
 
-    last = max(placed, default=0)
+    last = max(placed, default=0 if start is None else start[0])
     if checkpoint is not None and checkpoint.seq > 0:
         at = placed.get(checkpoint.seq)
         if checkpoint.seq > last:
