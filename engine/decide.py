@@ -18,6 +18,7 @@ from typing import Any
 from .audit import record as audit
 from .allocate import allocate, to_candidates
 from .allocation import Allocation
+from .audit.compact import compact
 from .audit.log import AuditLog
 from .audit.privacy import AuditSecret, check_outside, configured_secret, missing_secret_error
 from .errors import InfeasibleError, PolicyError
@@ -90,9 +91,9 @@ def decide(candidates: Iterable[Any], policy: Policy, *, audit_log: AuditLog | N
         rec = audit.build_infeasible(policy, cands, exc, decision_id=decision_id, now=now,
                                      secret=secret, query=query)
         if audit_log is not None:
-            audit_log.append(rec)
+            audit_log.append(compact(rec))
         exc.details["decision_id"] = rec["decision_id"]
         raise
     rec = audit.build(policy, cands, alloc, decision_id=decision_id, now=now, secret=secret, query=query)
-    env = audit_log.append(rec) if audit_log is not None else None
+    env = audit_log.append(compact(rec)) if audit_log is not None else None
     return Decided(alloc, rec, env)

@@ -14,6 +14,7 @@ import pytest
 from ortools.sat.python import cp_model
 
 from engine import AuditLog, InfeasibleError, load_policy
+from engine.audit.compact import expand
 from engine.audit.lineformat import GENESIS_HASH, EnvelopeKind, seal
 from engine.candfile import load_candidates_file
 from engine.candidates import BudgetItem, from_mappings
@@ -90,7 +91,10 @@ def every_kind(log: AuditLog, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def envelopes(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    """The log's envelopes with their records in full (a forger expands compact records
+    before editing them, engine.audit.compact)."""
+    return [{**e, "record": expand(e["record"])}
+            for e in (json.loads(line) for line in path.read_text().splitlines())]
 
 
 def reseal(path: Path, records: list[dict[str, Any]]) -> None:

@@ -20,6 +20,7 @@ from engine.audit.segments import segment_name, segment_number
 from engine.audit.segproofs import prove_segmented, verify_signed_segments
 from engine.audit.signing import KEY_ENV, Signer
 from engine.audit.verify import ProblemKind
+from engine.errors import AuditError
 from engine.policy import Rotate
 
 from auditcases import allocated, support
@@ -267,3 +268,28 @@ def test_env_key_signs_the_closed_segment_on_rotation(tmp_path: Path,
     combined, per = verify_signed_segments(log.path, VerifierKey.load(public), max_unsigned=5)
     assert per["e.jsonl"].ok and per["e.jsonl"].unsigned_tail == 0
     assert os.path.exists(tmp_path / "logs" / "e.00001.jsonl")
+
+
+def test_segments_begun_after_a_key_rotation_verify_from_the_first_key(tmp_path: Path) -> None:
+    private, public = _key(tmp_path)
+    out = tmp_path / "keys2"
+    assert cli.main(["audit", "keygen", "--out", str(out), "--name", "acme2"]) == 0
+    log = _rotated(tmp_path, 4, signer=Signer.from_file(private, clock=lambda: 0.0))
+    log = log.rotate_key(Signer.from_file(out / "acme2.key", clock=lambda: 0.0))
+    for i in range(10, 16):  # new segments, signed by the new key only
+        log.append(_record(i))
+    log.close()
+    assert len(log.segments()) >= 4
+    combined, _ = verify_signed_segments(log.path, VerifierKey.load(public))
+    assert combined.ok, combined.summary()
+
+
+def test_an_unreadable_segment_before_an_empty_active_one_is_an_audit_error(tmp_path: Path) -> None:
+    log = _rotated(tmp_path, 4)
+    seg = tmp_path / "logs" / "decisions.00001.jsonl"
+    seg.write_bytes(b"not json\n")
+    (tmp_path / "logs" / "decisions.00002.jsonl").touch()
+    with pytest.raises(AuditError) as err:
+        log.append(_record(9))
+    assert err.value.code == "audit.corrupt_segment"
+    assert "decisions.00001.jsonl does not start and end with a readable record" in err.value.message

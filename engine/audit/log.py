@@ -62,6 +62,7 @@ from .lineformat import (
     scan_line,
     seal,
 )
+from .compact import expand
 from .segments import SegmentEnd, SegmentScan, check_segments, header_record, list_segments
 from .segments import scan_segment, segment_end, segment_name, segment_number
 from .signing import Signer, signer_from_env
@@ -594,7 +595,10 @@ class AuditLog:
         :data:`~engine.audit.lineformat.MAX_DEPTH`, no record, kind or seq) — for readers
         that report a bad line and go on (``audit replay``, record checks): hostile bytes
         never raise. A torn tail is not a line (with ``torn_tail_error``, it raises
-        ``audit.torn_tail`` after the last line). Hashes and order are :meth:`verify`'s."""
+        ``audit.torn_tail`` after the last line). Hashes and order are :meth:`verify`'s.
+        Decision records are given in full: a compact one (schema version 2,
+        :mod:`engine.audit.compact`) is expanded; the line's bytes are what was hashed.
+        Every segment is read, oldest first; line numbers run on across segments."""
         names = self.segments()
         offset = 0  # line numbers run on across segments
         for name in names:
@@ -602,6 +606,8 @@ class AuditLog:
                 count = 0
                 for count, raw in self._lines(f, end):
                     env, why = parse_envelope(raw)
+                    if env is not None and env["kind"] == EnvelopeKind.DECISION.value:
+                        env["record"] = expand(env["record"])  # compact records in full
                     where = f"{name} line {count}" if len(names) > 1 else f"line {offset + count}"
                     yield offset + count, env, None if env is not None else f"{where} is {why}"
                 offset += count

@@ -43,6 +43,7 @@ from . import merkle
 from .lineformat import EnvelopeKind, LineEntry, LineStatus, parse_envelope, scan_line
 from .signing import _line_leaf, _stored_leaf
 from .verify import Checkpoint, Problem, ProblemKind, PrunedSpan, VerifyReport, check_chain
+from ..errors import AuditError, Location
 from ..safeopen import open_below
 
 __all__ = ["SegmentEnd", "SegmentScan", "check_segments", "header_record", "list_segments",
@@ -131,7 +132,10 @@ def segment_end(dir_fd: int, name: str, number: int) -> SegmentEnd | None:
     first, _ = parse_envelope(lines[0])
     last, _ = parse_envelope(lines[-1])
     if first is None or last is None:
-        raise ValueError(f"{name} does not start and end with a readable record")
+        raise AuditError("audit.corrupt_segment", f"{name} does not start and end with a "
+                         "readable record, so nothing can chain to it or name it; run "
+                         "`ctxbudget audit verify` on the log and restore the segment",
+                         location=Location(file=name), details={"segment": name})
     newest: str | None = None
     for raw in lines:
         env, _ = parse_envelope(raw)
@@ -190,7 +194,9 @@ def scan_segment(base: str, name: str, lines: Iterable[bytes], torn: bytes,
     for i, raw in enumerate(lines, 1):
         e = scan_line(raw, offset + i)
         entries.append(e)
-        leaves.append(merkle.leaf_hash(_line_leaf(raw)))
+        # the leaf as signing._line_leaf makes it, from the hash just computed
+        leaves.append(merkle.leaf_hash(merkle.leaf_bytes(e.computed_hash) if e.computed_hash
+                                       else _line_leaf(raw)))
         if e.status is LineStatus.OK and e.kind in (EnvelopeKind.SEGMENT.value,
                                                     EnvelopeKind.PRUNE.value):
             env, _ = parse_envelope(raw)

@@ -17,9 +17,9 @@ from . import merkle
 from .lineformat import scan_line
 from .log import AuditLog
 from .note import VerifierKey, origin_log_name, parse_note
-from .proofs import SignedReport, _read_lines, prove, verify_signed
+from .proofs import SignedReport, _read_lines, load_notes, prove, verify_signed
 from .segments import segment_name, segment_number
-from .signing import _line_leaf
+from .signing import _line_leaf, sidecar_path
 from .verify import VerifyReport
 from ..errors import AuditError
 
@@ -54,6 +54,8 @@ def verify_signed_segments(log: str | Path, key: VerifierKey, *, log_name: str |
     problems: list[tuple[str, str]] = []
     for i, name in enumerate(names):
         number = segment_number(base.name, name) or 0
+        if i:  # a segment begun after a key rotation is signed by the new key
+            key = _rotated_to(base.with_name(names[i - 1]), key)
         r = verify_signed(base.with_name(name), key,
                           log_name=segment_name(log_name, number) if log_name else None,
                           external=routed[name],
@@ -66,6 +68,21 @@ def verify_signed_segments(log: str | Path, key: VerifierKey, *, log_name: str |
                             records, records - tail,
                             tuple(c for r in per.values() for c in r.checkpoints))
     return combined, per
+
+
+def _rotated_to(segment: Path, key: VerifierKey) -> VerifierKey:
+    """The key that signs after ``segment``: ``key``, or the key its sidecar's rotation
+    notes (each signed by the key before) hand over to."""
+    for _source, text in load_notes(sidecar_path(segment), missing_ok=True):
+        try:
+            note = parse_note(text)
+            if note.is_rotation and note.signed_by(key):
+                rot = note.rotation()
+                if note.signed_by(rot.new_key):
+                    key = rot.new_key
+        except ValueError:
+            continue
+    return key
 
 
 def mark_pruned_signed(report: VerifyReport, per: dict[str, SignedReport],
