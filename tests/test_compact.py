@@ -125,3 +125,17 @@ def test_a_golden_version_1_log_still_verifies_shows_and_replays(
 
     reseal(path, [env["record"]] + [json.loads(line)["record"] for line in lines[1:]])
     assert not check_log(AuditLog(path)).ok
+
+
+def test_the_solver_log_is_kept_only_when_the_policy_says_keep() -> None:
+    import dataclasses
+
+    from engine.policy import SolverLog
+
+    policy = support(False)
+    assert policy.solver.log is SolverLog.HASH  # the default
+    log = decide(support_rows(), policy).record["solver"]["log"]
+    assert set(log) == {"lines", "sha256"} and log["lines"] > 0
+    keep = policy.replace(solver=dataclasses.replace(policy.solver, log=SolverLog.KEEP))
+    kept = decide(support_rows(), keep).record["solver"]["log"]
+    assert len(kept["text"]) == kept["lines"] == log["lines"]
