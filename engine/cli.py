@@ -447,14 +447,15 @@ def cmd_audit_report(args: argparse.Namespace) -> int:
 
     from .audit.log import AuditLog
     from .audit.note import VerifierKey
-    from .audit.proofs import verify_signed
     from .audit.records import check_log
     from .audit.report import DecisionEntry, ReportInput, SignatureInfo, render
+    from .audit.segproofs import verify_signed_segments
 
     checks = check_log(AuditLog(Path(args.log), signer=None))
     sig = SignatureInfo(False)
     if args.key:
-        s = verify_signed(args.log, VerifierKey.load(args.key), log_name=args.log_name, max_unsigned=10**18)
+        s, _ = verify_signed_segments(args.log, VerifierKey.load(args.key), log_name=args.log_name,
+                                      max_unsigned=10**18)  # every segment of a rotated log
         sig = SignatureInfo(True, s.signed_size, s.records, s.problems, tuple(
             (c.size, c.source) for c in s.checkpoints if c.signature_ok and c.reproduced and c.size is not None))
     notes: dict[int | None, list[str]] = {}

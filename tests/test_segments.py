@@ -293,3 +293,17 @@ def test_an_unreadable_segment_before_an_empty_active_one_is_an_audit_error(tmp_
         log.append(_record(9))
     assert err.value.code == "audit.corrupt_segment"
     assert "decisions.00001.jsonl does not start and end with a readable record" in err.value.message
+
+
+def test_audit_report_spans_the_segments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    private, public = _key(tmp_path)
+    monkeypatch.setenv(KEY_ENV, str(private))
+    (tmp_path / "logs").mkdir()
+    log = AuditLog(tmp_path / "logs" / "r.jsonl", rotate=Rotate(max_records=2))
+    ids = [allocated(log, store=True)["decision_id"] for _ in range(3)]
+    log.close()
+    assert len(log.segments()) == 2
+    out = tmp_path / "report.html"
+    assert cli.main(["audit", "report", str(log.path), "--key", str(public), "--out", str(out)]) == 0
+    page = out.read_text(encoding="utf-8")
+    assert all(i in page for i in ids)
