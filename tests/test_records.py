@@ -15,6 +15,7 @@ from auditcases import allocated, envelopes, every_kind, repaired, reseal, rewri
 from engine import AuditLog, cli
 from engine.allocate import allocate
 from engine.audit import record as audit
+from engine.audit.compact import expand
 from engine.audit.privacy import configured_secret
 from engine.audit.records import check_log, check_record
 from engine.audit.show import render
@@ -128,7 +129,7 @@ def consistent_forgery(path: Path) -> str:
     ``policy.effective``, keep the original digest, reseal the chain. Returns the item
     the forgery took out."""
     records = [e["record"] for e in envelopes(path)]
-    rec = records[0]
+    rec = records[0] = expand(records[0])  # compact records are edited in full
     victim = next(it["source_id"] for it in rec["items"]
                   if it["decision"] == "included" and it["reason"] != "pinned")
     effective = copy.deepcopy(rec["policy"]["effective"])
