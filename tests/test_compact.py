@@ -103,8 +103,9 @@ def test_hostile_compact_records_never_raise() -> None:
 
 def test_a_golden_version_1_log_still_verifies_shows_and_replays(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """tests/golden/audit/v1-log.jsonl was written before compaction (schema version 1,
-    solver log kept); it must keep verifying and replaying identical."""
+    """tests/golden/audit/v1-log.jsonl was written by the code before compaction (schema
+    version 1, solver log kept; only its policy paths were made relative to the repository
+    and the chain resealed); it must keep verifying and replaying identical."""
     path = tmp_path / "v1.jsonl"
     shutil.copy(GOLDEN_LOG, path)
     records = [json.loads(line)["record"] for line in path.read_bytes().splitlines()]
