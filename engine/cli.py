@@ -449,15 +449,16 @@ def cmd_audit_report(args: argparse.Namespace) -> int:
     from .audit.note import VerifierKey
     from .audit.records import check_log
     from .audit.report import DecisionEntry, ReportInput, SignatureInfo, render
-    from .audit.segproofs import verify_signed_segments
+    from .audit.segproofs import signed_spans, verify_signed_segments
 
     checks = check_log(AuditLog(Path(args.log), signer=None))
     sig = SignatureInfo(False)
     if args.key:
-        s, _ = verify_signed_segments(args.log, VerifierKey.load(args.key), log_name=args.log_name,
-                                      max_unsigned=10**18)  # every segment of a rotated log
+        s, per = verify_signed_segments(args.log, VerifierKey.load(args.key), log_name=args.log_name,
+                                        max_unsigned=10**18)  # every segment of a rotated log
         sig = SignatureInfo(True, s.signed_size, s.records, s.problems, tuple(
-            (c.size, c.source) for c in s.checkpoints if c.signature_ok and c.reproduced and c.size is not None))
+            (c.size, c.source) for c in s.checkpoints if c.signature_ok and c.reproduced and c.size is not None),
+            spans=signed_spans(args.log, per))
     notes: dict[int | None, list[str]] = {}
     for seq, note in checks.unchecked:
         notes.setdefault(seq, []).append(note)

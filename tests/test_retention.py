@@ -230,3 +230,32 @@ def test_cli_prune(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     assert pruned == [{"from_seq": 1, "to_seq": 4, "files": ["decisions.jsonl", "decisions.00001.jsonl"],
                        "by_seq": 7, "by_file": "decisions.00002.jsonl", "signed": True}]
     assert cli.main(["audit", "replay", str(log.path)]) == 0  # what is left still replays
+
+
+def test_report_marks_signed_records_per_segment_after_rotation_and_pruning(tmp_path: Path) -> None:
+    """`audit report --key` on a rotated, pruned log: seqs no longer start at 1 and each
+    segment has its own tree, so "signed" is decided per segment, not by a global count."""
+    from engine.audit.reportcard import SignatureInfo
+    from engine.audit.segproofs import signed_spans
+
+    key, pub = _key(tmp_path)
+    signer = Signer.from_file(key)
+    log = _log(tmp_path, [1, 2, 3, 4, 5, 6, 7], signer)
+    prune(AuditLog(log.path, signer=signer), datetime(2026, 1, 10, tzinfo=UTC), retention_days=183)
+    tail = AuditLog(log.path, signer=None)  # one more record, never signed
+    tail.append({"decision_id": "late", "timestamp": "2026-01-09T00:00:00Z"})
+    tail.close()
+    seqs = {e["record"].get("decision_id"): e["seq"] for _n, e, _why in AuditLog(log.path, signer=None).scan()
+            if e is not None and "decision_id" in e["record"]}
+    assert "d0" not in seqs and min(seqs.values()) > 1  # the first segment was pruned
+    combined, per = verify_signed_segments(log.path, VerifierKey.load(pub), max_unsigned=10**6)
+    sig = SignatureInfo(True, combined.signed_size, combined.records, combined.problems,
+                        spans=signed_spans(log.path, per))
+    for did, seq in seqs.items():
+        covering = sig.covering(seq)
+        if did == "late":
+            assert covering is None, seq
+        else:
+            assert covering is not None and "checkpoints" in covering, (did, seq, covering)
+    # the old global count would call the last signed decision unsigned
+    assert SignatureInfo(True, combined.signed_size, combined.records).covering(seqs["d6"]) is None

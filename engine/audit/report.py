@@ -107,11 +107,19 @@ def _integrity_html(data: ReportInput, failed: int) -> str:
                     "hash chain only</li>")
     else:
         tail = sig.records - sig.signed_size
+        if sig.spans:  # a rotated or pruned log: seqs need not start at 1
+            signed = "; ".join(f"{first:,}..{first + n - 1:,}" for first, n, _ in sig.spans if n) or "none"
+            signed_text = f"{sig.signed_size:,} of {sig.records:,} records signed (seq {signed})"
+            last_first, last_n, _ = sig.spans[-1]
+            tail_text = f"{tail:,} record(s), from seq {last_first + last_n:,}"
+        else:
+            signed_text = f"records 1..{sig.signed_size:,} signed"
+            tail_text = f"{tail:,} record(s), seq {sig.signed_size + 1:,}..{sig.records:,}"
         rows.append(f"<li class={'failed' if sig.problems else 'ok'}>signatures "
-                    f"{'FAILED' if sig.problems else 'OK'}: records 1..{sig.signed_size:,} signed by "
+                    f"{'FAILED' if sig.problems else 'OK'}: {signed_text} by "
                     f"{len(sig.checkpoints):,} valid checkpoint(s)</li>")
         rows.append(f"<li class={'warn' if tail else 'ok'}>unsigned tail: "
-                    + (f"{tail:,} record(s), seq {sig.signed_size + 1:,}..{sig.records:,}" if tail else "none") + "</li>")
+                    + (tail_text if tail else "none") + "</li>")
         rows += [f"<li class=failed><code>{esc(c)}</code>: {esc(m)}</li>" for c, m in sig.problems[:20]]
     return "<ul class=integrity>" + "".join(rows) + "</ul>"
 

@@ -99,13 +99,20 @@ class SignatureInfo:
     problems: tuple[tuple[str, str], ...] = ()
     #: (tree size, source) of each checkpoint whose signature is valid and root reproduced
     checkpoints: tuple[tuple[int, str], ...] = ()
+    #: For a rotated or pruned log, one span per segment: (its first seq, how many of its
+    #: records are signed, its valid checkpoints as above). Empty: one file from seq 1.
+    spans: tuple[tuple[int, int, tuple[tuple[int, str], ...]], ...] = ()
 
     def covering(self, seq: Any) -> str | None:
         """The first valid checkpoint that covers record ``seq``, or None."""
-        if not isinstance(seq, int) or seq > self.signed_size:
+        if not isinstance(seq, int) or isinstance(seq, bool):
             return None
-        return next((f"{src} (tree size {size:,})" for size, src in sorted(self.checkpoints)
-                     if size >= seq), f"records 1..{self.signed_size:,}")
+        for first, signed, cps in self.spans or ((1, self.signed_size, self.checkpoints),):
+            if first <= seq < first + signed:
+                pos = seq - first + 1  # the record's leaf number in its segment's tree
+                return next((f"{src} (tree size {size:,})" for size, src in sorted(cps) if size >= pos),
+                            f"records {first:,}..{first + signed - 1:,}")
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,6 +103,23 @@ def mark_pruned_signed(report: VerifyReport, per: dict[str, SignedReport],
     return dataclasses.replace(report, pruned=tuple(spans))
 
 
+def signed_spans(log: str | Path, per: dict[str, SignedReport]
+                 ) -> tuple[tuple[int, int, tuple[tuple[int, str], ...]], ...]:
+    """Per segment of ``log`` checked in ``per`` (:func:`verify_signed_segments`): its
+    first seq, how many of its records are signed, and its valid checkpoints
+    ((tree size, source)); a segment with problems counts none as signed."""
+    base = Path(log)
+    out = []
+    for name, r in per.items():
+        first = _first_seq(base.with_name(name))
+        if first is None:
+            continue
+        good = tuple((c.size, c.source) for c in r.checkpoints
+                     if c.signature_ok and c.reproduced and c.size is not None)
+        out.append((first, 0 if r.problems else r.signed_size, good))
+    return tuple(out)
+
+
 def _first_seq(path: Path) -> int | None:
     lines = _read_lines(path)
     return scan_line(lines[0], 1).seq if lines else None
