@@ -436,6 +436,15 @@ class Policy:
         return out
 
     @classmethod
+    def from_record(cls, effective: Any) -> Policy:
+        """The Policy an audit record's ``policy.effective`` describes.
+
+        A record spells out every key its engine knew, so a key missing from it did not
+        exist yet when the record was written: it is read as the value that reproduces
+        what that engine did (:data:`LEGACY_VALUES`), never as today's default."""
+        return cls.from_mapping(with_legacy_values(effective))
+
+    @classmethod
     def from_mapping(
         cls, data: Any, *, file: str | None = None, locations: Mapping[str, Location] | None = None
     ) -> Policy:
@@ -724,3 +733,29 @@ def render_policy(policy: Policy) -> str:
     ``# digest: sha256:...`` line. Same policy, same bytes; loading the output back
     gives a policy with the same digest."""
     return f"{dump_yaml(policy.to_dict())}# digest: {policy.digest}\n"
+
+
+#: Keys added to the effective policy after records were first written, each with the
+#: value under which a record written before it was decided (paths from the top).
+LEGACY_VALUES: Mapping[tuple[str, ...], Any] = MappingProxyType({
+    ("spec", "objective", "calibrate"): "max",
+    ("spec", "objective", "calibrate_within"): "all",
+    ("spec", "objective", "inherit"): 0.0,
+    ("spec", "objective", "coverage"): False,
+    ("spec", "objective", "level_weights"): {},
+})
+
+
+def with_legacy_values(effective: Any) -> Any:
+    """``effective`` with each missing :data:`LEGACY_VALUES` key filled in, where its
+    parent object exists (a copy; anything not a mapping is returned as is)."""
+    if not isinstance(effective, Mapping):
+        return effective
+    out = thaw(effective)
+    for path, value in LEGACY_VALUES.items():
+        node = out
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and path[-1] not in node:
+            node[path[-1]] = thaw(value) if isinstance(value, Mapping) else value
+    return out

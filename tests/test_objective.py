@@ -385,3 +385,27 @@ def test_no_candidates_no_values(calibrate: str) -> None:
     alloc = allocate([], pol)
     assert alloc.decisions == () and verify(pol, (), alloc) == ()
     assert objective_values(pol.objective, (), (), (), {}) == ()
+
+
+
+def test_a_record_written_before_the_objective_keys_replays_under_the_values_it_was_decided_by() -> None:
+    """A record's effective policy spells out every key its engine knew: a missing
+    objective key means "not there yet" and is read as the old behaviour (calibrate max
+    over all levels, no inherit, no coverage), whatever today's defaults are."""
+    from engine.policy import LEGACY_VALUES, Calibration, CalibrationGroup, with_legacy_values
+
+    old = Policy.default(100).to_dict()
+    old["spec"]["objective"] = {"transform": "power", "exponent": 2, "k": 60}  # a 2026-11 record
+    filled = with_legacy_values(old)
+    assert filled["spec"]["objective"] == {"transform": "power", "exponent": 2, "k": 60, "calibrate": "max",
+                                           "calibrate_within": "all", "inherit": 0.0, "coverage": False,
+                                           "level_weights": {}}
+    assert "calibrate" not in old["spec"]["objective"]  # a copy: the record is not touched
+    pol = Policy.from_record(old)
+    assert (pol.objective.calibrate, pol.objective.calibrate_within) == (Calibration.MAX, CalibrationGroup.ALL)
+    assert (pol.objective.inherit, pol.objective.coverage, pol.objective.level_weights) == (0.0, False, ())
+    # keys a record does carry are never overridden, and every legacy key is an objective key
+    new = Policy.default(100).to_dict()
+    new["spec"]["objective"].update(calibrate="rank", calibrate_within="level", coverage=True)
+    assert with_legacy_values(new)["spec"]["objective"]["calibrate"] == "rank"
+    assert {p[:2] for p in LEGACY_VALUES} == {("spec", "objective")}

@@ -133,7 +133,7 @@ class _Checker:
                      f"the effective policy hashes to {actual}, not to the recorded {claimed}: "
                      "the policy the decision claims to follow was changed after the fact")
         try:
-            policy = Policy.from_mapping(effective)
+            policy = Policy.from_record(effective)
         except EngineError as exc:
             self.add("record.policy_invalid", "$.policy.effective",
                      f"the effective policy does not load: {exc.code}: {exc.message}")

@@ -243,7 +243,7 @@ def _replay(record: Mapping[str, Any], policy: Policy | None, did: str, seq: int
     diffs: list[Difference] = []
     notes: list[str] = []
     try:
-        pol = policy or Policy.from_mapping(record["policy"]["effective"])
+        pol = policy or Policy.from_record(record["policy"]["effective"])
         stored = _stored(record)
         if pol.duplicates is not None and not stored:
             raise _Unreplayable("the policy's duplicates rule compares the items' texts and the content "
