@@ -8,12 +8,14 @@ decision replays differently or cannot be replayed; 130 on Ctrl-C,
     ctxbudget policy validate FILES...          ctxbudget policy render FILE
     ctxbudget allocate --policy P --candidates C [--format json|context] [--audit-log L]
     ctxbudget pack --policy P --query Q PATH... [--out F] [--json] [--audit-log L]
+        (both: [--request-id ID] [--requested-by WHO] [--label KEY=VALUE]...)
     ctxbudget audit verify LOG [--checkpoint F]  ctxbudget audit checkpoint LOG --out F
     ctxbudget audit replay LOG [--policy P [--fail-on-diff]]  ctxbudget audit show LOG [--decision ID] [--json]
     ctxbudget audit verify LOG --key PUB         ctxbudget audit keygen --out DIR [--name N]
     ctxbudget audit prove LOG ID [--out F]       ctxbudget audit check-proof F --key PUB
     ctxbudget audit rotate LOG --new-key KEY     ctxbudget audit secret --out FILE
-    ctxbudget audit query LOG... [--source-id ID] [--doc D] [--since T] [--status S] [--json]
+    ctxbudget audit query LOG... [--source-id ID] [--doc D] [--since T] [--status S]
+                                 [--request-id ID] [--requested-by WHO] [--json]
     ctxbudget audit export LOG... --out F [--format csv|parquet] [--items]
     ctxbudget audit report LOG [--decision ID] --out report.html [--key PUB]
     ctxbudget audit prune LOG [--policy P|--retention-days N] [--before D|--now D] [--dry-run]
@@ -35,7 +37,8 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -69,6 +72,7 @@ def _err(text: str) -> None:
 
 def _audit_log(args: argparse.Namespace, policy: Policy) -> AuditLog | None:
     from .audit.log import AuditLog
+    from .audit.signing import policy_signer
     from .decide import policy_audit_log
 
     if not getattr(args, "audit_log", None):
@@ -81,7 +85,46 @@ def _audit_log(args: argparse.Namespace, policy: Policy) -> AuditLog | None:
                          f"cannot create the folder of audit log {path}: {exc.strerror or exc}; "
                          "fix the path or its permissions (no decision is made without its record)",
                          path="$.spec.audit.log") from None
-    return AuditLog(path, rotate=policy.audit.rotate)
+    return AuditLog(path, rotate=policy.audit.rotate,
+                    signer=policy_signer(policy.audit.signing_key, policy.file))
+
+
+@contextmanager
+def _signing_on_close(log: AuditLog | None) -> Iterator[None]:
+    """Close ``log`` after a decision that was recorded, allocated or infeasible (its
+    close signs the new record when a key is configured); an error before any record
+    (bad input, no secret) leaves the log folder untouched."""
+    from .errors import InfeasibleError
+
+    try:
+        yield
+    except InfeasibleError:
+        if log is not None:
+            log.close()
+        raise
+    if log is not None:
+        log.close()
+
+
+# -- who asked: the request flags of every deciding command, in one place ---------------
+
+def _add_request_options(parser: argparse.ArgumentParser) -> None:
+    """``--request-id``, ``--requested-by`` and ``--label KEY=VALUE`` (repeatable),
+    recorded in the decision's audit record (engine.audit.request)."""
+    g = parser.add_argument_group("who asked (recorded in the audit record)")
+    g.add_argument("--request-id", metavar="ID", help="the caller's id for this request (trace or "
+                   "ticket id; letters, digits, . _ : @ / + = -); default: one is generated and "
+                   "recorded as generated")
+    g.add_argument("--requested-by", metavar="WHO", help="the user, service or team asking")
+    g.add_argument("--label", action="append", metavar="KEY=VALUE", default=[],
+                   help="a label kept with the record (repeat for several; audit.mask globs mask "
+                   "label values too)")
+
+
+def _request(args: argparse.Namespace) -> Any:
+    from .audit.request import Request, parse_label
+
+    return Request.of(args.request_id, args.requested_by, [parse_label(t) for t in args.label])
 
 
 def allocation_json(decided: Any) -> dict[str, Any]:
@@ -115,12 +158,26 @@ def summary_line(a: Any, seconds: float) -> str:
             f"strategy {a.strategy_used.value} ({verdict}){fb}; {seconds * 1000:.0f} ms{warn}")
 
 
+def _policy_files(names: Sequence[str]) -> list[str]:
+    """Files as named; a folder stands for its ``*.yaml``/``*.yml`` files (sorted)."""
+    out: list[str] = []
+    for name in names:
+        p = Path(name)
+        out += (sorted(str(f) for f in p.iterdir() if f.suffix in (".yaml", ".yml") and f.is_file())
+                if p.is_dir() else [name])
+    return out
+
+
 def cmd_policy_validate(args: argparse.Namespace) -> int:
+    """Every file (a folder: its YAML files), then the files together: two that claim
+    one name and revision with different digests are ``policy.revision_conflict``."""
+    from .audit.policies import revision_conflicts
     from .policy import load_policy
     from .problem import policy_tokenizer
 
     worst = 0
-    for f in args.files:
+    loaded = []
+    for f in _policy_files(args.files):
         try:
             p = load_policy(f)
             policy_tokenizer(p)  # an encoding not on this machine fails here too, not at first use
@@ -128,7 +185,11 @@ def cmd_policy_validate(args: argparse.Namespace) -> int:
             _report(exc, args)
             worst = max(worst, exit_code_for(exc))
             continue
+        loaded.append(p)
         _out(f"ok {f}: {p.name} revision {p.revision} ({p.digest})")
+    for conflict in revision_conflicts(loaded):
+        _report(conflict, args)
+        worst = max(worst, exit_code_for(conflict))
     return worst
 
 
@@ -146,13 +207,13 @@ def cmd_allocate(args: argparse.Namespace) -> int:
     from .policy import BudgetStrategy, load_policy
 
     t0 = time.perf_counter()
+    request = _request(args)
     policy = load_policy(args.policy)
     cands = from_mappings(load_candidates_file(args.candidates))
     strategy = BudgetStrategy(args.strategy) if args.strategy else None
     log = _audit_log(args, policy)
-    decided = decide(cands, policy, audit_log=log, strategy=strategy)
-    if log is not None:
-        log.close()  # signs the new record when a key is configured
+    with _signing_on_close(log):
+        decided = decide(cands, policy, audit_log=log, strategy=strategy, request=request)
     if args.format == "context":
         _out(decided.allocation.context)
     else:
@@ -165,6 +226,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     from .policy import load_policy
     from .retrieval.pack import pack
 
+    request = _request(args)
     policy = load_policy(args.policy)
     log = _audit_log(args, policy)
     started = time.monotonic()
@@ -176,9 +238,9 @@ def cmd_pack(args: argparse.Namespace) -> int:
             if done == total:
                 sys.stderr.write("\n")
 
-    packed = pack(policy, args.query, args.paths, top_k=args.top_k, audit_log=log, progress=progress)
-    if log is not None:
-        log.close()  # signs the new record when a key is configured
+    with _signing_on_close(log):
+        packed = pack(policy, args.query, args.paths, top_k=args.top_k, audit_log=log,
+                      progress=progress, request=request)
     a = packed.decided.allocation
     if args.json:
         _out(json.dumps(allocation_json(packed.decided), indent=2, ensure_ascii=False))
@@ -414,7 +476,8 @@ def cmd_audit_query(args: argparse.Namespace) -> int:
               until=parse_time(args.until, flag="--until", end_of_day=True) if args.until else None,
               policies=tuple(args.policy or ()), revisions=tuple(args.revision or ()),
               statuses=tuple(args.status or ()), reasons=tuple(args.reason or ()),
-              any_decision=args.any_decision)
+              any_decision=args.any_decision, request_ids=tuple(args.request_id or ()),
+              requested_by=tuple(args.requested_by or ()))
     result = search(q, [AuditLog(Path(f)) for f in args.logs])
     if args.json:
         for m in result.matches:
@@ -551,8 +614,9 @@ def build_parser() -> argparse.ArgumentParser:
     pol = command(sub, "policy", "validate or render policy files").add_subparsers(
         dest="sub", required=True, metavar="SUBCOMMAND", parser_class=_Parser, title="subcommands",
         help="`ctxbudget policy SUBCOMMAND --help` lists its options")
-    v = command(pol, "validate", "validate policy files (exit 2 on any error)")
-    v.add_argument("files", nargs="+", metavar="FILE", help="policy files (YAML)")
+    v = command(pol, "validate", "validate policy files, and that no two claim one name and revision "
+                "with different texts (exit 2 on any error)")
+    v.add_argument("files", nargs="+", metavar="FILE", help="policy files (YAML), or folders of them")
     v.set_defaults(func=cmd_policy_validate)
     r = command(pol, "render", "print the effective policy (after extends) and its digest")
     r.add_argument("file", metavar="FILE", help="policy file (YAML)")
@@ -567,6 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--strategy", choices=STRATEGIES, help="override the policy's strategy")
     a.add_argument("--audit-log", metavar="FILE",
                    help="append the audit record here (default: the policy's audit.log, if any)")
+    _add_request_options(a)
     a.set_defaults(func=cmd_allocate)
 
     k = command(sub, "pack", "index files, search, and pack the best context for a query")
@@ -578,6 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--top-k", type=int, default=50, metavar="N", help="search results to consider (default 50)")
     k.add_argument("--audit-log", metavar="FILE",
                    help="append the audit record here (default: the policy's audit.log, if any)")
+    _add_request_options(k)
     k.set_defaults(func=cmd_pack)
 
     au = command(sub, "audit", "verify, checkpoint, replay or show an audit log").add_subparsers(
@@ -673,6 +739,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="decisions with this verdict (solver status, or infeasible)")
     aqy.add_argument("--reason", action="append", metavar="CODE",
                      help="items with this reason code (e.g. over_budget, pinned)")
+    aqy.add_argument("--request-id", action="append", metavar="ID",
+                     help="decisions made for this request id (shell glob; repeat for any of several)")
+    aqy.add_argument("--requested-by", action="append", metavar="WHO",
+                     help="decisions asked for by this caller (shell glob)")
     aqy.add_argument("--json", action="store_true", help="print JSON Lines: one matching decision per line")
     aqy.set_defaults(func=cmd_audit_query)
     aex = command(au, "export", "write decisions (or their items) as a flat CSV or Parquet table "

@@ -9,7 +9,7 @@ decision is recorded too (with its conflicting rules) and the error re-raised.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +20,9 @@ from .allocate import allocate, to_candidates
 from .allocation import Allocation
 from .audit.compact import compact
 from .audit.log import AuditLog
+from .audit.policies import archive_policy
+from .audit.request import CorpusFile, Request
+from .audit.signing import policy_signer
 from .audit.privacy import AuditSecret, check_outside, configured_secret, missing_secret_error
 from .errors import InfeasibleError, PolicyError
 from .policy import BudgetStrategy, Policy
@@ -57,19 +60,22 @@ def policy_audit_log(policy: Policy) -> AuditLog | None:
     if target is None:
         return None
     base = Path(policy.file).resolve().parent if policy.file else Path.cwd()
-    return AuditLog(target, root=base, rotate=policy.audit.rotate)
+    return AuditLog(target, root=base, rotate=policy.audit.rotate,
+                    signer=policy_signer(policy.audit.signing_key, policy.file))
 
 
 def log_secret(policy: Policy, audit_log: AuditLog | None,
-               secret: AuditSecret | None = None) -> AuditSecret | None:
+               secret: AuditSecret | None = None, *, query: bool = False) -> AuditSecret | None:
     """The secret that keys a record written to ``audit_log``: ``secret`` if given, else
     the one ``CTXBUDGET_AUDIT_SECRET`` or the policy's ``audit.secret_file`` names. A
-    record that needs one (content not stored, or fields masked) and has none is
+    record that needs one (content not stored, fields masked, or a ``query`` not kept as
+    text) and has none is
     ``AuditError`` ``audit.secret_missing``, raised before any decision is made."""
     if secret is not None or audit_log is None:
         return secret
     found = configured_secret(policy.audit.secret_file, policy.file)
-    if found is None and (not policy.audit.store_content or policy.audit.mask):
+    needs = not policy.audit.store_content or policy.audit.mask or (query and not policy.audit.keeps_query)
+    if found is None and needs:
         raise missing_secret_error(audit_log.path)
     if found is not None:
         check_outside(found, audit_log.path)
@@ -79,21 +85,31 @@ def log_secret(policy: Policy, audit_log: AuditLog | None,
 def decide(candidates: Iterable[Any], policy: Policy, *, audit_log: AuditLog | None = None,
            strategy: BudgetStrategy | None = None, decision_id: str | None = None,
            now: datetime | None = None, secret: AuditSecret | None = None,
-           query: str | None = None) -> Decided:
+           query: str | None = None, request: Request | None = None,
+           corpus: Sequence[CorpusFile] | None = None) -> Decided:
     """Allocate and record. Raises what ``allocate`` raises, and ``AuditError``.
     ``secret`` keys the record's digests (default: :func:`log_secret`); ``query`` is the
-    question the candidates answer (``pack``), recorded as the policy's privacy says."""
-    secret = log_secret(policy, audit_log, secret)
+    question the candidates answer (``pack``), recorded as the policy's privacy says;
+    ``request`` says who asked (:class:`~engine.audit.request.Request`: request id,
+    requested_by, labels; an id is generated when none is given); ``corpus`` the files
+    ``pack`` indexed. With a log, the effective policy is archived next to it first
+    (:mod:`engine.audit.policies`): a second policy claiming the same name and revision
+    with another digest is ``PolicyError`` ``policy.revision_conflict``, before any
+    decision is made."""
+    secret = log_secret(policy, audit_log, secret, query=query is not None)
+    if audit_log is not None:
+        archive_policy(audit_log, policy)
     cands = to_candidates(candidates)
     try:
         alloc = allocate(cands, policy, strategy=strategy)
     except InfeasibleError as exc:
         rec = audit.build_infeasible(policy, cands, exc, decision_id=decision_id, now=now,
-                                     secret=secret, query=query)
+                                     secret=secret, query=query, request=request, corpus=corpus)
         if audit_log is not None:
             audit_log.append(compact(rec))
         exc.details["decision_id"] = rec["decision_id"]
         raise
-    rec = audit.build(policy, cands, alloc, decision_id=decision_id, now=now, secret=secret, query=query)
+    rec = audit.build(policy, cands, alloc, decision_id=decision_id, now=now, secret=secret,
+                      query=query, request=request, corpus=corpus)
     env = audit_log.append(compact(rec)) if audit_log is not None else None
     return Decided(alloc, rec, env)

@@ -358,8 +358,11 @@ class Rotate:
 class AuditSettings:
     """Where decisions are logged (``None``: not logged), whether content is kept, the
     file holding the secret that keys the digests of content not kept (``secret_file``;
-    the ``CTXBUDGET_AUDIT_SECRET`` variable wins), and the metadata keys (globs) whose
-    values are written masked (see :mod:`engine.audit.privacy`)."""
+    the ``CTXBUDGET_AUDIT_SECRET`` variable wins), the metadata keys and request labels
+    (globs) whose values are written masked (see :mod:`engine.audit.privacy`), whether
+    ``pack``'s query is kept as text (``store_query``) and the signing key's file
+    (``signing_key``; ``CTXBUDGET_AUDIT_KEY`` wins). Unset optional fields stay out of
+    the effective policy, so adding them left every earlier digest unchanged."""
 
     log: str | None = None
     store_content: bool = False
@@ -368,6 +371,15 @@ class AuditSettings:
     rotate: Rotate | None = None
     retention_days: int | None = None
     allow_short_retention: bool | None = None
+    #: ``pack``'s query kept as text (``None``: as ``store_content``).
+    store_query: bool | None = None
+    #: The Ed25519 key that signs the log's checkpoints (``CTXBUDGET_AUDIT_KEY`` wins).
+    signing_key: str | None = None
+
+    @property
+    def keeps_query(self) -> bool:
+        """Whether a ``pack`` query is recorded as text (else as its keyed digest)."""
+        return self.store_content if self.store_query is None else self.store_query
 
 
 @dataclass(frozen=True, slots=True)
@@ -564,7 +576,9 @@ def _parts_from_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
                                audit.get("secret_file"), tuple(audit.get("mask", ())),
                                None if "rotate" not in audit else Rotate(
                                    audit["rotate"].get("max_bytes"), audit["rotate"].get("max_records")),
-                               audit.get("retention_days"), audit.get("allow_short_retention")),
+                               audit.get("retention_days"), audit.get("allow_short_retention"),
+                               store_query=audit.get("store_query"),
+                               signing_key=audit.get("signing_key")),
         "limits": Limits(int(limits.get("max_candidates", 200_000)), int(limits.get("max_item_bytes", 10_485_760))),
         "duplicates": None if dup is None else DuplicateRule(
             float(dup.get("threshold", 0.8)), Measure(dup.get("measure", "jaccard")), int(dup.get("shingle", 3))),

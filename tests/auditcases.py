@@ -32,7 +32,10 @@ def support_rows() -> Any:
 
 
 def support(store: bool) -> Policy:
-    return load_policy(SUPPORT).replace(audit=AuditSettings(store_content=store))
+    # each variant its own revision: one log refuses two texts under one revision
+    base = load_policy(SUPPORT)
+    return base.replace(audit=AuditSettings(store_content=store),
+                        revision=f"{base.revision}+{'stored' if store else 'hashed'}")
 
 
 def allocated(log: AuditLog, store: bool) -> dict[str, Any]:
@@ -40,14 +43,16 @@ def allocated(log: AuditLog, store: bool) -> dict[str, Any]:
 
 
 def infeasible(log: AuditLog, store: bool) -> None:
-    tight = support(store).replace(max_tokens=50, context_window=None, reserve_output=0, reserve_prompt=0)
+    tight = support(store).replace(max_tokens=50, context_window=None, reserve_output=0, reserve_prompt=0,
+                                   revision=f"tight-{store}")
     with pytest.raises(InfeasibleError):
         decide(from_mappings([({"source_id": "refund-terms", "content": "word " * 200,
                                 "relevance_score": 0.5}, None)]), tight, audit_log=log)
 
 
 def repaired(log: AuditLog, store: bool, strategy: BudgetStrategy) -> dict[str, Any]:
-    pol = Policy.default(2, separator="", tokenizer="cl100k_base", audit=AuditSettings(store_content=store))
+    pol = Policy.default(2, separator="", tokenizer="cl100k_base", audit=AuditSettings(store_content=store),
+                         revision=f"bpe-{store}")
     decided = decide(BPE, pol, audit_log=log, strategy=strategy)
     assert decided.record["repairs"] == [{"dropped": "dash", "tokens_before": 3, "tokens_after": 1}]
     return decided.record
@@ -66,7 +71,7 @@ def fallback(log: AuditLog, store: bool, monkeypatch: pytest.MonkeyPatch) -> dic
 
     pol = Policy.default(3_000, separator="", strategy=BudgetStrategy.OPTIMAL, solver=SolverSettings(),
                          levels=(LevelRule("PARAGRAPH", max_items=100_000),),
-                         audit=AuditSettings(store_content=store))
+                         audit=AuditSettings(store_content=store), revision=f"fallback-{store}")
     with monkeypatch.context() as m:
         m.setattr(cp_model.CpSolver, "solve", boom)
         decided = decide(hard_items(), pol, audit_log=log)

@@ -14,6 +14,7 @@ import pytest
 from engine import AuditLog, InfeasibleError, load_policy
 from engine.audit.privacy import AuditSecret
 from engine.audit.record import stable_view
+from engine.audit.request import Request
 from engine.candfile import load_candidates_file
 from engine.candidates import from_mappings
 from engine.decide import decide
@@ -29,6 +30,8 @@ NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 #: Golden records key their digests under a fixed secret (records never written would
 #: otherwise use this process's ephemeral key).
 GOLDEN_SECRET = AuditSecret.from_bytes(bytes(range(32)))
+#: Who asked, in every golden record (the request part is reviewed like the rest).
+GOLDEN_REQUEST = Request.of("req-golden-0001", "svc:golden-tests", {"team": "search", "ticket": "AUD-12"})
 
 
 def candidates_for(policy_file: Path) -> Any:
@@ -55,7 +58,7 @@ def test_schema_reason_codes_match_the_enum() -> None:
 def test_golden_audit_record_per_policy(policy_file: Path) -> None:
     policy = load_policy(policy_file)
     decided = decide(candidates_for(policy_file), policy, decision_id="00000000-0000-4000-8000-000000000000",
-                     now=NOW, secret=GOLDEN_SECRET)
+                     now=NOW, secret=GOLDEN_SECRET, request=GOLDEN_REQUEST)
     jsonschema.validate(decided.record, SCHEMA)
     got = json.dumps(golden_view(decided.record), indent=2, sort_keys=True) + "\n"
     target = GOLDEN / f"{policy_file.stem}.json"
@@ -84,7 +87,7 @@ def test_content_never_reaches_the_log_unless_asked(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "audit.jsonl")
     decide(from_mappings(rows), policy, audit_log=log)
     assert (tmp_path / "audit.jsonl").read_bytes().count(secret.encode()) == 0
-    stored = policy.replace(audit=type(policy.audit)(log=None, store_content=True))
+    stored = policy.replace(audit=type(policy.audit)(log=None, store_content=True), revision="1+stored")
     decide(from_mappings(rows), stored, audit_log=log)
     assert (tmp_path / "audit.jsonl").read_bytes().count(secret.encode()) == 1
     assert log.verify().ok

@@ -188,7 +188,7 @@ def test_cli_table(logs: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) 
     assert lines[0].split() == ["LOG", "SEQ", "TIMESTAMP", "DECISION", "POLICY", "REVISION", "STATUS", "ITEMS"]
     assert lines[1].split()[1:4] == ["1", "2026-11-20T10:00:00.000000Z", OPT]
     assert lines[2].split()[1:] == ["1", "2026-12-01T08:30:00.000000Z", GREEDY, "support-assistant",
-                                    "2026-11-25.1", "heuristic"]
+                                    "2026-11-25.1+stored", "heuristic"]
     # aligned: every column starts at the same offset on every row
     assert lines[0].index("TIMESTAMP") == lines[1].index("2026-11-20") == lines[2].index("2026-12-01")
     assert lines[-1] == "2 decisions of 6 matched in 2 logs"

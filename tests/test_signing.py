@@ -178,7 +178,8 @@ def test_without_a_key_nothing_changes(tmp_path: Path, capsys: pytest.CaptureFix
     allocated(log, store=True)  # a real decision: `audit verify` also checks the record
     log.close()
     assert not sidecar_path(log.path).exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.jsonl", "plain.jsonl.lock"]  # the writers' lock only
+    # the writers' lock and the policy archive only
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.jsonl", "plain.jsonl.lock", "plain.jsonl.policies"]
     capsys.readouterr()
     assert cli.main(["audit", "verify", str(log.path)]) == 0
     assert "signatures: unsigned" in capsys.readouterr().out

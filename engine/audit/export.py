@@ -23,13 +23,14 @@ from typing import Any
 
 from ..errors import UsageError
 from .log import AuditLog
-from .query import decision_items, decision_status, record_time
+from .query import decision_items, decision_status, record_time, request_of
 from .records import Finding, check_log
 
 #: (column, type) of a decision row: Arrow's type names; ``timestamp`` is the record's ISO
 #: 8601 text in CSV and a UTC microsecond timestamp in Parquet.
 DECISION_COLUMNS: tuple[tuple[str, str], ...] = (
     ("log", "string"), ("seq", "int64"), ("decision_id", "string"), ("timestamp", "timestamp"),
+    ("request_id", "string"), ("requested_by", "string"),
     ("policy", "string"), ("revision", "string"), ("digest", "string"), ("outcome", "string"),
     ("status", "string"), ("strategy_requested", "string"), ("strategy_used", "string"),
     ("fallback_reason", "string"), ("tokens_used", "int64"), ("tokens_limit", "int64"),
@@ -72,6 +73,7 @@ def decision_row(log: str, env: Mapping[str, Any], findings: Sequence[Finding] =
     included = sum(1 for it in items if it["decision"] == "included")
     row = {"log": log, "seq": env.get("seq"), "decision_id": rec.get("decision_id"),
            "timestamp": rec.get("timestamp"), "policy": pol.get("name"), "revision": pol.get("revision"),
+           "request_id": request_of(rec).get("request_id"), "requested_by": request_of(rec).get("requested_by"),
            "digest": pol.get("digest"), "outcome": rec.get("outcome"), "status": decision_status(rec),
            "strategy_requested": strategy.get("requested"), "strategy_used": strategy.get("used"),
            "fallback_reason": strategy.get("fallback_reason"),

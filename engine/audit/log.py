@@ -230,8 +230,8 @@ class AuditLog:
         """Sign the records not yet covered by a signed checkpoint (no-op unsigned)."""
         signer = self.active_signer()
         if signer is not None:
-            with self._locked(write=True) as (fd, _dir_fd, name):
-                signer.close(self.path.with_name(name), fd)
+            with self._locked(write=True) as (fd, dir_fd, name):
+                signer.close(self.path.with_name(name), fd, dir_fd)
 
     def rotate_key(self, new: Signer) -> AuditLog:
         """Sign what is unsigned, record a rotation note (signed by the old and the new
@@ -242,8 +242,8 @@ class AuditLog:
                              "set CTXBUDGET_AUDIT_KEY to the current key",
                              location=Location(file=str(self.path)))
         new.check_outside(self.path)
-        with self._locked(write=True) as (fd, _dir_fd, name):
-            signer.rotate(self.path.with_name(name), fd, new)
+        with self._locked(write=True) as (fd, dir_fd, name):
+            signer.rotate(self.path.with_name(name), fd, new, dir_fd)
         return AuditLog(self.path, self.lock_timeout_s, self.clock, new, root=self.root,
                         rotate=self.rotate)
 
@@ -286,7 +286,7 @@ class AuditLog:
                     fd, size, number, *self._last_link(last, end), record):
                 signer = self.active_signer()
                 if signer is not None:  # the closed segment ends signed
-                    signer.close(self.path.with_name(name), fd)
+                    signer.close(self.path.with_name(name), fd, dir_fd)
                 previous = segment_end(dir_fd, name, number)
                 assert previous is not None
                 number += 1
@@ -356,7 +356,7 @@ class AuditLog:
             self._commit(fd, b"".join(lines), end, size, torn,
                          seq if previous is None else 0, dir_fd)
             if signer is not None:  # still under the lock: notes in log order
-                signer.after_append(self.path.with_name(name), fd, end, lines)
+                signer.after_append(self.path.with_name(name), fd, end, lines, dir_fd)
         return [json.loads(line) for line in lines]
 
     def _last_link(self, last: bytes | None, end: int) -> tuple[int, str]:

@@ -18,6 +18,8 @@ How filters combine:
   ``--reason`` names the decision (an exclusion reason matches excluded items);
 * an infeasible decision sent nothing: its candidates match only with ``any_decision``,
   with decision and reason ``None``;
+* ``request_ids`` and ``requested_by`` (``--request-id``, ``--requested-by``; shell
+  globs) match the record's ``request`` part: who asked, under which request id;
 * a document is an item's ``metadata.doc_id`` (set by ``pack`` and the index) or, failing
   that, ``metadata.doc``; ids and documents may be shell globs (``kb#*``);
 * ``since``/``until`` are inclusive; a date alone for ``until`` means the end of that day;
@@ -99,6 +101,8 @@ class Query:
     statuses: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
     any_decision: bool = False
+    request_ids: tuple[str, ...] = ()
+    requested_by: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         bad = sorted(set(self.statuses) - set(STATUSES))
@@ -182,9 +186,19 @@ def _item_matches(q: Query, item: Mapping[str, Any]) -> bool:
     return q.any_decision or item["decision"] == "included"
 
 
+def request_of(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The record's ``request`` part (who asked), ``{}`` for records written before it."""
+    req = record.get("request")
+    return req if isinstance(req, Mapping) else {}
+
+
 def match(q: Query, record: Mapping[str, Any]) -> tuple[dict[str, Any], ...] | None:
     """The items of ``record`` that match ``q`` (empty when ``q`` has no item filter), or
     None when the decision does not match."""
+    if q.request_ids and not _glob(request_of(record).get("request_id"), q.request_ids):
+        return None
+    if q.requested_by and not _glob(request_of(record).get("requested_by"), q.requested_by):
+        return None
     pol = _policy(record)
     if q.policies and pol.get("name") not in q.policies:
         return None
@@ -214,8 +228,10 @@ class Match:
 
     def to_dict(self) -> dict[str, Any]:
         pol = _policy(self.record)
+        req = request_of(self.record)
         return {"log": self.log, "seq": self.seq, "decision_id": self.record.get("decision_id"),
-                "timestamp": self.record.get("timestamp"), "policy": pol.get("name"),
+                "timestamp": self.record.get("timestamp"), "request_id": req.get("request_id"),
+                "requested_by": req.get("requested_by"), "policy": pol.get("name"),
                 "revision": pol.get("revision"), "digest": pol.get("digest"),
                 "status": decision_status(self.record),
                 "checks": "failed" if self.findings else "ok",

@@ -31,6 +31,7 @@ from ..errors import InfeasibleError
 from ..policy import Policy, SolverLog
 from ..tokens import get_tokenizer
 from .privacy import CONTENT_METADATA, SCHEME, AuditSecret, ephemeral, mask_metadata
+from .request import CorpusFile, Request, provenance
 
 SCHEMA_VERSION = "1"
 
@@ -75,14 +76,16 @@ class Privacy:
     store_content: bool
     secret: AuditSecret | None
     mask: tuple[str, ...]
+    #: ``pack``'s query is kept as text (``audit.store_query``, default: ``store_content``).
+    store_query: bool = False
 
     @classmethod
     def of(cls, policy: Policy, secret: AuditSecret | None) -> Privacy:
         a = policy.audit
         mask = a.mask if a.store_content else tuple(dict.fromkeys(a.mask + CONTENT_METADATA))
-        if a.store_content and not mask:
-            return cls(True, None, ())
-        return cls(a.store_content, secret or ephemeral(), mask)
+        if a.store_content and not mask and a.keeps_query:
+            return cls(True, None, (), True)
+        return cls(a.store_content, secret or ephemeral(), mask, a.keeps_query)
 
     @property
     def keyed(self) -> bool:
@@ -102,9 +105,10 @@ class Privacy:
         return out
 
     def query(self, text: str) -> dict[str, Any]:
-        """A ``pack`` query as the record keeps it: its text only when content is stored,
-        else its keyed digest (the query is content: it says what the user asked)."""
-        if not self.keyed or self.secret is None:
+        """A ``pack`` query as the record keeps it: its text only when the policy keeps
+        queries (``audit.store_query``, default ``store_content``), else its keyed digest
+        (the query is content: it says what the user asked)."""
+        if self.store_query or self.secret is None:
             return {"text": text, "digest": None}
         return {"text": None, "digest": self.secret.digest(text)}
 
@@ -218,10 +222,12 @@ def _item_part(alloc: Allocation, digests: dict[str, str]) -> list[dict[str, Any
 
 def _header(policy: Policy, cands: Sequence[Candidate], decision_id: str | None,
             now: datetime | None, exact: bool, privacy: Privacy,
-            query: str | None = None) -> dict[str, Any]:
+            query: str | None = None, request: Request | None = None,
+            corpus: Sequence[CorpusFile] | None = None) -> dict[str, Any]:
     when = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     masked: set[str] = set()
     rows = [input_item(c, privacy, masked) for c in cands]
+    who = provenance(privacy, masked, request, query, corpus)  # request, query, corpus
     head = {
         "schema_version": SCHEMA_VERSION,
         "decision_id": decision_id or str(uuid.uuid4()),
@@ -232,22 +238,25 @@ def _header(policy: Policy, cands: Sequence[Candidate], decision_id: str | None,
                   "digest": input_digest(rows, privacy.secret if privacy.keyed else None),
                   "items": rows},
         "tokenizer": {"name": policy.tokenizer, "exact": exact},
+        **who,
         "privacy": privacy.part(masked),
     }
-    if query is not None:
-        head["query"] = privacy.query(query)
     return head
 
 
 def build(policy: Policy, cands: Sequence[Candidate], alloc: Allocation, *,
           decision_id: str | None = None, now: datetime | None = None,
-          secret: AuditSecret | None = None, query: str | None = None) -> dict[str, Any]:
+          secret: AuditSecret | None = None, query: str | None = None,
+          request: Request | None = None, corpus: Sequence[CorpusFile] | None = None) -> dict[str, Any]:
     """The audit record of a successful allocation. ``secret`` keys the digests of
     content that is not stored (:mod:`engine.audit.privacy`; ``None``: this process's
     ephemeral key, for a record that is not written); ``query`` is the question a
-    ``pack`` decision answered (recorded as text or keyed digest, see :class:`Privacy`)."""
+    ``pack`` decision answered (recorded as text or keyed digest, see :class:`Privacy`);
+    ``request`` who asked (:mod:`engine.audit.request`; an id is generated when none is
+    given) and ``corpus`` the files ``pack`` indexed."""
     privacy = Privacy.of(policy, secret)
-    rec = _header(policy, cands, decision_id, now, alloc.accounting.exact, privacy, query)
+    rec = _header(policy, cands, decision_id, now, alloc.accounting.exact, privacy, query,
+                  request, corpus)
     digests = {r["source_id"]: r["content_sha256"] for r in rec["input"]["items"]}
     context_digest = (privacy.secret.digest(alloc.context) if privacy.keyed and privacy.secret
                       else sha256_hex(alloc.context))
@@ -272,11 +281,13 @@ def build(policy: Policy, cands: Sequence[Candidate], alloc: Allocation, *,
 
 def build_infeasible(policy: Policy, cands: Sequence[Candidate], error: InfeasibleError, *,
                      decision_id: str | None = None, now: datetime | None = None,
-                     secret: AuditSecret | None = None, query: str | None = None) -> dict[str, Any]:
+                     secret: AuditSecret | None = None, query: str | None = None,
+                     request: Request | None = None,
+                     corpus: Sequence[CorpusFile] | None = None) -> dict[str, Any]:
     """The audit record of a decision that could not be made: the rules that conflict."""
     # The tokenizer was resolved (and cached) by the call that failed: no file is read.
     rec = _header(policy, cands, decision_id, now, get_tokenizer(policy.tokenizer).exact,
-                  Privacy.of(policy, secret), query)
+                  Privacy.of(policy, secret), query, request, corpus)
     rec.update({
         "outcome": "infeasible",
         "strategy": {"requested": policy.strategy.value, "used": None, "fallback_reason": None},
@@ -294,6 +305,8 @@ VOLATILE = ("decision_id", "timestamp", "timings")
 def stable_view(record: dict[str, Any]) -> dict[str, Any]:
     """The record without ids, timestamps and timings (for determinism checks)."""
     out = {k: v for k, v in record.items() if k not in VOLATILE}
+    if isinstance(out.get("request"), dict) and out["request"].get("request_id_generated"):
+        out["request"] = {k: v for k, v in out["request"].items() if k != "request_id"}
     if isinstance(out.get("solver"), dict):
         solver = {k: v for k, v in out["solver"].items() if k not in ("wall_time_s", "log")}
         if isinstance(solver.get("parameters"), dict):

@@ -39,6 +39,7 @@ from ..errors import EngineError
 from ..policy import Policy
 from ..tokens import content_sha256, get_tokenizer
 from .log import AuditLog
+from .policies import ArchiveProblem, PolicyArchive
 from .privacy import PREFIX as KEYED_PREFIX, AuditSecret, configured_secret
 from .recordschema import schema_error
 from .verify import VerifyReport
@@ -125,6 +126,11 @@ class _Checker:
     # -- policy: digest from the effective policy ---------------------------------------
     def policy(self) -> Policy | None:
         pol = _get(self.rec, "policy", "$", Mapping)
+        if isinstance(pol, Mapping) and "effective" not in pol and isinstance(pol.get("digest"), str):
+            self.add("record.policy_unresolved", "$.policy.effective",
+                     f"the record names policy {pol['digest']} but does not carry it, and the log's "
+                     "policy archive (<log>.policies) does not hold it: restore the archive from a copy")
+            return None
         effective = _get(pol, "effective", "$.policy", Mapping)
         claimed = _get(pol, "digest", "$.policy", str)
         actual = digest(effective)
@@ -345,10 +351,13 @@ class LogChecks:
     decisions: tuple[dict[str, Any], ...]
     #: (seq, note) for what could not be checked: keyed digests without their secret.
     unchecked: tuple[tuple[int | None, str], ...] = ()
+    #: Archived policies (``<log>.policies``) altered, unreadable or claiming one revision.
+    archive_problems: tuple[ArchiveProblem, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return self.chain.ok and not self.record_findings and not self.unreadable
+        return (self.chain.ok and not self.record_findings and not self.unreadable
+                and not self.archive_problems)
 
     def findings_for(self, envelope: Mapping[str, Any]) -> tuple[Finding, ...]:
         seq = envelope.get("seq")
@@ -359,6 +368,7 @@ class LogChecks:
                 "records_failed": len({f.seq for f in self.record_findings}),
                 "findings": [f.to_dict() for f in self.record_findings],
                 "not_checkable": [{"seq": seq, "note": n} for seq, n in self.unchecked],
+                "policy_archive": [p.to_dict() for p in self.archive_problems],
                 "unreadable_lines": [{"line": n, "message": m} for n, m in self.unreadable]}
 
     def summary(self) -> str:
@@ -368,6 +378,7 @@ class LogChecks:
             seqs = len({seq for seq, _ in self.unchecked})
             lines.append(f"  {seqs} record(s) partly not checkable: {self.unchecked[0][1]}")
         lines += [f"  {f}" for f in self.record_findings[:50]]
+        lines += [f"  policy archive: {p}" for p in self.archive_problems]
         if len(self.record_findings) > 50:
             lines.append(f"  ... {len(self.record_findings) - 50} more (see --json)")
         return "\n".join(lines)
@@ -392,13 +403,15 @@ def check_log(log: AuditLog, checkpoint: Mapping[str, Any] | None = None,
     if secret is None:
         secret = env_secret(notes)
     chain = log.verify(checkpoint)
+    archive = PolicyArchive(log.path, log.root)
+    _held, archive_problems = archive.check()
     decisions: list[dict[str, Any]] = []
     unreadable: list[tuple[int, str]] = []
     for number, env, why in log.scan():
         if env is None:
             unreadable.append((number, why or f"line {number} is unreadable"))
         elif env.get("kind") == "decision":
-            decisions.append(env)
+            decisions.append(with_archived_policy(env, archive))
     ids = {e.get("seq"): e["record"].get("decision_id") for e in decisions}
     by_seq: dict[int | None, tuple[Finding, ...]] = dict(check_envelopes(decisions, secret, notes))
     record_findings = tuple(f for fs in by_seq.values() for f in fs)
@@ -408,4 +421,22 @@ def check_log(log: AuditLog, checkpoint: Mapping[str, Any] | None = None,
             by_seq[p.seq] = by_seq.get(p.seq, ()) + (Finding(
                 f"chain.{p.kind.value}", p.seq, did if isinstance(did, str) else None, "$",
                 f"line {p.line}: {p.message}"),)
-    return LogChecks(chain, by_seq, record_findings, tuple(unreadable), tuple(decisions), tuple(notes))
+    return LogChecks(chain, by_seq, record_findings, tuple(unreadable), tuple(decisions), tuple(notes),
+                     archive_problems)
+
+
+def with_archived_policy(env: dict[str, Any], archive: PolicyArchive) -> dict[str, Any]:
+    """``env`` with its record's ``policy.effective`` taken from the log's policy archive
+    when the record does not carry it (verified: the archived file hashes to its name,
+    which is the record's digest); unchanged otherwise. Checks, ``show`` and ``replay``
+    then read the policy the decision was made under."""
+    rec = env.get("record")
+    if not isinstance(rec, Mapping):
+        return env
+    pol = rec.get("policy")
+    if not isinstance(pol, Mapping) or "effective" in pol or not isinstance(pol.get("digest"), str):
+        return env
+    effective, _why = archive.get(pol["digest"])
+    if effective is None:
+        return env
+    return {**env, "record": {**rec, "policy": {**pol, "effective": effective}}}

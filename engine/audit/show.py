@@ -54,6 +54,34 @@ def render(envelope: dict[str, Any], findings: Sequence[Any] = ()) -> str:
             json.dumps(rec, ensure_ascii=False, sort_keys=True)])
 
 
+def _who(rec: dict[str, Any]) -> list[str]:
+    """Who asked (request id, requested_by, labels), and pack's query and corpus."""
+    out = []
+    req = rec.get("request")
+    if isinstance(req, dict):
+        labels = req.get("labels") or {}
+        shown = ", ".join(f"{k}={v['masked'] if isinstance(v, dict) else v}" for k, v in labels.items())
+        out.append(f"request  {req.get('request_id')}"
+                   + (" (generated)" if req.get("request_id_generated") else "")
+                   + f"; requested by {req.get('requested_by') or '(not given)'}"
+                   + (f"; labels {shown}" if shown else ""))
+    q = rec.get("query")
+    if isinstance(q, dict):
+        out.append(f"query    {q['text']!r}" if q.get("text") is not None
+                   else f"query    not stored ({q.get('digest')})")
+    corpus = rec.get("corpus")
+    if isinstance(corpus, dict):
+        files = corpus.get("files") or []
+        roots = corpus.get("roots") or []
+        out.append(f"corpus   {len(files)} file(s), {sum(f.get('bytes', 0) for f in files):,} bytes, "
+                   f"under {', '.join(map(str, roots))}")
+        out += [f"  file {roots[f['root']] if 0 <= f.get('root', -1) < len(roots) else '?'}/{f.get('path')} "
+                f"({f.get('bytes', 0):,} bytes; doc {f.get('doc_id')}; {f.get('sha256')})" for f in files[:20]]
+        if len(files) > 20:
+            out.append(f"  ... {len(files) - 20} more file(s) (--json lists them all)")
+    return out
+
+
 def _render(envelope: dict[str, Any], findings: Sequence[Any]) -> str:
     rec = envelope.get("record", envelope)
     pol = rec.get("policy", {})
@@ -65,6 +93,7 @@ def _render(envelope: dict[str, Any], findings: Sequence[Any]) -> str:
         f"tokenizer {rec.get('tokenizer', {}).get('name')}"
         + ("" if rec.get("tokenizer", {}).get("exact") else " (APPROXIMATE counts)"),
     ]
+    lines += _who(rec)
     dup = (pol.get("effective") or {}).get("spec", {}).get("duplicates")
     if dup:
         lines.append(f"rule     duplicates ($.spec.duplicates): no two items with {dup.get('measure')} >= "

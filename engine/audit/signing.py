@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 from . import merkle
 from .lineformat import scan_line
@@ -39,9 +39,10 @@ from .note import (
 )
 from ..canonical import sha256_hex
 from ..errors import AuditError, Location
+from ..safeopen import open_below
 
-__all__ = ["KEY_ENV", "Signer", "SignedReport", "check_proof", "prove", "sidecar_path",
-           "signer_from_env", "verify_signed"]
+__all__ = ["KEY_ENV", "Signer", "SignedReport", "check_proof", "policy_signer", "prove",
+           "sidecar_path", "signer_from_env", "verify_signed"]
 
 KEY_ENV = "CTXBUDGET_AUDIT_KEY"
 DEFAULT_EVERY_RECORDS = 1000
@@ -83,8 +84,13 @@ class _State:
 
 @dataclass
 class Signer:
-    """Writes a signed checkpoint into the log's sidecar every ``every_records`` records
-    or on the first append ``every_s`` seconds after the last one, and on close.
+    """Writes a signed checkpoint into the log's sidecar every ``every_records`` records,
+    at the first append ``every_s`` seconds or more after the last checkpoint, and on
+    close. There is no background timer: a log that receives no append after ``every_s``
+    seconds gets its next checkpoint at its next append or when it is closed
+    (``AuditLog.close``, which the CLI calls after every recorded decision, infeasible
+    ones included). "The last checkpoint" is the last one this signer wrote, or, for a
+    new process, the sidecar's modification time.
 
     The private key stays in memory; its file must be outside the log's folder (checked
     by :meth:`check_outside`) and mode 0600. ``log_name`` (default: the log's file name)
@@ -95,6 +101,8 @@ class Signer:
     every_s: float = DEFAULT_EVERY_S
     log_name: str | None = None
     clock: Any = field(default=time.time, repr=False)
+    #: What named the key, for messages: the environment variable or the policy field.
+    named_by: str = field(default=KEY_ENV, repr=False)
     _states: dict[str, _State] = field(default_factory=dict, repr=False)
     _origins: dict[str, str] = field(default_factory=dict, repr=False)
     _mutex: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -104,7 +112,8 @@ class Signer:
         return cls(load_signing_key(path), **kwargs)
 
     def __reduce__(self) -> Any:  # pickled into subprocesses: reload the key there
-        return (_reload, (self.key.path, self.every_records, self.every_s, self.log_name))
+        return (_reload, (self.key.path, self.every_records, self.every_s, self.log_name,
+                          self.named_by))
 
     def check_outside(self, log: Path) -> None:
         """Refuse a key kept inside the log's folder (``audit.key_in_log_folder``)."""
@@ -114,16 +123,16 @@ class Signer:
             raise AuditError("audit.key_in_log_folder", f"the signing key {key} is inside the "
                              f"log's folder {folder}, where whoever writes the log could read "
                              "it; move it elsewhere (e.g. ~/.config/ctxbudget/) and point "
-                             f"{KEY_ENV} at it", location=Location(file=str(log)))
+                             f"{self.named_by} at it", location=Location(file=str(log)))
 
-    def origin(self, log: Path) -> str:
+    def origin(self, log: Path, dir_fd: int | None = None) -> str:
         """The log's origin: derived from this key, or, after a rotation to this key,
         the origin named by the rotation note (a log keeps its identity)."""
         cached = self._origins.get(str(log))
         if cached is None:
             cached = log_origin(self.key.verifier, self.log_name or log.name)
             mine = self.key.verifier
-            for line, text in split_notes(self._sidecar_text(log)):
+            for line, text in split_notes(self._sidecar_text(log, dir_fd)):
                 try:
                     note = parse_note(text, line)
                     rot = note.rotation() if note.is_rotation else None
@@ -134,53 +143,56 @@ class Signer:
             self._origins[str(log)] = cached
         return cached
 
-    def rotate(self, log: Path, fd: int, new: Signer) -> None:
+    def rotate(self, log: Path, fd: int, new: Signer, dir_fd: int | None = None) -> None:
         """Hand the log over to ``new``'s key: sign what is unsigned with this key, then
         append a rotation note (signed by both keys) naming the new key from this tree
         size on. Called by ``AuditLog.rotate_key`` with the log's lock held."""
         with self._mutex:
-            st = self._state(log, fd, os.fstat(fd).st_size)
+            st = self._state(log, fd, os.fstat(fd).st_size, dir_fd)
             if st.compact.size > st.signed_size or st.signed_size == 0:
-                self._sign(log, st)
-            origin = self.origin(log)
+                self._sign(log, st, dir_fd)
+            origin = self.origin(log, dir_fd)
             rot = Rotation(origin, st.compact.size, new.key.verifier)
-            self._write_note(log, sign_note(rot.body(), self.key, new.key))
+            self._write_note(log, sign_note(rot.body(), self.key, new.key), dir_fd)
         with new._mutex:
             new._origins[str(log)] = origin
             new._states[str(log)] = _State(st.ident, st.end, st.compact.copy(), 0, 0.0)
 
     # -- writer hooks (called with the log's exclusive lock held) --------------------
 
-    def after_append(self, log: Path, fd: int, start: int, lines: Sequence[bytes]) -> None:
-        """``lines`` were just written at byte ``start`` of ``log`` (open as ``fd``)."""
+    def after_append(self, log: Path, fd: int, start: int, lines: Sequence[bytes],
+                     dir_fd: int | None = None) -> None:
+        """``lines`` were just written at byte ``start`` of ``log`` (open as ``fd``;
+        ``dir_fd``: the handle on the log's folder the sidecar is opened below)."""
         with self._mutex:
-            st = self._state(log, fd, start)
+            st = self._state(log, fd, start, dir_fd)
             for raw in lines:
                 st.compact.append_hash(merkle.leaf_hash(_stored_leaf(raw.rstrip(b"\n"))))
                 st.end += len(raw)
             due = (st.compact.size - st.signed_size >= self.every_records
                    or self.clock() - st.signed_at >= self.every_s)
             if due:
-                self._sign(log, st)
+                self._sign(log, st, dir_fd)
 
-    def close(self, log: Path, fd: int) -> None:
+    def close(self, log: Path, fd: int, dir_fd: int | None = None) -> None:
         """Sign what is not yet signed (called by ``AuditLog.close``)."""
         with self._mutex:
-            st = self._state(log, fd, os.fstat(fd).st_size)
+            st = self._state(log, fd, os.fstat(fd).st_size, dir_fd)
             if st.compact.size > st.signed_size:
-                self._sign(log, st)
+                self._sign(log, st, dir_fd)
 
-    def _state(self, log: Path, fd: int, end: int) -> _State:
+    def _state(self, log: Path, fd: int, end: int, dir_fd: int | None = None) -> _State:
         info = os.fstat(fd)
         ident = (info.st_dev, info.st_ino)
         st = self._states.get(str(log))
         if st is not None and st.ident == ident and st.end == end:
             return st
-        st = self._rebuild(log, fd, end, ident)
+        st = self._rebuild(log, fd, end, ident, dir_fd)
         self._states[str(log)] = st
         return st
 
-    def _rebuild(self, log: Path, fd: int, end: int, ident: tuple[int, int]) -> _State:
+    def _rebuild(self, log: Path, fd: int, end: int, ident: tuple[int, int],
+                 dir_fd: int | None = None) -> _State:
         """Hash the log's first ``end`` bytes and check them against the last checkpoint
         in the sidecar: the signer never signs a history that differs from what it
         signed before (``audit.history_rewritten``)."""
@@ -197,7 +209,7 @@ class Signer:
         compact = merkle.CompactRange()
         for h in hashes:
             compact.append_hash(h)
-        last = self._last_own_checkpoint(log)
+        last = self._last_own_checkpoint(log, dir_fd)
         signed_size, signed_at = 0, 0.0
         if last is not None:
             cp, mtime = last
@@ -211,22 +223,33 @@ class Signer:
         return _State(ident, end, compact, signed_size, signed_at)
 
     @staticmethod
-    def _sidecar_text(log: Path) -> str:
+    def _sidecar_read(log: Path, dir_fd: int | None = None) -> tuple[str, float]:
+        """(text, mtime) of the sidecar; ("", 0.0) when there is none. Below ``dir_fd``
+        it is opened without following a symlink, like the log."""
         path = sidecar_path(log)
         try:
-            return path.read_text(encoding="utf-8")
+            if dir_fd is None:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            else:
+                fd = open_below(dir_fd, path.name, os.O_RDONLY, shown=str(path))
+            with os.fdopen(fd, "rb") as f:
+                return f.read().decode("utf-8"), os.fstat(f.fileno()).st_mtime
         except FileNotFoundError:
-            return ""
+            return "", 0.0
         except (OSError, UnicodeDecodeError) as exc:
-            raise AuditError("audit.bad_checkpoint", f"cannot read {path}: {exc}",
+            raise AuditError("audit.bad_checkpoint", f"cannot read {path}: {exc} (a symlink is "
+                             "refused: the checkpoints must be a real file next to the log)",
                              location=Location(file=str(path))) from exc
 
-    def _last_own_checkpoint(self, log: Path) -> tuple[Checkpoint, float] | None:
-        text = self._sidecar_text(log)
+    @classmethod
+    def _sidecar_text(cls, log: Path, dir_fd: int | None = None) -> str:
+        return cls._sidecar_read(log, dir_fd)[0]
+
+    def _last_own_checkpoint(self, log: Path, dir_fd: int | None = None) -> tuple[Checkpoint, float] | None:
+        text, mtime = self._sidecar_read(log, dir_fd)
         if not text:
             return None
-        mtime = sidecar_path(log).stat().st_mtime
-        verifier, origin = self.key.verifier, self.origin(log)
+        verifier, origin = self.key.verifier, self.origin(log, dir_fd)
         for line, note_text in reversed(split_notes(text)):
             try:
                 note = parse_note(note_text, line)
@@ -239,17 +262,22 @@ class Signer:
                 return cp, mtime
         return None
 
-    def _sign(self, log: Path, st: _State) -> None:
-        cp = Checkpoint(self.origin(log), st.compact.size, st.compact.root())
-        self._write_note(log, format_checkpoint(cp, self.key))
+    def _sign(self, log: Path, st: _State, dir_fd: int | None = None) -> None:
+        cp = Checkpoint(self.origin(log, dir_fd), st.compact.size, st.compact.root())
+        self._write_note(log, format_checkpoint(cp, self.key), dir_fd)
         st.signed_size, st.signed_at = st.compact.size, self.clock()
 
-    def _write_note(self, log: Path, note: str) -> None:
+    def _write_note(self, log: Path, note: str, dir_fd: int | None = None) -> None:
+        """Append ``note`` to the sidecar. With ``dir_fd`` (the writer's handle on the
+        log's validated folder, as ``AuditLog`` passes it) the sidecar is opened below that
+        handle without following symlinks, so a folder swapped for a symlink after the
+        check cannot send the checkpoint elsewhere."""
         data = (note + "\n").encode()
         path = sidecar_path(log)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-                         | os.O_NOFOLLOW, _SIDECAR_MODE)
+            fd = (os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW, _SIDECAR_MODE) if dir_fd is None
+                  else open_below(dir_fd, path.name, flags, _SIDECAR_MODE, shown=str(path)))
             try:
                 view = memoryview(data)
                 while view:
@@ -264,9 +292,10 @@ class Signer:
                              location=Location(file=str(path))) from exc
 
 
-def _reload(path: str, every_records: int, every_s: float, log_name: str | None) -> Signer:
+def _reload(path: str, every_records: int, every_s: float, log_name: str | None,
+            named_by: str = KEY_ENV) -> Signer:
     return Signer.from_file(path, every_records=every_records, every_s=every_s,
-                            log_name=log_name)
+                            log_name=log_name, named_by=named_by)
 
 
 _ENV_SIGNERS: dict[str, Signer] = {}
@@ -281,4 +310,24 @@ def signer_from_env() -> Signer | None:
     signer = _ENV_SIGNERS.get(path)
     if signer is None:
         signer = _ENV_SIGNERS[path] = Signer.from_file(path)
+    return signer
+
+
+POLICY_FIELD = "the policy's audit.signing_key"
+
+
+def policy_signer(signing_key: str | None, policy_file: str | None) -> Signer | Literal["env"]:
+    """The signer a policy's log uses: ``"env"`` (the key ``CTXBUDGET_AUDIT_KEY`` names,
+    which wins, or none) unless the variable is unset and the policy names a key file in
+    ``audit.signing_key`` (relative to the policy's folder). One :class:`Signer` per key
+    file and process, like :func:`signer_from_env`, so the cadence state lasts."""
+    if os.environ.get(KEY_ENV) or not signing_key:
+        return "env"
+    p = Path(signing_key).expanduser()
+    if not p.is_absolute() and policy_file:
+        p = Path(policy_file).resolve().parent / p
+    path = str(p)
+    signer = _ENV_SIGNERS.get(path)
+    if signer is None or signer.named_by != POLICY_FIELD:
+        signer = _ENV_SIGNERS[path] = Signer.from_file(path, named_by=POLICY_FIELD)
     return signer

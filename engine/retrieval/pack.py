@@ -12,12 +12,14 @@ both sent; a policy that turns it off gets a note saying so.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..audit.log import AuditLog
+from ..audit.request import CorpusFile, Request
 from ..decide import Decided, decide
 from ..errors import CandidateError
 from ..policy import Policy
@@ -41,12 +43,21 @@ class Packed:
 
 def collect_files(paths: Sequence[str | Path]) -> list[Path]:
     """Text files named, or found (sorted) under the folders named."""
-    out: list[Path] = []
-    for p in map(Path, paths):
+    return [f for f, _root, _rel in collect_corpus(paths)]
+
+
+def collect_corpus(paths: Sequence[str | Path]) -> list[tuple[Path, str, str]]:
+    """(file, its root as given, its path below the root in POSIX form) for every text
+    file named, or found (sorted) under the folders named; a file named directly has its
+    own folder as root."""
+    out: list[tuple[Path, str, str]] = []
+    for given in paths:
+        p = Path(given)
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES)
+            out += [(f, str(given), f.relative_to(p).as_posix()) for f in sorted(p.rglob("*"))
+                    if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES]
         elif p.is_file():
-            out.append(p)
+            out.append((p, os.path.dirname(str(given)) or ".", p.name))
         else:
             raise CandidateError("pack.missing_path", f"{p}: no such file or folder", path="$.paths")
     if not out:
@@ -67,20 +78,29 @@ def _doc_id(path: Path, taken: set[str]) -> str:
 
 def pack(policy: Policy, query: str, paths: Sequence[str | Path], *, top_k: int = 50,
          audit_log: AuditLog | None = None,
-         progress: Callable[[int, int, str], None] | None = None) -> Packed:
-    """Run the main job; ``progress(done, total, name)`` is called per file indexed."""
+         progress: Callable[[int, int, str], None] | None = None,
+         request: Request | None = None) -> Packed:
+    """Run the main job; ``progress(done, total, name)`` is called per file indexed.
+    The record keeps the query (keyed digest unless the policy keeps it as text), the
+    corpus files (path below their root, size, digest) and ``request`` (who asked)."""
     t0 = time.perf_counter()
-    files = collect_files(paths)
+    found = collect_corpus(paths)
+    files = [f for f, _root, _rel in found]
     index = HierarchicalIndex()
     taken: set[str] = set()
-    for k, f in enumerate(files, 1):
+    corpus: list[CorpusFile] = []
+    for k, (f, root, rel) in enumerate(found, 1):
+        data = f.read_bytes()
         try:
-            text = f.read_text(encoding="utf-8")
+            # as read_text would: universal newlines (the digest is of the bytes on disk)
+            text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
         except UnicodeDecodeError as exc:
             raise CandidateError("pack.not_utf8", f"{f}: not UTF-8 text (byte {exc.start}); convert it first",
                                  path="$.paths") from None
-        if text.strip():
-            index.index_document(text, _doc_id(f, taken), markdown=f.suffix.lower() in (".md", ".markdown"))
+        doc = _doc_id(f, taken) if text.strip() else None
+        corpus.append(CorpusFile(root, rel, doc, data))
+        if doc is not None:
+            index.index_document(text, doc, markdown=f.suffix.lower() in (".md", ".markdown"))
         if progress is not None:
             progress(k, len(files), str(f))
     notes = []
@@ -94,6 +114,7 @@ def pack(policy: Policy, query: str, paths: Sequence[str | Path], *, top_k: int 
         notes.append(f"{len(fetched)} pinned node(s) that search did not return were fetched from the "
                      f"index: {', '.join(r['source_id'] for r in fetched[:10])}"
                      + (" ..." if len(fetched) > 10 else ""))
-    decided = decide(rows + fetched, policy, audit_log=audit_log, query=query)
+    decided = decide(rows + fetched, policy, audit_log=audit_log, query=query, request=request,
+                     corpus=corpus)
     return Packed(decided, tuple(str(f) for f in files), len(results), tuple(notes),
                   time.perf_counter() - t0, tuple(r["source_id"] for r in fetched))
