@@ -9,6 +9,8 @@ import json
 import os
 import shutil
 import stat
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +19,14 @@ import pytest
 from auditcases import reseal
 from engine import AuditLog, cli, load_policy
 from engine.audit.lineformat import GENESIS_HASH
-from engine.audit.policies import PolicyArchive, archive_dir
+from engine.audit.policies import PolicyArchive, archive_dir, archive_policy
 from engine.audit.records import check_log
 from engine.audit.replay import replay_envelope
 from engine.canonical import canonical_bytes, digest
 from engine.candidates import from_mappings
 from engine.decide import decide
 from engine.errors import AuditError, PolicyError
+from engine.policy import Policy
 
 HEAD = "apiVersion: ctxbudget/v1\nkind: BudgetPolicy\nmetadata: {name: help, revision: 'r1'}\nspec:\n"
 ROWS = [{"source_id": "a", "content": "Refunds are accepted within 30 days.", "relevance_score": 0.9},
@@ -215,3 +218,55 @@ def test_an_empty_log_has_no_archive_and_verifies(tmp_path: Path) -> None:
     assert not archive_dir(log.path).exists()
     assert PolicyArchive(log.path).check() == ((), ())
     assert GENESIS_HASH.startswith("sha256:")
+
+
+ARCHIVE_RACE = 150
+
+
+def test_race_swapping_the_archive_folder_for_a_symlink_never_writes_outside(tmp_path: Path) -> None:
+    """A thread swaps ``<log>.policies`` for a symlink to another folder and back while
+    policies are archived (each archived file removed again, so every attempt writes)."""
+    log = new_log(tmp_path)
+    policy = Policy.default(100)
+    real, held = archive_dir(log.path), tmp_path / "logs" / "held"
+    real.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    stop, swaps = threading.Event(), [0]
+
+    def swapper() -> None:
+        while not stop.is_set():
+            try:  # each state held a moment, so that appends meet both
+                os.rename(real, held)
+                os.symlink(outside, real)
+                time.sleep(0.0003)
+                os.unlink(real)
+                os.rename(held, real)
+                swaps[0] += 1
+                time.sleep(0.0003)
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=swapper)
+    thread.start()
+    written = refused = 0
+    try:
+        for _ in range(ARCHIVE_RACE):
+            try:
+                archive_policy(log, policy)
+                written += 1
+            except AuditError:
+                refused += 1
+            for folder in (real, held):  # wherever the real folder is now
+                try:
+                    names = [] if folder.is_symlink() else os.listdir(folder)
+                    for name in names:
+                        if name.endswith(".json"):
+                            os.unlink(folder / name)
+                except OSError:
+                    pass  # moved by the swapper meanwhile
+    finally:
+        stop.set()
+        thread.join()
+    assert list(outside.iterdir()) == []
+    assert written + refused == ARCHIVE_RACE and written > 0 and refused > 0 and swaps[0] > 0
