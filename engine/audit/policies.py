@@ -252,6 +252,26 @@ def _archive_error(log: AuditLog, doing: str, exc: OSError) -> AuditError:
                       location=Location(file=str(where)))
 
 
+#: Archived files this process has verified, by (folder, name, inode, size, mtime): the
+#: next decision under the same policy costs one ``fstatat``, not a read and a re-hash.
+_VERIFIED: set[tuple[str, str, int, int, int]] = set()
+
+
+def _archived(dfd: int, where: Path, name: str) -> bool:
+    """Whether ``name`` is in the archive and hashes to its name."""
+    try:
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    key = (str(where), name, st.st_ino, st.st_size, st.st_mtime_ns)
+    if stat.S_ISREG(st.st_mode) and key in _VERIFIED:
+        return True
+    if _read_verified(dfd, name, str(where / name))[0] is None:
+        return False
+    _VERIFIED.add(key)
+    return True
+
+
 def archive_policy(log: AuditLog, policy: Policy) -> None:
     """Make sure ``policy``'s effective mapping is archived next to ``log`` (written
     once per digest). Raises ``PolicyError`` ``policy.revision_conflict`` when another
@@ -263,7 +283,7 @@ def archive_policy(log: AuditLog, policy: Policy) -> None:
     parts = relative_parts(os.path.relpath(where, log.root))
     try:
         with dir_handle(log.root, parts, create=True, mode=_DIR_MODE) as dfd:
-            if _read_verified(dfd, name, str(where / name))[0] is not None:
+            if _archived(dfd, where, name):
                 return  # archived before (a conflict would have been refused then)
             lock = open_below(dfd, ".lock", os.O_RDWR | os.O_CREAT, 0o600, shown=str(where / ".lock"))
             try:
