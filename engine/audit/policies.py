@@ -254,6 +254,7 @@ def _archive_error(log: AuditLog, doing: str, exc: OSError) -> AuditError:
 
 #: Archived files this process has verified, by (folder, name, inode, size, mtime): the
 #: next decision under the same policy costs one ``fstatat``, not a read and a re-hash.
+#: (A writer-side shortcut only: ``audit verify`` re-reads and re-hashes every file.)
 _VERIFIED: set[tuple[str, str, int, int, int]] = set()
 
 

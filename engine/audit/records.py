@@ -353,6 +353,8 @@ class LogChecks:
     unchecked: tuple[tuple[int | None, str], ...] = ()
     #: Archived policies (``<log>.policies``) altered, unreadable or claiming one revision.
     archive_problems: tuple[ArchiveProblem, ...] = ()
+    #: The digests the archive holds (each file verified against its name).
+    archived: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -368,7 +370,8 @@ class LogChecks:
                 "records_failed": len({f.seq for f in self.record_findings}),
                 "findings": [f.to_dict() for f in self.record_findings],
                 "not_checkable": [{"seq": seq, "note": n} for seq, n in self.unchecked],
-                "policy_archive": [p.to_dict() for p in self.archive_problems],
+                "policy_archive": {"policies": list(self.archived),
+                                   "problems": [p.to_dict() for p in self.archive_problems]},
                 "unreadable_lines": [{"line": n, "message": m} for n, m in self.unreadable]}
 
     def summary(self) -> str:
@@ -378,6 +381,9 @@ class LogChecks:
             seqs = len({seq for seq, _ in self.unchecked})
             lines.append(f"  {seqs} record(s) partly not checkable: {self.unchecked[0][1]}")
         lines += [f"  {f}" for f in self.record_findings[:50]]
+        if self.archived or self.archive_problems:
+            lines.append(f"policy archive: {len(self.archived)} policies, each hashing to its name"
+                         + (f"; {len(self.archive_problems)} PROBLEM(S)" if self.archive_problems else ""))
         lines += [f"  policy archive: {p}" for p in self.archive_problems]
         if len(self.record_findings) > 50:
             lines.append(f"  ... {len(self.record_findings) - 50} more (see --json)")
@@ -404,7 +410,7 @@ def check_log(log: AuditLog, checkpoint: Mapping[str, Any] | None = None,
         secret = env_secret(notes)
     chain = log.verify(checkpoint)
     archive = PolicyArchive(log.path, log.root)
-    _held, archive_problems = archive.check()
+    archived, archive_problems = archive.check()
     decisions: list[dict[str, Any]] = []
     unreadable: list[tuple[int, str]] = []
     for number, env, why in log.scan():
@@ -422,7 +428,7 @@ def check_log(log: AuditLog, checkpoint: Mapping[str, Any] | None = None,
                 f"chain.{p.kind.value}", p.seq, did if isinstance(did, str) else None, "$",
                 f"line {p.line}: {p.message}"),)
     return LogChecks(chain, by_seq, record_findings, tuple(unreadable), tuple(decisions), tuple(notes),
-                     archive_problems)
+                     archive_problems, archived)
 
 
 def with_archived_policy(env: dict[str, Any], archive: PolicyArchive) -> dict[str, Any]:
