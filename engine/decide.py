@@ -92,13 +92,11 @@ def decide(candidates: Iterable[Any], policy: Policy, *, audit_log: AuditLog | N
     question the candidates answer (``pack``), recorded as the policy's privacy says;
     ``request`` says who asked (:class:`~engine.audit.request.Request`: request id,
     requested_by, labels; an id is generated when none is given); ``corpus`` the files
-    ``pack`` indexed. With a log, the effective policy is archived next to it first
-    (:mod:`engine.audit.policies`): a second policy claiming the same name and revision
-    with another digest is ``PolicyError`` ``policy.revision_conflict``, before any
-    decision is made."""
+    ``pack`` indexed. With a log, the effective policy is archived next to it before the
+    record is appended (:mod:`engine.audit.policies`): a second policy claiming the same
+    name and revision with another digest is ``PolicyError``
+    ``policy.revision_conflict``, and nothing is recorded or returned."""
     secret = log_secret(policy, audit_log, secret, query=query is not None)
-    if audit_log is not None:
-        archive_policy(audit_log, policy)
     cands = to_candidates(candidates)
     try:
         alloc = allocate(cands, policy, strategy=strategy)
@@ -106,10 +104,13 @@ def decide(candidates: Iterable[Any], policy: Policy, *, audit_log: AuditLog | N
         rec = audit.build_infeasible(policy, cands, exc, decision_id=decision_id, now=now,
                                      secret=secret, query=query, request=request, corpus=corpus)
         if audit_log is not None:
+            archive_policy(audit_log, policy)
             audit_log.append(compact(rec))
         exc.details["decision_id"] = rec["decision_id"]
         raise
     rec = audit.build(policy, cands, alloc, decision_id=decision_id, now=now, secret=secret,
                       query=query, request=request, corpus=corpus)
+    if audit_log is not None:
+        archive_policy(audit_log, policy)  # a record never names a policy that is not archived
     env = audit_log.append(compact(rec)) if audit_log is not None else None
     return Decided(alloc, rec, env)

@@ -25,7 +25,7 @@ from engine.audit.replay import replay_envelope
 from engine.canonical import canonical_bytes, digest
 from engine.candidates import from_mappings
 from engine.decide import decide
-from engine.errors import AuditError, PolicyError
+from engine.errors import AuditError, CandidateError, PolicyError
 from engine.policy import Policy
 
 HEAD = "apiVersion: ctxbudget/v1\nkind: BudgetPolicy\nmetadata: {name: help, revision: 'r1'}\nspec:\n"
@@ -270,3 +270,13 @@ def test_race_swapping_the_archive_folder_for_a_symlink_never_writes_outside(tmp
         thread.join()
     assert list(outside.iterdir()) == []
     assert written + refused == ARCHIVE_RACE and written > 0 and swaps[0] > 0
+
+
+def test_bad_input_leaves_no_archive_behind(tmp_path: Path) -> None:
+    log = new_log(tmp_path)
+    path = write_policy(tmp_path)
+    path.write_text(path.read_text() + "  limits: {max_candidates: 1}\n")
+    with pytest.raises(CandidateError) as exc:
+        decide(cands(), load_policy(path), audit_log=log)  # two candidates, one allowed
+    assert exc.value.code == "candidate.too_many"
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == []
