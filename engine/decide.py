@@ -69,14 +69,16 @@ def log_secret(policy: Policy, audit_log: AuditLog | None,
     """The secret that keys a record written to ``audit_log``: ``secret`` if given, else
     the one ``CTXBUDGET_AUDIT_SECRET`` or the policy's ``audit.secret_file`` names. A
     record that needs one (content not stored, fields masked, or a ``query`` not kept as
-    text) and has none is
-    ``AuditError`` ``audit.secret_missing``, raised before any decision is made."""
+    text) and has none is ``AuditError`` ``audit.secret_missing``, raised before any
+    decision is made."""
     if secret is not None or audit_log is None:
         return secret
     found = configured_secret(policy.audit.secret_file, policy.file)
-    needs = not policy.audit.store_content or policy.audit.mask or (query and not policy.audit.keeps_query)
-    if found is None and needs:
-        raise missing_secret_error(audit_log.path)
+    keyed_query = query and not policy.audit.keeps_query
+    if found is None and (not policy.audit.store_content or policy.audit.mask or keyed_query):
+        what = (f"audit.store_query is false, so the record written to {audit_log.path} keys the "
+                "query's digest" if policy.audit.store_content and not policy.audit.mask else None)
+        raise missing_secret_error(audit_log.path, what=what)
     if found is not None:
         check_outside(found, audit_log.path)
     return found

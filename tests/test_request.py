@@ -23,7 +23,7 @@ from engine.audit.records import check_log
 from engine.audit.request import Request, parse_label
 from engine.candidates import from_mappings
 from engine.decide import decide
-from engine.errors import UsageError
+from engine.errors import AuditError, UsageError
 from engine.retrieval.pack import pack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -299,3 +299,20 @@ def test_show_prints_the_query_and_the_corpus(tmp_path: Path, capsys: pytest.Cap
     assert "query    not stored (hmac-sha256:" in out
     assert f"corpus   2 file(s), {3 + len(_vault):,} bytes, under {docs}" in out
     assert f"  file {docs}/sub/vault.md ({len(_vault):,} bytes; doc vault; hmac-sha256:" in out
+
+
+def test_a_keyed_query_without_a_secret_says_why_one_is_needed(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CTXBUDGET_AUDIT_SECRET")
+    docs, _single, _vault = make_corpus(tmp_path, "public")
+    policy = load_policy(write_policy(tmp_path, "{store_content: true, store_query: false}"))
+    log = new_log(tmp_path)
+    with pytest.raises(AuditError) as exc:
+        pack(policy, "vault", [docs], audit_log=log)
+    assert exc.value.code == "audit.secret_missing"
+    assert exc.value.message.startswith(f"audit.store_query is false, so the record written to {log.path} "
+                                        "keys the query's digest with a secret, and none is configured: "
+                                        "create one outside the log's folder")
+    assert not log.path.exists()
+    # the same policy without a query (allocate) needs no secret
+    assert decide(cands(), policy, audit_log=log).envelope is not None

@@ -180,11 +180,13 @@ def configured_secret(secret_file: str | None, policy_file: str | None,
     return None
 
 
-def missing_secret_error(log_path: str | os.PathLike[str] | None) -> AuditError:
+def missing_secret_error(log_path: str | os.PathLike[str] | None, *, what: str | None = None) -> AuditError:
+    """``audit.secret_missing``; ``what`` says why the record needs one (default: content
+    not stored)."""
+    why = what or f"audit.store_content is false, so the record written to {log_path} keys its content digests"
     return AuditError(
         "audit.secret_missing",
-        f"audit.store_content is false, so the record written to {log_path} keys its content "
-        "digests with a secret, and none is configured: create one outside the log's folder with "
+        f"{why} with a secret, and none is configured: create one outside the log's folder with "
         "`ctxbudget audit secret --out ~/.config/ctxbudget/audit.secret` (the default location), "
         f"or name another file with {SECRET_ENV} or the policy's audit.secret_file",
         path="$.spec.audit.secret_file")
