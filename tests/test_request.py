@@ -54,6 +54,10 @@ def new_log(tmp_path: Path) -> AuditLog:
     return AuditLog(tmp_path / "logs" / "a.jsonl")
 
 
+def who(rec: dict[str, Any]) -> dict[str, Any]:
+    return {k: rec[k] for k in ("request_id", "request_id_generated", "requested_by", "labels")}
+
+
 def records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line)["record"] for line in path.read_text().splitlines()]
 
@@ -65,25 +69,24 @@ def test_a_given_request_is_recorded_as_given(tmp_path: Path) -> None:
     log = new_log(tmp_path)
     req = Request.of("trace-7f3a:01", "svc:search-api", {"team": "search", "ticket": "AUD-12"})
     rec = decide(cands(), load_policy(write_policy(tmp_path)), audit_log=log, request=req).record
-    assert rec["request"] == {"request_id": "trace-7f3a:01", "request_id_generated": False,
-                              "requested_by": "svc:search-api",
-                              "labels": {"team": "search", "ticket": "AUD-12"}}
+    assert who(rec) == {"request_id": "trace-7f3a:01", "request_id_generated": False,
+                        "requested_by": "svc:search-api", "labels": {"team": "search", "ticket": "AUD-12"}}
     jsonschema.validate(rec, SCHEMA)
     assert check_log(log).ok
-    assert records(log.path)[0]["request"] == rec["request"]
+    assert who(records(log.path)[0]) == who(rec)
 
 
 def test_without_a_request_an_id_is_generated_and_marked_generated(tmp_path: Path) -> None:
     policy = load_policy(write_policy(tmp_path))
-    first = decide(cands(), policy).record["request"]
+    first = who(decide(cands(), policy).record)
     second = decide(cands(), policy).record
     assert first["request_id_generated"] is True and first["requested_by"] is None and first["labels"] == {}
     assert uuid.UUID(first["request_id"]).version == 4
-    assert first["request_id"] != second["request"]["request_id"]
+    assert first["request_id"] != second["request_id"]
     # a generated id is volatile (like the decision id); a given one is not
-    assert "request_id" not in stable_view(second)["request"]
+    assert "request_id" not in stable_view(second) and stable_view(second)["request_id_generated"]
     given = decide(cands(), policy, request=Request.of("r-1")).record
-    assert stable_view(given)["request"]["request_id"] == "r-1"
+    assert stable_view(given)["request_id"] == "r-1"
 
 
 @pytest.mark.parametrize(("kwargs", "code", "text"), [
@@ -119,7 +122,7 @@ def test_masked_labels_are_keyed_and_listed(tmp_path: Path) -> None:
     log = new_log(tmp_path)
     req = Request.of("r-2", "alice", {"customer_email": f"{secret}@example.com", "team": "search"})
     rec = decide(cands(), policy, audit_log=log, request=req).record
-    assert rec["request"]["labels"] == {"customer_email": {"masked": keyed(json.dumps(f"{secret}@example.com"))},
+    assert rec["labels"] == {"customer_email": {"masked": keyed(json.dumps(f"{secret}@example.com"))},
                                         "team": "search"}
     assert "labels.customer_email" in rec["privacy"]["masked_fields"]
     jsonschema.validate(rec, SCHEMA)
@@ -137,10 +140,10 @@ def test_cli_flags_reach_the_record(tmp_path: Path, capsys: pytest.CaptureFixtur
                      "--audit-log", str(log), "--request-id", "REQ-1", "--requested-by", "bob",
                      "--label", "team=search", "--label", "env=prod"])
     assert code == 0
-    assert records(log)[0]["request"] == {"request_id": "REQ-1", "request_id_generated": False,
-                                          "requested_by": "bob", "labels": {"env": "prod", "team": "search"}}
+    assert who(records(log)[0]) == {"request_id": "REQ-1", "request_id_generated": False,
+                                    "requested_by": "bob", "labels": {"env": "prod", "team": "search"}}
     out = json.loads(capsys.readouterr().out)
-    assert out["audit_record"]["request"]["request_id"] == "REQ-1"
+    assert out["audit_record"]["request_id"] == "REQ-1"
 
 
 @pytest.mark.parametrize(("flags", "message"), [
@@ -167,7 +170,7 @@ def test_pack_takes_the_request_flags_too(tmp_path: Path) -> None:
     log = tmp_path / "logs" / "a.jsonl"
     assert cli.main(["pack", "--policy", str(write_policy(tmp_path)), "--query", "refunds", str(docs),
                      "--audit-log", str(log), "--requested-by", "carol", "--label", "app=help"]) == 0
-    req = records(log)[0]["request"]
+    req = records(log)[0]
     assert req["requested_by"] == "carol" and req["labels"] == {"app": "help"} and req["request_id_generated"]
 
 
@@ -266,7 +269,7 @@ def three(tmp_path: Path) -> Path:
 
 def test_query_filters_by_request_id_and_requested_by(three: Path) -> None:
     def found(**kw: Any) -> list[Any]:
-        return [m.record["request"]["request_id"] for m in q.search(q.Query(**kw), [AuditLog(three)]).matches]
+        return [m.record["request_id"] for m in q.search(q.Query(**kw), [AuditLog(three)]).matches]
 
     assert found(request_ids=("REQ-1",)) == ["REQ-1"]
     assert found(request_ids=("REQ-*",)) == ["REQ-1", "REQ-2"]

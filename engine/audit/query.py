@@ -19,7 +19,7 @@ How filters combine:
 * an infeasible decision sent nothing: its candidates match only with ``any_decision``,
   with decision and reason ``None``;
 * ``request_ids`` and ``requested_by`` (``--request-id``, ``--requested-by``; shell
-  globs) match the record's ``request`` part: who asked, under which request id;
+  globs) match the record's ``request_id`` and ``requested_by``: who asked, for which request;
 * a document is an item's ``metadata.doc_id`` (set by ``pack`` and the index) or, failing
   that, ``metadata.doc``; ids and documents may be shell globs (``kb#*``);
 * ``since``/``until`` are inclusive; a date alone for ``until`` means the end of that day;
@@ -187,9 +187,10 @@ def _item_matches(q: Query, item: Mapping[str, Any]) -> bool:
 
 
 def request_of(record: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The record's ``request`` part (who asked), ``{}`` for records written before it."""
-    req = record.get("request")
-    return req if isinstance(req, Mapping) else {}
+    """Who asked: the record's ``request_id``, ``request_id_generated``, ``requested_by``
+    and ``labels`` (absent from records written before they were recorded)."""
+    return {k: record[k] for k in ("request_id", "request_id_generated", "requested_by", "labels")
+            if k in record}
 
 
 def match(q: Query, record: Mapping[str, Any]) -> tuple[dict[str, Any], ...] | None:

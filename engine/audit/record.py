@@ -227,7 +227,7 @@ def _header(policy: Policy, cands: Sequence[Candidate], decision_id: str | None,
     when = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     masked: set[str] = set()
     rows = [input_item(c, privacy, masked) for c in cands]
-    who = provenance(privacy, masked, request, query, corpus)  # request, query, corpus
+    who = provenance(privacy, masked, request, query, corpus)  # request_id .. labels, query, corpus
     head = {
         "schema_version": SCHEMA_VERSION,
         "decision_id": decision_id or str(uuid.uuid4()),
@@ -305,8 +305,8 @@ VOLATILE = ("decision_id", "timestamp", "timings")
 def stable_view(record: dict[str, Any]) -> dict[str, Any]:
     """The record without ids, timestamps and timings (for determinism checks)."""
     out = {k: v for k, v in record.items() if k not in VOLATILE}
-    if isinstance(out.get("request"), dict) and out["request"].get("request_id_generated"):
-        out["request"] = {k: v for k, v in out["request"].items() if k != "request_id"}
+    if out.get("request_id_generated") is True:
+        del out["request_id"]  # generated, like the decision id
     if isinstance(out.get("solver"), dict):
         solver = {k: v for k, v in out["solver"].items() if k not in ("wall_time_s", "log")}
         if isinstance(solver.get("parameters"), dict):

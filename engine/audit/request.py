@@ -4,11 +4,12 @@ What goes in: a :class:`Request` (``request_id``, ``requested_by``, ``labels``, 
 the caller: CLI flags ``--request-id``, ``--requested-by``, ``--label KEY=VALUE`` or the
 API arguments of :func:`engine.decide.decide`, :func:`engine.retrieval.pack.pack` and
 :class:`engine.manager.TokenBudgetManager`), ``pack``'s query and the corpus files it
-indexed (:class:`CorpusFile`). What comes out: the record's ``request``, ``query`` and
+indexed (:class:`CorpusFile`). What comes out: the record's top-level ``request_id``,
+``request_id_generated``, ``requested_by`` and ``labels`` fields and its ``query`` and
 ``corpus`` parts (:func:`provenance`).
 
 - A request without an id gets one generated here (a UUID4), and the record says so
-  (``request.request_id_generated: true``): a reviewer can tell an id the caller will
+  (``request_id_generated: true``): a reviewer can tell an id the caller will
   find in its own logs from one made up by the engine.
 - ``requested_by`` and the label values are stored as given (they identify the caller
   and the purpose; a reviewer needs them in clear). The policy's ``audit.mask`` globs
@@ -91,7 +92,7 @@ class Request:
         return cls(request_id, requested_by, tuple(sorted(seen.items())))
 
     def part(self, privacy: Privacy, masked: set[str]) -> dict[str, Any]:
-        """The record's ``request`` part (an id generated if none was given; labels whose
+        """The record's request fields (an id generated if none was given; labels whose
         key matches ``audit.mask`` written masked, their names added to ``masked``)."""
         labels: dict[str, Any] = {}
         for key, value in self.labels:
@@ -153,9 +154,10 @@ def _corpus_part(files: Sequence[CorpusFile], privacy: Privacy) -> dict[str, Any
 
 def provenance(privacy: Privacy, masked: set[str], request: Request | None,
                query: str | None, corpus: Sequence[CorpusFile] | None) -> dict[str, Any]:
-    """The record's parts for who asked and what for: ``request`` (always), ``query``
-    and ``corpus`` (``pack`` decisions only)."""
-    out: dict[str, Any] = {"request": (request or Request()).part(privacy, masked)}
+    """The record's fields for who asked and what for: ``request_id``,
+    ``request_id_generated``, ``requested_by`` and ``labels`` (always), ``query`` and
+    ``corpus`` (``pack`` decisions only)."""
+    out: dict[str, Any] = (request or Request()).part(privacy, masked)
     if query is not None:
         out["query"] = privacy.query(query)
     if corpus is not None:

@@ -57,8 +57,8 @@ def render(envelope: dict[str, Any], findings: Sequence[Any] = ()) -> str:
 def _who(rec: dict[str, Any]) -> list[str]:
     """Who asked (request id, requested_by, labels), and pack's query and corpus."""
     out = []
-    req = rec.get("request")
-    if isinstance(req, dict):
+    req = {k: rec.get(k) for k in ("request_id", "request_id_generated", "requested_by", "labels")}
+    if req["request_id"] is not None:
         labels = req.get("labels") or {}
         shown = ", ".join(f"{k}={v['masked'] if isinstance(v, dict) else v}" for k, v in labels.items())
         out.append(f"request  {req.get('request_id')}"
