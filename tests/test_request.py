@@ -319,3 +319,17 @@ def test_a_keyed_query_without_a_secret_says_why_one_is_needed(tmp_path: Path,
     assert not log.path.exists()
     # the same policy without a query (allocate) needs no secret
     assert decide(cands(), policy, audit_log=log).envelope is not None
+
+
+def test_hand_edited_request_fields_are_findings_and_show_does_not_crash(
+        three: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from auditcases import rewrite
+
+    rewrite(three, lambda rec: rec.pop("requested_by"), index=0)  # request_id without its fellows
+    rewrite(three, lambda rec: rec.update(labels=["not", "a", "map"]), index=1)
+    found = check_log(AuditLog(three)).by_seq
+    assert [f.code for f in found[1]] == ["record.schema"] and "'requested_by' is a dependency" in found[1][0].message
+    assert [f.code for f in found[2]] == ["record.schema"]
+    assert cli.main(["audit", "show", str(three)]) == 6
+    out = capsys.readouterr().out
+    assert out.count("[FAILED CHECKS: record.schema]") == 2
