@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 VERIFY_TESTS = ("tests/test_verify.py", "tests/test_semantics.py")
 ALL_TESTS = (*VERIFY_TESTS, "tests/test_bruteforce.py", "tests/test_rules.py")
+ARCHIVE_TESTS = ("tests/test_policies.py", "tests/test_signing_policy.py")
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,13 @@ MUTANTS: list[Mutant] = [
     Mutant("reduce-forgets-blocks", "engine/problem.py",
            "        if b is not None:\n            block = policy.blocked[b]\n",
            "        if False:\n            block = policy.blocked[b]\n"),
+    Mutant("policy-archive-trusts-any-file", "engine/audit/policies.py",
+           "    if actual != \"sha256:\" + m.group(1):\n", "    if False:\n", ARCHIVE_TESTS),
+    Mutant("policy-archive-ignores-revision-conflicts", "engine/audit/policies.py",
+           "        if _ident(value) == (policy.name, policy.revision):\n", "        if False:\n", ARCHIVE_TESTS),
+    Mutant("checkpoints-opened-by-path", "engine/audit/log.py",
+           "signer.after_append(self.path, fd, end, lines, dir_fd)",
+           "signer.after_append(self.path, fd, end, lines)", ARCHIVE_TESTS),
 ]
 
 
