@@ -333,3 +333,18 @@ def test_hand_edited_request_fields_are_findings_and_show_does_not_crash(
     assert cli.main(["audit", "show", str(three)]) == 6
     out = capsys.readouterr().out
     assert out.count("[FAILED CHECKS: record.schema]") == 2
+
+
+def test_the_html_report_shows_who_asked_with_masked_labels_marked(tmp_path: Path) -> None:
+    policy = load_policy(write_policy(tmp_path, "{mask: ['customer_*']}"))
+    log = new_log(tmp_path)
+    rec = decide(cands(), policy, audit_log=log,
+                 request=Request.of(None, "alice", {"customer_id": "C-991", "team": "ops"})).record
+    out = tmp_path / "report.html"
+    assert cli.main(["audit", "report", str(log.path), "--out", str(out)]) == 0
+    page = out.read_text()
+    assert f"request <b>{rec['request_id']}</b> (generated)" in page
+    assert "requested by <b>alice</b>" in page
+    masked = rec["labels"]["customer_id"]["masked"]
+    assert f"labels <code>customer_id={masked} (masked)</code>, <code>team=ops</code>" in page
+    assert "C-991" not in page and "{&#x27;masked&#x27;" not in page

@@ -238,10 +238,15 @@ def _who_html(rec: Mapping[str, Any]) -> str:
                      else f"query (not stored; keyed digest) <code>{esc(query.get('digest'))}</code>")
     for key, label in (("request_id", "request"), ("requested_by", "requested by")):
         if rec.get(key) is not None:
-            parts.append(f"{label} <b>{esc(rec.get(key))}</b>")
+            parts.append(f"{label} <b>{esc(rec.get(key))}</b>"
+                         + (" (generated)" if key == "request_id" and rec.get("request_id_generated") is True
+                            else ""))
     labels = rec.get("labels")
     if isinstance(labels, Mapping) and labels:
-        parts.append("labels " + ", ".join(f"<code>{esc(k)}={esc(v)}</code>" for k, v in sorted(labels.items())))
+        # a label masked by audit.mask is {"masked": "hmac-sha256:..."}: show the digest, marked
+        parts.append("labels " + ", ".join(
+            f"<code>{esc(k)}={esc(v['masked']) + ' (masked)' if isinstance(v, Mapping) and 'masked' in v else esc(v)}"
+            "</code>" for k, v in sorted(labels.items())))
     return f"<p class=meta>{' &middot; '.join(parts)}</p>" if parts else ""
 
 
