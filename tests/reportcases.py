@@ -65,7 +65,8 @@ def build(folder: Path, stored: Policy | None = None) -> ReportLog:
                {"source_id": "kb#\u202etxt.exe", "content": "word " * 400, "relevance_score": 0.4}]
     decide(hostile, Policy.default(120, tokenizer="cl100k_base").replace(name="<i>docs</i>", revision="r\"7"),
            audit_log=log, decision_id=HOSTILE, now=T0 + timedelta(days=2, hours=3))
-    tight = stored.replace(max_tokens=50, context_window=None, reserve_output=0, reserve_prompt=0)
+    tight = stored.replace(max_tokens=50, context_window=None, reserve_output=0, reserve_prompt=0,
+                           revision=f"{stored.revision}+tight")  # one log: one text per revision
     with pytest.raises(InfeasibleError):
         decide(from_mappings([({"source_id": "refund-terms", "content": "word " * 200, "relevance_score": 0.5}, None)]),
                tight, audit_log=log, decision_id=INFEASIBLE, now=T0 + timedelta(days=5))

@@ -234,18 +234,38 @@ def test_race_swapping_the_archive_folder_for_a_symlink_never_writes_outside(tmp
     outside.mkdir()
     stop, swaps = threading.Event(), [0]
 
+    def clear() -> None:  # whatever is at the archive's name: the symlink, or a folder
+        # the writer made meanwhile (archiving creates a missing archive folder)
+        if real.is_symlink():
+            real.unlink()
+        elif real.exists():
+            shutil.rmtree(real, ignore_errors=True)
+
     def swapper() -> None:
         while not stop.is_set():
-            try:  # each state held a moment, so that appends meet both
+            try:
                 os.rename(real, held)
-                os.symlink(outside, real)
-                time.sleep(0.0003)
-                os.unlink(real)
-                os.rename(held, real)
-                swaps[0] += 1
-                time.sleep(0.0003)
             except OSError:
-                pass
+                clear()  # a folder the writer made while held was away: put held back
+                if held.exists() and not real.exists():
+                    os.rename(held, real)
+                continue
+            for _ in range(100):  # each state held a moment, so that appends meet both
+                try:
+                    os.symlink(outside, real)
+                    break
+                except FileExistsError:
+                    clear()
+            time.sleep(0.0003)
+            for _ in range(100):
+                clear()
+                try:
+                    os.rename(held, real)
+                    break
+                except OSError:
+                    continue
+            swaps[0] += 1
+            time.sleep(0.0003)
 
     thread = threading.Thread(target=swapper)
     thread.start()
