@@ -122,8 +122,8 @@ MUTANTS: list[Mutant] = [
     Mutant("policy-archive-ignores-revision-conflicts", "engine/audit/policies.py",
            "        if _ident(value) == (policy.name, policy.revision):\n", "        if False:\n", ARCHIVE_TESTS),
     Mutant("checkpoints-opened-by-path", "engine/audit/log.py",
-           "signer.after_append(self.path, fd, end, lines, dir_fd)",
-           "signer.after_append(self.path, fd, end, lines)", ARCHIVE_TESTS),
+           "signer.after_append(self.path.with_name(name), fd, end, lines, dir_fd)",
+           "signer.after_append(self.path.with_name(name), fd, end, lines)", ARCHIVE_TESTS),
 ]
 
 
