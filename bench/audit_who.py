@@ -11,6 +11,9 @@
 - policy archive: the time a decision spends archiving its policy, the first time (the
   file is written: temp file, fsync, rename, fsync of the folder) and afterwards (one
   ``fstatat`` of a file this process verified).
+- archive race: 1,000 archivings while a thread swaps ``<log>.policies`` for a symlink
+  to another folder and back (each archived file removed again, so every attempt
+  writes); files that reach the other folder (``tests/test_policies.py`` runs 150).
 
 Figures only.
 """
@@ -21,7 +24,9 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import sys
+import threading
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +37,7 @@ from engine import AuditLog, load_policy  # noqa: E402
 from engine.audit.policies import archive_dir, archive_policy  # noqa: E402
 from engine.audit.privacy import SECRET_ENV, create_secret  # noqa: E402
 from engine.audit.request import Request  # noqa: E402
+from engine.errors import AuditError  # noqa: E402
 from engine.policy import Policy  # noqa: E402
 from engine.retrieval.pack import pack  # noqa: E402
 
@@ -100,6 +106,71 @@ def archive_timing(tmp: Path) -> tuple[float, float]:
     return sorted(first)[len(first) // 2], again
 
 
+def race(tmp: Path, attempts: int = 1000) -> tuple[int, int, int, int]:
+    """(written, refused, swaps, files outside)."""
+    (tmp / "race" / "logs").mkdir(parents=True)
+    log = AuditLog(tmp / "race" / "logs" / "a.jsonl")
+    p = Policy.default(100)
+    real, held, outside = archive_dir(log.path), tmp / "race" / "logs" / "held", tmp / "race" / "outside"
+    real.mkdir()
+    outside.mkdir()
+    stop, swaps = threading.Event(), [0]
+
+    def clear() -> None:
+        if real.is_symlink():
+            real.unlink()
+        elif real.exists():
+            shutil.rmtree(real, ignore_errors=True)
+
+    def swapper() -> None:
+        while not stop.is_set():
+            try:
+                os.rename(real, held)
+            except OSError:
+                clear()
+                if held.exists() and not real.exists():
+                    os.rename(held, real)
+                continue
+            for _ in range(100):
+                try:
+                    os.symlink(outside, real)
+                    break
+                except FileExistsError:
+                    clear()
+            time.sleep(0.0003)
+            for _ in range(100):
+                clear()
+                try:
+                    os.rename(held, real)
+                    break
+                except OSError:
+                    continue
+            swaps[0] += 1
+            time.sleep(0.0003)
+
+    thread = threading.Thread(target=swapper)
+    thread.start()
+    written = refused = 0
+    try:
+        for _ in range(attempts):
+            try:
+                archive_policy(log, p)
+                written += 1
+            except AuditError:
+                refused += 1
+            for folder in (real, held):
+                try:
+                    for name in ([] if folder.is_symlink() else os.listdir(folder)):
+                        if name.endswith(".json"):
+                            os.unlink(folder / name)
+                except OSError:
+                    pass
+    finally:
+        stop.set()
+        thread.join()
+    return written, refused, swaps[0], len(list(outside.iterdir()))
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -113,6 +184,9 @@ def main() -> None:
         first, again = archive_timing(tmp)
         print(f"policy archive per decision: first time (write + fsync) {first * 1e3:.2f} ms median, "
               f"known policy {again * 1e6:.0f} us")
+        written, refused, swaps, out = race(tmp)
+        print(f"archive race: {written + refused:,} archivings, {written:,} written, {refused:,} refused "
+              f"(the folder was a symlink or being swapped), {swaps:,} swaps; files outside the log's folder: {out}")
 
 
 if __name__ == "__main__":
