@@ -71,8 +71,10 @@ from quality_hotpot import (  # noqa: E402
 )
 
 from engine import BudgetStrategy, IndexLevel, Node, Policy, SemanticSearch, allocate, get_tokenizer  # noqa: E402
+from engine.candidates import Candidate  # noqa: E402
 from engine.errors import CandidateError  # noqa: E402
-from engine.policy import Hierarchy, Objective, Transform  # noqa: E402
+from engine.objective import objective_values  # noqa: E402
+from engine.policy import Calibration, CalibrationGroup, Hierarchy, Objective, Transform  # noqa: E402
 
 RESULTS = REPO_ROOT / "bench" / "results"
 CACHE_DIR = RESULTS / "robustness"
@@ -80,7 +82,7 @@ DEFAULT_OUT = RESULTS / "robustness.json"
 DEFAULT_BUDGETS = (128, 256, 512, 1024)
 SPLIT_SEED = 11
 #: Bump when a method's meaning changes without its key changing (cached cells go stale).
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"
 SCORERS = ("bm25", "bm25-pooled", "dense", "hybrid", "hybrid-pooled")
 LEXICAL_SCORERS = ("bm25", "bm25-pooled")
 DENSE_SCORERS = ("dense",)
@@ -148,9 +150,6 @@ def _recounted(chosen: list[Chunk], budget: int) -> tuple[tuple[Chunk, ...], int
 
 # --------------------------------------------------------------------------- fast path
 
-RELEVANCE_SCALE = 1_000_000  # engine.problem.RELEVANCE_SCALE
-
-
 @dataclass(frozen=True, slots=True)
 class Packing:
     """One (question, scorer, shape, budget) as the engine's Problem sees it: weights
@@ -179,11 +178,14 @@ def packing(chunks: Sequence[Chunk], budget: int, separator_tokens: int) -> Pack
     return Packing(tuple(chunks), weights, cap, order, tuple(frozenset(r) for r in rel))
 
 
-def scaled_values(p: Packing, raw: Sequence[float]) -> list[int]:
-    """The engine's integer objective values: ``round(RELEVANCE_SCALE * w / max w)`` over
-    the active items (``engine.problem.objective_values`` with the weights given)."""
-    top = max((max(raw[i], 0.0) for i in p.order), default=0.0)
-    return [int(round(RELEVANCE_SCALE * max(x, 0.0) / top)) if top > 0 else 0 for x in raw]
+def engine_values(p: Packing, objective: Objective) -> tuple[int, ...]:
+    """The engine's integer item values (``engine.objective.objective_values``, the very
+    function the Problem uses) for the items of ``p``; the active ones are those that fit."""
+    cands = [Candidate(i, c.source_id, c.content, c.score, c.tokens, c.level, {}, c.parent_id, "")
+             for i, c in enumerate(p.chunks)]
+    by_id = {c.source_id: c for c in cands}
+    order = tuple(sorted(range(len(cands)), key=lambda i: (-cands[i].relevance_score, i)))
+    return objective_values(objective, cands, p.order, order, by_id)
 
 
 def _fill(p: Packing, order: Iterable[int], exclusive: bool, chosen: list[int], used: int,
@@ -323,11 +325,8 @@ def fast_optimal(p: Packing, exclusive: bool, values: Sequence[int]) -> list[int
 
 @dataclass(frozen=True, slots=True)
 class Variant:
-    """One point of the objective family of issue 11 (engine/objective.py's knobs).
-
-    Until the engine has every knob, :func:`prototype_values` computes the family here and
-    the engine runs with these values as scores and the identity objective (the optimum is
-    the same: values are only rescaled by the engine)."""
+    """One point of the objective family of issue 11: a short key and label for an
+    :class:`engine.policy.Objective` (see :func:`engine_objective`)."""
 
     calibrate: str = "max"          # max | minmax | rank
     within: str = "level"           # level | all
@@ -362,82 +361,6 @@ class Variant:
         return "optimal + hierarchy, " + ", ".join(bits)
 
 
-def _mean_ranks(values: Sequence[float]) -> list[float]:
-    """1-based rank of each value, descending; ties get the mean of their ranks."""
-    order = sorted(range(len(values)), key=lambda i: -values[i])
-    ranks = [0.0] * len(values)
-    pos = 0
-    while pos < len(order):
-        end = pos
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[pos]]:
-            end += 1
-        for j in range(pos, end + 1):
-            ranks[order[j]] = (pos + end) / 2 + 1
-        pos = end + 1
-    return ranks
-
-
-def calibrate(raw: Sequence[float], how: str) -> list[float]:
-    """One group's raw scores (>= 0) in [0, 1]: ``max``, ``minmax`` or ``rank`` (issue 11's spec)."""
-    if not raw:
-        return []
-    if how == "max":
-        top = max(raw)
-        return [r / top if top > 0 else 0.0 for r in raw]
-    if how == "minmax":
-        lo, hi = min(raw), max(raw)
-        return [(r - lo) / (hi - lo) if hi > lo else 1.0 for r in raw]
-    if how == "rank":
-        n = len(raw)
-        return [1.0 - (r - 1.0) / n for r in _mean_ranks(raw)]
-    raise ValueError(f"unknown calibration {how!r}")
-
-
-def prototype_values(v: Variant, chunks: Sequence[Chunk]) -> list[float]:
-    """The family's item values, in the spec's order: clip, calibrate per group, inherit
-    (parents first), transform, level weights, coverage (sum of the children's values)."""
-    raw = [max(c.score, 0.0) for c in chunks]
-    groups: dict[str, list[int]] = {}
-    for i, c in enumerate(chunks):
-        groups.setdefault(c.level if v.within == "level" else "*", []).append(i)
-    cal = [0.0] * len(chunks)
-    for members in groups.values():
-        for i, x in zip(members, calibrate([raw[i] for i in members], v.calibrate)):
-            cal[i] = x
-    index = {c.source_id: i for i, c in enumerate(chunks)}
-    blended: dict[int, float] = {}
-
-    def blend(i: int) -> float:
-        if i not in blended:
-            p = chunks[i].parent_id
-            blended[i] = cal[i] if p not in index or not v.inherit else \
-                (1 - v.inherit) * cal[i] + v.inherit * blend(index[cast(str, p)])
-        return blended[i]
-
-    c2 = [blend(i) for i in range(len(chunks))]
-    if v.transform == "power":
-        w = [x ** v.exponent for x in c2]
-    elif v.transform == "reciprocal_rank":
-        order = sorted(range(len(chunks)), key=lambda i: -c2[i])
-        rank = {i: r + 1 for r, i in enumerate(order)}
-        w = [1.0 / (v.k + rank[i]) for i in range(len(chunks))]
-    else:
-        w = list(c2)
-    lw = dict(v.level_weights)
-    w = [x * lw.get(c.level, 1.0) for x, c in zip(w, chunks)]
-    if v.coverage:
-        children: dict[int, list[int]] = {}
-        for i, c in enumerate(chunks):
-            if c.parent_id in index:
-                children.setdefault(index[cast(str, c.parent_id)], []).append(i)
-
-        def covered(i: int) -> float:
-            return math.fsum(covered(j) for j in children[i]) if i in children else w[i]
-
-        w = [covered(i) for i in range(len(chunks))]
-    return w
-
-
 # --------------------------------------------------------------------------- methods
 
 #: Whether methods run through ``engine.allocate`` (``--engine``) or the fast path.
@@ -447,12 +370,11 @@ IDENTITY = Variant("max", "all", "identity")
 POWER2_NOW = Variant("max", "all", "power", 2.0)
 
 
-def engine_objective(v: Variant) -> Objective | None:
-    """The engine Objective that computes ``v``, or None when the engine has no knob for it
-    (then the prototype's values are given as scores with the identity objective)."""
-    if v.calibrate != "max" or v.within != "all" or v.inherit or v.coverage or v.level_weights:
-        return None
-    return Objective(Transform(v.transform), exponent=v.exponent, k=v.k)
+def engine_objective(v: Variant) -> Objective:
+    """The engine Objective that computes ``v`` (engine/objective.py)."""
+    return Objective(Transform(v.transform), exponent=v.exponent, k=v.k, calibrate=Calibration(v.calibrate),
+                     calibrate_within=CalibrationGroup(v.within), inherit=v.inherit, coverage=v.coverage,
+                     level_weights=tuple(sorted(v.level_weights)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,7 +400,7 @@ class Method:
         if ENGINE["on"]:
             return self.run_engine(chunks, budget)
         p = packing(chunks, budget, sep)
-        values = scaled_values(p, prototype_values(self.variant, chunks))
+        values = engine_values(p, engine_objective(self.variant))
         if self.strategy is BudgetStrategy.GREEDY:
             chosen = fast_greedy(p, self.exclusive)
         elif self.strategy is BudgetStrategy.DENSITY:
@@ -492,16 +414,9 @@ class Method:
 
     def run_engine(self, chunks: Sequence[Chunk], budget: int) -> tuple[tuple[Chunk, ...], int]:
         """The same method through ``engine.allocate`` (assembled context recounted)."""
-        objective = engine_objective(self.variant)
-        items = chunks
-        if objective is None:
-            values = prototype_values(self.variant, chunks)
-            items = [Chunk(c.source_id, c.level, c.content, c.tokens, x, c.parent_id, c.covers)
-                     for c, x in zip(chunks, values)]
-            objective = Objective(Transform.IDENTITY)
         policy = Policy.default(budget, strategy=self.strategy, hierarchy=Hierarchy(exclusive=self.exclusive),
-                                objective=objective)
-        alloc = allocate(qh.budget_items(items), policy)
+                                objective=engine_objective(self.variant))
+        alloc = allocate(qh.budget_items(chunks), policy)
         by_id = {c.source_id: c for c in chunks}
         return tuple(by_id[d.source_id] for d in alloc.included), alloc.context_tokens
 
@@ -555,12 +470,29 @@ def _sweep() -> list[Variant]:
 CORE_VARIANTS = (Variant("max", "level", "power", 2.0), Variant("minmax", "level", "power", 2.0),
                  Variant("rank", "level", "power", 2.0), Variant("rank", "level", "power", 4.0))
 SWEEP_VARIANTS = tuple(dict.fromkeys((*CORE_VARIANTS, *_sweep())))
-VARIANT_METHODS = tuple(variant_method(v) for v in SWEEP_VARIANTS)
+
+
+def _study() -> list[Variant]:
+    """Stage 2 (after the sweep: steeper powers of the pooled max lead, balanced + hierarchy
+    is the rival): priors for whole paragraphs: level weights, inheritance, coverage."""
+    out: list[Variant] = []
+    for e in (3.0, 4.0, 6.0):
+        for w in (1.5, 2.0, 3.0, 4.0):
+            out.append(Variant("max", "all", "power", e, level_weights=(("PARAGRAPH", w),)))
+        for a in (0.3, 0.5):
+            out.append(Variant("max", "all", "power", e, inherit=a))
+            out.append(Variant("max", "all", "power", e, inherit=a, coverage=True))
+    return out
+
+
+STUDY_VARIANTS = tuple(_study())
+VARIANT_METHODS = tuple(variant_method(v) for v in dict.fromkeys((*SWEEP_VARIANTS, *STUDY_VARIANTS)))
 METHODS: dict[str, Method] = {m.key: m for m in (*BASELINE_METHODS, *VARIANT_METHODS)}
 METHOD_GROUPS = {
     "baselines": BASELINE_KEYS,
     "core": (*BASELINE_KEYS, *(v.key for v in CORE_VARIANTS)),
     "sweep": (*BASELINE_KEYS, *(v.key for v in SWEEP_VARIANTS)),
+    "study": (*BASELINE_KEYS, *(v.key for v in STUDY_VARIANTS)),
 }
 
 
@@ -971,6 +903,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--check", type=int, default=0, metavar="N",
                         help="first compare the fast path with engine.allocate on N tune questions")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    parser.add_argument("--cache", type=Path, default=CACHE_DIR, help="scores and per-method results cache")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = parser.parse_args(argv)
 
@@ -988,7 +921,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     questions = load_questions(data, args.limit)
     tune, rep = split_questions([q.qid for q in questions])
     chunks = {q.qid: qh.build_chunks(q) for q in questions}
-    scores = compute_scores(questions, chunks, args.scorers, CACHE_DIR / "scores.json", not args.quiet)
+    scores = compute_scores(questions, chunks, args.scorers, args.cache / "scores.json", not args.quiet)
     methods = [METHODS[k] for k in args.methods]
     if args.default is not None and METHODS[args.default] not in methods:
         methods.append(METHODS[args.default])
@@ -1005,8 +938,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         questions = [q for q in questions if q.qid in keep]
     if args.fresh:
         for m in methods:
-            (CACHE_DIR / "cells" / f"{m.key}.json").unlink(missing_ok=True)
-    cells = run_cells(questions, scores, methods, conds, CACHE_DIR / "cells", args.workers, not args.quiet)
+            (args.cache / "cells" / f"{m.key}.json").unlink(missing_ok=True)
+    cells = run_cells(questions, scores, methods, conds, args.cache / "cells", args.workers, not args.quiet)
     rivals = [METHODS[k] for k in BASELINE_KEYS]
     candidates = [m for m in methods if m.candidate or m.key == CURRENT_DEFAULT]
     ranking = choose(cells, candidates, rivals, conds, tune)
