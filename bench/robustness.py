@@ -338,6 +338,12 @@ class Variant:
     level_weights: tuple[tuple[str, float], ...] = ()
 
     @property
+    def eligible(self) -> bool:
+        """Whether it may ship as the default: ``minmax`` values the least relevant item
+        of each level at 0, so OPTIMAL never takes it however much budget is left."""
+        return self.calibrate != "minmax"
+
+    @property
     def key(self) -> str:
         t = {"identity": "id", "power": f"p{self.exponent:g}", "reciprocal_rank": f"rr{self.k}"}[self.transform]
         parts = [self.calibrate + ("" if self.within == "level" else "-all"), t]
@@ -485,14 +491,39 @@ def _study() -> list[Variant]:
     return out
 
 
+def _study2() -> list[Variant]:
+    """Stage 3 (coverage + inheritance led stage 2): their grid under every calibration."""
+    return [Variant(cal, within, "power", e, inherit=a, coverage=True)
+            for cal, within in (("max", "all"), ("max", "level"), ("minmax", "level"), ("minmax", "all"))
+            for e in (3.0, 4.0, 6.0) for a in (0.2, 0.3, 0.5)]
+
+
+def _study3() -> list[Variant]:
+    """Stage 4: steeper and lighter around stage 3's leaders (per-level calibration)."""
+    return [Variant(cal, "level", "power", e, inherit=a, coverage=True)
+            for cal in ("max", "minmax") for e in (6.0, 8.0) for a in (0.1, 0.15, 0.2)]
+
+
 STUDY_VARIANTS = tuple(_study())
-VARIANT_METHODS = tuple(variant_method(v) for v in dict.fromkeys((*SWEEP_VARIANTS, *STUDY_VARIANTS)))
+STUDY2_VARIANTS = tuple(_study2())
+STUDY3_VARIANTS = tuple(_study3())
+VARIANT_METHODS = tuple(variant_method(v) for v in dict.fromkeys((*SWEEP_VARIANTS, *STUDY_VARIANTS,
+                                                                    *STUDY2_VARIANTS, *STUDY3_VARIANTS)))
 METHODS: dict[str, Method] = {m.key: m for m in (*BASELINE_METHODS, *VARIANT_METHODS)}
+#: The finalists: the leaders of the lexical stages, run under every scorer (the default run).
+FINAL_KEYS = ("obj-minmax-p6-inh0.2-cov", "obj-max-p6-inh0.15-cov", "obj-minmax-p6-inh0.15-cov",
+              "obj-max-p6-inh0.2-cov", "obj-minmax-all-p4-inh0.2-cov", "obj-minmax-p4-inh0.2-cov",
+              "obj-max-all-p6", "obj-max-p4-inh0.2-cov", "obj-max-all-p4-inh0.2-cov", "obj-max-all-p6-inh0.3",
+              "obj-max-all-p3-inh0.3-cov", "obj-max-all-p4", "obj-minmax-p6-inh0.3-cov", "obj-minmax-p6-inh0.5-cov",
+              "obj-max-p6-inh0.3-cov", "obj-minmax-p4-inh0.3-cov")
 METHOD_GROUPS = {
     "baselines": BASELINE_KEYS,
+    "final": (*BASELINE_KEYS, *FINAL_KEYS),
     "core": (*BASELINE_KEYS, *(v.key for v in CORE_VARIANTS)),
     "sweep": (*BASELINE_KEYS, *(v.key for v in SWEEP_VARIANTS)),
     "study": (*BASELINE_KEYS, *(v.key for v in STUDY_VARIANTS)),
+    "study2": (*BASELINE_KEYS, *(v.key for v in STUDY2_VARIANTS)),
+    "study3": (*BASELINE_KEYS, *(v.key for v in STUDY3_VARIANTS)),
 }
 
 
@@ -656,7 +687,10 @@ def run_cells(questions: Sequence[Question], scores: Mapping[str, Mapping[str, M
             pool.join()
     if cache_dir is not None and tasks:
         cache_dir.mkdir(parents=True, exist_ok=True)
+        touched = {j[0] for t in tasks for j in t[2]}
         for m in methods:
+            if m.key not in touched:  # leave other runs' files alone
+                continue
             (cache_dir / f"{m.key}.json").write_text(
                 json.dumps({"fingerprint": m.fingerprint(), "cells": cells[m.key]}), encoding="utf-8")
     return cells
@@ -762,13 +796,36 @@ def report_ranking(ranking: Sequence[tuple[str, dict[str, Any]]], n_tune: int, d
     """The candidates on the tune split, best worst case first."""
     out = [f"## Choice on the tune split ({n_tune} questions, seed {SPLIT_SEED})", "",
            "Worst case over every (scorer, shape, budget) of the paired mean recall margin against the "
-           "best baseline of that condition (baselines: strategies, peers, current default).", "",
+           "best baseline of that condition (baselines: strategies, peers, current default). Variants "
+           "calibrated by minmax are listed last and never chosen: the least relevant item of each level "
+           "is worth 0 under minmax, so OPTIMAL would never take it whatever the budget.", "",
            "| candidate | worst margin | at | against | mean margin |", "|---|---:|---|---|---:|"]
     for key, wc in ranking:
         avg = mean([x["margin"] for x in wc["margins"].values()])
         name = f"**{key}**" if key == default else key
+        if not METHODS[key].variant.eligible:
+            name += " (not eligible: minmax)"
         out.append(f"| {name} | {wc['margin']:+.3f} | {wc['cond']} | {wc['rival']} | {avg:+.3f} |")
     return "\n".join(out) + "\n"
+
+
+def compact_tables(cells: Mapping[str, Mapping[str, Mapping[str, tuple[float, int]]]], methods: Sequence[Method],
+                   default: str, scorers: Sequence[str], shapes: Sequence[str], budgets: Sequence[int],
+                   qids: Sequence[str]) -> str:
+    """One table per shape: methods × scorers, each cell the recall at every budget."""
+    out = []
+    for sh in shapes:
+        out += [f"Recall, {sh} (cells: budgets {' / '.join(map(str, budgets))})", "",
+                "| method | " + " | ".join(scorers) + " |", "|---|" + "---|" * len(scorers)]
+        for m in methods:
+            if sh not in m.shapes:
+                continue
+            row = [" / ".join(f"{mean(recalls(cells, m.key, (s, sh, b), qids)):.3f}" for b in budgets)
+                   for s in scorers]
+            name = f"**{m.label} (default)**" if m.key == default else m.label
+            out.append(f"| {name} | " + " | ".join(row) + " |")
+        out.append("")
+    return "\n".join(out)
 
 
 def report(cells: Mapping[str, Mapping[str, Mapping[str, tuple[float, int]]]], methods: Sequence[Method],
@@ -791,6 +848,7 @@ def report(cells: Mapping[str, Mapping[str, Mapping[str, tuple[float, int]]]], m
                 name = f"**{m.label} (chosen)**" if m.key == default else m.label
                 out.append(f"| {name} | " + " | ".join(vals) + " |")
             out.append("")
+    out += ["## Report split, compact", "", compact_tables(cells, methods, default, scorers, shapes, budgets, rep)]
     out += ["## Report split: chosen default minus each method, paired recall difference", "",
             "mean [95 % interval] (questions won/lost).", ""]
     for s in scorers:
@@ -890,8 +948,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budgets", type=qh._budgets, default=DEFAULT_BUDGETS, help="comma-separated budgets")
     parser.add_argument("--scorers", type=_csv(SCORERS, "scorer"), default=SCORERS)
     parser.add_argument("--shapes", type=_csv(SHAPES, "shape"), default=SHAPES)
-    parser.add_argument("--methods", type=_methods, default=METHOD_GROUPS["core"],
-                        help="groups (baselines, core [default], sweep) or method keys; baselines always run")
+    parser.add_argument("--methods", type=_methods, default=METHOD_GROUPS["final"],
+                        help="groups (final [default], baselines, core, sweep, study, study2, study3) or method keys; "
+                             "baselines always run")
     parser.add_argument("--default", dest="default", default=None,
                         help="report this method as the default instead of the tune split's choice")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
@@ -933,21 +992,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Fast path vs engine.allocate on {args.check} tune questions: {chk['identical']}/{chk['selections']} "
               f"selections identical, mean recall difference {chk['mean_recall_diff']:+.4f}; "
               f"mismatches per method: {chk['mismatches']}", flush=True)
-    if args.tune_only:
-        keep = set(tune)
-        questions = [q for q in questions if q.qid in keep]
     if args.fresh:
         for m in methods:
             (args.cache / "cells" / f"{m.key}.json").unlink(missing_ok=True)
-    cells = run_cells(questions, scores, methods, conds, args.cache / "cells", args.workers, not args.quiet)
+    # Stage 1, the tune split only: every method, the candidates ranked by worst case.
+    keep = set(tune)
+    cells = run_cells([q for q in questions if q.qid in keep], scores, methods, conds, args.cache / "cells",
+                      args.workers, not args.quiet)
     rivals = [METHODS[k] for k in BASELINE_KEYS]
-    candidates = [m for m in methods if m.candidate or m.key == CURRENT_DEFAULT]
+    candidates = [m for m in methods if (m.candidate and m.variant.eligible) or m.key == CURRENT_DEFAULT]
     ranking = choose(cells, candidates, rivals, conds, tune)
+    studied = [m for m in methods if m.candidate and not m.variant.eligible]
+    ranking += choose(cells, studied, rivals, conds, tune) if studied else []
     default = args.default if args.default is not None else ranking[0][0]
     if args.tune_only:
         print(report_ranking(ranking, len(tune)))
         print(f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
         return 0
+    # Stage 2, the report split: the baselines and the chosen default only.
+    methods = [m for m in methods if m.key in BASELINE_KEYS or m.key == default]
+    cells = run_cells(questions, scores, methods, conds, args.cache / "cells", args.workers, not args.quiet)
     print(report(cells, methods, default, args.scorers, args.shapes, args.budgets, tune, rep, ranking))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(to_json(cells, methods, default, conds, tune, rep, ranking, shown)) + "\n",
