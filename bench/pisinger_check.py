@@ -41,7 +41,7 @@ if __package__ in (None, ""):
 from bench.harness import REPO, fmt_s, table, write_json
 from engine import BudgetItem, allocate
 from engine.allocate import to_candidates
-from engine.policy import Objective, Policy, Transform
+from engine.policy import PLAIN_IDENTITY, Policy
 from engine.problem import reduce
 from engine.strategies import cpsat
 
@@ -102,7 +102,7 @@ def check(inst: KnapsackInstance, optimum: Decimal, time_limit_s: float) -> dict
     items = _items(inst)
     # Identity objective: the public path then maximises the profits themselves (the
     # engine's default transform may square relevance, which is a different problem).
-    policy = Policy.default(inst.capacity, separator="", objective=Objective(Transform.IDENTITY))
+    policy = Policy.default(inst.capacity, separator="", objective=PLAIN_IDENTITY)
     out: dict[str, Any] = {"instance": inst.name, "n": len(inst.values), "capacity": inst.capacity,
                            "known_optimum": str(optimum)}
     if inst.solution is not None:

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.instances import budget_only  # noqa: E402
 from engine import BudgetStrategy, allocate  # noqa: E402
-from engine.policy import Objective, Transform  # noqa: E402
+from engine.policy import PLAIN_IDENTITY  # noqa: E402
 
 STRATEGIES = (BudgetStrategy.GREEDY, BudgetStrategy.DENSITY, BudgetStrategy.BALANCED, BudgetStrategy.OPTIMAL)
 
@@ -33,7 +33,7 @@ def main() -> None:
     for kind in ("uncorrelated", "weak", "strong"):
         for n in (100, 1_000, 10_000):
             inst = budget_only(n, kind)
-            policy = inst.policy.replace(objective=Objective(Transform.IDENTITY))
+            policy = inst.policy.replace(objective=PLAIN_IDENTITY)
             got = {s: relevance_sum(allocate(inst.items, policy.replace(strategy=s))) for s in STRATEGIES}
             best = got[BudgetStrategy.OPTIMAL]
             row = []

@@ -35,14 +35,14 @@ from .allocate import allocate
 from .allocation import Allocation
 from .candidates import BudgetItem
 from .errors import CandidateError
-from .policy import BudgetStrategy, Objective, Policy, Transform, load_policy
+from .policy import PLAIN_IDENTITY, BudgetStrategy, Objective, Policy, Transform, load_policy
 from .retrieval.convert import IndexLike, SearchResultLike, search_rows
 from .tokens import DEFAULT_ENCODING, get_tokenizer
 
 #: Excluded items above this relevance are flagged in ``audit_trail`` (the seed's 0.7).
 HIGH_RELEVANCE = 0.7
 #: The seed's objective: maximise the sum of ``relevance_score`` (used without a policy).
-SEED_OBJECTIVE = Objective(Transform.IDENTITY)
+SEED_OBJECTIVE = PLAIN_IDENTITY
 
 
 @dataclass

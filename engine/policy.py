@@ -297,8 +297,12 @@ class Objective:
     within ``calibrate_within``), blended with its parent's (``inherit``), transformed
     (:meth:`weight`), multiplied by its level's weight (``level_weights``, sorted
     ``(level, weight)`` pairs) and, with ``coverage``, replaced for an item with child
-    candidates by the sum of its children's values. The defaults are the engine's
-    historical objective (best-score normalisation, pooled, ``score ** 2``)."""
+    candidates by the sum of its children's values.
+
+    The field defaults are the *base* values a written ``spec.objective`` starts from
+    (best-score normalisation pooled over the levels, ``score ** 2``: the objective before
+    issue 11), so an objective a policy spells out keeps its meaning when the shipped
+    default moves. A policy without ``spec.objective`` gets :data:`DEFAULT_OBJECTIVE`."""
 
     transform: Transform = Transform.POWER
     exponent: float = 2.0
@@ -331,6 +335,22 @@ class Objective:
                 raise ValueError(f"rank is 1-based, got {rank}")
             return 1.0 / (self.k + rank)
         return float(score)
+
+
+#: The objective of a policy that does not write ``spec.objective``, chosen by the
+#: robustness protocol of issue 11 (``bench/robustness.py``: the best worst case over five
+#: scorers, two candidate shapes and four budgets, tuned on one half of the HotpotQA
+#: questions, reported on the other; README "Quality"): each score divided by the best of
+#: its level (so levels and scorers on different scales compare), 15 % of the parent's
+#: blended in, raised to the power 6 (close to score order, which is a strong prior), and
+#: a parent worth the sum of its children (a paragraph and its sentences trade fairly).
+#: Without ``hierarchy.exclusive`` its coverage is off (see :func:`_assemble`).
+DEFAULT_OBJECTIVE = Objective(Transform.POWER, exponent=6.0, calibrate=Calibration.MAX,
+                              calibrate_within=CalibrationGroup.LEVEL, inherit=0.15, coverage=True)
+#: The sum of raw relevance scores (the seed's objective): ``Objective(Transform.IDENTITY)``.
+PLAIN_IDENTITY = Objective(Transform.IDENTITY)
+#: The default objective before issue 11 (score / best active score, pooled, squared): ``Objective()``.
+POWER2_POOLED = Objective()
 
 
 @dataclass(frozen=True, slots=True)
@@ -559,7 +579,7 @@ def _parts_from_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
         "pinned": _matchers(spec.get("pinned", []), "$.spec.pinned"),
         "blocked": _matchers(spec.get("blocked", []), "$.spec.blocked"),
         "hierarchy": Hierarchy(bool(hier.get("exclusive", True)), _float(hier.get("prefer_parent_ratio"))),
-        "objective": Objective(
+        "objective": DEFAULT_OBJECTIVE if "objective" not in spec else Objective(
             Transform(obj.get("transform", "power")), float(obj.get("exponent", 2.0)), int(obj.get("k", 60)),
             Calibration(obj.get("calibrate", "max")), CalibrationGroup(obj.get("calibrate_within", "all")),
             float(obj.get("inherit", 0.0)), bool(obj.get("coverage", False)),
@@ -650,7 +670,15 @@ def _assemble(
     locations: Mapping[str, Location],
     raw_spec: Mapping[str, Any] | None = None,
 ) -> Policy:
-    """The Policy of ``parts`` once its effective mapping passes the semantic checks."""
+    """The Policy of ``parts`` once its effective mapping passes the semantic checks.
+
+    The default objective's ``coverage`` needs ``hierarchy.exclusive`` (a parent worth its
+    children's sum, taken with them, would count them twice): a policy that turns the rule
+    off and leaves the objective alone gets the default without coverage, so the effective
+    policy, the values and the verifier agree. A written ``coverage: true`` without the
+    rule stays an error (``policy.semantic.coverage_needs_exclusive``)."""
+    if parts["objective"] == DEFAULT_OBJECTIVE and not parts["hierarchy"].exclusive:
+        parts = dict(parts, objective=dataclasses.replace(parts["objective"], coverage=False))
     effective = _normalized(parts)
     issues = semantic_issues(effective, raw_spec=raw_spec, locations=locations, file=file)
     if issues:
@@ -666,7 +694,7 @@ _DEFAULT_PARTS: dict[str, Any] = {
     "api_version": API_VERSION, "kind": KIND, "name": "default", "product": None, "revision": "0",
     "owner": None, "description": None, "tokenizer": "cl100k_base", "budget": Budget(), "min_relevance": 0.0,
     "levels": (), "custom_levels": (), "sources": None, "pinned": (), "blocked": (), "hierarchy": Hierarchy(),
-    "objective": Objective(), "strategy": BudgetStrategy.OPTIMAL, "solver": SolverSettings(),
+    "objective": DEFAULT_OBJECTIVE, "strategy": BudgetStrategy.OPTIMAL, "solver": SolverSettings(),
     "ordering": Ordering.RELEVANCE, "audit": AuditSettings(), "limits": Limits(), "duplicates": None,
 }
 _ENUM_OVERRIDES: dict[str, type[Enum]] = {"strategy": BudgetStrategy, "ordering": Ordering, "counts": CountMode}

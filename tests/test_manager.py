@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from engine import BudgetItem, BudgetStrategy, PolicyError, TokenBudgetManager, load_policy
-from engine.policy import Objective, Transform
+from engine.policy import DEFAULT_OBJECTIVE, Objective, Transform
 from engine.problem import RELEVANCE_SCALE
 
 POLICY = Path(__file__).resolve().parents[1] / "policies" / "support-assistant.yaml"
@@ -120,7 +120,7 @@ def test_optimal_without_a_policy_equals_brute_force_on_the_relevance_sum() -> N
 def test_a_policy_keeps_its_own_objective_and_the_trail_names_it() -> None:
     out = TokenBudgetManager(policy=POLICY).allocate(items())
     assert out.audit_trail["objective_function"] == "power"
-    assert out.audit_trail["objective_params"] == {"exponent": 2.0}
+    assert out.audit_trail["objective_params"] == {"exponent": DEFAULT_OBJECTIVE.exponent}  # the file has none
     rr = load_policy(POLICY).replace(objective=Objective(Transform.RECIPROCAL_RANK, k=30))
     out = TokenBudgetManager(policy=rr).optimize_for_budget(items(), 300, strategy=BudgetStrategy.OPTIMAL)
     assert out.audit_trail["objective_function"] == "reciprocal_rank"

@@ -22,7 +22,8 @@ from engine.candidates import Candidate
 from engine.decide import decide
 from engine.errors import Location, PolicyError
 from engine.objective import RELEVANCE_SCALE, objective_values, parents
-from engine.policy import Calibration, CalibrationGroup, Objective, Policy, Transform, load_policy
+from engine.policy import (DEFAULT_OBJECTIVE, Calibration, CalibrationGroup, Hierarchy, Objective, Policy, Transform,
+                           load_policy)
 from engine.problem import reduce
 from engine.verify import verify
 
@@ -89,11 +90,12 @@ def test_defaults_are_byte_identical_to_the_old_formula_on_random_inputs() -> No
         assert list(got) == old_objective_values(obj, cands, order, active), (trial, obj)
 
 
-def test_the_problem_values_are_the_old_ones_under_the_default_policy() -> None:
+def test_the_problem_values_are_the_old_ones_under_the_base_objective() -> None:
+    # Objective() (the base a written objective starts from) is the default before issue 11.
     rng = random.Random(5)
     rows = [row(f"r{i}", round(rng.random(), 3), size=rng.randint(1, 400), level=rng.choice(["PARAGRAPH", "SENTENCE"]))
             for i in range(60)]
-    pol = Policy.default(1000, tokenizer="approx:utf8_bytes", min_relevance=0.2)
+    pol = Policy.default(1000, tokenizer="approx:utf8_bytes", min_relevance=0.2, objective=Objective())
     problem = reduce(pol, to_candidates(rows))
     assert 0 < len(problem.active) < 60  # some below the threshold, some too large
     assert list(problem.values) == old_objective_values(pol.objective, problem.candidates, problem.order,
@@ -273,9 +275,14 @@ def test_the_keys_are_read_and_spelled_out_in_the_effective_policy() -> None:
     assert pol.to_dict()["spec"]["objective"] == {
         "transform": "identity", "exponent": 2.0, "k": 60, "calibrate": "rank", "calibrate_within": "level",
         "inherit": 0.25, "coverage": True, "level_weights": {"PARAGRAPH": 0.5, "SENTENCE": 2.0}}
-    assert policy().to_dict()["spec"]["objective"] == {
+    # A written objective starts from the base values (the objective before issue 11) ...
+    assert policy(objective={}).to_dict()["spec"]["objective"] == {
         "transform": "power", "exponent": 2.0, "k": 60, "calibrate": "max", "calibrate_within": "all",
         "inherit": 0.0, "coverage": False, "level_weights": {}}
+    # ... and a policy without one gets the shipped default, spelled out in full.
+    assert policy().to_dict()["spec"]["objective"] == {
+        "transform": "power", "exponent": DEFAULT_OBJECTIVE.exponent, "k": 60, "calibrate": "max",
+        "calibrate_within": "level", "inherit": DEFAULT_OBJECTIVE.inherit, "coverage": True, "level_weights": {}}
     assert Policy.default(100, objective=pol.objective).objective == pol.objective
 
 
@@ -409,3 +416,17 @@ def test_a_record_written_before_the_objective_keys_replays_under_the_values_it_
     new["spec"]["objective"].update(calibrate="rank", calibrate_within="level", coverage=True)
     assert with_legacy_values(new)["spec"]["objective"]["calibrate"] == "rank"
     assert {p[:2] for p in LEGACY_VALUES} == {("spec", "objective")}
+
+
+def test_the_default_objective_drops_coverage_without_the_hierarchy_rule() -> None:
+    # Issue 11's default values a parent at its children's sum, which needs the rule; a
+    # policy that turns the rule off and leaves the objective alone gets it without coverage.
+    loose = policy(hierarchy={"exclusive": False})
+    assert loose.objective == dataclasses.replace(DEFAULT_OBJECTIVE, coverage=False)
+    assert loose.to_dict()["spec"]["objective"]["coverage"] is False
+    assert Policy.default(100, hierarchy=Hierarchy(exclusive=False)).objective.coverage is False
+    assert Policy.default(100).objective == DEFAULT_OBJECTIVE and DEFAULT_OBJECTIVE.coverage
+    # A written coverage without the rule is still an error (see the table above).
+    with pytest.raises(PolicyError) as err:
+        policy(hierarchy={"exclusive": False}, objective={"coverage": True})
+    assert err.value.code == "policy.semantic.coverage_needs_exclusive"

@@ -21,6 +21,7 @@ from engine.extends import resolve_extends
 from engine.load import load_yaml_text
 from engine.policy import (
     BUILTIN_LEVELS,
+    DEFAULT_OBJECTIVE,
     AuditSettings,
     Budget,
     BudgetStrategy,
@@ -125,7 +126,7 @@ def test_full_policy_is_typed(in_fixtures: Path) -> None:
     assert policy.pinned[2] == Matcher("metadata", None, None, (("kind", "disclaimer"),), None, "$.spec.pinned[2]")
     assert policy.blocked[0].reason == "PII never leaves the boundary"
     assert policy.hierarchy == Hierarchy(True, 0.75)
-    assert policy.objective == Objective(Transform.POWER, 2.0, 60)
+    assert policy.objective == Objective(Transform.POWER, 2.0, 60)  # written: the other keys take the base values
     assert policy.strategy is BudgetStrategy.BALANCED
     assert policy.solver == SolverSettings(0.5, 2, 7, Fallback.ERROR, 0.01, SolverLog.HASH)
     assert policy.ordering is Ordering.LOST_IN_THE_MIDDLE
@@ -142,7 +143,7 @@ def test_defaults_when_absent(in_fixtures: Path) -> None:
     assert (policy.pinned, policy.blocked) == ((), ())
     # Defaults chosen from the HotpotQA benchmark (README, 'Quality'): hierarchy on, score squared.
     assert policy.hierarchy == Hierarchy(True, None)
-    assert policy.objective == Objective(Transform.POWER, 2.0, 60)
+    assert policy.objective == DEFAULT_OBJECTIVE  # chosen by bench/robustness.py (issue 11)
     assert policy.strategy is BudgetStrategy.OPTIMAL
     assert policy.solver == SolverSettings(2.0, 1, 0, Fallback.GREEDY, 0.0, SolverLog.HASH)
     assert policy.ordering is Ordering.RELEVANCE
@@ -534,9 +535,9 @@ def test_render_of_an_extended_policy_is_standalone(in_fixtures: Path) -> None:
 
 def test_digests_are_stable() -> None:
     # A change here changes every audit record's policy digest: make it on purpose only
-    # (last: the solver log defaults to its digest only, issue 12 part 8; before: the
-    # objective's calibrate/inherit/coverage/level_weights keys, issue 11).
-    assert Policy.default(8000).digest == "sha256:4cc5cb138ffb8558150286948c850b794482c0d217de5908734e5fdfc4400336"
+    # (last: the default objective chosen by bench/robustness.py, issue 11; before: the
+    # solver log defaults to its digest only, issue 12 part 8).
+    assert Policy.default(8000).digest == "sha256:17d667496b976cc70c3d965abbd34c4a67bd412a1a72cfde814b28aa4c451826"
 
 
 def test_digest_ignores_formatting_but_not_content(in_fixtures: Path) -> None:

@@ -168,7 +168,9 @@ def test_metadata_groups_are_the_same_on_both_sides(case: GroupCase) -> None:
 
 @pytest.mark.parametrize("case", PREFER_PARENT, ids=lambda c: f"{c.ratio}x{c.children}")
 def test_prefer_parent_allows_the_same_number_of_children(case: PreferParentCase) -> None:
-    pol = policy(budget={"max_tokens": 10_000, "separator": ""},
+    # A written objective without coverage: with the default's coverage the parent is worth
+    # its children's sum and is taken instead, which is not what this case is about.
+    pol = policy(budget={"max_tokens": 10_000, "separator": ""}, objective={"transform": "power", "exponent": 2.0},
                  hierarchy={"exclusive": True, "prefer_parent_ratio": case.ratio})
     kids = [row(f"k{j:02d}", 0.9, parent_id="p") for j in range(case.children)]
     cands = to_candidates([row("p", 0.01), *kids])

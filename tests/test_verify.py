@@ -40,7 +40,11 @@ from engine.verify import CHECKERS, Verifier, Violation, verify
 
 
 def policy(tokenizer: str = "approx:utf8_bytes", **spec: Any) -> Policy:
-    body = {"budget": {"max_tokens": 1000, "separator": "|"}, "tokenizer": tokenizer, **spec}
+    # A written objective (the base values: score / best, squared), so that a looser and a
+    # stricter policy value items alike; the default objective's coverage follows the
+    # hierarchy rule, which several cases below loosen.
+    body = {"budget": {"max_tokens": 1000, "separator": "|"}, "tokenizer": tokenizer,
+            "objective": {"transform": "power", "exponent": 2.0}, **spec}
     return Policy.from_mapping({"apiVersion": "ctxbudget/v1", "kind": "BudgetPolicy",
                                 "metadata": {"name": "verify", "revision": "1"}, "spec": body})
 
