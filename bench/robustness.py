@@ -510,6 +510,8 @@ STUDY3_VARIANTS = tuple(_study3())
 VARIANT_METHODS = tuple(variant_method(v) for v in dict.fromkeys((*SWEEP_VARIANTS, *STUDY_VARIANTS,
                                                                     *STUDY2_VARIANTS, *STUDY3_VARIANTS)))
 METHODS: dict[str, Method] = {m.key: m for m in (*BASELINE_METHODS, *VARIANT_METHODS)}
+#: The protocol's choice on the tune split, shipped as ``engine.policy.DEFAULT_OBJECTIVE``.
+SHIPPED = "obj-max-p6-inh0.15-cov"
 #: The finalists: the leaders of the lexical stages, run under every scorer (the default run).
 FINAL_KEYS = ("obj-minmax-p6-inh0.2-cov", "obj-max-p6-inh0.15-cov", "obj-minmax-p6-inh0.15-cov",
               "obj-max-p6-inh0.2-cov", "obj-minmax-all-p4-inh0.2-cov", "obj-minmax-p4-inh0.2-cov",

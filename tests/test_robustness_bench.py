@@ -175,6 +175,15 @@ def test_fast_path_selects_what_the_engine_selects(tiny: tuple[list, dict]) -> N
     assert got["identical"] == got["selections"], got["mismatches"]
 
 
+def test_the_shipped_choice_is_the_engine_default() -> None:
+    from engine.policy import DEFAULT_OBJECTIVE, Policy
+
+    assert rb.SHIPPED in rb.FINAL_KEYS
+    assert rb.engine_objective(rb.METHODS[rb.SHIPPED].variant) == DEFAULT_OBJECTIVE == Policy.default(100).objective
+    # The previous default, as the protocol runs it, is the base objective.
+    assert rb.engine_objective(rb.METHODS[rb.CURRENT_DEFAULT].variant) == rb.Objective()
+
+
 # --------------------------------------------------------------------------- choosing
 
 
