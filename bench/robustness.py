@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import random
 import sys
@@ -625,9 +624,6 @@ Cond = tuple[str, str, int]
 
 def cond_key(c: Cond) -> str:
     return f"{c[0]}|{c[1]}|{c[2]}"
-
-
-_WORK: dict[str, Any] = {}
 
 
 def _work(task: tuple[Question, dict[str, dict[str, float]], list[tuple[str, str, str, int]]]
