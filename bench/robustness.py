@@ -335,6 +335,7 @@ class Variant:
     inherit: float = 0.0
     coverage: bool = False
     level_weights: tuple[tuple[str, float], ...] = ()
+    fill: bool = False
 
     @property
     def eligible(self) -> bool:
@@ -351,6 +352,8 @@ class Variant:
         if self.coverage:
             parts.append("cov")
         parts += [f"{lv[0]}{w:g}" for lv, w in self.level_weights]
+        if self.fill:
+            parts.append("fill")
         return "obj-" + "-".join(parts)
 
     @property
@@ -363,6 +366,8 @@ class Variant:
         if self.coverage:
             bits.append("coverage")
         bits += [f"{lv} x{w:g}" for lv, w in self.level_weights]
+        if self.fill:
+            bits.append("fill")
         return "optimal + hierarchy, " + ", ".join(bits)
 
 
@@ -379,7 +384,7 @@ def engine_objective(v: Variant) -> Objective:
     """The engine Objective that computes ``v`` (engine/objective.py)."""
     return Objective(Transform(v.transform), exponent=v.exponent, k=v.k, calibrate=Calibration(v.calibrate),
                      calibrate_within=CalibrationGroup(v.within), inherit=v.inherit, coverage=v.coverage,
-                     level_weights=tuple(sorted(v.level_weights)))
+                     level_weights=tuple(sorted(v.level_weights)), fill=v.fill)
 
 
 @dataclass(frozen=True, slots=True)
@@ -503,20 +508,24 @@ def _study3() -> list[Variant]:
             for cal in ("max", "minmax") for e in (6.0, 8.0) for a in (0.1, 0.15, 0.2)]
 
 
+#: Stage 5: the finalists' leaders with ``fill`` (added after the 1024-token shortfall).
+FILL_VARIANTS = tuple(Variant("max", "level", "power", 6.0, inherit=a, coverage=True, fill=True) for a in (0.15, 0.2))
 STUDY_VARIANTS = tuple(_study())
 STUDY2_VARIANTS = tuple(_study2())
 STUDY3_VARIANTS = tuple(_study3())
 VARIANT_METHODS = tuple(variant_method(v) for v in dict.fromkeys((*SWEEP_VARIANTS, *STUDY_VARIANTS,
-                                                                    *STUDY2_VARIANTS, *STUDY3_VARIANTS)))
+                                                                    *STUDY2_VARIANTS, *STUDY3_VARIANTS,
+                                                                    *FILL_VARIANTS)))
 METHODS: dict[str, Method] = {m.key: m for m in (*BASELINE_METHODS, *VARIANT_METHODS)}
 #: The protocol's choice on the tune split, shipped as ``engine.policy.DEFAULT_OBJECTIVE``.
-SHIPPED = "obj-max-p6-inh0.15-cov"
+SHIPPED = "obj-max-p6-inh0.15-cov-fill"
 #: The finalists: the leaders of the lexical stages, run under every scorer (the default run).
 FINAL_KEYS = ("obj-minmax-p6-inh0.2-cov", "obj-max-p6-inh0.15-cov", "obj-minmax-p6-inh0.15-cov",
               "obj-max-p6-inh0.2-cov", "obj-minmax-all-p4-inh0.2-cov", "obj-minmax-p4-inh0.2-cov",
               "obj-max-all-p6", "obj-max-p4-inh0.2-cov", "obj-max-all-p4-inh0.2-cov", "obj-max-all-p6-inh0.3",
               "obj-max-all-p3-inh0.3-cov", "obj-max-all-p4", "obj-minmax-p6-inh0.3-cov", "obj-minmax-p6-inh0.5-cov",
-              "obj-max-p6-inh0.3-cov", "obj-minmax-p4-inh0.3-cov")
+              "obj-max-p6-inh0.3-cov", "obj-minmax-p4-inh0.3-cov", "obj-max-p6-inh0.15-cov-fill",
+              "obj-max-p6-inh0.2-cov-fill")
 METHOD_GROUPS = {
     "baselines": BASELINE_KEYS,
     "final": (*BASELINE_KEYS, *FINAL_KEYS),

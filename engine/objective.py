@@ -27,7 +27,10 @@ the budget, can still pass its score down to its sentences or sum them up):
 5. times ``level_weights[level]`` (default 1);
 6. ``coverage``: an item with child candidates is worth the sum of its children's
    values (recursively down to the leaves) instead of its own;
-7. scaled: ``round(RELEVANCE_SCALE * w / max w over active items)``.
+7. scaled: ``round(RELEVANCE_SCALE * w / max w over active items)``;
+8. ``fill``: every active item is worth at least 1, so OPTIMAL also fills the budget
+   with items whose value rounds to 0 (no shared term, a tiny score to a high power)
+   once everything of value fits; among them it takes the fewest tokens first.
 
 Parent links are ``metadata.ancestors`` (the nearest one that is a candidate) or else
 ``parent_id`` when it names a candidate. Links that form a cycle are ignored (the items
@@ -193,4 +196,7 @@ def objective_values(objective: Objective, cands: Sequence[Candidate], active: S
     if top > 0:
         for i in active:
             values[i] = int(round(RELEVANCE_SCALE * w[i] / top))
+    if objective.fill:  # 8. anything that can be taken beats empty space
+        for i in active:
+            values[i] = max(values[i], 1)
     return tuple(values)

@@ -312,6 +312,7 @@ class Objective:
     inherit: float = 0.0
     coverage: bool = False
     level_weights: tuple[tuple[str, float], ...] = ()
+    fill: bool = False
 
     def level_weight(self, level: str) -> float:
         """The factor on the values of ``level`` (1 when not named)."""
@@ -322,7 +323,7 @@ class Objective:
         return {"transform": self.transform.value, "exponent": self.exponent, "k": self.k,
                 "calibrate": self.calibrate.value, "calibrate_within": self.calibrate_within.value,
                 "inherit": self.inherit, "coverage": self.coverage,
-                "level_weights": dict(self.level_weights)}
+                "level_weights": dict(self.level_weights), "fill": self.fill}
 
     def weight(self, score: float, rank: int) -> float:
         """Weight of an item with relevance ``score`` and 1-based ``rank`` (1 = most
@@ -343,10 +344,11 @@ class Objective:
 #: questions, reported on the other; README "Quality"): each score divided by the best of
 #: its level (so levels and scorers on different scales compare), 15 % of the parent's
 #: blended in, raised to the power 6 (close to score order, which is a strong prior), and
-#: a parent worth the sum of its children (a paragraph and its sentences trade fairly).
+#: a parent worth the sum of its children (a paragraph and its sentences trade fairly),
+#: and every takeable item worth at least 1 (``fill``: the budget is not left unused).
 #: Without ``hierarchy.exclusive`` its coverage is off (see :func:`_assemble`).
 DEFAULT_OBJECTIVE = Objective(Transform.POWER, exponent=6.0, calibrate=Calibration.MAX,
-                              calibrate_within=CalibrationGroup.LEVEL, inherit=0.15, coverage=True)
+                              calibrate_within=CalibrationGroup.LEVEL, inherit=0.15, coverage=True, fill=True)
 #: The sum of raw relevance scores (the seed's objective): ``Objective(Transform.IDENTITY)``.
 PLAIN_IDENTITY = Objective(Transform.IDENTITY)
 #: The default objective before issue 11 (score / best active score, pooled, squared): ``Objective()``.
@@ -584,6 +586,7 @@ def _parts_from_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
             Calibration(obj.get("calibrate", "max")), CalibrationGroup(obj.get("calibrate_within", "all")),
             float(obj.get("inherit", 0.0)), bool(obj.get("coverage", False)),
             tuple(sorted((str(k), float(w)) for k, w in obj.get("level_weights", {}).items())),
+            bool(obj.get("fill", False)),
         ),
         "strategy": BudgetStrategy(spec.get("strategy", "optimal")),
         "solver": SolverSettings(
@@ -785,6 +788,7 @@ LEGACY_VALUES: Mapping[tuple[str, ...], Any] = MappingProxyType({
     ("spec", "objective", "inherit"): 0.0,
     ("spec", "objective", "coverage"): False,
     ("spec", "objective", "level_weights"): {},
+    ("spec", "objective", "fill"): False,
 })
 
 

@@ -428,7 +428,7 @@ def _unit_scores(how: Calibration, raw: Sequence[float], members: Sequence[int],
 def _expected_values(f: _Facts) -> list[int]:
     """Each item's value (by input index) by the verifier's own reading of ``spec.objective``: calibrate
     (against the group's takeable items, else all of it), inherit (parents first),
-    transform, level weight, coverage (children summed in input order), scale."""
+    transform, level weight, coverage (children summed in input order), scale, fill."""
     obj, cands = f.policy.objective, f.cands
     n = len(cands)
     raw = [c.relevance_score if c.relevance_score > 0 else 0.0 for c in cands]
@@ -472,9 +472,10 @@ def _expected_values(f: _Facts) -> list[int]:
             if i in kids:
                 w[i] = sum(w[j] for j in kids[i])
     top = max((x for x, ok in zip(w, takeable) if ok), default=0.0)
-    if top <= 0:
-        return [0] * n
-    return [int(round(1_000_000 * x / top)) if ok else 0 for x, ok in zip(w, takeable)]
+    scaled = [int(round(1_000_000 * x / top)) if ok and top > 0 else 0 for x, ok in zip(w, takeable)]
+    if obj.fill:  # every takeable item is worth at least 1
+        scaled = [max(1, x) if ok else x for x, ok in zip(scaled, takeable)]
+    return scaled
 
 
 def check_objective(v: _View) -> list[Violation]:

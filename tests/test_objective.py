@@ -274,15 +274,16 @@ def test_the_keys_are_read_and_spelled_out_in_the_effective_policy() -> None:
                                       True, (("PARAGRAPH", 0.5), ("SENTENCE", 2.0)))
     assert pol.to_dict()["spec"]["objective"] == {
         "transform": "identity", "exponent": 2.0, "k": 60, "calibrate": "rank", "calibrate_within": "level",
-        "inherit": 0.25, "coverage": True, "level_weights": {"PARAGRAPH": 0.5, "SENTENCE": 2.0}}
+        "inherit": 0.25, "coverage": True, "level_weights": {"PARAGRAPH": 0.5, "SENTENCE": 2.0}, "fill": False}
     # A written objective starts from the base values (the objective before issue 11) ...
     assert policy(objective={}).to_dict()["spec"]["objective"] == {
         "transform": "power", "exponent": 2.0, "k": 60, "calibrate": "max", "calibrate_within": "all",
-        "inherit": 0.0, "coverage": False, "level_weights": {}}
+        "inherit": 0.0, "coverage": False, "level_weights": {}, "fill": False}
     # ... and a policy without one gets the shipped default, spelled out in full.
     assert policy().to_dict()["spec"]["objective"] == {
         "transform": "power", "exponent": DEFAULT_OBJECTIVE.exponent, "k": 60, "calibrate": "max",
-        "calibrate_within": "level", "inherit": DEFAULT_OBJECTIVE.inherit, "coverage": True, "level_weights": {}}
+        "calibrate_within": "level", "inherit": DEFAULT_OBJECTIVE.inherit, "coverage": True, "level_weights": {},
+        "fill": True}
     assert Policy.default(100, objective=pol.objective).objective == pol.objective
 
 
@@ -406,7 +407,7 @@ def test_a_record_written_before_the_objective_keys_replays_under_the_values_it_
     filled = with_legacy_values(old)
     assert filled["spec"]["objective"] == {"transform": "power", "exponent": 2, "k": 60, "calibrate": "max",
                                            "calibrate_within": "all", "inherit": 0.0, "coverage": False,
-                                           "level_weights": {}}
+                                           "level_weights": {}, "fill": False}
     assert "calibrate" not in old["spec"]["objective"]  # a copy: the record is not touched
     pol = Policy.from_record(old)
     assert (pol.objective.calibrate, pol.objective.calibrate_within) == (Calibration.MAX, CalibrationGroup.ALL)
@@ -430,3 +431,28 @@ def test_the_default_objective_drops_coverage_without_the_hierarchy_rule() -> No
     with pytest.raises(PolicyError) as err:
         policy(hierarchy={"exclusive": False}, objective={"coverage": True})
     assert err.value.code == "policy.semantic.coverage_needs_exclusive"
+
+
+def test_fill_makes_every_takeable_item_worth_one_unit_and_the_verifier_agrees() -> None:
+    # "z" shares nothing with the query (score 0): worth 0, OPTIMAL leaves it out although
+    # it fits; with fill it is worth 1 and fills the budget. Base objective otherwise.
+    rows = [row("a", 0.9), row("b", 0.5), row("z", 0.0)]
+    plain, filled = policy(objective={}), policy(objective={"fill": True})
+    assert filled.objective.fill and filled.to_dict()["spec"]["objective"]["fill"] is True
+    without = allocate(to_candidates(rows), plain)
+    with_fill = allocate(to_candidates(rows), filled)
+    assert [d.source_id for d in without.included] == ["a", "b"]
+    assert sorted(d.source_id for d in with_fill.included) == ["a", "b", "z"]
+    assert {d.source_id: d.value for d in with_fill.decisions}["z"] == 1
+    assert verify(filled, to_candidates(rows), with_fill) == ()
+    # The verifier computes fill on its own: the plain values are wrong under fill ...
+    greedy = allocate(to_candidates(rows), plain.replace(strategy="greedy"))
+    assert "z" in [d.source_id for d in greedy.included]
+    found = verify(filled.replace(strategy="greedy"), to_candidates(rows), greedy)
+    assert [(v.code, v.items) for v in found] == [("objective.value", ("z",))]
+    # ... and an old record (no fill key) is read as without fill.
+    from engine.policy import with_legacy_values
+
+    old = filled.to_dict()
+    del old["spec"]["objective"]["fill"]
+    assert with_legacy_values(old)["spec"]["objective"]["fill"] is False

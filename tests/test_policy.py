@@ -537,7 +537,7 @@ def test_digests_are_stable() -> None:
     # A change here changes every audit record's policy digest: make it on purpose only
     # (last: the default objective chosen by bench/robustness.py, issue 11; before: the
     # solver log defaults to its digest only, issue 12 part 8).
-    assert Policy.default(8000).digest == "sha256:17d667496b976cc70c3d965abbd34c4a67bd412a1a72cfde814b28aa4c451826"
+    assert Policy.default(8000).digest == "sha256:561096d3c3e0b04cc23f04935a3192ff7992a2b6e11b255eaffcb8d02b1f8054"
 
 
 def test_digest_ignores_formatting_but_not_content(in_fixtures: Path) -> None:
