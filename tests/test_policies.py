@@ -89,7 +89,9 @@ def test_one_log_refuses_a_second_text_under_the_same_revision(tmp_path: Path) -
         f"{archive_dir(log.path) / (first.digest[7:] + '.json')} ({first.digest}) and "
         f"{tmp_path / 'v2' / 'p.yaml'} ({changed.digest}); a revision must name one policy text, so a "
         f"reviewer can tell what it said: bump metadata.revision in the changed policy "
-        f"({tmp_path / 'v2' / 'p.yaml'}; for a policy changed in code, Policy.replace(revision=...))")
+        f"({tmp_path / 'v2' / 'p.yaml'}; for a policy changed in code, Policy.replace(revision=...)); an unchanged file also gets "
+        "a new effective policy when an engine upgrade changes a default (`ctxbudget policy render` "
+        "shows it)")
     assert log.path.read_bytes() == lines  # nothing decided, nothing recorded
     # the same text from another file is no conflict, and a bumped revision is accepted
     decide(cands(), load_policy(write_policy(tmp_path / "copy")), audit_log=log)

@@ -83,7 +83,9 @@ def conflict_error(name: str, revision: str, first: tuple[str, str], second: tup
         f"policy {name!r} revision {revision!r} is claimed by two different policies: {file_a} "
         f"({dig_a}) and {file_b} ({dig_b}); a revision must name one policy text, so a reviewer "
         f"can tell what it said: bump metadata.revision in the changed policy ({file_b}; for a "
-        "policy changed in code, Policy.replace(revision=...))",
+        "policy changed in code, Policy.replace(revision=...)); an unchanged file also gets a new "
+        "effective policy when an engine upgrade changes a default (`ctxbudget policy render` "
+        "shows it)",
         path=path, location=location,
         details={"name": name, "revision": revision, "files": [file_a, file_b],
                  "digests": [dig_a, dig_b]})
