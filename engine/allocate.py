@@ -32,7 +32,8 @@ from .allocation import Allocation, build
 from .candidates import BudgetItem, Candidate, from_budget_items, from_mappings
 from .errors import CandidateError, InfeasibleError, SolverBackendError, SolverError, VerificationError
 from .explain import infeasible_error
-from .policy import BudgetStrategy, Fallback, Policy
+from .counts import count_tokens, policy_tokenizer
+from .policy import BudgetStrategy, Fallback, Policy, TimeLimitScope
 from .problem import Problem, reduce
 from .strategies import Selection, balanced, cpsat, greedy
 from .verify import verify
@@ -147,15 +148,22 @@ def allocate(candidates: Iterable[Any], policy: Policy, *, strategy: BudgetStrat
     t0 = time.perf_counter()
     cands = to_candidates(candidates)
     _check_limits(policy, cands)
-    problem = reduce(policy, cands)
+    tc = time.perf_counter()
+    counter = policy_tokenizer(policy)  # resolved once; loading it counts as counting
+    counted = count_tokens(policy, cands, counter)
+    count_s = time.perf_counter() - tc
+    problem = reduce(policy, cands, counter=counter, counted=counted)
     t1 = time.perf_counter()
     requested = strategy or policy.strategy
     limit = policy.solver.time_limit_s if time_limit_s is None else time_limit_s
-    # The limit bounds the whole call: keep back time for assembling, recounting and
-    # verifying after the solver (about 5 µs per candidate measured at 100k, bench/).
-    reserve = min(0.5 * limit, POST_SOLVE_S_PER_ITEM * len(cands))
+    if policy.solver.time_limit_scope is TimeLimitScope.CALL:
+        # The limit bounds the whole call: keep back time for assembling, recounting and
+        # verifying after the solver (about 5 µs per candidate measured at 100k, bench/).
+        deadline = t0 + limit - min(0.5 * limit, POST_SOLVE_S_PER_ITEM * len(cands))
+    else:
+        deadline = t1 + limit  # ``solve``: the clock starts once counting and reducing are done
     try:
-        sel, why = solve(problem, requested, time_limit_s=time_limit_s, deadline=t0 + limit - reserve)
+        sel, why = solve(problem, requested, time_limit_s=time_limit_s, deadline=deadline)
         t2 = time.perf_counter()
         alloc = build(problem, sel, requested, why)
     except InfeasibleError as exc:
@@ -171,6 +179,6 @@ def allocate(candidates: Iterable[Any], policy: Policy, *, strategy: BudgetStrat
                                     path=violations[0].rule,
                                     details={"violations": [v.to_dict() for v in violations]})
     t4 = time.perf_counter()
-    timings = {"reduce_s": t1 - t0, "solve_s": t2 - t1, "assemble_s": t3 - t2,
+    timings = {"reduce_s": t1 - t0, "count_s": count_s, "solve_s": t2 - t1, "assemble_s": t3 - t2,
                "verify_s": t4 - t3, "total_s": t4 - t0}
     return replace(alloc, timings=timings)

@@ -124,6 +124,16 @@ class SolverLog(Enum):
     HASH = "hash"
 
 
+class TimeLimitScope(Enum):
+    """What ``solver.time_limit_s`` bounds: ``solve`` (default) — the model build and the
+    search only, starting after the tokens are counted, so a slow or cold count never
+    turns an exact answer into a fallback; ``call`` — the whole ``allocate`` call,
+    counting and the stages after the solver included."""
+
+    SOLVE = "solve"
+    CALL = "call"
+
+
 @dataclass(frozen=True, slots=True)
 class Budget:
     """The token budget. Exactly one of ``max_tokens`` / ``context_window`` is set in a
@@ -365,6 +375,7 @@ class SolverSettings:
     fallback: Fallback = Fallback.GREEDY
     relative_gap: float = 0.0
     log: SolverLog = SolverLog.HASH
+    time_limit_scope: TimeLimitScope = TimeLimitScope.SOLVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -592,7 +603,7 @@ def _parts_from_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
         "solver": SolverSettings(
             float(solver.get("time_limit_s", 2.0)), int(solver.get("workers", 1)), int(solver.get("seed", 0)),
             Fallback(solver.get("fallback", "greedy")), float(solver.get("relative_gap", 0.0)),
-            SolverLog(solver.get("log", "hash")),
+            SolverLog(solver.get("log", "hash")), TimeLimitScope(solver.get("time_limit_scope", "solve")),
         ),
         "ordering": Ordering(spec.get("ordering", "relevance")),
         "audit": AuditSettings(audit.get("log"), bool(audit.get("store_content", False)),
@@ -789,6 +800,8 @@ LEGACY_VALUES: Mapping[tuple[str, ...], Any] = MappingProxyType({
     ("spec", "objective", "coverage"): False,
     ("spec", "objective", "level_weights"): {},
     ("spec", "objective", "fill"): False,
+    # Before it, the time limit covered the whole call, counting included.
+    ("spec", "solver", "time_limit_scope"): "call",
 })
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from .candidates import Candidate
-from .counts import Counter, TokenAccounting, count_tokens, policy_tokenizer, render, template_overhead
+from .counts import Counted, Counter, TokenAccounting, count_tokens, policy_tokenizer, render, template_overhead
 from .duplicates import conflicts, shingles
 from .objective import RELEVANCE_SCALE, objective_values
 from .pins import Matched, match_pins
@@ -363,14 +363,16 @@ def _has_links(cands: Sequence[Candidate]) -> bool:
     return any(c.parent_id is not None or "ancestors" in c.metadata for c in cands)
 
 
-def reduce(policy: Policy, cands: tuple[Candidate, ...], *, counter: Counter | None = None) -> Problem:
-    """Build the Problem (``counter``: the policy's tokenizer if already resolved).
+def reduce(policy: Policy, cands: tuple[Candidate, ...], *, counter: Counter | None = None,
+           counted: Counted | None = None) -> Problem:
+    """Build the Problem (``counter``: the policy's tokenizer if already resolved;
+    ``counted``: :func:`~engine.counts.count_tokens` of the same inputs, if already done).
 
     Raises ``InfeasibleError`` only for conflicts visible without solving (an item both
     pinned and blocked, a required pin that matches no candidate) and ``TokenizerError``
     when the policy's tokenizer cannot be provided."""
     counter = counter if counter is not None else policy_tokenizer(policy)
-    counted = count_tokens(policy, cands, counter)
+    counted = counted if counted is not None else count_tokens(policy, cands, counter)
     tokens, sep = counted.tokens, counted.accounting.separator_tokens
     weights = tuple(t + sep for t in tokens)
     capacity = policy.budget.limit_tokens + sep

@@ -412,11 +412,12 @@ def test_a_record_written_before_the_objective_keys_replays_under_the_values_it_
     pol = Policy.from_record(old)
     assert (pol.objective.calibrate, pol.objective.calibrate_within) == (Calibration.MAX, CalibrationGroup.ALL)
     assert (pol.objective.inherit, pol.objective.coverage, pol.objective.level_weights) == (0.0, False, ())
-    # keys a record does carry are never overridden, and every legacy key is an objective key
+    # keys a record does carry are never overridden, and every legacy key is an objective
+    # key (or solver.time_limit_scope, issue 13, tests/test_time_limit_scope.py)
     new = Policy.default(100).to_dict()
     new["spec"]["objective"].update(calibrate="rank", calibrate_within="level", coverage=True)
     assert with_legacy_values(new)["spec"]["objective"]["calibrate"] == "rank"
-    assert {p[:2] for p in LEGACY_VALUES} == {("spec", "objective")}
+    assert {p[:2] for p in LEGACY_VALUES} == {("spec", "objective"), ("spec", "solver")}
 
 
 def test_the_default_objective_drops_coverage_without_the_hierarchy_rule() -> None:

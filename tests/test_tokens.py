@@ -77,6 +77,35 @@ def test_batch_counts_equal_single_counts_and_are_cached() -> None:
     assert tok.cache_stats["hits"] - before == 50
 
 
+def test_threaded_batch_counts_equal_one_by_one_counts(monkeypatch: pytest.MonkeyPatch,
+                                                      reference: tiktoken.Encoding) -> None:
+    """A batch over the parallel threshold is counted in slices on threads (a fresh
+    counter, so nothing is cached): every count, its order, repeats and the cache stats
+    are those of one-by-one counting."""
+    monkeypatch.setattr(tokens_mod, "COUNT_WORKERS", 3)
+    monkeypatch.setattr(tokens_mod, "PARALLEL_MIN_CHARS", 1_000)
+    threads: set[str] = set()
+    tok = tokens_mod.TiktokenCounter("cl100k_base", reference)
+    raw = tok._raw_count
+
+    def spy(text: str) -> int:
+        import threading
+
+        threads.add(threading.current_thread().name)
+        return raw(text)
+
+    monkeypatch.setattr(tok, "_raw_count", spy)
+    texts = [f"chunk {k}: <|endoftext|> naïve café 日本語 " * (k % 7 + 1) for k in range(301)]
+    texts += texts[:20]  # repeats inside one batch
+    assert tok.count_many(texts) == [len(reference.encode_ordinary(t)) for t in texts]
+    assert tok.cache_stats == {"hits": 20, "misses": 301}
+    # Off the calling thread (the pool may reuse a thread whose slice is done).
+    assert threads and all(name.startswith("ctxbudget-count") for name in threads)
+    single = tokens_mod.TiktokenCounter("cl100k_base", reference)
+    assert [single.count(t) for t in texts] == tok.count_many(texts)
+    assert single.cache_stats == {"hits": 20, "misses": 301}
+
+
 def test_unknown_encoding_lists_the_known_ones() -> None:
     with pytest.raises(TokenizerError) as err:
         get_tokenizer("cl200k_base")

@@ -164,6 +164,8 @@ def _solver_part(policy: Policy, alloc: Allocation) -> dict[str, Any]:
         "gap": sel.gap,
         "relative_gap_limit": policy.solver.relative_gap,
         "time_limit_s": policy.solver.time_limit_s,
+        # What the limit covered (counting included or not); timings.count_s says how long counting took.
+        "time_limit_scope": policy.solver.time_limit_scope.value,
         "deterministic_time": st.get("deterministic_time"),
         "wall_time_s": st.get("wall_time_s"),
         "branches": st.get("branches"),
