@@ -17,6 +17,7 @@ affects a decision changes, including a base policy or an engine default; and
 from __future__ import annotations
 
 import dataclasses
+import json
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -486,8 +487,21 @@ class Policy:
 
         A record spells out every key its engine knew, so a key missing from it did not
         exist yet when the record was written: it is read as the value that reproduces
-        what that engine did (:data:`LEGACY_VALUES`), never as today's default."""
-        return cls.from_mapping(with_legacy_values(effective))
+        what that engine did (:data:`LEGACY_VALUES`), never as today's default.
+
+        Built once per distinct mapping (a replay reads many records of few policies):
+        the same JSON object, keys in any order, gives the same immutable Policy."""
+        try:
+            key = json.dumps(effective, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError):  # not plain JSON (a frozen mapping): not cached
+            return cls.from_mapping(with_legacy_values(effective))
+        policy = _RECORD_POLICIES.get(key)
+        if policy is None:
+            policy = cls.from_mapping(with_legacy_values(effective))  # an invalid one raises, uncached
+            _RECORD_POLICIES[key] = policy
+            if len(_RECORD_POLICIES) > RECORD_POLICIES_KEPT:
+                del _RECORD_POLICIES[next(iter(_RECORD_POLICIES))]
+        return policy
 
     @classmethod
     def from_mapping(
@@ -803,6 +817,11 @@ LEGACY_VALUES: Mapping[tuple[str, ...], Any] = MappingProxyType({
     # Before it, the time limit covered the whole call, counting included.
     ("spec", "solver", "time_limit_scope"): "call",
 })
+
+
+#: Policies :meth:`Policy.from_record` keeps, by the JSON of their effective mapping.
+RECORD_POLICIES_KEPT = 64
+_RECORD_POLICIES: dict[str, Policy] = {}
 
 
 def with_legacy_values(effective: Any) -> Any:

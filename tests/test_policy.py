@@ -562,3 +562,22 @@ def test_policies_hash_by_content() -> None:
     assert len({Policy.default(10), Policy.default(10, strategy="greedy")}) == 2
     with pytest.raises(PolicyError):
         Policy.default(10.0)  # type: ignore[arg-type]  # never served from the cache of 10
+
+
+def test_from_record_builds_each_distinct_policy_once() -> None:
+    """Replay reads many records of few policies (issue 13 part 4): equal mappings, keys
+    in any order, give the same Policy object; a different mapping never gets a stale one,
+    and an invalid one raises every time (nothing cached)."""
+    effective = Policy.default(321).to_dict()
+    first = Policy.from_record(effective)
+    reordered = json.loads(json.dumps(effective, sort_keys=True))
+    reordered["spec"] = dict(reversed(list(reordered["spec"].items())))
+    assert Policy.from_record(reordered) is first and first.budget.max_tokens == 321
+    edited = json.loads(json.dumps(effective))
+    edited["spec"]["budget"]["max_tokens"] = 322
+    assert Policy.from_record(edited).budget.max_tokens == 322
+    assert Policy.from_record(effective) is first
+    edited["spec"]["budget"]["max_tokens"] = -1
+    for _ in range(2):
+        with pytest.raises(PolicyError):
+            Policy.from_record(edited)

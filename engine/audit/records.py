@@ -27,9 +27,11 @@ record: a missing or mistyped field is a finding (``record.malformed``).
 
 from __future__ import annotations
 
+import json
 from collections import Counter as Tally
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from ..candidates import make_candidate
@@ -63,6 +65,20 @@ class Finding:
 
     def __str__(self) -> str:
         return f"seq {self.seq} decision {self.decision_id}: {self.code} at {self.path}: {self.message}"
+
+
+def _policy_digest(effective: Any) -> str:
+    """``digest(effective)``, computed once per distinct policy (a log holds few)."""
+    try:
+        key = json.dumps(effective, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError):
+        return digest(effective)
+    return _digest_of_json(key)
+
+
+@lru_cache(maxsize=64)
+def _digest_of_json(key: str) -> str:
+    return digest(json.loads(key))
 
 
 class _Malformed(Exception):
@@ -133,7 +149,7 @@ class _Checker:
             return None
         effective = _get(pol, "effective", "$.policy", Mapping)
         claimed = _get(pol, "digest", "$.policy", str)
-        actual = digest(effective)
+        actual = _policy_digest(effective)
         if actual != claimed:
             self.add("record.policy_digest", "$.policy.digest",
                      f"the effective policy hashes to {actual}, not to the recorded {claimed}: "
