@@ -13,7 +13,10 @@ Cases (see ``bench/instances.py`` for the inputs):
 * ``rules``   OPTIMAL, every policy rule, n = 1k / 10k;
 * ``greedy``  GREEDY through the public API, n = 1k / 10k / 100k;
 * ``tokens``  token counting of a stream of ~60-token chunks (first count and recount);
-* ``memory``  peak memory of one ``allocate`` at n = 100k with content (a child process).
+* ``memory``  peak memory of one ``allocate`` at n = 100k with content (a child process);
+* ``cli``     ``--help`` time, CLI ``allocate`` of 10k uncounted candidates cold, replay
+              decisions/s, each in fresh processes (``bench/perf_cli.py``; ``--cli-before REV``
+              adds the same figures for an older commit).
 
 "Ours" is timed twice: ``allocate(items, policy)`` — the public path, BudgetItems in,
 verified Allocation out, model build included — and ``cpsat.solve(problem)``, the solver
@@ -299,7 +302,7 @@ def targets() -> dict[str, Any]:
             "greedy": GREEDY_GOAL_S, "tokens_mb_s": TOKENS_GOAL_MB_S, "cached_speedup": CACHED_SPEEDUP_GOAL}
 
 
-GROUPS = ("budget", "rules", "greedy", "tokens", "memory")
+GROUPS = ("budget", "rules", "greedy", "tokens", "memory", "cli")
 
 
 def run(cfg: Config, groups: tuple[str, ...], progress: Any = None) -> list[dict[str, Any]]:
@@ -345,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=",".join(GROUPS), help=f"comma-separated groups of {', '.join(GROUPS)}")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "perf.json"), help="JSON results file")
     ap.add_argument("--summarize", metavar="JSON", help="print the README tables of an earlier run and exit")
+    ap.add_argument("--cli-before", metavar="REV", help="cli group: also measure this git revision (before/after)")
     args = ap.parse_args(argv)
     if args.summarize:
         from bench.harness import table
@@ -366,9 +370,17 @@ def main(argv: list[str] | None = None) -> int:
                 load_average_at_end=os.getloadavg(), config=cfg.__dict__)
     failures = check_failures(cases)
     doc = {"meta": meta, "goals": verdicts, "cases": cases, "check_failures": failures}
+    cli_table = None
+    if "cli" in groups:
+        from bench import perf_cli
+
+        cli_table, cli_raw = perf_cli.run(before=args.cli_before, quick=cfg.quick)
+        doc["cli"] = {"table": cli_table, "raw": cli_raw}
     out = Path(args.out)
     write_json(out, doc)
     print(render(cases, verdicts))
+    if cli_table is not None:
+        print("\n## CLI and replay goals (bench/perf_cli.py)\n\n" + cli_table)
     print(f"\n{meta['mode']} run, {meta['total_s']:.0f} s, load average {meta['load_average_at_start'][0]:.2f} -> "
           f"{meta['load_average_at_end'][0]:.2f}; JSON: {out}")
     return 1 if failures else 0

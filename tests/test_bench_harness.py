@@ -102,3 +102,17 @@ def test_dp_oracle_matches_brute_force() -> None:
         best = max(int(v @ np.array(x)) for x in itertools.product((0, 1), repeat=n)
                    if int(w @ np.array(x)) <= cap)
         assert dp_optimum(v, w, cap) == best
+
+
+def test_the_cli_goals_are_measured_end_to_end(results: dict) -> None:
+    """bench/perf_cli.py through bench.perf: --help, CLI allocate and replay, each in a
+    fresh process, with a verdict per goal (timings are never asserted)."""
+    raw = results["cli"]["raw"]["after (working tree)"]
+    assert len(raw["help_s"]) == 3 and all(t > 0 for t in raw["help_s"])
+    (run,) = raw["allocate"]
+    assert run["exit"] == 0 and run["status"] in ("optimal", "trivial") and run["fallback"] is None
+    assert run["timings"]["count_s"] > 0
+    assert raw["replay"]["decisions"] == raw["replay"]["identical"] == 4
+    table = results["cli"]["table"]
+    for goal in ("ctxbudget --help", "CLI allocate 500 without counts, cold", "audit replay"):
+        assert goal in table
