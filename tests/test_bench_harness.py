@@ -112,7 +112,10 @@ def test_the_cli_goals_are_measured_end_to_end(results: dict) -> None:
     (run,) = raw["allocate"]
     assert run["exit"] == 0 and run["status"] in ("optimal", "trivial") and run["fallback"] is None
     assert run["timings"]["count_s"] > 0
+    (tight,) = raw["allocate_tight"]
+    assert tight["exit"] == 0 and tight["status"] in ("optimal", "trivial") and tight["fallback"] is None
     assert raw["replay"]["decisions"] == raw["replay"]["identical"] == 4
     table = results["cli"]["table"]
-    for goal in ("ctxbudget --help", "CLI allocate 500 without counts, cold", "audit replay"):
+    for goal in ("ctxbudget --help", "CLI allocate 500 without counts, cold", "... with time_limit_s 0.5",
+                 "audit replay"):
         assert goal in table
