@@ -128,3 +128,12 @@ def open_below(dir_fd: int, rel: str, flags: int, mode: int = 0o640, *,
         os.close(out)
         raise
     return out
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may write less than asked), then
+    ``fsync`` it."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.fsync(fd)

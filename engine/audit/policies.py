@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..canonical import canonical_bytes, digest as canonical_digest
 from ..errors import AuditError, Location, PolicyError
-from ..safeopen import NotAFile, SymlinkRefused, dir_handle, open_below, relative_parts
+from ..safeopen import NotAFile, SymlinkRefused, dir_handle, open_below, relative_parts, write_all
 
 if TYPE_CHECKING:
     from ..policy import Policy
@@ -228,10 +228,7 @@ def _write_atomic(dfd: int, name: str, data: bytes, shown: str) -> None:
                  _FILE_MODE, dir_fd=dfd)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+            write_all(fd, data)
         finally:
             os.close(fd)
         os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)

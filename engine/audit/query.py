@@ -46,6 +46,7 @@ from typing import Any
 from ..errors import UsageError
 from .log import AuditLog
 from .records import Finding, check_record
+from .segments import parse_time as parse_stamp
 from .verify import VerifyReport
 
 #: What ``--status`` accepts: the solver statuses of allocated records, and ``infeasible``.
@@ -78,14 +79,7 @@ def parse_time(text: str, *, flag: str = "--since", end_of_day: bool = False) ->
 
 def record_time(record: Mapping[str, Any]) -> datetime | None:
     """A record's ``timestamp`` as an aware datetime, or None when it is missing or bad."""
-    stamp = record.get("timestamp")
-    if not isinstance(stamp, str) or not stamp:
-        return None
-    try:
-        when = datetime.fromisoformat(stamp[:-1] + "+00:00" if stamp[-1] in "zZ" else stamp)
-    except ValueError:
-        return None
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
+    return parse_stamp(record.get("timestamp"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ from .note import (
 )
 from ..canonical import sha256_hex
 from ..errors import AuditError, Location
-from ..safeopen import open_below
+from ..safeopen import open_below, write_all
 
 __all__ = ["KEY_ENV", "Signer", "SignedReport", "check_proof", "policy_signer", "prove",
            "sidecar_path", "signer_from_env", "verify_signed"]
@@ -279,10 +279,7 @@ class Signer:
             fd = (os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW, _SIDECAR_MODE) if dir_fd is None
                   else open_below(dir_fd, path.name, flags, _SIDECAR_MODE, shown=str(path)))
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
+                write_all(fd, data)
             finally:
                 os.close(fd)
         except OSError as exc:
