@@ -19,6 +19,7 @@ decision replays differently or cannot be replayed; 130 on Ctrl-C,
     ctxbudget audit export LOG... --out F [--format csv|parquet] [--items]
     ctxbudget audit report LOG [--decision ID] --out report.html [--key PUB]
     ctxbudget audit prune LOG [--policy P|--retention-days N] [--before D|--now D] [--dry-run]
+    ctxbudget serve --policies DIR [--host H] [--port N] [--audit-log L] [--tokens F]
 
 ``--errors=json`` (before or after the command) prints errors as one JSON object on
 stderr for machines. ``CTXBUDGET_DEBUG=1`` adds the traceback of an unexpected error.
@@ -550,6 +551,18 @@ def cmd_audit_report(args: argparse.Namespace) -> int:
     return EXIT_LOG_NOT_INTACT if failed or checks.unreadable or sig.problems else 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The HTTP decision service (engine.service); its extra is checked before any import."""
+    from .service import require_extra
+
+    require_extra()
+    from .service.run import serve
+
+    return serve(policies=args.policies, host=args.host, port=args.port, audit_log=args.audit_log,
+                 tokens=args.tokens, max_body_bytes=args.max_body_bytes,
+                 max_candidates=args.max_candidates, announce=_err)
+
+
 def _report(exc: EngineError, args: argparse.Namespace | None) -> None:
     if getattr(args, "errors", "text") == "json":
         _err(json.dumps(exc.to_dict()))
@@ -645,6 +658,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="append the audit record here (default: the policy's audit.log, if any)")
     _add_request_options(k)
     k.set_defaults(func=cmd_pack)
+
+    sv = command(sub, "serve", "serve decisions over HTTP, one policy per product (needs the serve "
+                 "extra: pip install 'ctxbudget[serve]')")
+    sv.add_argument("--policies", required=True, metavar="DIR",
+                    help="folder of policy files, one per product (the file stem names the product)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=8181, help="port (default 8181)")
+    sv.add_argument("--audit-log", metavar="FILE",
+                    help="one audit log for every product (default: each policy's audit.log)")
+    sv.add_argument("--tokens", metavar="FILE", help="bearer tokens per product (JSON: product -> "
+                    "[tokens]); default: $CTXBUDGET_SERVE_TOKENS, else no authentication")
+    sv.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024, metavar="N",
+                    help="largest request body accepted (413 beyond; default 16 MiB)")
+    sv.add_argument("--max-candidates", type=int, default=10_000, metavar="N",
+                    help="most candidates per request (413 beyond; default 10000)")
+    sv.set_defaults(func=cmd_serve)
 
     au = command(sub, "audit", "verify, checkpoint, replay or show an audit log").add_subparsers(
         dest="sub", required=True, metavar="SUBCOMMAND", parser_class=_Parser, title="subcommands",

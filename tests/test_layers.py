@@ -36,7 +36,8 @@ STAGES: tuple[tuple[str, ...], ...] = (
     ("audit.reportcard",),
     ("audit.report",),
     ("retrieval", "retrieval.pack"),
-    ("cli",),
+    ("cli", "service", "service.httperrors", "service.auth", "service.bundle", "service.metrics",
+     "service.models", "service.app", "service.openapi", "service.run"),
 )
 STAGE = {m: k for k, names in enumerate(STAGES) for m in names}
 #: Outside the order: the package's lazy public API re-exports every stage.

@@ -1,0 +1,363 @@
+"""The decision service: ``POST /v1/decide/{product}``, policies, health and metrics.
+
+In: :class:`Settings` (the policy folder, the audit log, tokens, limits). Out: a FastAPI
+application (:func:`create_app`) whose decide route goes through
+:func:`engine.decide.decide`, the path every CLI decision takes: the audit record is
+appended and fsynced before the answer is sent, and an answer that could not be recorded
+is an error (503), never a decision.
+
+Routes are plain ``def`` functions: FastAPI runs them on its thread pool, and the solver
+and the fsync release the GIL. The policy folder is re-checked on every request (one
+``stat`` per file) and a changed product swapped only once its new text validated.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..audit.log import AuditLog
+from ..audit.request import Request as Asked
+from ..audit.signing import policy_signer
+from ..candidates import from_mappings
+from ..decide import decide, log_secret, policy_audit_log
+from ..errors import AuditError, EngineError, InfeasibleError, Location
+from ..policy import Policy
+from .auth import AccessError, Tokens
+from .bundle import Bundle, PolicyFolder, Served
+from .httperrors import ServiceError, error_body, status_for
+from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .models import (DecideRequest, Decision, ErrorBody, Health, Item, PolicyInfo, PolicyList, PolicyRef,
+                     Solver, Strategy)
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_CANDIDATES", "Service", "Settings", "create_app"]
+
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_CANDIDATES = 10_000
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """``audit_log``: one log for every product (else each policy's ``audit.log``);
+    ``tokens``: None serves without authentication (bind to loopback only)."""
+
+    policies: Path
+    audit_log: Path | None = None
+    tokens: Tokens | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_candidates: int = DEFAULT_MAX_CANDIDATES
+    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+
+class Service:
+    """The state behind the routes: the policy folder, the logs, the metrics."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self._logs: dict[str, AuditLog] = {}
+        if settings.audit_log is not None:
+            try:
+                settings.audit_log.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise AuditError("audit.write_failed", f"cannot create the folder of audit log "
+                                 f"{settings.audit_log}: {exc.strerror or exc}; fix the path or its "
+                                 "permissions (no decision is made without its record)",
+                                 location=Location(file=str(settings.audit_log))) from None
+        self.folder = PolicyFolder(settings.policies, check=self._check_policy)
+        if settings.tokens is not None:
+            unknown = sorted(settings.tokens.products - set(self.folder.bundle.products))
+            if unknown:
+                raise ServiceError("service.tokens_unknown_product", f"the tokens name product(s) "
+                                   f"{', '.join(unknown)} that {settings.policies} does not serve; "
+                                   "fix the product names (file stems of the policy files)", 2)
+        self._publish(self.folder.bundle)
+
+    # -- the audit log of a policy: checked when the policy is loaded, reused after ----
+    def _log(self, policy: Policy) -> AuditLog:
+        key = f"{policy.digest}|{policy.file}"
+        log = self._logs.get(key)
+        if log is not None:
+            return log
+        if self.settings.audit_log is not None:
+            path = self.settings.audit_log
+            log = AuditLog(path, rotate=policy.audit.rotate,
+                           signer=policy_signer(policy.audit.signing_key, policy.file))
+        else:
+            found = policy_audit_log(policy)
+            if found is None:
+                raise AuditError("service.no_audit_log", f"policy {policy.name!r} sets no audit.log and "
+                                 "no --audit-log was given; every served decision is recorded, so set "
+                                 "spec.audit.log or pass --audit-log FILE",
+                                 path="$.spec.audit.log", location=Location(file=policy.file))
+            log = found
+        self._logs[key] = log
+        return log
+
+    def _check_policy(self, policy: Policy) -> None:
+        log_secret(policy, self._log(policy), query=False)
+
+    def _publish(self, bundle: Bundle) -> None:
+        self.metrics.policies({p: p not in bundle.problems for p in bundle.products})
+
+    def bundle(self) -> Bundle:
+        before = self.folder.reloads
+        bundle = self.folder.refresh()
+        if self.folder.reloads != before:
+            self.metrics.reloads.inc()
+            self._publish(bundle)
+        return bundle
+
+    def authorize(self, header: str | None, product: str) -> None:
+        if self.settings.tokens is not None:
+            self.settings.tokens.check(header, product)
+
+    def served(self, product: str, header: str | None) -> Served:
+        bundle = self.bundle()
+        self.authorize(header, product)
+        served = bundle.products.get(product)
+        if served is None:
+            raise ServiceError("service.unknown_product", f"no policy is served for product {product!r}; "
+                               "GET /v1/policies lists the products", 404, path="$.product")
+        return served
+
+    def decide(self, product: str, body: DecideRequest, header: str | None) -> dict[str, Any]:
+        served = self.served(product, header)
+        if len(body.candidates) > self.settings.max_candidates:
+            raise ServiceError("service.too_many_candidates", f"{len(body.candidates):,} candidates "
+                               f"exceed the service's limit of {self.settings.max_candidates:,}; send "
+                               "fewer (or start the service with a higher --max-candidates)", 413,
+                               path="$.candidates")
+        policy = served.policy
+        asked = Asked.of(body.request_id, body.requested_by, body.labels)
+        rows = [(c.model_dump(exclude_none=True), None) for c in body.candidates]
+        log = self._log(policy)
+        t0 = time.perf_counter()
+        try:
+            cands = from_mappings(rows)
+            decided = decide(cands, policy, audit_log=log, request=asked, query=body.query)
+        except InfeasibleError:
+            log.close()  # the infeasible record was appended: sign it like any other
+            self.metrics.failed(product, "infeasible", time.perf_counter() - t0)
+            raise
+        except EngineError:
+            self.metrics.failed(product, "error", time.perf_counter() - t0)
+            raise
+        log.close()
+        a = decided.allocation
+        fallback = a.fallback_reason is not None
+        self.metrics.decided(product, "fallback" if fallback else a.selection.status,
+                             time.perf_counter() - t0, fallback, a.timings)
+
+        def item(d: Any) -> Item:
+            return Item(source_id=d.source_id, tokens=d.tokens, reason=d.reason.code.value,
+                        evidence=d.reason.evidence, rule=d.reason.rule)
+
+        return Decision(
+            decision_id=decided.record["decision_id"], product=product,
+            policy=PolicyRef(name=policy.name, revision=policy.revision, digest=policy.digest),
+            context=a.context, context_tokens=a.context_tokens, limit_tokens=a.limit_tokens,
+            included=[item(d) for d in a.included], excluded=[item(d) for d in a.excluded],
+            solver=Solver(status=a.selection.status, objective=a.selection.objective,
+                          best_bound=a.selection.bound, gap=a.selection.gap),
+            strategy=Strategy(requested=a.strategy_requested.value, used=a.strategy_used.value,
+                              fallback_reason=a.fallback_reason),
+            unmet=list(a.unmet), warnings=list(a.warnings)).model_dump()
+
+    def info(self, served: Served, problem: EngineError | None, *, effective: bool) -> PolicyInfo:
+        p = served.policy
+        return PolicyInfo(product=served.product, name=p.name, revision=p.revision, digest=p.digest,
+                          loaded_at=served.loaded_at, file=p.file,
+                          problem=None if problem is None else f"{problem.code}: {problem}",
+                          effective=dict(p.to_dict()) if effective else None)
+
+    def health(self) -> tuple[int, Health]:
+        bundle = self.bundle()
+        problems = [f"{product}: {exc.code}: {exc}" for product, exc in sorted(bundle.problems.items())]
+        for path in sorted({str(log.path) for log in self._logs.values()}):
+            target = Path(path)
+            folder = next((p for p in (target.parent, *target.parent.parents) if p.exists()), None)
+            if target.exists() and not os.access(target, os.W_OK):
+                problems.append(f"audit log {path} is not writable")
+            elif not target.exists() and (folder is None or not os.access(folder, os.W_OK)):
+                problems.append(f"audit log {path} cannot be created (its folder is not writable)")
+        status = 500 if problems else 200
+        return status, Health(status="failing" if problems else "ok", products=len(bundle.products),
+                              problems=problems)
+
+
+class BodyLimit:
+    """Reads a request body only up to ``max_bytes`` (413 beyond it, before any parsing),
+    then hands the buffered body on."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        too_large = declared.isdigit() and int(declared) > self.max_bytes
+        chunks: list[bytes] = []
+        total = 0
+        more = not too_large
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.max_bytes:
+                too_large = True
+                break
+            chunks.append(chunk)
+            more = bool(message.get("more_body"))
+        if too_large:
+            exc = ServiceError("service.body_too_large", f"the request body is over the service's limit of "
+                               f"{self.max_bytes:,} bytes; send fewer or smaller candidates (or start the "
+                               "service with a higher --max-body-bytes)", 413)
+            await JSONResponse(error_body(exc), status_code=413)(scope, receive, send)
+            return
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text} for code, text in (
+        (400, "malformed request (not JSON)"), (401, "no valid bearer token"),
+        (403, "the token is not for this product"), (404, "no such product"),
+        (409, "infeasible: the hard rules cannot all hold (details.core names them), or a revision "
+              "conflict"),
+        (413, "body or candidate count over the limit"), (422, "invalid input"),
+        (503, "the decision could not be recorded or solved"))}
+
+
+def _issue(e: Any, status: int) -> ServiceError:
+    """One pydantic issue: its rule and the field's JSON path, never the value."""
+    loc = tuple(e.get("loc", ()))[1:]  # ("body", ...): the body is the document
+    if e.get("type") == "json_invalid":
+        at = f" at character {loc[0]}" if loc else ""
+        return ServiceError("request.json_syntax", f"the body is not valid JSON{at} "
+                            f"({e.get('ctx', {}).get('error', 'invalid')}); send one JSON object", status)
+    path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+    return ServiceError("request.schema", f"{e.get('msg', 'invalid')} ({e.get('type')}); see the request "
+                        "schema in GET /openapi.json", status, path=path)
+
+
+def _pick(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {c: _ERRORS[c] for c in codes}
+
+
+def create_app(service: Service | None) -> FastAPI:
+    """The application; ``service`` None builds the routes only (for the OpenAPI document)."""
+    app = FastAPI(title="ctxbudget decision service", version=__version__,
+                  description="Which retrieved chunks go into an LLM prompt, decided under one policy "
+                  "per product; every decision is in the audit log before it is answered.")
+    bearer = HTTPBearer(auto_error=False)
+
+    def svc() -> Service:
+        if service is None:
+            raise ServiceError("service.not_configured", "this application was built without a policy "
+                               "folder; start it with `ctxbudget serve --policies DIR`", 503)
+        return service
+
+    def header(cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str | None:
+        return None if cred is None else f"{cred.scheme} {cred.credentials}"
+
+    @app.exception_handler(EngineError)
+    async def engine_error(_: Request, exc: EngineError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AccessError) and exc.status == 401 else None
+        return JSONResponse(error_body(exc), status_code=status_for(exc), headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        malformed = any(e.get("type") == "json_invalid" for e in errors)
+        issues = [_issue(e, 400 if malformed else 422) for e in errors[:50]]
+        first = issues[0] if issues else ServiceError("request.schema", "invalid request", 422)
+        err = ServiceError(first.code, first.message, first.status, path=first.path,
+                           details={"total_issues": len(errors)})
+        err.issues = tuple(issues) or (err,)
+        return JSONResponse(error_body(err), status_code=err.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        err = ServiceError(f"http.{exc.status_code}", str(exc.detail), exc.status_code)
+        return JSONResponse(error_body(err), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def bug(_: Request, exc: Exception) -> JSONResponse:
+        err = ServiceError("internal.bug", f"{type(exc).__name__}; this is a ctxbudget bug, please report "
+                           "it with the request that caused it", 500)
+        return JSONResponse(error_body(err), status_code=500)
+
+    @app.post("/v1/decide/{product}", response_model=Decision,
+              responses=_pick(400, 401, 403, 404, 409, 413, 422, 503),
+              summary="Decide which candidates go into the context under the product's policy")
+    def decide_route(product: str, body: DecideRequest, auth: str | None = Depends(header)) -> Any:
+        return svc().decide(product, body, auth)
+
+    @app.get("/v1/policies", response_model=PolicyList, responses=_pick(401),
+             summary="The policies served (those the token opens), with revision, digest and load time")
+    def policies(auth: str | None = Depends(header)) -> Any:
+        s = svc()
+        bundle = s.bundle()
+        tokens = s.settings.tokens
+        granted = None if tokens is None else tokens.granted(auth)
+        if tokens is not None and not granted:
+            tokens.check(auth, "")  # 401, said once
+        return PolicyList(policies=[s.info(served, bundle.problems.get(p), effective=False)
+                                    for p, served in sorted(bundle.products.items())
+                                    if granted is None or p in granted])
+
+    @app.get("/v1/policies/{product}", response_model=PolicyInfo, responses=_pick(401, 403, 404),
+             summary="One product's effective policy, digest, revision and load time")
+    def policy(product: str, auth: str | None = Depends(header)) -> Any:
+        s = svc()
+        served = s.served(product, auth)
+        return s.info(served, s.folder.bundle.problems.get(product), effective=True)
+
+    @app.get("/health", response_model=Health, responses={500: {"model": Health,
+             "description": "a policy file was refused or an audit log is not writable"}},
+             summary="Policies loaded and valid, audit logs writable")
+    def health() -> Any:
+        status, body = svc().health()
+        return JSONResponse(body.model_dump(), status_code=status)
+
+    @app.get("/metrics", response_class=Response, responses={200: {
+             "content": {"text/plain": {"schema": {"type": "string"}}},
+             "description": "Prometheus text format"}}, summary="Prometheus metrics")
+    def metrics() -> Response:
+        return Response(svc().metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    max_bytes = service.settings.max_body_bytes if service else DEFAULT_MAX_BODY_BYTES
+    app.add_middleware(BodyLimit, max_bytes=max_bytes)
+    return app
