@@ -311,7 +311,7 @@ def create_app(service: Service | None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         err = ServiceError(f"http.{exc.status_code}", str(exc.detail), exc.status_code)
-        return JSONResponse(error_body(err), status_code=exc.status_code)
+        return JSONResponse(error_body(err), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def bug(_: Request, exc: Exception) -> JSONResponse:
