@@ -194,7 +194,9 @@ class Service:
         for path in sorted({str(log.path) for log in self._logs.values()}):
             target = Path(path)
             folder = next((p for p in (target.parent, *target.parent.parents) if p.exists()), None)
-            if target.exists() and not os.access(target, os.W_OK):
+            if target.exists() and not target.is_file():
+                problems.append(f"audit log {path} is not a regular file")
+            elif target.exists() and not os.access(target, os.W_OK):
                 problems.append(f"audit log {path} is not writable")
             elif not target.exists() and (folder is None or not os.access(folder, os.W_OK)):
                 problems.append(f"audit log {path} cannot be created (its folder is not writable)")
