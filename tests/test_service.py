@@ -105,8 +105,12 @@ def test_infeasible_is_409_with_the_core_and_is_recorded(tmp_path: Path) -> None
     (json.dumps({"candidates": [{"source_id": "a", "content": "Secret-ish text that must never echo."}]}).encode(),
      422, "request.schema", "$.candidates[0].relevance_score"),
     (json.dumps({"candidates": ROWS, "extra": 1}).encode(), 422, "request.schema", "$.extra"),
-    (json.dumps({"candidates": [ROWS[0], ROWS[0]]}).encode(), 422, "candidate.duplicate_id", None),
-    (json.dumps({"candidates": ROWS, "request_id": "bad id"}).encode(), 422, "request.bad_id", "$.request_id"),
+    (json.dumps({"candidates": [ROWS[0], ROWS[0]]}).encode(), 422, "candidate.duplicate_id", "$.candidates[1].source_id"),
+    (json.dumps({"candidates": ROWS, "request_id": "bad id"}).encode(), 422, "request.schema", "$.request_id"),
+    (json.dumps({"candidates": [{**ROWS[0], "relevance_score": "0.9"}]}).encode(), 422, "request.schema",
+     "$.candidates[0].relevance_score"),  # no coercion of a string to a number
+    (json.dumps({"candidates": [{**ROWS[0], "metadata": {"n": 2**53}}]}).encode(), 422, "candidate.bad_metadata",
+     "$.candidates[0].metadata.n"),
     (b'{"candidates": [{"source_id": "a", "content": "x", "relevance_score": NaN}]}', 422,
      "candidate.bad_relevance", None),
 ])

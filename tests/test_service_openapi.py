@@ -1,6 +1,6 @@
 """schemathesis property tests of the service's OpenAPI document, in-process (ASGI):
 every generated request, valid or not, gets an answer its operation documents (status,
-content type, body schema) and never a server error."""
+content type, body schema), invalid data is rejected, and nothing is a server error."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from engine.service.app import Service, Settings, create_app
 from engine.service.auth import Tokens
 
 TOKEN = "help-token-0123456789"
-POLICY = ("apiVersion: ctxbudget/v1\nkind: BudgetPolicy\nmetadata: {name: help, revision: 'r1'}\n"
+POLICY = ("apiVersion: ctxbudget/v1\nkind: BudgetPolicy\nmetadata: {name: support-assistant, revision: 'r1'}\n"
           "spec:\n  budget: {max_tokens: 200}\n  audit: {store_content: true}\n")
 
 
@@ -28,8 +29,8 @@ _TMP = tempfile.TemporaryDirectory(prefix="ctxbudget-openapi-")
 def _app() -> Any:
     folder = Path(_TMP.name) / "policies"
     folder.mkdir()
-    (folder / "help.yaml").write_text(POLICY)
-    tokens = Tokens.parse(json.dumps({"help": [TOKEN]}), "tokens")
+    (folder / "support-assistant.yaml").write_text(POLICY)
+    tokens = Tokens.parse(json.dumps({"support-assistant": [TOKEN]}), "tokens")
     return create_app(Service(Settings(folder, Path(_TMP.name) / "audit.jsonl", tokens=tokens)))
 
 
@@ -45,4 +46,9 @@ def _cleanup() -> Iterator[None]:
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_every_answer_is_documented(case: Any) -> None:
-    case.call_and_validate(headers={"Authorization": f"Bearer {TOKEN}"})
+    # Every check but one: a body the schema allows can still be refused (422) for what no
+    # JSON schema says, e.g. a candidate naming itself or an unknown id as its parent, or
+    # two candidates with one id. The schema publishes everything else the engine checks
+    # (request id, requested_by and label patterns, no coercion of strings to numbers, ...).
+    case.call_and_validate(headers={"Authorization": f"Bearer {TOKEN}"},
+                           excluded_checks=[positive_data_acceptance])

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Path as PathParam, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -32,7 +32,7 @@ from ..audit.request import Request as Asked
 from ..audit.signing import policy_signer
 from ..candidates import from_mappings
 from ..decide import decide, log_secret, policy_audit_log
-from ..errors import AuditError, EngineError, InfeasibleError, Location
+from ..errors import AuditError, CandidateError, EngineError, InfeasibleError, Location
 from ..policy import Policy
 from .auth import AccessError, Tokens
 from .bundle import Bundle, PolicyFolder, Served
@@ -157,8 +157,11 @@ class Service:
             log.close()  # the infeasible record was appended: sign it like any other
             self.metrics.failed(product, "infeasible", time.perf_counter() - t0)
             raise
-        except EngineError:
+        except EngineError as exc:
             self.metrics.failed(product, "error", time.perf_counter() - t0)
+            if isinstance(exc, CandidateError):  # its paths are into the list: say where in the body
+                for e in {id(i): i for i in (exc, *exc.issues)}.values():
+                    e.path = "$.candidates" + e.path[1:] if e.path.startswith("$[") else e.path
             raise
         log.close()
         a = decided.allocation
@@ -274,6 +277,11 @@ def _issue(e: Any, status: int) -> ServiceError:
                         "schema in GET /openapi.json", status, path=path)
 
 
+#: The product path parameter: a policy file's stem in the served folder.
+_PRODUCT = PathParam(description="the product: the file stem of its policy file in --policies DIR",
+                     examples=["support-assistant"])
+
+
 def _pick(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {c: _ERRORS[c] for c in codes}
 
@@ -324,7 +332,7 @@ def create_app(service: Service | None) -> FastAPI:
     @app.post("/v1/decide/{product}", response_model=Decision,
               responses=_pick(400, 401, 403, 404, 409, 413, 422, 503),
               summary="Decide which candidates go into the context under the product's policy")
-    def decide_route(product: str, body: DecideRequest, auth: str | None = Depends(header)) -> Any:
+    def decide_route(body: DecideRequest, product: str = _PRODUCT, auth: str | None = Depends(header)) -> Any:
         return svc().decide(product, body, auth)
 
     @app.get("/v1/policies", response_model=PolicyList, responses=_pick(401),
@@ -342,7 +350,7 @@ def create_app(service: Service | None) -> FastAPI:
 
     @app.get("/v1/policies/{product}", response_model=PolicyInfo, responses=_pick(401, 403, 404),
              summary="One product's effective policy, digest, revision and load time")
-    def policy(product: str, auth: str | None = Depends(header)) -> Any:
+    def policy(product: str = _PRODUCT, auth: str | None = Depends(header)) -> Any:
         s = svc()
         served = s.served(product, auth)
         return s.info(served, s.folder.bundle.problems.get(product), effective=True)

@@ -3,16 +3,18 @@ publishes and what every answer is checked against before it is sent."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from ..audit.request import MAX_BY_CHARS, MAX_ID_CHARS, MAX_LABEL_VALUE_CHARS, MAX_LABELS
 
 __all__ = ["Candidate", "DecideRequest", "Decision", "ErrorBody", "Health", "Item", "PolicyInfo", "PolicyList",
            "PolicyRef", "Solver", "Strategy"]
 
 
 class _Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # "1" is not a number: no coercion
 
 
 class Candidate(_Closed):
@@ -24,16 +26,27 @@ class Candidate(_Closed):
     relevance_score: float
     token_count: int | None = Field(default=None, ge=0)
     level: str | None = Field(default=None, min_length=1)
-    metadata: dict[str, Any] | None = None
-    parent_id: str | None = None
+    metadata: dict[str, Any] | None = Field(default=None, description="JSON values; integers within "
+                                            "±(2^53 - 1), nested at most 32 levels")
+    parent_id: str | None = Field(default=None, min_length=1)
+
+
+#: What engine.audit.request accepts, published so that a client can check before sending.
+_NO_CONTROL = "\x00-\x1f\x7f-\x9f\u2028\u2029"
+_BY = f"^[^\\s{_NO_CONTROL}](?:[^{_NO_CONTROL}]*[^\\s{_NO_CONTROL}])?$"
+LabelKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-/]{0,62}$")]
+LabelValue = Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE_CHARS, pattern=f"^[^{_NO_CONTROL}]*$")]
 
 
 class DecideRequest(_Closed):
     candidates: list[Candidate]
-    request_id: str | None = Field(default=None, description="the caller's id (trace or ticket id); "
-                                   "generated and recorded as generated when left out")
-    requested_by: str | None = None
-    labels: dict[str, str] | None = None
+    request_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:@/+=-]{1,%d}$" % MAX_ID_CHARS,
+                                   description="the caller's id (trace or ticket id); generated and "
+                                   "recorded as generated when left out")
+    requested_by: str | None = Field(default=None, max_length=MAX_BY_CHARS, pattern=_BY,
+                                     description="the user, service or team asking")
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS,
+                                               json_schema_extra={"additionalProperties": False})
     query: str | None = Field(default=None, description="the question the candidates answer; recorded "
                               "as the policy's audit.store_query says")
 
