@@ -4,26 +4,16 @@ row. Uses the hand-written fixture ``tests/fixtures/hotpot_tiny.jsonl`` (no data
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
+
+from benchload import load_bench
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = Path(__file__).parent / "fixtures" / "hotpot_tiny.jsonl"
 
 
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while building
-    spec.loader.exec_module(module)
-    return module
-
-
-qh = _load("quality_hotpot")
-db = _load("duplicates_hotpot")
+qh = load_bench("quality_hotpot")
+db = load_bench("duplicates_hotpot")
 
 
 def test_mirrors_cover_the_same_facts_and_change_the_words_asked() -> None:

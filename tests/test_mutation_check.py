@@ -5,24 +5,19 @@ script's job; the in-process checker mutants run in tests/test_verify.py.)"""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
 from engine.verify import CHECKERS
 
+from benchload import load_bench
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "mutation_check.py"
 
 
 def _module():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("ctxbudget_mutation_check", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("mutation_check", as_name="ctxbudget_mutation_check")
 
 
 def test_every_mutant_applies_to_the_current_code() -> None:

@@ -7,29 +7,19 @@ CC BY-SA. Every expectation below is computed by hand from it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from benchload import load_bench
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = Path(__file__).parent / "fixtures" / "hotpot_tiny.jsonl"
 
 
-def _load_bench() -> ModuleType:
-    # bench/ is a folder of scripts, not a package: load the file as a module.
-    spec = importlib.util.spec_from_file_location("quality_hotpot", ROOT / "bench" / "quality_hotpot.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while building
-    spec.loader.exec_module(module)
-    return module
-
-
-qh = _load_bench()
+qh = load_bench("quality_hotpot")
 
 
 @pytest.fixture(scope="module")

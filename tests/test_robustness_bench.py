@@ -5,31 +5,21 @@ scorers only: no dense model in the suite). Expectations are computed by hand.""
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import random
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from benchload import load_bench
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = Path(__file__).parent / "fixtures" / "hotpot_tiny.jsonl"
 
 
-def _load(name: str) -> ModuleType:
-    # bench/ is a folder of scripts, not a package: load the files as modules.
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while building
-    spec.loader.exec_module(module)
-    return module
-
-
-rb = _load("robustness")
+rb = load_bench("robustness")
 qh = sys.modules["quality_hotpot"]
 
 
