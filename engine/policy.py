@@ -573,6 +573,20 @@ def _matchers(items: list[dict[str, Any]], base: str) -> tuple[Matcher, ...]:
     return tuple(out)
 
 
+def _objective(obj: Mapping[str, Any]) -> Objective:
+    """A written ``spec.objective``: each key it leaves out takes the base value (the
+    :class:`Objective` field default), not :data:`DEFAULT_OBJECTIVE`'s."""
+    base = Objective()
+    return Objective(
+        Transform(obj.get("transform", base.transform.value)), float(obj.get("exponent", base.exponent)),
+        int(obj.get("k", base.k)), Calibration(obj.get("calibrate", base.calibrate.value)),
+        CalibrationGroup(obj.get("calibrate_within", base.calibrate_within.value)),
+        float(obj.get("inherit", base.inherit)), bool(obj.get("coverage", base.coverage)),
+        tuple(sorted((str(k), float(w)) for k, w in obj.get("level_weights", {}).items())),
+        bool(obj.get("fill", base.fill)),
+    )
+
+
 def _parts_from_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
     """Policy constructor arguments (all but file/effective/digest/locations) from a
     schema-valid mapping, defaults filled in. Integer fields go through ``int`` because
@@ -606,13 +620,7 @@ def _parts_from_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
         "pinned": _matchers(spec.get("pinned", []), "$.spec.pinned"),
         "blocked": _matchers(spec.get("blocked", []), "$.spec.blocked"),
         "hierarchy": Hierarchy(bool(hier.get("exclusive", True)), _float(hier.get("prefer_parent_ratio"))),
-        "objective": DEFAULT_OBJECTIVE if "objective" not in spec else Objective(
-            Transform(obj.get("transform", "power")), float(obj.get("exponent", 2.0)), int(obj.get("k", 60)),
-            Calibration(obj.get("calibrate", "max")), CalibrationGroup(obj.get("calibrate_within", "all")),
-            float(obj.get("inherit", 0.0)), bool(obj.get("coverage", False)),
-            tuple(sorted((str(k), float(w)) for k, w in obj.get("level_weights", {}).items())),
-            bool(obj.get("fill", False)),
-        ),
+        "objective": DEFAULT_OBJECTIVE if "objective" not in spec else _objective(obj),
         "strategy": BudgetStrategy(spec.get("strategy", "optimal")),
         "solver": SolverSettings(
             float(solver.get("time_limit_s", 2.0)), int(solver.get("workers", 1)), int(solver.get("seed", 0)),
