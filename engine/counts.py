@@ -30,10 +30,10 @@ from typing import Any, TypeAlias
 from .candidates import Candidate
 from .errors import TokenizerError
 from .policy import CountMode, Policy
-from .tokens import DEFAULT_ENCODING, TiktokenCounter, Utf8BytesCounter, get_tokenizer
+from .tokens import DEFAULT_ENCODING, HfCounter, TiktokenCounter, Utf8BytesCounter, get_tokenizer
 
 #: The resolved counter a Problem carries (what :func:`~engine.tokens.get_tokenizer` returns).
-Counter: TypeAlias = TiktokenCounter | Utf8BytesCounter
+Counter: TypeAlias = TiktokenCounter | HfCounter | Utf8BytesCounter
 
 
 @dataclass(frozen=True, slots=True)

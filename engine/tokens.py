@@ -13,6 +13,10 @@ the exact number of tokens the model will see for a text.
   checked against the SHA-256 tiktoken pins for it; tiktoken's own definitions (split
   pattern, special tokens) are used, never a copy. Nothing is downloaded, ever: a missing
   file is a ``TokenizerError`` that says how to provide it.
+* ``hf:PATH/tokenizer.json@sha256:HEX`` counts with a Hugging Face ``tokenizer.json``
+  (Llama, Qwen, Mistral, ...) through the ``tokenizers`` library, the file pinned by its
+  SHA-256 (see :mod:`engine.hftokenizer`); counts are ``encode(text,
+  add_special_tokens=False)``'s.
 * ``approx:utf8_bytes`` counts UTF-8 bytes. Byte-level BPE never emits a token for less
   than one byte, so this is a proven upper bound: it can waste budget but never overshoot
   it. It is used only when a policy names it; nothing ever falls back to it silently.
@@ -35,6 +39,8 @@ from typing import Any, Protocol
 from .encodings import DEFAULT_ENCODING as DEFAULT_ENCODING
 from .encodings import known_encodings, local_definition
 from .errors import TokenizerError
+from .hftokenizer import is_hf
+from .hftokenizer import name_problem as hf_name_problem
 
 APPROX_UTF8_BYTES = "approx:utf8_bytes"
 #: Entries kept in each tokenizer's count cache before the oldest are evicted.
@@ -167,6 +173,30 @@ class TiktokenCounter(_CachedCounter):
         return list(self.encoding.encode_ordinary(text))
 
 
+class HfCounter(_CachedCounter):
+    """Exact counts with a Hugging Face ``tokenizers.Tokenizer`` (no special tokens added)."""
+
+    exact = True
+
+    def __init__(self, name: str, tokenizer: Any) -> None:
+        super().__init__()
+        self.name = name
+        self.tokenizer = tokenizer
+
+    def _raw_count(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def _raw_count_many(self, texts: Sequence[str]) -> list[int]:
+        """Large batches through ``encode_batch`` (the library's own threads); the counts
+        are those of one-by-one encoding."""
+        if len(texts) < 2 or sum(map(len, texts)) < PARALLEL_MIN_CHARS:
+            return [self._raw_count(t) for t in texts]
+        return [len(e) for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+
 class Utf8BytesCounter(_CachedCounter):
     """``approx:utf8_bytes``: an upper bound on any byte-level BPE count (never under)."""
 
@@ -181,7 +211,7 @@ _LOCK = threading.Lock()
 _INSTANCES: dict[str, _CachedCounter] = {}
 
 
-def get_tokenizer(name: str = DEFAULT_ENCODING) -> TiktokenCounter | Utf8BytesCounter:
+def get_tokenizer(name: str = DEFAULT_ENCODING) -> TiktokenCounter | HfCounter | Utf8BytesCounter:
     """The counter for ``name`` (one shared instance per name, so its cache is shared).
 
     Raises:
@@ -204,6 +234,10 @@ def _build(name: str) -> _CachedCounter:
             f"unknown approximate counter {name!r}; the only one is {APPROX_UTF8_BYTES!r} "
             "(an upper bound that never undercounts)",
         )
+    if is_hf(name):
+        from .hftokenizer import load
+
+        return HfCounter(name, load(name))
     enc_name, _, explicit = name.partition("@")
     import tiktoken
 
@@ -217,6 +251,8 @@ def tokenizer_name_problem(name: str) -> str | None:
         return None
     if name.startswith("approx:"):
         return f"unknown approximate counter {name!r}; the only one is {APPROX_UTF8_BYTES!r}"
+    if is_hf(name):
+        return hf_name_problem(name)
     enc = name.partition("@")[0]
     known = known_encodings()
     if enc not in known:
@@ -224,7 +260,8 @@ def tokenizer_name_problem(name: str) -> str | None:
 
         close = difflib.get_close_matches(enc, known, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return (f"unknown tokenizer {enc!r}{hint}; known encodings: {', '.join(known)}, or "
+        return (f"unknown tokenizer {enc!r}{hint}; known encodings: {', '.join(known)}, "
+                f"'hf:path/to/tokenizer.json@sha256:<hex>' for a Hugging Face tokenizer, or "
                 f"{APPROX_UTF8_BYTES!r} for an explicit upper-bound approximation")
     return None
 
