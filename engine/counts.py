@@ -31,6 +31,7 @@ from .candidates import Candidate
 from .errors import TokenizerError
 from .policy import CountMode, Policy
 from .tokens import DEFAULT_ENCODING, HfCounter, TiktokenCounter, Utf8BytesCounter, get_tokenizer
+from .tokfiles import TokenizerBase
 
 #: The resolved counter a Problem carries (what :func:`~engine.tokens.get_tokenizer` returns).
 Counter: TypeAlias = TiktokenCounter | HfCounter | Utf8BytesCounter
@@ -94,9 +95,13 @@ def template_overhead(template: str, c: Candidate) -> str:
 
 
 def policy_tokenizer(policy: Policy) -> Counter:
-    """The policy's tokenizer; a failure to provide it points at ``$.spec.tokenizer``."""
+    """The policy's tokenizer; a failure to provide it points at ``$.spec.tokenizer``.
+    A path in it (``name@path``, ``hf:path@sha256:...``) of a policy read from a file is
+    resolved like ``extends``: relative to the file that wrote it, inside the policy's
+    folder (or ``$CTXBUDGET_TOKENIZER_DIR``), no symlinks (:mod:`engine.tokfiles`)."""
+    where = policy.location_of("$.spec.tokenizer")
     try:
-        return get_tokenizer(policy.tokenizer)
+        return get_tokenizer(policy.tokenizer, base=TokenizerBase.of(policy.file, where.file if where else None))
     except TokenizerError as exc:
         path = "$.spec.tokenizer"
         raise TokenizerError(exc.code, exc.message, path=path, location=policy.location_of(path)) from None

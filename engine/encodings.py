@@ -35,6 +35,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
+import io
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -205,20 +206,22 @@ def _places(enc_name: str, f: _File, explicit: str | None, single: bool) -> list
     return list(dict.fromkeys(places))
 
 
-def _read(path: Path) -> bytes:
-    """The file's bytes; a ``.gz`` file decompressed (at most ``MAX_GUNZIPPED_BYTES``)."""
-    if path.suffix != ".gz":
-        return path.read_bytes()
-    with gzip.open(path, "rb") as fh:
+def _gunzip(raw: bytes) -> bytes:
+    """``raw`` decompressed (at most ``MAX_GUNZIPPED_BYTES``)."""
+    with gzip.GzipFile(fileobj=io.BytesIO(raw)) as fh:
         data = fh.read(MAX_GUNZIPPED_BYTES + 1)
     if len(data) > MAX_GUNZIPPED_BYTES:
         raise OSError(f"decompresses to more than {MAX_GUNZIPPED_BYTES} bytes")
     return data
 
 
-def _read_checked(enc_name: str, f: _File, path: Path) -> bytes:
+def _read_checked(enc_name: str, f: _File, path: Path, raw: bytes | None = None) -> bytes:
+    """The file's bytes (``raw`` when already read), a ``.gz`` file decompressed, checked
+    against tiktoken's pin."""
     try:
-        data = _read(path)
+        data = path.read_bytes() if raw is None else raw
+        if path.suffix == ".gz":
+            data = _gunzip(data)
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise TokenizerError(
             "tokenizer.file_missing",
@@ -267,17 +270,31 @@ def _refuse_download(blobpath: str, *_: Any, **__: Any) -> bytes:
     )
 
 
-def local_definition(enc_name: str, explicit: str | None) -> dict[str, Any]:
+#: Reads an explicit path named in a policy: ``(path, candidates) -> (shown path, bytes)``,
+#: the first candidate found (engine.tokfiles.read_below, bound to the policy's folder).
+ExplicitReader = Callable[[str, Sequence[str]], tuple[str, bytes]]
+
+
+def local_definition(enc_name: str, explicit: str | None,
+                     read_explicit: ExplicitReader | None = None) -> dict[str, Any]:
     """tiktoken's own definition of ``enc_name`` (the ``Encoding`` keyword arguments), its
     files read only from this machine and checked against tiktoken's pinned hashes.
+    ``read_explicit``: how the ``explicit`` path is read (a policy's: below its folder);
+    without it, the path is opened as given.
 
     Raises ``TokenizerError``: ``tokenizer.unknown``, ``tokenizer.file_missing`` (saying how
     to provide the files) or ``tokenizer.hash_mismatch``. Never touches the network."""
-    import tiktoken.load
-
-    openai_public = _openai_public()
     files = _required_files(enc_name)
     single = len(files) == 1
+    data: dict[str, bytes] = {}
+    if explicit and read_explicit is not None:
+        for f in files:
+            # The file itself, or (a folder) the file in it; a multi-file encoding names a folder.
+            cands = (list(dict.fromkeys([explicit, f"{explicit}/{f.basename}", f"{explicit}/{enc_name}.tiktoken"]))
+                     if single else [f"{explicit}/{f.basename}"])
+            shown, raw = read_explicit(explicit, cands)
+            data[f.url] = _read_checked(enc_name, f, Path(shown), raw)
+        return _construct(enc_name, data)
     if explicit and not single and not Path(explicit).is_dir():
         names = " and ".join(f.basename for f in files)
         raise TokenizerError(
@@ -285,7 +302,6 @@ def local_definition(enc_name: str, explicit: str | None) -> dict[str, Any]:
             f"{enc_name} is read from {len(files)} files ({names}), not one: name the folder that "
             f"holds them as '{enc_name}@path/to/folder'",
         )
-    data: dict[str, bytes] = {}
     looked: list[Path] = []
     absent: list[_File] = []
     for f in files:
@@ -298,6 +314,14 @@ def local_definition(enc_name: str, explicit: str | None) -> dict[str, Any]:
             data[f.url] = _read_checked(enc_name, f, found)
     if absent:
         raise _missing(enc_name, absent, looked, single)
+    return _construct(enc_name, data)
+
+
+def _construct(enc_name: str, data: dict[str, bytes]) -> dict[str, Any]:
+    """tiktoken's constructor of ``enc_name`` run with its files served from ``data``."""
+    import tiktoken.load
+
+    openai_public = _openai_public()
 
     def serve(blobpath: str, expected_hash: str | None = None) -> bytes:
         if blobpath not in data:

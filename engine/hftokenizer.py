@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,8 +87,16 @@ def _file_of(path: Path) -> Path:
     return path / "tokenizer.json" if path.is_dir() else path
 
 
-def read_verified(hf: HfName) -> tuple[Path, bytes]:
-    """The file's path and bytes, its SHA-256 checked against the pinned one."""
+#: Reads a path named in a policy: ``(path, candidates) -> (shown path, bytes)``.
+ExplicitReader = Callable[[str, Sequence[str]], tuple[str, bytes]]
+
+
+def read_verified(hf: HfName, read_explicit: ExplicitReader | None = None) -> tuple[Path, bytes]:
+    """The file's path and bytes, its SHA-256 checked against the pinned one; read with
+    ``read_explicit`` when given (a policy's path: below its folder), else as given."""
+    if read_explicit is not None:
+        shown, data = read_explicit(hf.path, [hf.path, f"{hf.path}/tokenizer.json"])
+        return _checked(hf, Path(shown), data)
     file = _file_of(Path(hf.path))
     try:
         size = file.stat().st_size
@@ -109,6 +118,10 @@ def read_verified(hf: HfName) -> tuple[Path, bytes]:
             "tokenizer.file_missing",
             f"cannot read the tokenizer file {file}: {exc.strerror or exc}; fix the path or its permissions",
         ) from None
+    return _checked(hf, file, data)
+
+
+def _checked(hf: HfName, file: Path, data: bytes) -> tuple[Path, bytes]:
     actual = hashlib.sha256(data).hexdigest()
     if hf.sha256 is None:
         raise TokenizerError(
@@ -127,10 +140,11 @@ def read_verified(hf: HfName) -> tuple[Path, bytes]:
     return file, data
 
 
-def load(name: str) -> Any:
-    """The ``tokenizers.Tokenizer`` for ``hf:PATH@sha256:HEX`` (see the module docstring)."""
+def load(name: str, read_explicit: ExplicitReader | None = None) -> Any:
+    """The ``tokenizers.Tokenizer`` for ``hf:PATH@sha256:HEX`` (see the module docstring);
+    ``read_explicit`` reads a policy's path (below its folder)."""
     hf = parse(name)
-    file, data = read_verified(hf)
+    file, data = read_verified(hf, read_explicit)
     try:
         from tokenizers import Tokenizer
     except ImportError:

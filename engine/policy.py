@@ -482,22 +482,25 @@ class Policy:
         return out
 
     @classmethod
-    def from_record(cls, effective: Any) -> Policy:
+    def from_record(cls, effective: Any, *, file: str | None = None) -> Policy:
         """The Policy an audit record's ``policy.effective`` describes.
 
         A record spells out every key its engine knew, so a key missing from it did not
         exist yet when the record was written: it is read as the value that reproduces
         what that engine did (:data:`LEGACY_VALUES`), never as today's default.
+        ``file``: the record's ``policy.file``, where a tokenizer path in the policy
+        (``name@path``) is resolved from (the digest does not depend on it).
 
         Built once per distinct mapping (a replay reads many records of few policies):
         the same JSON object, keys in any order, gives the same immutable Policy."""
+        file = file if isinstance(file, str) and file else None
         try:
-            key = json.dumps(effective, sort_keys=True, allow_nan=False)
+            key = json.dumps([effective, file], sort_keys=True, allow_nan=False)
         except (TypeError, ValueError):  # not plain JSON (a frozen mapping): not cached
-            return cls.from_mapping(with_legacy_values(effective))
+            return cls.from_mapping(with_legacy_values(effective), file=file)
         policy = _RECORD_POLICIES.get(key)
         if policy is None:
-            policy = cls.from_mapping(with_legacy_values(effective))  # an invalid one raises, uncached
+            policy = cls.from_mapping(with_legacy_values(effective), file=file)  # an invalid one raises, uncached
             _RECORD_POLICIES[key] = policy
             if len(_RECORD_POLICIES) > RECORD_POLICIES_KEPT:
                 del _RECORD_POLICIES[next(iter(_RECORD_POLICIES))]

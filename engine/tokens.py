@@ -41,6 +41,8 @@ from .encodings import known_encodings, local_definition
 from .errors import TokenizerError
 from .hftokenizer import is_hf
 from .hftokenizer import name_problem as hf_name_problem
+from .hftokenizer import parse as parse_hf
+from .tokfiles import TokenizerBase
 
 APPROX_UTF8_BYTES = "approx:utf8_bytes"
 #: Entries kept in each tokenizer's count cache before the oldest are evicted.
@@ -208,24 +210,44 @@ class Utf8BytesCounter(_CachedCounter):
 
 
 _LOCK = threading.Lock()
-_INSTANCES: dict[str, _CachedCounter] = {}
+_INSTANCES: dict[tuple[str, TokenizerBase | None], _CachedCounter] = {}
 
 
-def get_tokenizer(name: str = DEFAULT_ENCODING) -> TiktokenCounter | HfCounter | Utf8BytesCounter:
+def file_part(name: str) -> str | None:
+    """The path a tokenizer name holds (``name@PATH``, ``hf:PATH@sha256:...``), or None."""
+    if is_hf(name):
+        return parse_hf(name).path if hf_name_problem(name) is None else None
+    if name.startswith("approx:"):
+        return None
+    return name.partition("@")[2] or None
+
+
+def get_tokenizer(name: str = DEFAULT_ENCODING, *,
+                  base: TokenizerBase | None = None) -> TiktokenCounter | HfCounter | Utf8BytesCounter:
     """The counter for ``name`` (one shared instance per name, so its cache is shared).
+    ``base``: a policy file's folder, for a name with a path in a policy (resolved below
+    it, :mod:`engine.tokfiles`); without it a path is opened as given.
 
     Raises:
         TokenizerError: unknown name, file not found offline, or a hash mismatch.
     """
+    key = (name, base if base is not None and file_part(name) else None)
     with _LOCK:
-        inst = _INSTANCES.get(name)
+        inst = _INSTANCES.get(key)
         if inst is None:
-            inst = _build(name)
-            _INSTANCES[name] = inst
+            inst = _build(name, key[1])
+            _INSTANCES[key] = inst
         return inst  # type: ignore[return-value]
 
 
-def _build(name: str) -> _CachedCounter:
+def _build(name: str, base: TokenizerBase | None = None) -> _CachedCounter:
+    read = None
+    if base is not None:
+        from .tokfiles import read_below
+
+        def read(path: str, candidates: Sequence[str]) -> tuple[str, bytes]:
+            return read_below(base, path, candidates)
+
     if name == APPROX_UTF8_BYTES:
         return Utf8BytesCounter()
     if name.startswith("approx:"):
@@ -237,11 +259,11 @@ def _build(name: str) -> _CachedCounter:
     if is_hf(name):
         from .hftokenizer import load
 
-        return HfCounter(name, load(name))
+        return HfCounter(name, load(name, read))
     enc_name, _, explicit = name.partition("@")
     import tiktoken
 
-    return TiktokenCounter(name, tiktoken.Encoding(**local_definition(enc_name, explicit or None)))
+    return TiktokenCounter(name, tiktoken.Encoding(**local_definition(enc_name, explicit or None, read)))
 
 
 def tokenizer_name_problem(name: str) -> str | None:

@@ -30,8 +30,9 @@ from typing import Any
 
 from .allocation import Allocation
 from .candidates import Candidate
+from .counts import policy_tokenizer
 from .policy import BudgetStrategy, Calibration, CalibrationGroup, CountMode, GroupBy, Matcher, Policy, Transform
-from .tokens import Tokenizer, get_tokenizer
+from .tokens import Tokenizer
 from .verify_semantics import is_sequence, render, selects, shingle_set, value_key
 
 
@@ -555,7 +556,7 @@ class Verifier:
     selections against (the brute-force oracle checks thousands)."""
 
     def __init__(self, policy: Policy, cands: Sequence[Candidate], *, tokenizer: Tokenizer | None = None) -> None:
-        self.facts = _facts(policy, cands, tokenizer or get_tokenizer(policy.tokenizer))
+        self.facts = _facts(policy, cands, tokenizer or policy_tokenizer(policy))
 
     def _order(self, inc: frozenset[str]) -> tuple[str, ...]:
         if len(inc) * 8 < len(self.facts.cands):  # few included: sort them by input index

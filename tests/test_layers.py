@@ -16,7 +16,7 @@ ENGINE = Path(__file__).resolve().parent.parent / "engine"
 #: Stages, earliest first. Within one stage modules may import each other.
 STAGES: tuple[tuple[str, ...], ...] = (
     ("errors", "canonical", "reasons", "safeopen"),
-    ("load", "encodings", "hftokenizer", "tokens"),
+    ("load", "encodings", "hftokenizer", "tokfiles", "tokens"),
     ("schema", "extends", "semantic", "policy"),
     ("candidates", "candfile", "pins", "counts", "rules", "duplicates",
      "retrieval.index", "retrieval.search", "retrieval.convert"),

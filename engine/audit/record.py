@@ -27,9 +27,9 @@ from typing import Any
 from ..allocation import Allocation
 from ..candidates import Candidate
 from ..canonical import digest, plain_scalar, sha256_hex
+from ..counts import policy_tokenizer
 from ..errors import InfeasibleError
 from ..policy import Policy, SolverLog
-from ..tokens import get_tokenizer
 from .privacy import CONTENT_METADATA, SCHEME, AuditSecret, ephemeral, mask_metadata
 from .request import CorpusFile, Request, provenance
 
@@ -288,7 +288,7 @@ def build_infeasible(policy: Policy, cands: Sequence[Candidate], error: Infeasib
                      corpus: Sequence[CorpusFile] | None = None) -> dict[str, Any]:
     """The audit record of a decision that could not be made: the rules that conflict."""
     # The tokenizer was resolved (and cached) by the call that failed: no file is read.
-    rec = _header(policy, cands, decision_id, now, get_tokenizer(policy.tokenizer).exact,
+    rec = _header(policy, cands, decision_id, now, policy_tokenizer(policy).exact,
                   Privacy.of(policy, secret), query, request, corpus)
     rec.update({
         "outcome": "infeasible",

@@ -36,10 +36,10 @@ from typing import Any
 
 from ..candidates import make_candidate
 from ..canonical import digest, sha256_hex
-from ..counts import render
+from ..counts import policy_tokenizer, render
 from ..errors import EngineError
 from ..policy import Policy
-from ..tokens import content_sha256, get_tokenizer
+from ..tokens import content_sha256
 from .log import AuditLog
 from .policies import ArchiveProblem, PolicyArchive
 from .privacy import PREFIX as KEYED_PREFIX, AuditSecret, configured_secret
@@ -155,7 +155,7 @@ class _Checker:
                      f"the effective policy hashes to {actual}, not to the recorded {claimed}: "
                      "the policy the decision claims to follow was changed after the fact")
         try:
-            policy = Policy.from_record(effective)
+            policy = Policy.from_record(effective, file=pol.get("file"))
         except EngineError as exc:
             self.add("record.policy_invalid", "$.policy.effective",
                      f"the effective policy does not load: {exc.code}: {exc.message}")
@@ -290,7 +290,7 @@ class _Checker:
             return  # content not stored: nothing to recount (the totals above still hold)
         text = assemble_context(self.rec, policy)
         ctx = self.rec["context"]
-        count = get_tokenizer(policy.tokenizer).count(text)
+        count = policy_tokenizer(policy).count(text)
         if count != ctx["tokens"]:
             self.add("record.context_recount", "$.context.tokens",
                      f"the stored content assembles to {count:,} tokens in {policy.tokenizer}, "

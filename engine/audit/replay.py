@@ -30,10 +30,10 @@ from ..allocate import allocate
 from ..allocation import Allocation
 from ..candidates import make_candidate
 from ..canonical import sha256_hex
+from ..counts import policy_tokenizer
 from ..errors import EngineError, InfeasibleError
 from ..policy import BudgetStrategy, Policy
 from ..problem import template_overhead
-from ..tokens import get_tokenizer
 from .lineformat import EnvelopeKind
 from .records import Finding, check_record
 
@@ -114,7 +114,7 @@ def _candidates(record: Mapping[str, Any], policy: Policy, stored: bool) -> list
     count, if it gave one, is passed on); otherwise our recorded rendered count is taken
     back apart into a content count."""
     template = policy.budget.template
-    tok = get_tokenizer(policy.tokenizer)
+    tok = policy_tokenizer(policy)
     if record.get("outcome") == "infeasible":
         counted = (record.get("infeasibility") or {}).get("item_tokens")
         tokens = dict(zip((r["source_id"] for r in record["input"]["items"]), counted or []))
@@ -243,7 +243,7 @@ def _replay(record: Mapping[str, Any], policy: Policy | None, did: str, seq: int
     diffs: list[Difference] = []
     notes: list[str] = []
     try:
-        pol = policy or Policy.from_record(record["policy"]["effective"])
+        pol = policy or Policy.from_record(record["policy"]["effective"], file=record["policy"].get("file"))
         stored = _stored(record)
         if pol.duplicates is not None and not stored:
             raise _Unreplayable("the policy's duplicates rule compares the items' texts and the content "
