@@ -92,6 +92,10 @@ class Allocation:
     accounting: TokenAccounting = TokenAccounting()
     #: ``required: false`` pins that matched no candidate.
     missing_pins: tuple[MissingPin, ...] = ()
+    #: The chat template's tokens around this context (``budget.message_overhead``: per
+    #: request plus per included item; 0 without it): the model sees ``context_tokens``
+    #: plus these, and the two together are held to ``limit_tokens``.
+    overhead_tokens: int = 0
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -182,7 +186,7 @@ def _report(rule: LinearRule, chosen: set[int], problem: Problem) -> RuleReport:
     if rule is problem.budget:
         # Report in real tokens, not weight units: k items carry k separators in the
         # model while the context has k - 1, and the limit is the policy's own number.
-        total = max(0, total - problem.separator_tokens)
+        total = max(0, total - problem.separator_tokens) + problem.overhead_per_request
         upper = problem.limit_tokens
         slack = upper - total
     return RuleReport(rule.key, rule.path, rule.label, total, rule.lower, upper, slack, binding)
@@ -202,7 +206,12 @@ def build(problem: Problem, selection: Selection, requested: BudgetStrategy,
     # Every count is at least ours unless the policy trusts the caller's (counts: caller,
     # where the budget holds on the caller's counts and the record says so): then the
     # recount is held to the budget too.
-    while problem.repairable and count > problem.limit_tokens:
+    def seen(count: int) -> str:
+        """The recount as the model sees it (with the chat overhead, when there is one)."""
+        extra = problem.overhead_tokens(len(order))
+        return f"{count:,} tokens" + (f" plus {extra:,} of chat overhead" if extra else "")
+
+    while problem.repairable and count > problem.limit_tokens - problem.overhead_tokens(len(order)):
         victims = [i for i in order if i not in pinned]
         if not victims:
             core = [{"rule": p.label, "key": p.key, "path": p.path,
@@ -212,11 +221,11 @@ def build(problem: Problem, selection: Selection, requested: BudgetStrategy,
                          "location": str(budget.location) if budget.location else None})
             raise InfeasibleError(
                 "allocation.infeasible",
-                f"the pinned items alone assemble to {count:,} tokens, over the budget of "
+                f"the pinned items alone assemble to {seen(count)}, over the budget of "
                 f"{problem.limit_tokens:,}; unpin one or raise the budget",
                 path="$.spec.pinned", details={"core": core, "minimal": False})
         v = min(victims, key=lambda i: (problem.values[i], -problem.tokens[i], -i))
-        before = count
+        before, shown = count, seen(count)
         order.remove(v)
         chosen.discard(v)
         text = assemble(problem, order)
@@ -224,7 +233,7 @@ def build(problem: Problem, selection: Selection, requested: BudgetStrategy,
         repairs.append({"dropped": problem.candidates[v].source_id, "tokens_before": before,
                         "tokens_after": count})
         dropped[v] = Reason(ReasonCode.REPAIR,
-                            f"the assembled text counted {before:,} tokens (> {problem.limit_tokens:,}) "
+                            f"the assembled text counted {shown} (> {problem.limit_tokens:,}) "
                             "after BPE merges across items; this least valuable item was dropped",
                             "$.spec.budget", {"tokens_before": before, "tokens_after": count})
     decisions = []
@@ -255,8 +264,10 @@ def build(problem: Problem, selection: Selection, requested: BudgetStrategy,
         unmet=unmet,
         repairs=tuple(repairs),
         rules=tuple(_report(r, chosen, problem) for r in problem.linear_rules),
-        budgeted_tokens=max(0, problem.budget.total(chosen) - problem.separator_tokens) if chosen else 0,
+        budgeted_tokens=max(0, problem.budget.total(chosen) - problem.separator_tokens
+                            - problem.overhead_per_item * len(chosen)) if chosen else 0,
         accounting=problem.accounting,
         missing_pins=problem.missing_pins,
+        overhead_tokens=problem.overhead_tokens(len(order)),
     )
 

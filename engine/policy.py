@@ -136,11 +136,28 @@ class TimeLimitScope(Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class MessageOverhead:
+    """Tokens a chat template adds that are in no item's text: ``per_item_tokens`` around
+    each chosen item (each sent as its own message: OpenAI's chat format adds 3, the
+    role and the message start/end markers) and ``per_request_tokens`` once per request
+    (OpenAI's reply priming, 3). They count against the budget, so ``context_window``
+    is what the model sees."""
+
+    per_item_tokens: int = 0
+    per_request_tokens: int = 0
+
+    def tokens(self, items: int) -> int:
+        """The overhead of a request carrying ``items`` chosen items."""
+        return self.per_request_tokens + items * self.per_item_tokens
+
+
+@dataclass(frozen=True, slots=True)
 class Budget:
     """The token budget. Exactly one of ``max_tokens`` / ``context_window`` is set in a
     valid policy; the reserves only apply to ``context_window``. Each chosen item is
     rendered with ``template`` and items are joined with ``separator``: both count.
-    ``counts`` says how caller-supplied token counts are used (:class:`CountMode`)."""
+    ``counts`` says how caller-supplied token counts are used (:class:`CountMode`);
+    ``message_overhead`` (None: none) the chat template's tokens per item and request."""
 
     max_tokens: int | None = None
     context_window: int | None = None
@@ -149,6 +166,12 @@ class Budget:
     template: str = "{content}"
     separator: str = "\n\n"
     counts: CountMode = CountMode.MAX
+    message_overhead: MessageOverhead | None = None
+
+    def overhead_tokens(self, items: int) -> int:
+        """The chat overhead of a request carrying ``items`` chosen items (0 without
+        ``message_overhead``): what the model sees besides the assembled context."""
+        return 0 if self.message_overhead is None else self.message_overhead.tokens(items)
 
     @property
     def limit_tokens(self) -> int:
@@ -606,6 +629,9 @@ def _parts_from_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
             _int(b.get("max_tokens")), _int(b.get("context_window")), int(b.get("reserve_output", 0)),
             int(b.get("reserve_prompt", 0)), b.get("template", "{content}"), b.get("separator", "\n\n"),
             CountMode(b.get("counts", "max")),
+            None if "message_overhead" not in b else MessageOverhead(
+                int(b["message_overhead"].get("per_item_tokens", 0)),
+                int(b["message_overhead"].get("per_request_tokens", 0))),
         ),
         "min_relevance": float(spec.get("min_relevance", 0.0)),
         "levels": tuple(
@@ -658,7 +684,7 @@ def _normalized(p: Mapping[str, Any]) -> dict[str, Any]:
     """The effective mapping of Policy parts ``p``: the YAML form with every default."""
     spec: dict[str, Any] = {
         "tokenizer": p["tokenizer"],
-        "budget": _fields(p["budget"]),
+        "budget": _fields(p["budget"], skip=("message_overhead",)),
         "min_relevance": p["min_relevance"],
         "levels": {rule.name: _fields(rule, skip=("name",)) for rule in p["levels"]},
         "custom_levels": list(p["custom_levels"]),
@@ -672,6 +698,9 @@ def _normalized(p: Mapping[str, Any]) -> dict[str, Any]:
     }
     if p["sources"] is not None:
         spec["sources"] = _fields(p["sources"])
+    # Present only when set, so policies without chat overhead keep their digests.
+    if p["budget"].message_overhead is not None:
+        spec["budget"]["message_overhead"] = _fields(p["budget"].message_overhead)
     # Present only when set, so policies without the rule keep their digests.
     if p["duplicates"] is not None:
         spec["duplicates"] = _fields(p["duplicates"])

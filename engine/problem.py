@@ -21,7 +21,10 @@ is ``separator.join(template.format(item) for item in chosen)``. Each item's wei
 rendered token count plus one separator, so k items carry k separators while the context
 has k - 1; adding one separator's worth to the capacity makes the two agree exactly. BPE
 merges across item boundaries can still move the total by a few tokens; the allocation
-stage recounts the real text and repairs (see :mod:`engine.allocation`).
+stage recounts the real text and repairs (see :mod:`engine.allocation`). A chat
+template's ``budget.message_overhead`` is part of the budget rule only: each item weighs
+``per_item_tokens`` more, and the capacity is ``per_request_tokens`` less (level and
+source caps stay on the items' own tokens).
 """
 
 from __future__ import annotations
@@ -79,6 +82,14 @@ class Problem:
     ordering: Ordering
     accounting: TokenAccounting
     missing_pins: tuple[MissingPin, ...] = ()
+    #: ``budget.message_overhead``: tokens per chosen item and per request (in weights
+    #: and capacity), 0 without it.
+    overhead_per_item: int = 0
+    overhead_per_request: int = 0
+
+    def overhead_tokens(self, items: int) -> int:
+        """The chat overhead of a context of ``items`` chosen items."""
+        return self.overhead_per_request + items * self.overhead_per_item
 
     @property
     def tokenizer(self) -> str:
@@ -374,8 +385,10 @@ def reduce(policy: Policy, cands: tuple[Candidate, ...], *, counter: Counter | N
     counter = counter if counter is not None else policy_tokenizer(policy)
     counted = counted if counted is not None else count_tokens(policy, cands, counter)
     tokens, sep = counted.tokens, counted.accounting.separator_tokens
-    weights = tuple(t + sep for t in tokens)
-    capacity = policy.budget.limit_tokens + sep
+    chat = policy.budget.message_overhead
+    per_item, per_request = (0, 0) if chat is None else (chat.per_item_tokens, chat.per_request_tokens)
+    weights = tuple(t + sep + per_item for t in tokens)
+    capacity = policy.budget.limit_tokens + sep - per_request
     by_id = {c.source_id: c for c in cands}
     order = tuple(sorted(range(len(cands)), key=lambda i: (-cands[i].relevance_score, i)))
 
@@ -416,4 +429,6 @@ def reduce(policy: Policy, cands: tuple[Candidate, ...], *, counter: Counter | N
         ordering=policy.ordering,
         accounting=counted.accounting,
         missing_pins=matched.missing,
+        overhead_per_item=per_item,
+        overhead_per_request=per_request,
     )

@@ -47,6 +47,7 @@ def semantic_issues(
     if bad_tokenizer:
         add("unknown_tokenizer", "$.spec.tokenizer", bad_tokenizer)
     limit = _budget_limit(spec["budget"], add)
+    _check_overhead(spec["budget"], limit, add)
     _check_template(spec["budget"]["template"], add)
     _check_levels(spec, limit, add)
     hierarchy = spec["hierarchy"]
@@ -179,6 +180,18 @@ def _budget_limit(budget: Mapping[str, Any], add: Any) -> int | None:
     elif max_tokens is not None:
         return int(max_tokens)
     return None
+
+
+def _check_overhead(budget: Mapping[str, Any], limit: int | None, add: Any) -> None:
+    """The chat overhead of one item must leave room for it: per_request + per_item < limit."""
+    overhead = budget.get("message_overhead")
+    if overhead is None or limit is None:
+        return
+    one = overhead.get("per_request_tokens", 0) + overhead.get("per_item_tokens", 0)
+    if one >= limit:
+        add("overhead_exceeds_budget", "$.spec.budget.message_overhead",
+            f"message_overhead per_request_tokens + per_item_tokens ({one}) must be less than the budget "
+            f"({limit} tokens), or no item fits; lower the overhead or raise the budget")
 
 
 def _check_template(template: str, add: Any) -> None:

@@ -140,7 +140,8 @@ def _eligible(f: _Facts, c: Candidate) -> bool:
         return False
     if c.source_id in f.pinned:
         return True
-    return c.relevance_score >= f.floor[c.source_id][0] and f.tokens[c.source_id] <= f.policy.budget.limit_tokens
+    b = f.policy.budget
+    return c.relevance_score >= f.floor[c.source_id][0] and f.tokens[c.source_id] + b.overhead_tokens(1) <= b.limit_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,16 +205,25 @@ def check_context(v: _View) -> list[Violation]:
 
 
 def check_budget(v: _View) -> list[Violation]:
+    """Items and separators, plus the chat overhead of ``budget.message_overhead`` (per
+    request and per included item), within the limit; the recount with that overhead too."""
     f = v.facts
-    limit = f.policy.budget.limit_tokens
-    total = sum(f.tokens[s] for s in v.inc) + f.sep_tokens * max(0, len(v.inc) - 1)
+    b = f.policy.budget
+    limit = b.limit_tokens
+    overhead = b.overhead_tokens(len(v.inc))
+    total = sum(f.tokens[s] for s in v.inc) + f.sep_tokens * max(0, len(v.inc) - 1) + overhead
+    plus = f" (with {overhead} of chat overhead)" if b.message_overhead is not None else ""
     out = []
     if total > limit:
         out.append(Violation("budget.over", "$.spec.budget", v.order,
-                             f"the included items and separators count {total} tokens > budget {limit}"))
-    if v.recount is not None and f.recount_binds and v.recount > limit:
+                             f"the included items and separators count {total} tokens{plus} > budget {limit}"))
+    if v.recount is not None and f.recount_binds and v.recount + overhead > limit:
         out.append(Violation("budget.context_over", "$.spec.budget", v.order,
-                             f"the assembled context counts {v.recount} tokens > budget {limit}"))
+                             f"the assembled context counts {v.recount + overhead} tokens{plus} > budget {limit}"))
+    if v.alloc is not None and v.alloc.overhead_tokens != overhead:
+        out.append(Violation("budget.overhead", "$.spec.budget.message_overhead", (),
+                             f"overhead_tokens is {v.alloc.overhead_tokens}; the policy's chat overhead for "
+                             f"{len(v.inc)} items is {overhead}"))
     return out
 
 
@@ -434,7 +444,7 @@ def _expected_values(f: _Facts) -> list[int]:
     n = len(cands)
     raw = [c.relevance_score if c.relevance_score > 0 else 0.0 for c in cands]
     blocked, pinned, floor, tokens = f.blocked, f.pinned, f.floor, f.tokens
-    limit = f.policy.budget.limit_tokens
+    limit = f.policy.budget.limit_tokens - f.policy.budget.overhead_tokens(1)  # the room for one item alone
     takeable = [s not in blocked and (s in pinned or (c.relevance_score >= floor[s][0] and tokens[s] <= limit))
                 for c in cands for s in (c.source_id,)]  # _eligible, inlined: this runs per item
     groups: dict[str, list[int]] = {"": list(range(n))}

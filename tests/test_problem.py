@@ -54,7 +54,7 @@ def test_the_counter_is_resolved_once_and_reused_downstream(monkeypatch: pytest.
     def no_lookup(*_a: object, **_k: object) -> None:
         raise AssertionError("a later stage resolved the tokenizer by name again")
 
-    monkeypatch.setattr(record, "get_tokenizer", no_lookup)
+    monkeypatch.setattr(record, "policy_tokenizer", no_lookup)
     alloc = build(problem, greedy.greedy(problem), BudgetStrategy.GREEDY, None)
     assert spy.seen[-1] == alloc.context  # the recount went through the Problem's counter
     rec = record.build(policy, problem.candidates, alloc, decision_id="00000000-0000-4000-8000-000000000000")

@@ -143,6 +143,7 @@ COVER = [row("z", 1.0), row("p", 0.5, 30), row("k1", 0.3, parent="p"), row("k2",
 ALL = ("a#1", "a#2", "b#1", "b#2", "c#1")
 PARAS, SECTIONS = ("a#1", "a#2"), ("b#1", "b#2")
 LOW_SENTENCE = {"levels": {"SENTENCE": {"min_relevance": 0.5}}}  # c#1 out under the loose policy
+CHAT = {"per_item_tokens": 2, "per_request_tokens": 3}  # 5 items of 10 and 4 separators: 54 + 13 with it
 
 BAD = [
     Bad("decisions out of order", edited(lambda a: dataclasses.replace(a, decisions=a.decisions[::-1])),
@@ -167,6 +168,13 @@ BAD = [
         "budget.over", "$.spec.budget", ALL),
     Bad("items over the budget (our counts)", stricter({"budget": {"max_tokens": 30, "separator": "|"}}),
         "budget.over", "$.spec.budget", ALL, frozenset({"budget.context_over"})),
+    Bad("chat overhead misreported", edited(lambda a: dataclasses.replace(a, overhead_tokens=a.overhead_tokens - 1),
+                                            budget={"max_tokens": 1000, "separator": "|", "message_overhead": CHAT}),
+        "budget.overhead", "$.spec.budget.message_overhead", ()),
+    Bad("items over the budget with the chat overhead",
+        stricter({"budget": {"max_tokens": 60, "separator": "|", "message_overhead": CHAT}}, ROWS,
+                 {"budget": {"max_tokens": 60, "separator": "|"}}),
+        "budget.over", "$.spec.budget", ALL, frozenset({"budget.context_over", "budget.overhead"})),
     Bad("assembled context over the budget", stricter({"budget": {"max_tokens": 2, "separator": ""}}, BPE,
                                                       {"budget": {"max_tokens": 3, "separator": ""}}, "cl100k_base"),
         "budget.context_over", "$.spec.budget", ("bang", "dash")),

@@ -180,12 +180,18 @@ def _solver_part(policy: Policy, alloc: Allocation) -> dict[str, Any]:
 
 def _budget_part(policy: Policy, alloc: Allocation) -> dict[str, Any]:
     """The budget and how it was met. ``assembled_tokens`` is the recount of the context
-    in the policy's tokenizer; ``budgeted_tokens`` what the budget rule held (they differ
+    in the policy's tokenizer; ``message_overhead.tokens`` the chat template's tokens
+    around it, which ``free_tokens`` leaves out too; ``budgeted_tokens`` what the budget
+    rule held for the items and separators (they differ
     by BPE merges across items, or under ``counts: caller`` by what the caller's counts
     differ from ours: ``caller_counts.trusted`` is then true and ``free_tokens`` may be
     negative)."""
     b = policy.budget
     acc = alloc.accounting
+    # Written only when the policy sets it, so records of other policies keep their bytes.
+    chat = {} if b.message_overhead is None else {"message_overhead": {
+        "per_item_tokens": b.message_overhead.per_item_tokens,
+        "per_request_tokens": b.message_overhead.per_request_tokens, "tokens": alloc.overhead_tokens}}
     return {
         "limit_tokens": b.limit_tokens,
         "max_tokens": b.max_tokens,
@@ -199,7 +205,8 @@ def _budget_part(policy: Policy, alloc: Allocation) -> dict[str, Any]:
         "caller_counts": acc.caller_part(),
         "assembled_tokens": alloc.context_tokens,
         "budgeted_tokens": alloc.budgeted_tokens,
-        "free_tokens": b.limit_tokens - alloc.context_tokens,
+        "free_tokens": b.limit_tokens - alloc.context_tokens - alloc.overhead_tokens,
+        **chat,
     }
 
 

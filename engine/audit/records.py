@@ -171,6 +171,12 @@ class _Checker:
                 self.add("record.budget_limit", "$.budget.limit_tokens",
                          f"the record's limit is {limit:,} tokens but its effective policy gives "
                          f"{policy.budget.limit_tokens:,}")
+            chat, want = _get(self.rec, "budget", "$", Mapping).get("message_overhead"), policy.budget.message_overhead
+            got = None if not isinstance(chat, Mapping) else (chat.get("per_item_tokens"), chat.get("per_request_tokens"))
+            if got != (None if want is None else (want.per_item_tokens, want.per_request_tokens)):
+                self.add("record.budget_limit", "$.budget.message_overhead",
+                         f"the record's chat overhead (per item, per request) is {got} but its effective policy "
+                         f"gives {None if want is None else (want.per_item_tokens, want.per_request_tokens)}")
         return policy
 
     # -- input: digest, count and content hashes -----------------------------------------
@@ -276,10 +282,23 @@ class _Checker:
             self.add("record.tokens", "$.budget.assembled_tokens",
                      f"assembled_tokens is {assembled:,} but context.tokens is {context_tokens:,}")
         limit, free = _int(budget, "limit_tokens", "$.budget"), _int(budget, "free_tokens", "$.budget")
-        if free != limit - context_tokens:
+        overhead, also = 0, ""
+        chat = budget.get("message_overhead")
+        if chat is not None:
+            chat = _get(budget, "message_overhead", "$.budget", Mapping)
+            where = "$.budget.message_overhead"
+            per_item, per_request = _int(chat, "per_item_tokens", where), _int(chat, "per_request_tokens", where)
+            overhead = _int(chat, "tokens", where)
+            if overhead != per_request + per_item * len(tokens):
+                self.add("record.tokens", f"{where}.tokens",
+                         f"the chat overhead is recorded as {overhead:,} tokens but {per_request:,} per request "
+                         f"plus {per_item:,} for each of the {len(tokens):,} included items is "
+                         f"{per_request + per_item * len(tokens):,}")
+            also = f" and {overhead:,} of chat overhead"
+        if free != limit - context_tokens - overhead:
             self.add("record.tokens", "$.budget.free_tokens",
                      f"free_tokens is {free:,} but the limit {limit:,} minus the context's "
-                     f"{context_tokens:,} tokens is {limit - context_tokens:,}")
+                     f"{context_tokens:,} tokens{also} is {limit - context_tokens - overhead:,}")
 
     # -- the stored content, assembled and recounted ---------------------------------------
     def recount(self, policy: Policy) -> None:
