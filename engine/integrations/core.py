@@ -25,10 +25,10 @@ The conversion rules live here once, so the three adapters cannot disagree:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 from ..audit.log import AuditLog
 from ..audit.privacy import AuditSecret
@@ -139,6 +139,37 @@ def default_ids(items: Sequence[Item]) -> list[str]:
         taken.add(sid)
         out.append(sid)
     return out
+
+
+T = TypeVar("T")
+
+
+def fetch_ancestors(items: Sequence[T], *, node_id: Callable[[T], str], parent_id: Callable[[T], str | None],
+                    score: Callable[[T], Any], fetch: Callable[[str], T | None]) -> list[tuple[T, float | None]]:
+    """Auto-merging's candidates: the ancestors of ``items`` that are not among them,
+    fetched (``fetch`` returns ``None`` for an id it does not hold, which ends that
+    chain), each with the mean score of the given items below it (``None`` when none of
+    them has a score), first found first. LlamaIndex's ``AutoMergingRetriever`` and
+    Haystack's score a merged parent the same way."""
+    given = {node_id(x): x for x in items}
+    found: dict[str, T] = {}
+    scores: dict[str, list[float]] = {}
+    for x in items:
+        node, seen, value = x, set(), score(x)
+        while (pid := parent_id(node)) is not None and pid not in seen:
+            seen.add(pid)
+            parent = given.get(pid)
+            if parent is None:
+                parent = found.get(pid)
+            if parent is None:
+                parent = fetch(pid)
+                if parent is None:
+                    break  # not stored: the chain ends here
+                found[pid] = parent
+            if pid in found and value is not None:
+                scores.setdefault(pid, []).append(float(value))
+            node = parent
+    return [(node, sum(scores[i]) / len(scores[i]) if scores.get(i) else None) for i, node in found.items()]
 
 
 class Selector:

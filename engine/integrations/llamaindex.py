@@ -36,12 +36,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
-from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from pydantic import ConfigDict, PrivateAttr
 
 from ..candidates import DEFAULT_LEVEL
 from ..errors import CandidateError
-from .core import META_KEYS, AuditLogLike, Item, Outcome, PolicyLike, Selector
+from .core import META_KEYS, AuditLogLike, Item, Outcome, PolicyLike, Selector, fetch_ancestors
 
 SCORE_HINT = "set NodeWithScore.score (a retriever does)"
 
@@ -94,31 +94,21 @@ class BudgetPostprocessor(BaseNodePostprocessor):
         return self._selector
 
     def _ancestors(self, nodes: Sequence[NodeWithScore]) -> list[NodeWithScore]:
-        """The ancestors of ``nodes`` found in the docstore and not among ``nodes``, each
-        scored by the mean score of the given nodes below it (first found first)."""
+        """The ancestors of ``nodes`` in the docstore (:func:`~engine.integrations.core.fetch_ancestors`)."""
         if self.docstore is None:
             return []
-        given = {n.node.node_id: n.node for n in nodes}
-        found: dict[str, BaseNode] = {}
-        scores: dict[str, list[float]] = {}
-        for nws in nodes:
-            node, seen = nws.node, set()
-            while (rel := node.parent_node) is not None and rel.node_id not in seen:
-                pid = rel.node_id
-                seen.add(pid)
-                parent = given.get(pid)
-                if parent is None:
-                    parent = found.get(pid)
-                if parent is None:
-                    parent = self.docstore.get_node(pid, raise_error=False)
-                    if parent is None:
-                        break  # not stored: the chain ends here
-                    found[pid] = parent
-                if pid in found and nws.score is not None:
-                    scores.setdefault(pid, []).append(float(nws.score))
-                node = parent
-        return [NodeWithScore(node=node, score=sum(scores[i]) / len(scores[i]) if scores.get(i) else None)
-                for i, node in found.items()]
+        store = self.docstore
+
+        def parent_of(nws: NodeWithScore) -> str | None:
+            rel = nws.node.parent_node
+            return rel.node_id if rel is not None else None
+
+        def fetch(node_id: str) -> NodeWithScore | None:
+            node = store.get_node(node_id, raise_error=False)
+            return NodeWithScore(node=node) if node is not None else None
+
+        return [NodeWithScore(node=nws.node, score=score) for nws, score in fetch_ancestors(
+            nodes, node_id=lambda n: n.node.node_id, parent_id=parent_of, score=lambda n: n.score, fetch=fetch)]
 
     def _item(self, index: int, nws: Any) -> Item:
         if not isinstance(nws, NodeWithScore):
