@@ -14,14 +14,18 @@ the policy's ``prefer_parent_ratio``, solved with the budget).
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
-from haystack import Document, Pipeline
-from haystack.components.preprocessors import HierarchicalDocumentSplitter
-from haystack.components.retrievers.in_memory import InMemoryBM25Retriever
-from haystack.document_stores.in_memory import InMemoryDocumentStore
+# Offline means offline: Haystack's usage telemetry is read once, at its first import.
+os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
 
-from engine.integrations.haystack import BudgetSelector
+from haystack import Document, Pipeline  # noqa: E402
+from haystack.components.preprocessors import HierarchicalDocumentSplitter  # noqa: E402
+from haystack.components.retrievers.in_memory import InMemoryBM25Retriever  # noqa: E402
+from haystack.document_stores.in_memory import InMemoryDocumentStore  # noqa: E402
+
+from engine.integrations.haystack import BudgetSelector  # noqa: E402
 
 POLICY = Path(__file__).with_name("adapters.yaml")
 

@@ -28,6 +28,13 @@ from integrationcases import (CHILDREN, MERGED, OTHER, PARENT, SCORES, UNMERGED,
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
+def test_haystack_telemetry_is_off() -> None:
+    """tests/conftest.py turns Haystack's telemetry off before the import: no test sends it."""
+    from haystack.telemetry import _telemetry
+
+    assert _telemetry.telemetry is None
+
+
 def _docs() -> list[Document]:
     """The section and its paragraphs with the splitter's meta (``__parent_id``, ``__level``)."""
     kids = [Document(id=f"refunds-{n}", content=t, score=SCORES[f"refunds-{n}"],

@@ -95,20 +95,22 @@ def test_numpy_scores_datetime_metadata_and_documents_without_id(tmp_path: Path)
     when = dt.datetime(2026, 11, 30, 9, 15, tzinfo=dt.timezone.utc)
     docs = [(Document(PARENT, metadata={"updated": when, "rank": np.int64(1)}), np.float32(0.75)),
             (Document(CHILDREN[0], metadata={"updated": when.date()}), np.float32(0.5)),
-            (Document(CHILDREN[0]), np.float64(0.25))]
-    assert all(d.id is None for d, _ in docs)
+            (Document(CHILDREN[0]), np.float64(0.25)),
+            Document(CHILDREN[2], metadata={"relevance_score": np.float32(0.5)})]  # as a reranker writes it
+    assert all((d[0] if isinstance(d, tuple) else d).id is None for d in docs)
     decision = BudgetCompressor(policy=write_policy(tmp_path)).decide(docs, "refunds")
-    ids = [d.metadata["ctxbudget_reason"] for d in decision.annotated]
-    assert len(ids) == 3
+    assert [d.id for d in decision.annotated] == [n.source_id for n in decision.outcome.annotations]
     (rec,) = records(tmp_path / "audit" / "decisions.jsonl")
     items = rec["input"]["items"]
     assert [i["source_id"] for i in items] == [
         "item-" + decision.outcome.decided.allocation.decisions[0].sha256[:12],
         "item-" + decision.outcome.decided.allocation.decisions[1].sha256[:12],
-        "item-" + decision.outcome.decided.allocation.decisions[1].sha256[:12] + "~2"]  # same text twice
+        "item-" + decision.outcome.decided.allocation.decisions[1].sha256[:12] + "~2",  # same text twice
+        "item-" + decision.outcome.decided.allocation.decisions[3].sha256[:12]]
     assert items[0]["metadata"] == {"updated": "2026-11-30T09:15:00Z", "rank": 1}
     assert items[1]["metadata"] == {"updated": "2026-11-30"}
     assert items[0]["relevance_score"] == float(np.float32(0.75))
+    assert items[3]["relevance_score"] == 0.5 and items[3]["metadata"] == {"relevance_score": 0.5}
     assert audit_verify(tmp_path / "audit" / "decisions.jsonl")[0] == 0
 
 

@@ -21,6 +21,10 @@ Outputs: ``documents``, the included ones in the policy's context order; ``exclu
 the others in input order; ``decision_id``. Every output document is a copy whose meta
 carries ``ctxbudget_decision_id``, ``ctxbudget_decision``, ``ctxbudget_reason`` and
 ``ctxbudget_tokens``. The inputs are not modified.
+
+Haystack itself sends usage telemetry from ``Pipeline.run`` unless
+``HAYSTACK_TELEMETRY_ENABLED=False`` is set before it is imported (this module leaves
+that choice to the application; the example and the tests turn it off).
 """
 
 from __future__ import annotations
