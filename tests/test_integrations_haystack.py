@@ -14,13 +14,14 @@ from haystack import Document, Pipeline
 from haystack.components.preprocessors import HierarchicalDocumentSplitter
 from haystack.components.retrievers.in_memory import InMemoryBM25Retriever
 from haystack.components.writers import DocumentWriter
+from haystack.core.errors import SerializationError
 from haystack.dataclasses import ByteStream
 from haystack.document_stores.in_memory import InMemoryDocumentStore
 
 from engine.errors import CandidateError
 from engine.integrations.core import META_KEYS
 from engine.integrations.haystack import BudgetSelector
-from engine.policy import Hierarchy, load_policy
+from engine.policy import Hierarchy, Policy, load_policy
 
 from integrationcases import (CHILDREN, MERGED, OTHER, PARENT, SCORES, UNMERGED, audit_verify, records,
                               write_policy)
@@ -128,6 +129,23 @@ def test_auto_merging_fetches_parents_from_the_document_store(tmp_path: Path) ->
     assert fetched and all(d.score is not None for d in fetched)
     assert any(d.meta["__children_ids"] for d in out["documents"])  # a merged parent was chosen
     assert sum(d.meta["ctxbudget_tokens"] for d in out["documents"]) <= 120
+
+
+def test_a_pipeline_with_the_selector_round_trips_through_yaml(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path)
+    pipe = Pipeline()
+    pipe.add_component("budget", BudgetSelector(policy=load_policy(policy), audit_log=str(tmp_path / "log.jsonl"),
+                                                document_store=InMemoryDocumentStore(index="parents")))
+    loaded = Pipeline.loads(pipe.dumps(), allowed_modules=["engine.integrations.haystack"])
+    component = loaded.get_component("budget")
+    assert isinstance(component, BudgetSelector)
+    assert component.to_dict() == pipe.get_component("budget").to_dict()
+    assert component.to_dict()["init_parameters"]["policy"] == str(policy)
+    out = loaded.run({"budget": {"documents": _docs()}})["budget"]
+    assert [d.id for d in out["documents"]] == ["refunds"]
+    assert audit_verify(tmp_path / "log.jsonl")[0] == 0
+    with pytest.raises(SerializationError, match="BudgetSelector holds a Policy that was not read from a file"):
+        BudgetSelector(policy=Policy.default(100), audit_log=False).to_dict()
 
 
 def test_numpy_scores_and_datetime_meta(tmp_path: Path) -> None:

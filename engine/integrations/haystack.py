@@ -30,14 +30,18 @@ that choice to the application; the example and the tests turn it off).
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from typing import Any
 
-from haystack import Document, component
+from haystack import Document, component, default_from_dict, default_to_dict
+from haystack.core.errors import SerializationError
 from haystack.document_stores.types import DocumentStore
 
 from ..candidates import DEFAULT_LEVEL
+from ..audit.log import AuditLog
 from ..errors import CandidateError
+from ..policy import Policy
 from ..schema import BUILTIN_LEVELS
 from .core import AuditLogLike, Item, PolicyLike, Selector, fetch_ancestors
 
@@ -65,8 +69,28 @@ class BudgetSelector:
     def __init__(self, policy: PolicyLike, audit_log: AuditLogLike = None,
                  levels: Sequence[str] = BUILTIN_LEVELS, document_store: DocumentStore | None = None) -> None:
         self.selector = Selector(policy, audit_log=audit_log, score_hint=SCORE_HINT)
+        self.policy = policy
+        self.audit_log = audit_log
         self.levels = tuple(levels)
         self.document_store = document_store
+
+    def to_dict(self) -> dict[str, Any]:
+        """The component for ``Pipeline.dumps``: the policy as its file's path (a Policy
+        not read from a file cannot be written), the log as its path."""
+        policy = self.policy.file if isinstance(self.policy, Policy) else os.fspath(self.policy)
+        if policy is None:
+            raise SerializationError("BudgetSelector holds a Policy that was not read from a file; pass "
+                                     "policy=<path of the policy file> to serialize the pipeline")
+        log = os.fspath(self.audit_log.path) if isinstance(self.audit_log, AuditLog) else self.audit_log
+        if log is not None and not isinstance(log, (str, bool)):
+            log = os.fspath(log)
+        return default_to_dict(self, policy=policy, audit_log=log, levels=list(self.levels),
+                               document_store=self.document_store)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BudgetSelector:
+        """The component :meth:`to_dict` wrote (the policy file is read again)."""
+        return default_from_dict(cls, data)
 
     def _fetch(self, doc_id: str) -> Document | None:
         assert self.document_store is not None
