@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,3 +100,12 @@ def test_missing_score_without_default_names_the_item() -> None:
     assert err.value.message.startswith("item 'item-")
     assert err.value.message.endswith("(#1) has no relevance score; set NodeWithScore.score, or set "
                                       "spec.candidates.default_score in the policy to score such items")
+
+
+def test_the_core_imports_no_framework() -> None:
+    """Lazy by module: ``engine.integrations`` and its core load none of the three
+    frameworks (each adapter module imports only its own)."""
+    code = ("import sys, engine.integrations, engine.integrations.core\n"
+            "print(sorted(n for n in ('langchain_core', 'llama_index', 'haystack') if n in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["[]"]
