@@ -440,6 +440,15 @@ class AuditSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CandidateDefaults:
+    """``spec.candidates``: what an item may leave out. ``default_score``: the relevance
+    of an item that arrives without one (a framework document with no score); without
+    it a missing score is an error (:mod:`engine.integrations`)."""
+
+    default_score: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Limits:
     """Input size guards."""
 
@@ -475,6 +484,7 @@ class Policy:
     audit: AuditSettings
     limits: Limits
     duplicates: DuplicateRule | None
+    candidates: CandidateDefaults | None
     file: str | None
     effective: Mapping[str, Any]
     digest: str
@@ -618,7 +628,7 @@ def _parts_from_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
     schema-valid mapping, defaults filled in. Integer fields go through ``int`` because
     YAML 1.2 reads ``8e3`` as the float 8000.0, which the schema accepts as an integer."""
     meta, spec = data["metadata"], data["spec"]
-    b, src, dup = spec["budget"], spec.get("sources"), spec.get("duplicates")
+    b, src, dup, cand = spec["budget"], spec.get("sources"), spec.get("duplicates"), spec.get("candidates")
     hier, obj = spec.get("hierarchy", {}), spec.get("objective", {})
     solver, audit, limits = spec.get("solver", {}), spec.get("audit", {}), spec.get("limits", {})
     return {
@@ -667,6 +677,7 @@ def _parts_from_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
         "limits": Limits(int(limits.get("max_candidates", 200_000)), int(limits.get("max_item_bytes", 10_485_760))),
         "duplicates": None if dup is None else DuplicateRule(
             float(dup.get("threshold", 0.8)), Measure(dup.get("measure", "jaccard")), int(dup.get("shingle", 3))),
+        "candidates": None if cand is None else CandidateDefaults(_float(cand.get("default_score"))),
     }
 
 
@@ -704,6 +715,8 @@ def _normalized(p: Mapping[str, Any]) -> dict[str, Any]:
     # Present only when set, so policies without the rule keep their digests.
     if p["duplicates"] is not None:
         spec["duplicates"] = _fields(p["duplicates"])
+    if p["candidates"] is not None:  # likewise
+        spec["candidates"] = _fields(p["candidates"])
     # An empty mask is left out, so policies that mask nothing keep their digests.
     spec["audit"]["mask"] = list(spec["audit"].get("mask", ()))
     if not spec["audit"]["mask"]:
@@ -764,6 +777,7 @@ _DEFAULT_PARTS: dict[str, Any] = {
     "levels": (), "custom_levels": (), "sources": None, "pinned": (), "blocked": (), "hierarchy": Hierarchy(),
     "objective": DEFAULT_OBJECTIVE, "strategy": BudgetStrategy.OPTIMAL, "solver": SolverSettings(),
     "ordering": Ordering.RELEVANCE, "audit": AuditSettings(), "limits": Limits(), "duplicates": None,
+    "candidates": None,
 }
 _ENUM_OVERRIDES: dict[str, type[Enum]] = {"strategy": BudgetStrategy, "ordering": Ordering, "counts": CountMode}
 _BUDGET_FIELDS = tuple(f.name for f in dataclasses.fields(Budget))

@@ -54,6 +54,11 @@ def semantic_issues(
     if hierarchy.get("prefer_parent_ratio") is not None and not hierarchy["exclusive"]:
         add("prefer_parent_needs_exclusive", "$.spec.hierarchy.prefer_parent_ratio",
             "prefer_parent_ratio needs hierarchy.exclusive: true; set it, or remove prefer_parent_ratio")
+    default_score = spec.get("candidates", {}).get("default_score")
+    if default_score is not None and default_score < spec["min_relevance"]:
+        add("default_score_below_min_relevance", "$.spec.candidates.default_score",
+            f"default_score {default_score} is below min_relevance {spec['min_relevance']}: every item "
+            "without a score would be excluded; raise default_score to at least min_relevance, or remove it")
     sources = spec.get("sources")
     if sources is not None and sources["group_by"] == "metadata" and sources.get("field") is None:
         add("group_field_missing", "$.spec.sources", "group_by: metadata needs `field:` naming the metadata "

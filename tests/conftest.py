@@ -20,6 +20,10 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+# Nothing touches the network: Haystack sends usage telemetry from Pipeline.run unless
+# this is off when it is first imported (tests/test_integrations_haystack.py checks).
+os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
+
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")

@@ -38,6 +38,8 @@ STAGES: tuple[tuple[str, ...], ...] = (
     ("retrieval", "retrieval.pack"),
     ("cli", "service", "service.httperrors", "service.auth", "service.bundle", "service.metrics",
      "service.models", "service.app", "service.openapi", "service.run"),
+    ("integrations", "integrations.core", "integrations.langchain", "integrations.llamaindex",
+     "integrations.haystack"),
 )
 STAGE = {m: k for k, names in enumerate(STAGES) for m in names}
 #: Outside the order: the package's lazy public API re-exports every stage.

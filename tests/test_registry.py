@@ -14,7 +14,8 @@ from engine.verify import CHECKERS
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "schemas" / "policy.schema.json").read_text())
 
 #: spec keys that are settings, not rules an allocation can break.
-SETTINGS = {"tokenizer", "custom_levels", "objective", "strategy", "solver", "ordering", "audit", "limits"}
+SETTINGS = {"tokenizer", "custom_levels", "objective", "strategy", "solver", "ordering", "audit", "limits",
+            "candidates"}
 
 
 def test_every_rule_kind_has_a_compiler() -> None:
