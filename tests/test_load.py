@@ -223,6 +223,22 @@ def test_deep_nesting_is_refused() -> None:
     assert policy_error("a: " + "[" * 3000 + "]" * 3000 + "\n").code == "policy.too_deep"
 
 
+def test_very_deep_nesting_is_refused_before_yaml_reads_it() -> None:
+    """PyYAML's scanner is quadratic in flow depth (a 3,000-deep list took seconds and
+    timed out the fuzz test on a loaded machine): such a text is refused by a bracket
+    scan first, naming the bracket past the limit."""
+    from engine.load import PRESCAN_DEPTH
+
+    err = policy_error("a: 1\nb: " + "[" * 3000 + "]" * 3000 + "\n")
+    assert err.code == "policy.too_deep"
+    assert (err.location.line, err.location.col) == (2, 4 + PRESCAN_DEPTH)
+    assert "more than 64 levels" in err.message
+
+
+def test_brackets_inside_a_string_below_the_scan_limit_are_text() -> None:
+    assert load_yaml_text("a: '" + "[" * 200 + "'\n").data == {"a": "[" * 200}
+
+
 @pytest.mark.parametrize("text", ["a:\n\tb: 1\n", "a:\tb\n"])
 def test_tabs(text: str) -> None:
     err = policy_error(text)
