@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -79,6 +81,167 @@ async def level(url: str, body: dict[str, Any], requests: int, concurrency: int)
     return {"concurrency": concurrency, "requests": requests, "decisions_per_s": requests / wall,
             "p50_ms": 1000 * statistics.median(latencies),
             "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], "ids": ids}
+
+
+def start_server(folder: Path, log: Path, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
+    """``ctxbudget serve`` in its own session (``kill -9`` of the group takes every worker)."""
+    return subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--policies", str(folder),
+                             "--port", str(port), "--audit-log", str(log), "--workers", str(workers)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+
+
+def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            httpx.get(base + "/health", timeout=2).raise_for_status()
+            return
+        except httpx.TransportError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the service did not start: " + (proc.stderr.read().decode()
+                                                                  if proc.stderr else ""))
+            time.sleep(0.05)
+
+
+class Zygote:
+    """A process that imported the service once and forks a fresh server per round (the
+    CI test's way to restart in milliseconds, not the seconds imports take). The forked
+    server is a real process of its own: ``kill -9`` of it is what a crash is."""
+
+    def __init__(self, folder: Path, log: Path) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                                      "import load_service; load_service._zygote(sys.argv[2], sys.argv[3])",
+                                      str(Path(__file__).resolve().parent), str(folder), str(log)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     cwd=Path(__file__).resolve().parent.parent)
+
+    def fork(self, port: int) -> int:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"{port}\n".encode())
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit("the zygote died: " + (self.proc.stderr.read().decode() if self.proc.stderr else ""))
+        return int(line)
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.communicate(timeout=30)
+
+
+def _zygote(folder: str, log: str) -> None:
+    """The zygote's loop: a port on stdin -> a forked ``serve`` on it; its pid on stdout."""
+    from engine.service.run import serve
+
+    for line in sys.stdin:
+        while True:  # reap the servers killed so far
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
+        pid = os.fork()
+        if pid == 0:
+            os.setsid()
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1):
+                os.dup2(null, fd)
+            try:
+                serve(policies=folder, host="127.0.0.1", port=int(line), audit_log=log, tokens=None,
+                      max_body_bytes=16 << 20, max_candidates=10_000, announce=lambda _: None)
+            finally:
+                os._exit(0)
+        print(pid, flush=True)
+
+
+async def _load_until_killed(url: str, body: dict[str, Any], pid: int,
+                             concurrency: int, acks_before_kill: int) -> tuple[list[str], int]:
+    """Post decisions from ``concurrency`` clients; once ``acks_before_kill`` answers are
+    in, SIGKILL the server's process group while requests are in flight. Returns the
+    acknowledged decision ids (a 200 whose body was read) and the requests that failed."""
+    acked: list[str] = []
+    failed = 0
+    enough = asyncio.Event()
+
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency)) as client:
+        async def worker() -> None:
+            nonlocal failed
+            while True:
+                try:
+                    r = await client.post(url, json=body)
+                    decision_id = r.json()["decision_id"] if r.status_code == 200 else None
+                except (httpx.TransportError, ValueError):
+                    failed += 1
+                    return  # the server is gone: in-flight requests were not acknowledged
+                if decision_id is None:
+                    raise SystemExit(f"the service answered {r.status_code}: {r.text[:300]}")
+                acked.append(decision_id)
+                if len(acked) >= acks_before_kill:
+                    enough.set()
+
+        tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
+        await enough.wait()
+        os.killpg(pid, signal.SIGKILL)  # kill -9, every process of the server
+        await asyncio.gather(*tasks)
+    return acked, failed
+
+
+def kill_under_load(kills: int = 20, *, workers: int = 1, concurrency: int = 8,
+                    acks_before_kill: int = 20, candidates_n: int = 50,
+                    tmp: Path | None = None, fork: bool = False) -> dict[str, Any]:
+    """``kills`` rounds of: start the server on the same log, load it, ``kill -9`` it.
+    Then: every acknowledged decision id must be in the log, and the log must verify
+    (after :meth:`AuditLog.recover` moves a torn tail aside, if the last kill left one).
+    ``fork``: start each server from a :class:`Zygote` (one worker only), not with
+    ``ctxbudget serve`` (which imports everything again each round)."""
+    with tempfile.TemporaryDirectory(prefix="ctxbudget-kill-") as own:
+        root = tmp or Path(own)
+        folder = root / "policies"
+        folder.mkdir(exist_ok=True)
+        (folder / "budget.yaml").write_text(HEAD.format(name="budget") + POLICIES["budget"])
+        log = root / "audit.jsonl"
+        body = {"candidates": candidates(candidates_n)}
+        acked: list[str] = []
+        failed = 0
+        zygote = Zygote(folder, log) if fork else None
+        try:
+            for _ in range(kills):
+                port = free_port()
+                proc = None if zygote else start_server(folder, log, port, workers)
+                pid = proc.pid if proc else zygote.fork(port)  # type: ignore[union-attr]
+                try:
+                    base = f"http://127.0.0.1:{port}"
+                    wait_ready(base, proc or zygote.proc)  # type: ignore[union-attr]
+                    got, lost = asyncio.run(_load_until_killed(f"{base}/v1/decide/budget", body, pid,
+                                                               concurrency, acks_before_kill))
+                    acked += got
+                    failed += lost
+                finally:
+                    try:
+                        os.killpg(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    if proc is not None:
+                        proc.wait(timeout=30)
+                        if proc.stderr:
+                            proc.stderr.close()
+        finally:
+            if zygote is not None:
+                zygote.close()
+        audit = AuditLog(log, signer=None)
+        first = audit.verify()
+        torn_at_end = not first.ok
+        recovered = audit.recover() if torn_at_end else None
+        report = audit.verify()
+        entries = [e for _, e, _ in audit.scan() if e is not None]
+        logged = {e["record"]["decision_id"] for e in entries if e.get("kind") == "decision"}
+        return {"kills": kills, "workers": workers, "acknowledged": len(acked),
+                "unacknowledged_requests": failed, "logged_decisions": len(logged),
+                "acknowledged_missing": sum(1 for i in acked if i not in logged),
+                "torn_tails_recovered": sum(1 for e in entries if e.get("kind") == "recovery"),
+                "torn_at_end": torn_at_end, "recovered_at_end": recovered is not None,
+                "verify_ok": report.ok}
 
 
 def main(argv: list[str] | None = None) -> int:
