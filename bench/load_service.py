@@ -9,8 +9,13 @@ policy folder and audit log (fsync on, as always), then sends ``--requests`` dec
 service counts) from ``--concurrency`` httpx async clients. Two policies: ``budget``
 (a token budget only) and ``rules`` (budget, levels, per-source caps, a pin, a blocked
 rule). Reports per policy and level: decisions/s, p50 and p99 latency (ms, client side,
-request sent to answer read), and that the log holds every acknowledged decision. One
-worker process; no goal is asserted here (timings depend on the machine).
+request sent to answer read), the server's CPU per decision (all its processes), and
+that the log holds every acknowledged decision and verifies. ``--workers N`` runs N server processes on one log; ``--kills N`` then starts,
+loads and ``kill -9``s the server N times on one log and counts acknowledged decisions
+missing from it (must be 0). No goal is asserted here (timings depend on the machine).
+
+    .venv/bin/python -m bench.load_service --policy budget --concurrency 8 --requests 1000
+    .venv/bin/python -m bench.load_service --workers 2 --policy budget --concurrency 16 --kills 20
 """
 
 from __future__ import annotations
@@ -81,6 +86,25 @@ async def level(url: str, body: dict[str, Any], requests: int, concurrency: int)
     return {"concurrency": concurrency, "requests": requests, "decisions_per_s": requests / wall,
             "p50_ms": 1000 * statistics.median(latencies),
             "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], "ids": ids}
+
+
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of group ``pgid``
+    (the server and its workers): a measure of cost that other load on the machine does
+    not inflate as it inflates latency."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after "(comm)": state ppid pgrp ... utime(11) stime(12)
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
 
 
 def start_server(folder: Path, log: Path, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
@@ -248,9 +272,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=200, help="decisions per concurrency level (default 200)")
     ap.add_argument("--concurrency", type=int, action="append", help="levels (default 1, 8, 32)")
+    ap.add_argument("--policy", choices=sorted(POLICIES), action="append",
+                    help="policies to load (default both)")
+    ap.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
+    ap.add_argument("--kills", type=int, default=0,
+                    help="then kill -9 the server under load this many times and count acknowledged "
+                    "vs logged decisions (default 0; the issue's check is 20)")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = ap.parse_args(argv)
     levels = args.concurrency or [1, 8, 32]
+    policies = args.policy or list(POLICIES)
     with tempfile.TemporaryDirectory(prefix="ctxbudget-load-") as tmp:
         folder = Path(tmp) / "policies"
         folder.mkdir()
@@ -258,42 +289,49 @@ def main(argv: list[str] | None = None) -> int:
             (folder / f"{name}.yaml").write_text(HEAD.format(name=name) + body)
         log = Path(tmp) / "audit.jsonl"
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--policies", str(folder),
-                                 "--port", str(port), "--audit-log", str(log)], stderr=subprocess.PIPE)
+        proc = start_server(folder, log, port, args.workers)
         rows = []
         try:
             base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    httpx.get(base + "/health", timeout=2).raise_for_status()
-                    break
-                except httpx.TransportError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit("the service did not start: " + (proc.stderr.read().decode()
-                                                                          if proc.stderr else ""))
-                    time.sleep(0.1)
+            wait_ready(base, proc)
             body = {"candidates": candidates()}
-            for name in POLICIES:
+            for name in policies:
                 asyncio.run(level(f"{base}/v1/decide/{name}", body, 10, 2))  # warm-up
                 for c in levels:
-                    rows.append({"policy": name, **asyncio.run(level(f"{base}/v1/decide/{name}", body,
-                                                                     args.requests, c))})
+                    cpu = group_cpu_s(proc.pid)
+                    row = asyncio.run(level(f"{base}/v1/decide/{name}", body, args.requests, c))
+                    row["server_cpu_ms_per_decision"] = 1000 * (group_cpu_s(proc.pid) - cpu) / args.requests
+                    rows.append({"policy": name, **row})
         finally:
-            proc.terminate()
+            os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
-        logged = {e["record"]["decision_id"] for e in AuditLog(log) if e.get("kind") == "decision"}
+        audit = AuditLog(log, signer=None)
+        logged = {e["record"]["decision_id"] for e in audit if e.get("kind") == "decision"}
+        verified = audit.verify().ok
     acked = [i for r in rows for i in r.pop("ids")]
     missing = sum(1 for i in acked if i not in logged)
+    kills = kill_under_load(args.kills, workers=args.workers) if args.kills else None
     if args.json:
-        print(json.dumps({"rows": rows, "acknowledged": len(acked), "missing_from_log": missing}, indent=2))
-        return 0
-    print(f"{'policy':<8} {'conc':>4} {'req':>5} {'dec/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
-    for r in rows:
-        print(f"{r['policy']:<8} {r['concurrency']:>4} {r['requests']:>5} {r['decisions_per_s']:>8.1f} "
-              f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}")
-    print(f"acknowledged {len(acked)} decisions, {missing} missing from the audit log")
-    return 0 if missing == 0 else 1
+        print(json.dumps({"workers": args.workers, "rows": rows, "acknowledged": len(acked),
+                          "missing_from_log": missing, "verify_ok": verified, "kills": kills}, indent=2))
+    else:
+        load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"{args.workers} worker(s), fsync on, 50 candidates per decision; "
+              f"{os.cpu_count()} cores, load average {load}")
+        print(f"{'policy':<8} {'conc':>4} {'req':>5} {'dec/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms':>7}")
+        for r in rows:
+            print(f"{r['policy']:<8} {r['concurrency']:>4} {r['requests']:>5} {r['decisions_per_s']:>8.1f} "
+                  f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['server_cpu_ms_per_decision']:>7.2f}")
+        print(f"acknowledged {len(acked)} decisions, {missing} missing from the audit log; verify "
+              f"{'ok' if verified else 'FAILED'}")
+        if kills:
+            print(f"kill -9 under load: {kills['kills']} kills ({kills['workers']} worker(s)), "
+                  f"{kills['acknowledged']} acknowledged, {kills['acknowledged_missing']} of them missing, "
+                  f"{kills['logged_decisions']} logged, {kills['unacknowledged_requests']} requests cut off, "
+                  f"{kills['torn_tails_recovered']} torn tails recovered; verify "
+                  f"{'ok' if kills['verify_ok'] else 'FAILED'}")
+    lost = missing + (kills["acknowledged_missing"] if kills else 0)
+    return 0 if lost == 0 and verified and (kills is None or kills["verify_ok"]) else 1
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ and audit appends, no server paths in /v1/policies and /health, open probes."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -140,3 +141,46 @@ def test_an_empty_parent_id_is_refused_by_the_schema_with_what_to_write(tmp_path
     client = TestClient(create_app(Service(Settings(folder, tmp_path / "a.jsonl"))))
     r = client.post("/v1/decide/help", json={"candidates": [{**ROWS[0], "parent_id": ""}]})
     assert r.status_code == 422 and r.json()["path"] == "$.candidates[0].parent_id"
+
+
+def test_the_typescript_client_decides_and_is_refused_on_another_product(folder: Path,
+                                                                         tmp_path: Path) -> None:
+    """examples/clients/ts (its tsc output) with the installed node, against the app on a
+    loopback port (uvicorn in a thread of this process: no second start-up)."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    import uvicorn
+
+    node = shutil.which("node")
+    assert node is not None, "node is needed for the TypeScript client test"
+    token = "help-token-0123456789"
+    tokens = Tokens.parse(json.dumps({"help": [token], "tight": ["tight-token-0123456789"]}), "t.json")
+    log = tmp_path / "audit.jsonl"
+    app = create_app(Service(Settings(folder, log, tokens=tokens)))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+            time.sleep(0.02)
+        example = Path(__file__).resolve().parent.parent / "examples" / "clients" / "ts" / "example.mjs"
+        done = subprocess.run([node, str(example), f"http://127.0.0.1:{port}", "help", "tight"],
+                              capture_output=True, text=True, timeout=60,
+                              env={"PATH": os.environ.get("PATH", ""), "CTXBUDGET_TOKEN": token})
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["other"] == {"status": 403, "code": "auth.forbidden"}
+    assert out["policy"]["name"] == "help" and out["included"]
+    stored = [e["record"] for e in AuditLog(log) if e["kind"] == "decision"]
+    assert [r["decision_id"] for r in stored] == [out["decision_id"]]
