@@ -109,8 +109,9 @@ def group_cpu_s(pgid: int) -> float:
 
 def start_server(folder: Path, log: Path, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
     """``ctxbudget serve`` in its own session (``kill -9`` of the group takes every worker)."""
+    more = ["--workers", str(workers)] if workers != 1 else []  # (older trees have no --workers)
     return subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--policies", str(folder),
-                             "--port", str(port), "--audit-log", str(log), "--workers", str(workers)],
+                             "--port", str(port), "--audit-log", str(log), *more],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
                             cwd=Path(__file__).resolve().parent.parent)
 
