@@ -121,7 +121,7 @@ def _stored_hash(line: bytes) -> str:
 
 
 def _remember_link(line: bytes, seq: int) -> None:
-    """Remember ``line`` (with its ``\n``) as a checked last line of sequence ``seq``."""
+    """Remember ``line`` (with its ``\\n``) as a checked last line of sequence ``seq``."""
     key = hashlib.sha256(line[:-1]).digest()
     with _LINKS_MUTEX:
         _LINKS[key] = (seq, _stored_hash(line))

@@ -157,6 +157,11 @@ class Service:
         return served
 
     def decide(self, product: str, body: DecideRequest, header: str | None) -> dict[str, Any]:
+        """The answer as a JSON-ready dict (see :meth:`decision`)."""
+        return self.decision(product, body, header).model_dump()
+
+    def decision(self, product: str, body: DecideRequest, header: str | None) -> Decision:
+        """Decide (the record fsynced first) and build the answer."""
         served = self.served(product, header)
         if len(body.candidates) > self.settings.max_candidates:
             raise ServiceError("service.too_many_candidates", f"{len(body.candidates):,} candidates "
@@ -200,7 +205,7 @@ class Service:
                           best_bound=a.selection.bound, gap=a.selection.gap),
             strategy=Strategy(requested=a.strategy_requested.value, used=a.strategy_used.value,
                               fallback_reason=a.fallback_reason),
-            unmet=list(a.unmet), warnings=list(a.warnings)).model_dump()
+            unmet=list(a.unmet), warnings=list(a.warnings))
 
     def shown(self, path: str | os.PathLike[str] | None) -> str | None:
         """A file as clients see it: relative to the policy folder when it is below it,
@@ -373,7 +378,8 @@ def create_app(service: Service | None) -> FastAPI:
               responses=_pick(400, 401, 403, 404, 409, 413, 422, 503),
               summary="Decide which candidates go into the context under the product's policy")
     def decide_route(body: DecideRequest, product: str = _PRODUCT, auth: str | None = Depends(header)) -> Any:
-        return svc().decide(product, body, auth)
+        # Serialised once, by the model itself (FastAPI would validate the answer again).
+        return Response(svc().decision(product, body, auth).model_dump_json(), media_type="application/json")
 
     @app.get("/v1/policies", response_model=PolicyList, responses=_pick(401),
              summary="The policies served (those the token opens), with revision, digest and load time")
