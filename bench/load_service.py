@@ -9,8 +9,13 @@ policy folder and audit log (fsync on, as always), then sends ``--requests`` dec
 service counts) from ``--concurrency`` httpx async clients. Two policies: ``budget``
 (a token budget only) and ``rules`` (budget, levels, per-source caps, a pin, a blocked
 rule). Reports per policy and level: decisions/s, p50 and p99 latency (ms, client side,
-request sent to answer read), and that the log holds every acknowledged decision. One
-worker process; no goal is asserted here (timings depend on the machine).
+request sent to answer read), the server's CPU per decision (all its processes), and
+that the log holds every acknowledged decision and verifies. ``--workers N`` runs N server processes on one log; ``--kills N`` then starts,
+loads and ``kill -9``s the server N times on one log and counts acknowledged decisions
+missing from it (must be 0). No goal is asserted here (timings depend on the machine).
+
+    .venv/bin/python -m bench.load_service --policy budget --concurrency 8 --requests 1000
+    .venv/bin/python -m bench.load_service --workers 2 --policy budget --concurrency 16 --kills 20
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -81,13 +88,201 @@ async def level(url: str, body: dict[str, Any], requests: int, concurrency: int)
             "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], "ids": ids}
 
 
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of group ``pgid``
+    (the server and its workers): a measure of cost that other load on the machine does
+    not inflate as it inflates latency."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after "(comm)": state ppid pgrp ... utime(11) stime(12)
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def start_server(folder: Path, log: Path, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
+    """``ctxbudget serve`` in its own session (``kill -9`` of the group takes every worker)."""
+    more = ["--workers", str(workers)] if workers != 1 else []  # (older trees have no --workers)
+    return subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--policies", str(folder),
+                             "--port", str(port), "--audit-log", str(log), *more],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+
+
+def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            httpx.get(base + "/health", timeout=2).raise_for_status()
+            return
+        except httpx.TransportError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the service did not start: " + (proc.stderr.read().decode()
+                                                                  if proc.stderr else ""))
+            time.sleep(0.05)
+
+
+class Zygote:
+    """A process that imported the service once and forks a fresh server per round (the
+    CI test's way to restart in milliseconds, not the seconds imports take). The forked
+    server is a real process of its own: ``kill -9`` of it is what a crash is."""
+
+    def __init__(self, folder: Path, log: Path) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                                      "import load_service; load_service._zygote(sys.argv[2], sys.argv[3])",
+                                      str(Path(__file__).resolve().parent), str(folder), str(log)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     cwd=Path(__file__).resolve().parent.parent)
+
+    def fork(self, port: int) -> int:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"{port}\n".encode())
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit("the zygote died: " + (self.proc.stderr.read().decode() if self.proc.stderr else ""))
+        return int(line)
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.communicate(timeout=30)
+
+
+def _zygote(folder: str, log: str) -> None:
+    """The zygote's loop: a port on stdin -> a forked ``serve`` on it; its pid on stdout."""
+    from engine.service.run import serve
+
+    for line in sys.stdin:
+        while True:  # reap the servers killed so far
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
+        pid = os.fork()
+        if pid == 0:
+            os.setsid()
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1):
+                os.dup2(null, fd)
+            try:
+                serve(policies=folder, host="127.0.0.1", port=int(line), audit_log=log, tokens=None,
+                      max_body_bytes=16 << 20, max_candidates=10_000, announce=lambda _: None)
+            finally:
+                os._exit(0)
+        print(pid, flush=True)
+
+
+async def _load_until_killed(url: str, body: dict[str, Any], pid: int,
+                             concurrency: int, acks_before_kill: int) -> tuple[list[str], int]:
+    """Post decisions from ``concurrency`` clients; once ``acks_before_kill`` answers are
+    in, SIGKILL the server's process group while requests are in flight. Returns the
+    acknowledged decision ids (a 200 whose body was read) and the requests that failed."""
+    acked: list[str] = []
+    failed = 0
+    enough = asyncio.Event()
+
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency)) as client:
+        async def worker() -> None:
+            nonlocal failed
+            while True:
+                try:
+                    r = await client.post(url, json=body)
+                    decision_id = r.json()["decision_id"] if r.status_code == 200 else None
+                except (httpx.TransportError, ValueError):
+                    failed += 1
+                    return  # the server is gone: in-flight requests were not acknowledged
+                if decision_id is None:
+                    raise SystemExit(f"the service answered {r.status_code}: {r.text[:300]}")
+                acked.append(decision_id)
+                if len(acked) >= acks_before_kill:
+                    enough.set()
+
+        tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
+        await enough.wait()
+        os.killpg(pid, signal.SIGKILL)  # kill -9, every process of the server
+        await asyncio.gather(*tasks)
+    return acked, failed
+
+
+def kill_under_load(kills: int = 20, *, workers: int = 1, concurrency: int = 8,
+                    acks_before_kill: int = 20, candidates_n: int = 50,
+                    tmp: Path | None = None, fork: bool = False) -> dict[str, Any]:
+    """``kills`` rounds of: start the server on the same log, load it, ``kill -9`` it.
+    Then: every acknowledged decision id must be in the log, and the log must verify
+    (after :meth:`AuditLog.recover` moves a torn tail aside, if the last kill left one).
+    ``fork``: start each server from a :class:`Zygote` (one worker only), not with
+    ``ctxbudget serve`` (which imports everything again each round)."""
+    with tempfile.TemporaryDirectory(prefix="ctxbudget-kill-") as own:
+        root = tmp or Path(own)
+        folder = root / "policies"
+        folder.mkdir(exist_ok=True)
+        (folder / "budget.yaml").write_text(HEAD.format(name="budget") + POLICIES["budget"])
+        log = root / "audit.jsonl"
+        body = {"candidates": candidates(candidates_n)}
+        acked: list[str] = []
+        failed = 0
+        zygote = Zygote(folder, log) if fork else None
+        try:
+            for _ in range(kills):
+                port = free_port()
+                proc = None if zygote else start_server(folder, log, port, workers)
+                pid = proc.pid if proc else zygote.fork(port)  # type: ignore[union-attr]
+                try:
+                    base = f"http://127.0.0.1:{port}"
+                    wait_ready(base, proc or zygote.proc)  # type: ignore[union-attr]
+                    got, lost = asyncio.run(_load_until_killed(f"{base}/v1/decide/budget", body, pid,
+                                                               concurrency, acks_before_kill))
+                    acked += got
+                    failed += lost
+                finally:
+                    try:
+                        os.killpg(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    if proc is not None:
+                        proc.wait(timeout=30)
+                        if proc.stderr:
+                            proc.stderr.close()
+        finally:
+            if zygote is not None:
+                zygote.close()
+        audit = AuditLog(log, signer=None)
+        first = audit.verify()
+        torn_at_end = not first.ok
+        recovered = audit.recover() if torn_at_end else None
+        report = audit.verify()
+        entries = [e for _, e, _ in audit.scan() if e is not None]
+        logged = {e["record"]["decision_id"] for e in entries if e.get("kind") == "decision"}
+        return {"kills": kills, "workers": workers, "acknowledged": len(acked),
+                "unacknowledged_requests": failed, "logged_decisions": len(logged),
+                "acknowledged_missing": sum(1 for i in acked if i not in logged),
+                "torn_tails_recovered": sum(1 for e in entries if e.get("kind") == "recovery"),
+                "torn_at_end": torn_at_end, "recovered_at_end": recovered is not None,
+                "verify_ok": report.ok}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=200, help="decisions per concurrency level (default 200)")
     ap.add_argument("--concurrency", type=int, action="append", help="levels (default 1, 8, 32)")
+    ap.add_argument("--policy", choices=sorted(POLICIES), action="append",
+                    help="policies to load (default both)")
+    ap.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
+    ap.add_argument("--kills", type=int, default=0,
+                    help="then kill -9 the server under load this many times and count acknowledged "
+                    "vs logged decisions (default 0; the issue's check is 20)")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = ap.parse_args(argv)
     levels = args.concurrency or [1, 8, 32]
+    policies = args.policy or list(POLICIES)
     with tempfile.TemporaryDirectory(prefix="ctxbudget-load-") as tmp:
         folder = Path(tmp) / "policies"
         folder.mkdir()
@@ -95,42 +290,49 @@ def main(argv: list[str] | None = None) -> int:
             (folder / f"{name}.yaml").write_text(HEAD.format(name=name) + body)
         log = Path(tmp) / "audit.jsonl"
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--policies", str(folder),
-                                 "--port", str(port), "--audit-log", str(log)], stderr=subprocess.PIPE)
+        proc = start_server(folder, log, port, args.workers)
         rows = []
         try:
             base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    httpx.get(base + "/health", timeout=2).raise_for_status()
-                    break
-                except httpx.TransportError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit("the service did not start: " + (proc.stderr.read().decode()
-                                                                          if proc.stderr else ""))
-                    time.sleep(0.1)
+            wait_ready(base, proc)
             body = {"candidates": candidates()}
-            for name in POLICIES:
+            for name in policies:
                 asyncio.run(level(f"{base}/v1/decide/{name}", body, 10, 2))  # warm-up
                 for c in levels:
-                    rows.append({"policy": name, **asyncio.run(level(f"{base}/v1/decide/{name}", body,
-                                                                     args.requests, c))})
+                    cpu = group_cpu_s(proc.pid)
+                    row = asyncio.run(level(f"{base}/v1/decide/{name}", body, args.requests, c))
+                    row["server_cpu_ms_per_decision"] = 1000 * (group_cpu_s(proc.pid) - cpu) / args.requests
+                    rows.append({"policy": name, **row})
         finally:
-            proc.terminate()
+            os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
-        logged = {e["record"]["decision_id"] for e in AuditLog(log) if e.get("kind") == "decision"}
+        audit = AuditLog(log, signer=None)
+        logged = {e["record"]["decision_id"] for e in audit if e.get("kind") == "decision"}
+        verified = audit.verify().ok
     acked = [i for r in rows for i in r.pop("ids")]
     missing = sum(1 for i in acked if i not in logged)
+    kills = kill_under_load(args.kills, workers=args.workers) if args.kills else None
     if args.json:
-        print(json.dumps({"rows": rows, "acknowledged": len(acked), "missing_from_log": missing}, indent=2))
-        return 0
-    print(f"{'policy':<8} {'conc':>4} {'req':>5} {'dec/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
-    for r in rows:
-        print(f"{r['policy']:<8} {r['concurrency']:>4} {r['requests']:>5} {r['decisions_per_s']:>8.1f} "
-              f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}")
-    print(f"acknowledged {len(acked)} decisions, {missing} missing from the audit log")
-    return 0 if missing == 0 else 1
+        print(json.dumps({"workers": args.workers, "rows": rows, "acknowledged": len(acked),
+                          "missing_from_log": missing, "verify_ok": verified, "kills": kills}, indent=2))
+    else:
+        load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"{args.workers} worker(s), fsync on, 50 candidates per decision; "
+              f"{os.cpu_count()} cores, load average {load}")
+        print(f"{'policy':<8} {'conc':>4} {'req':>5} {'dec/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms':>7}")
+        for r in rows:
+            print(f"{r['policy']:<8} {r['concurrency']:>4} {r['requests']:>5} {r['decisions_per_s']:>8.1f} "
+                  f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['server_cpu_ms_per_decision']:>7.2f}")
+        print(f"acknowledged {len(acked)} decisions, {missing} missing from the audit log; verify "
+              f"{'ok' if verified else 'FAILED'}")
+        if kills:
+            print(f"kill -9 under load: {kills['kills']} kills ({kills['workers']} worker(s)), "
+                  f"{kills['acknowledged']} acknowledged, {kills['acknowledged_missing']} of them missing, "
+                  f"{kills['logged_decisions']} logged, {kills['unacknowledged_requests']} requests cut off, "
+                  f"{kills['torn_tails_recovered']} torn tails recovered; verify "
+                  f"{'ok' if kills['verify_ok'] else 'FAILED'}")
+    lost = missing + (kills["acknowledged_missing"] if kills else 0)
+    return 0 if lost == 0 and verified and (kills is None or kills["verify_ok"]) else 1
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ decision replays differently or cannot be replayed; 130 on Ctrl-C,
     ctxbudget audit export LOG... --out F [--format csv|parquet] [--items]
     ctxbudget audit report LOG [--decision ID] --out report.html [--key PUB]
     ctxbudget audit prune LOG [--policy P|--retention-days N] [--before D|--now D] [--dry-run]
-    ctxbudget serve --policies DIR [--host H] [--port N] [--audit-log L] [--tokens F]
+    ctxbudget serve --policies DIR [--host H] [--port N] [--audit-log L] [--tokens F] [--workers N]
 
 ``--errors=json`` (before or after the command) prints errors as one JSON object on
 stderr for machines. ``CTXBUDGET_DEBUG=1`` adds the traceback of an unexpected error.
@@ -560,7 +560,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     return serve(policies=args.policies, host=args.host, port=args.port, audit_log=args.audit_log,
                  tokens=args.tokens, max_body_bytes=args.max_body_bytes,
-                 max_candidates=args.max_candidates, announce=_err)
+                 max_candidates=args.max_candidates, announce=_err, workers=args.workers)
 
 
 def _report(exc: EngineError, args: argparse.Namespace | None) -> None:
@@ -673,6 +673,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="largest request body accepted (413 beyond; default 16 MiB)")
     sv.add_argument("--max-candidates", type=int, default=10_000, metavar="N",
                     help="most candidates per request (413 beyond; default 10000)")
+    sv.add_argument("--workers", type=int, default=1, metavar="N",
+                    help="worker processes on the one port, all writing the one audit log under its "
+                    "lock (default 1; about one per core)")
     sv.set_defaults(func=cmd_serve)
 
     au = command(sub, "audit", "verify, checkpoint, replay or show an audit log").add_subparsers(

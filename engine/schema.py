@@ -121,7 +121,7 @@ _PY_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,), "number": (int, float), "integer": (int,), "boolean": (bool,),
     "object": (dict,), "array": (list,), "null": (type(None),),
 }
-_ANNOTATIONS = frozenset({"description", "title", "default", "$comment", "examples"})
+_ANNOTATIONS = frozenset({"description", "title", "default", "$comment", "examples", "x-hint"})
 
 
 def _property_check(schema: Mapping[str, Any]) -> Any:

@@ -9,9 +9,18 @@ How a record becomes durable (:meth:`AuditLog.append`)::
       │  refuse (audit.not_a_log): never adopt someone else's file
       ├─ last complete line must be a valid envelope, else refuse (audit.corrupt_tail)
       └─ bytes after the last "\\n" (a torn write) ─▶ copied to <log>.torn-<seq>, fsynced
-    lseek(end of last complete line) ─▶ ONE os.write of [recovery line] + record line
+    lseek(end of last complete line) ─▶ ONE os.write of [recovery line] + record lines
     ─▶ ftruncate what is left of the torn bytes ─▶ fsync ─▶ unlock ─▶ return envelope
 
+- Group commit: threads of one process appending to the same log queue up; the first
+  (the leader) writes every queued record in ONE write and ONE fsync under the lock, then
+  releases each with its own envelope (or, if the write failed, every one with the
+  error). Records that queued meanwhile form the next batch, led by the first of them.
+  No caller returns before its record is fsynced; a batch that crosses a rotation limit
+  continues in the next segment, as one-by-one appends would. Processes each batch their
+  own threads and take turns through the lock.
+- The last line is checked before anything chains to it; a line this process wrote or
+  checked is known by the SHA-256 of its bytes, so it is not parsed again.
 - Every file is opened relative to a handle on the log's folder (``root``, checked once:
   by default the log's own folder; for a policy's log the policy's folder), one
   component at a time with ``O_NOFOLLOW`` (:mod:`engine.safeopen`): a symlink swapped in
@@ -42,16 +51,18 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import itertools
 import json
 import os
 import stat
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Mapping
+from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 
 from .lineformat import (
     GENESIS_HASH,
@@ -92,6 +103,119 @@ _HINTS = {
     errno.ENOENT: "the directory does not exist; create it first",
     errno.EIO: "I/O error from the device; check the disk (dmesg) before retrying",
 }
+
+
+_HEADER_BYTES = 600  # a segment's header line, for the rotation estimate
+_LINKS_KEPT = 64
+
+
+#: (seq, hash) of last lines this process wrote or checked, by the SHA-256 of the line's
+#: bytes: a pure function of those bytes, so a hit is as good as parsing the line again.
+_LINKS: dict[bytes, tuple[int, str]] = {}
+_LINKS_MUTEX = threading.Lock()
+
+
+def _stored_hash(line: bytes) -> str:
+    """The ``hash`` of a line :func:`seal` wrote (it begins ``{"hash":"sha256:<hex>"``)."""
+    return line[9:80].decode("ascii")
+
+
+def _remember_link(line: bytes, seq: int) -> None:
+    """Remember ``line`` (with its ``\\n``) as a checked last line of sequence ``seq``."""
+    key = hashlib.sha256(line[:-1]).digest()
+    with _LINKS_MUTEX:
+        _LINKS[key] = (seq, _stored_hash(line))
+        while len(_LINKS) > _LINKS_KEPT:
+            del _LINKS[next(iter(_LINKS))]
+
+
+class _Waiter:
+    """One record waiting in a group: released once its batch is fsynced (or failed)."""
+
+    __slots__ = ("data", "done", "lead", "envelope", "error")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.done = threading.Event()
+        self.lead = False
+        self.envelope: dict[str, Any] | None = None
+        self.error: BaseException | None = None
+
+
+class _Group:
+    """The appends waiting for one log (same file and settings) in this process."""
+
+    __slots__ = ("mutex", "queue", "busy")
+
+    def __init__(self) -> None:
+        self.mutex = threading.Lock()
+        self.queue: list[_Waiter] = []
+        self.busy = False
+
+
+_GROUPS: dict[tuple[Any, ...], _Group] = {}
+_GROUPS_MUTEX = threading.Lock()
+
+
+def _reset_after_fork() -> None:  # a child must not wait for its parent's leader
+    global _GROUPS_MUTEX, _LINKS_MUTEX
+    _GROUPS.clear()
+    _GROUPS_MUTEX = threading.Lock()
+    _LINKS_MUTEX = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _commit_group(log: AuditLog, data: bytes) -> dict[str, Any]:
+    """Group commit: append one encoded record and return its envelope once fsynced.
+
+    Threads appending to the same log meet in one queue. The first becomes the leader:
+    it takes the file lock, writes every queued record in one write, fsyncs once, and
+    releases each waiter with its own envelope (or the shared error: a batch is durable
+    as a whole or not acknowledged at all). Records that arrived meanwhile form the next
+    batch, led by the first of them. One fsync is thus shared by every request that was
+    waiting for it, and a record is never acknowledged before it is on disk."""
+    signer = log.signer if not isinstance(log.signer, Signer) else id(log.signer)
+    key = (str(log.path), str(log.root), log.lock_timeout_s, signer, log.rotate, id(log.clock))
+    with _GROUPS_MUTEX:
+        group = _GROUPS.setdefault(key, _Group())
+    me = _Waiter(data)
+    with group.mutex:
+        group.queue.append(me)
+        lead = not group.busy
+        group.busy = True
+    if not lead:
+        me.done.wait()
+        if not me.lead:
+            if me.error is not None:
+                raise me.error
+            assert me.envelope is not None
+            return me.envelope
+    with group.mutex:
+        batch, group.queue = group.queue, []
+    try:
+        written = log._append([w.data for w in batch])  # + any header or recovery line
+        records = [e for e in written if e["kind"] == EnvelopeKind.DECISION.value]
+        for waiter, envelope in zip(batch, records, strict=True):
+            waiter.envelope = envelope
+    except BaseException as exc:
+        for waiter in batch:
+            waiter.error = exc
+    finally:
+        with group.mutex:
+            if group.queue:  # the next batch is led by its first waiter
+                group.queue[0].lead = True
+                group.queue[0].done.set()
+            else:
+                group.busy = False
+        for waiter in batch:
+            if waiter is not me:
+                waiter.done.set()
+    if me.error is not None:
+        raise me.error
+    assert me.envelope is not None
+    return me.envelope
 
 
 def _utc_now() -> str:
@@ -261,15 +385,18 @@ class AuditLog:
         lists, mappings; no NaN/inf). Raises :class:`AuditError`: ``audit.bad_record``
         (path of the bad value), ``audit.open_failed``, ``audit.locked``,
         ``audit.write_failed``, ``audit.corrupt_tail``."""
-        return self._append(encode_record(record))[-1]  # encoded before taking the lock
+        return _commit_group(self, encode_record(record))  # encoded before taking the lock
 
     def recover(self) -> dict[str, Any] | None:
         """Move a torn last line aside and record that, without appending a decision.
         Returns the recovery envelope, or None when the tail was clean."""
-        written = self._append(None)
+        written = self._append([])
         return written[0] if written else None
 
-    def _append(self, record: bytes | None) -> list[dict[str, Any]]:
+    def _append(self, records: Sequence[bytes]) -> list[dict[str, Any]]:
+        """Write ``records`` (encoded) under one lock: one write and one fsync per segment
+        they land in. Returns every envelope written (headers, recovery, records), in
+        order; the records' are the last ``len(records)``."""
         with self._locked(write=True) as (fd, dir_fd, name):
             size = os.fstat(fd).st_size
             end, last, torn = _read_tail(fd, size)
@@ -282,43 +409,67 @@ class AuditLog:
                     "file away if it is not needed", location=Location(file=str(self.path)),
                     details={"log": str(self.path), "size_bytes": size})
             number = segment_number(self.path.name, name) or 0
-            if record is not None and last is not None and not torn and self._full(
-                    fd, size, number, *self._last_link(last, end), record):
-                signer = self.active_signer()
-                if signer is not None:  # the closed segment ends signed
-                    signer.close(self.path.with_name(name), fd, dir_fd)
-                previous = segment_end(dir_fd, name, number)
-                assert previous is not None
-                number += 1
-                name = segment_name(self.path.name, number)
-                new_fd = open_below(dir_fd, name, os.O_RDWR | os.O_CREAT | os.O_EXCL,
-                                    _FILE_MODE, shown=str(self.path.with_name(name)))
-                try:
-                    return self._write_lines(new_fd, dir_fd, name, 0, 0, None, b"", record,
-                                             previous)
-                finally:
-                    os.close(new_fd)
-            previous = None
-            if last is None and number > 0:  # a segment begun by a writer that died
-                previous = segment_end(dir_fd, segment_name(self.path.name, number - 1),
-                                       number - 1)
-            return self._write_lines(fd, dir_fd, name, end, size, last, torn, record, previous)
+            todo = list(records)
+            written: list[dict[str, Any]] = []
+            fit = len(todo)
+            if todo and self.rotate is not None:
+                if last is None:  # an empty segment (after a header if it is not the first)
+                    lines = 0 if number == 0 else 1
+                else:
+                    seq = self._last_link(last, end)[0]
+                    lines = seq - (1 if number == 0 else self._first_seq(fd)) + 1
+                fit = self._room(number, lines + (1 if torn else 0), size, todo)
+            if fit or not todo:
+                previous = None
+                if last is None and number > 0:  # a segment begun by a writer that died
+                    previous = segment_end(dir_fd, segment_name(self.path.name, number - 1),
+                                           number - 1)
+                written += self._write_lines(fd, dir_fd, name, end, size, last, torn,
+                                             todo[:fit], previous)
+                del todo[:fit]
+            current = fd  # _locked closes fd; the segments begun here are closed below
+            try:
+                while todo:  # the active segment is full: close it, begin the next one
+                    signer = self.active_signer()
+                    if signer is not None:  # the closed segment ends signed
+                        signer.close(self.path.with_name(name), current, dir_fd)
+                    previous = segment_end(dir_fd, name, number)
+                    assert previous is not None
+                    number += 1
+                    name = segment_name(self.path.name, number)
+                    new_fd = open_below(dir_fd, name, os.O_RDWR | os.O_CREAT | os.O_EXCL,
+                                        _FILE_MODE, shown=str(self.path.with_name(name)))
+                    if current != fd:
+                        os.close(current)
+                    current = new_fd
+                    # after its header a segment always takes one record
+                    fit = max(1, self._room(number, 1, _HEADER_BYTES, todo))
+                    written += self._write_lines(current, dir_fd, name, 0, 0, None, b"",
+                                                 todo[:fit], previous)
+                    del todo[:fit]
+            finally:
+                if current != fd:
+                    os.close(current)
+            return written
 
-    def _full(self, fd: int, size: int, number: int, seq: int, _prev: str,
-              record: bytes) -> bool:
-        """Whether appending ``record`` would take the active segment past
-        ``self.rotate`` (a segment keeps at least one record besides its header)."""
+    def _room(self, number: int, lines: int, size: int, records: Sequence[bytes]) -> int:
+        """How many of ``records`` fit in a segment that holds ``lines`` lines and
+        ``size`` bytes before it is past ``self.rotate`` (a segment keeps at least one
+        record besides its header)."""
         if self.rotate is None:
-            return False
-        first = 1 if number == 0 else self._first_seq(fd)
-        lines = seq - first + 1
-        if lines <= (0 if number == 0 else 1):
-            return False
-        too_many = self.rotate.max_records is not None and lines + 1 > self.rotate.max_records
-        # the envelope adds its hash, prev_hash, kind and seq: under 200 bytes
-        too_big = (self.rotate.max_bytes is not None
-                   and size + len(record) + 200 > self.rotate.max_bytes)
-        return too_many or too_big
+            return len(records)
+        for i, record in enumerate(records):
+            if lines > (0 if number == 0 else 1):
+                too_many = (self.rotate.max_records is not None
+                            and lines + 1 > self.rotate.max_records)
+                # the envelope adds its hash, prev_hash, kind and seq: under 200 bytes
+                too_big = (self.rotate.max_bytes is not None
+                           and size + len(record) + 200 > self.rotate.max_bytes)
+                if too_many or too_big:
+                    return i
+            lines += 1
+            size += len(record) + 200
+        return len(records)
 
     @staticmethod
     def _first_seq(fd: int) -> int:
@@ -328,10 +479,12 @@ class AuditLog:
         return entry.seq if entry.seq is not None else 1
 
     def _write_lines(self, fd: int, dir_fd: int, name: str, end: int, size: int,
-                     last: bytes | None, torn: bytes, record: bytes | None,
+                     last: bytes | None, torn: bytes, record: bytes | Sequence[bytes] | None,
                      previous: SegmentEnd | None,
                      kind: EnvelopeKind = EnvelopeKind.DECISION) -> list[dict[str, Any]]:
-        """Write [segment header] + [recovery] + [record] at ``end`` of segment ``name``."""
+        """Write [segment header] + [recovery] + records (``record``: one, several or
+        none) at ``end`` of segment ``name``: one write, one fsync."""
+        records = [] if record is None else [record] if isinstance(record, bytes) else record
         number = segment_number(self.path.name, name) or 0
         if previous is not None:
             seq, prev = previous.last_seq, previous.last_hash
@@ -348,21 +501,27 @@ class AuditLog:
                 "reason": "torn_tail", "torn_offset": end, "torn_bytes": len(torn),
                 "torn_sha256": "sha256:" + sha256_hex(torn), "moved_to": moved,
                 "detected_at": self.clock()}))
-        if record is not None:
-            link = json.loads(lines[-1])["hash"] if lines else prev
-            lines.append(seal(seq + len(lines) + 1, link, kind, record))
+        link = json.loads(lines[-1])["hash"] if lines else prev
+        for one in records:
+            lines.append(seal(seq + len(lines) + 1, link, kind, one))
+            link = _stored_hash(lines[-1])
         if lines:
             signer = self.active_signer()  # a bad key fails before the write
             self._commit(fd, b"".join(lines), end, size, torn,
                          seq if previous is None else 0, dir_fd)
             if signer is not None:  # still under the lock: notes in log order
                 signer.after_append(self.path.with_name(name), fd, end, lines, dir_fd)
+            _remember_link(lines[-1], seq + len(lines))
         return [json.loads(line) for line in lines]
 
     def _last_link(self, last: bytes | None, end: int) -> tuple[int, str]:
-        """(seq, hash) of the last complete line, checked before anything chains to it."""
+        """(seq, hash) of the last complete line, checked before anything chains to it
+        (a line this process wrote or checked is known by its bytes' digest)."""
         if last is None:
             return 0, GENESIS_HASH
+        known = _LINKS.get(hashlib.sha256(last).digest())
+        if known is not None:
+            return known
         entry = scan_line(last, 0)
         if entry.status is not LineStatus.OK or entry.seq is None:
             raise AuditError(
@@ -373,6 +532,7 @@ class AuditLog:
                 "restore the log from a copy or move it aside and start a new one",
                 location=Location(file=str(self.path)), details={"end_offset": end})
         assert entry.stored_hash is not None
+        _remember_link(last + b"\n", entry.seq)
         return entry.seq, entry.stored_hash
 
     def _move_aside(self, torn: bytes, seq: int, dir_fd: int) -> str:

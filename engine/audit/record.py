@@ -16,6 +16,7 @@ Pure: the decision id and the clock are injected (:func:`build` takes ``decision
 
 from __future__ import annotations
 
+import functools
 import platform
 import uuid
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ from .request import CorpusFile, Request, provenance
 SCHEMA_VERSION = "1"
 
 
+@functools.cache  # installed versions do not change under a running process (10 ms a record)
 def _version(dist: str) -> str | None:
     try:
         return importlib_metadata.version(dist)

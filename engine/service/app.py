@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,21 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class _TimedLog(AuditLog):
+    """An audit log that reports how long each append took (to its fsync)."""
+
+    observe: Callable[[float], None] | None = field(default=None, compare=False)
+
+    def append(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        try:
+            return AuditLog.append(self, record)  # no super(): slots dataclasses rebuild the class
+        finally:
+            if self.observe is not None:
+                self.observe(time.perf_counter() - t0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +111,12 @@ class Service:
         log = self._logs.get(key)
         if log is not None:
             return log
+        product = Path(policy.file).stem if policy.file else policy.name  # the file stem names it
         if self.settings.audit_log is not None:
             path = self.settings.audit_log
-            log = AuditLog(path, rotate=policy.audit.rotate,
-                           signer=policy_signer(policy.audit.signing_key, policy.file))
+            log = _TimedLog(path, rotate=policy.audit.rotate,
+                            signer=policy_signer(policy.audit.signing_key, policy.file),
+                            observe=self.metrics.appends.labels(product).observe)
         else:
             found = policy_audit_log(policy)
             if found is None:
@@ -107,7 +124,8 @@ class Service:
                                  "no --audit-log was given; every served decision is recorded, so set "
                                  "spec.audit.log or pass --audit-log FILE",
                                  path="$.spec.audit.log", location=Location(file=policy.file))
-            log = found
+            log = _TimedLog(found.path, found.lock_timeout_s, found.clock, found.signer, found.root,
+                            found.rotate, observe=self.metrics.appends.labels(product).observe)
         self._logs[key] = log
         return log
 
@@ -139,6 +157,11 @@ class Service:
         return served
 
     def decide(self, product: str, body: DecideRequest, header: str | None) -> dict[str, Any]:
+        """The answer as a JSON-ready dict (see :meth:`decision`)."""
+        return self.decision(product, body, header).model_dump()
+
+    def decision(self, product: str, body: DecideRequest, header: str | None) -> Decision:
+        """Decide (the record fsynced first) and build the answer."""
         served = self.served(product, header)
         if len(body.candidates) > self.settings.max_candidates:
             raise ServiceError("service.too_many_candidates", f"{len(body.candidates):,} candidates "
@@ -167,7 +190,7 @@ class Service:
         a = decided.allocation
         fallback = a.fallback_reason is not None
         self.metrics.decided(product, "fallback" if fallback else a.selection.status,
-                             time.perf_counter() - t0, fallback, a.timings)
+                             time.perf_counter() - t0, fallback, a.timings, a.selection.gap)
 
         def item(d: Any) -> Item:
             return Item(source_id=d.source_id, tokens=d.tokens, reason=d.reason.code.value,
@@ -182,27 +205,49 @@ class Service:
                           best_bound=a.selection.bound, gap=a.selection.gap),
             strategy=Strategy(requested=a.strategy_requested.value, used=a.strategy_used.value,
                               fallback_reason=a.fallback_reason),
-            unmet=list(a.unmet), warnings=list(a.warnings)).model_dump()
+            unmet=list(a.unmet), warnings=list(a.warnings))
+
+    def shown(self, path: str | os.PathLike[str] | None) -> str | None:
+        """A file as clients see it: relative to the policy folder when it is below it,
+        else its name alone; never the server's absolute paths."""
+        if path is None:
+            return None
+        target = Path(os.path.abspath(path))
+        try:
+            return target.relative_to(os.path.abspath(self.settings.policies)).as_posix()
+        except ValueError:
+            return target.name
+
+    def problem(self, exc: EngineError) -> str:
+        """An error as one line for /health and /v1/policies, its file shown by :meth:`shown`."""
+        loc = exc.location
+        where = ""
+        if loc is not None and loc.file:
+            where = ":".join([self.shown(loc.file) or ""] + [str(n) for n in (loc.line, loc.col) if n is not None])
+            where = f"{where}: "
+        text = exc.message.replace(str(loc.file), self.shown(loc.file) or "") if loc and loc.file else exc.message
+        return f"{exc.code}: {where}{exc.path}: {text}"
 
     def info(self, served: Served, problem: EngineError | None, *, effective: bool) -> PolicyInfo:
         p = served.policy
         return PolicyInfo(product=served.product, name=p.name, revision=p.revision, digest=p.digest,
-                          loaded_at=served.loaded_at, file=p.file,
-                          problem=None if problem is None else f"{problem.code}: {problem}",
+                          loaded_at=served.loaded_at, file=self.shown(p.file),
+                          problem=None if problem is None else self.problem(problem),
                           effective=dict(p.to_dict()) if effective else None)
 
     def health(self) -> tuple[int, Health]:
         bundle = self.bundle()
-        problems = [f"{product}: {exc.code}: {exc}" for product, exc in sorted(bundle.problems.items())]
+        problems = [f"{product}: {self.problem(exc)}" for product, exc in sorted(bundle.problems.items())]
         for path in sorted({str(log.path) for log in self._logs.values()}):
             target = Path(path)
             folder = next((p for p in (target.parent, *target.parent.parents) if p.exists()), None)
+            name = self.shown(path)
             if target.exists() and not target.is_file():
-                problems.append(f"audit log {path} is not a regular file")
+                problems.append(f"audit log {name} is not a regular file")
             elif target.exists() and not os.access(target, os.W_OK):
-                problems.append(f"audit log {path} is not writable")
+                problems.append(f"audit log {name} is not writable")
             elif not target.exists() and (folder is None or not os.access(folder, os.W_OK)):
-                problems.append(f"audit log {path} cannot be created (its folder is not writable)")
+                problems.append(f"audit log {name} cannot be created (its folder is not writable)")
         status = 500 if problems else 200
         return status, Health(status="failing" if problems else "ok", products=len(bundle.products),
                               problems=problems)
@@ -333,7 +378,8 @@ def create_app(service: Service | None) -> FastAPI:
               responses=_pick(400, 401, 403, 404, 409, 413, 422, 503),
               summary="Decide which candidates go into the context under the product's policy")
     def decide_route(body: DecideRequest, product: str = _PRODUCT, auth: str | None = Depends(header)) -> Any:
-        return svc().decide(product, body, auth)
+        # Serialised once, by the model itself (FastAPI would validate the answer again).
+        return Response(svc().decision(product, body, auth).model_dump_json(), media_type="application/json")
 
     @app.get("/v1/policies", response_model=PolicyList, responses=_pick(401),
              summary="The policies served (those the token opens), with revision, digest and load time")

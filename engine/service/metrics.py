@@ -8,6 +8,10 @@ process, as in the tests, never share counters).
   record, append and fsync).
 - ``ctxbudget_stage_seconds{product, stage}``: the allocation's own stage timings.
 - ``ctxbudget_fallbacks_total{product}``, ``ctxbudget_infeasible_total{product}``.
+- ``ctxbudget_solver_gap{product}``: the relative optimality gap of each answered
+  decision whose solver reports one (0: proven optimal).
+- ``ctxbudget_audit_append_seconds{product}``: from handing the record to the log to its
+  fsync (waiting for the group's batch included), for decisions and infeasible records.
 - ``ctxbudget_policy_valid{product}``: 1 when the product's latest file is the one
   served, 0 when a newer text was refused; ``ctxbudget_policy_reloads_total``.
 """
@@ -21,7 +25,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
-_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_GAP_BUCKETS = (0.0, 1e-6, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class Metrics:
@@ -41,13 +46,19 @@ class Metrics:
         self.policy_valid = Gauge("ctxbudget_policy_valid", "1: the product's latest policy file is served; "
                                   "0: a newer text was refused", ["product"], registry=r)
         self.reloads = Counter("ctxbudget_policy_reloads", "Reloads of the policy folder", registry=r)
+        self.gaps = Histogram("ctxbudget_solver_gap", "Relative optimality gap of answered decisions "
+                              "(0: proven optimal)", ["product"], buckets=_GAP_BUCKETS, registry=r)
+        self.appends = Histogram("ctxbudget_audit_append_seconds", "Audit record append to fsync "
+                                 "(group commit wait included)", ["product"], buckets=_BUCKETS, registry=r)
 
     def decided(self, product: str, outcome: str, seconds: float, fallback: bool,
-                stages: Mapping[str, float]) -> None:
+                stages: Mapping[str, float], gap: float | None = None) -> None:
         self.decisions.labels(product, outcome).inc()
         self.latency.labels(product).observe(seconds)
         if fallback:
             self.fallbacks.labels(product).inc()
+        if gap is not None:
+            self.gaps.labels(product).observe(gap)
         for stage, value in stages.items():
             self.stages.labels(product, stage).observe(value)
 
