@@ -229,6 +229,20 @@ def test_resealed_records_with_wrong_typed_fields(tmp_path: Path, base: list[dic
     check(log, broken=False)
 
 
+def test_resealed_record_with_no_strategy_used_fails_its_checks(tmp_path: Path, base: list[dict[str, Any]]) -> None:
+    """An allocated record whose strategy.used is null (only an infeasible decision has
+    none) verified as intact, and replay reported it as "changed" (exit 7): the schema
+    let null through for every outcome. Found by the property test above."""
+    record = copy.deepcopy(base[0])
+    record["strategy"]["used"] = None
+    log = write(tmp_path, "used-null.jsonl", sealed([record, *base[1:]]))
+    codes = check(log, broken=False)
+    assert set(codes.values()) == {6}, codes
+    code, out, _ = run(["audit", "verify", str(log), "--json"])
+    findings = json.loads(out)["records"]["findings"]
+    assert [(f["code"], f["seq"], f["path"]) for f in findings] == [("record.schema", 1, "$.strategy.used")]
+
+
 # -- as a real process ------------------------------------------------------------------
 
 
