@@ -11,6 +11,7 @@ decision replays differently or cannot be replayed; 130 on Ctrl-C,
         (both: [--request-id ID] [--requested-by WHO] [--label KEY=VALUE]...)
     ctxbudget audit verify LOG [--checkpoint F]  ctxbudget audit checkpoint LOG --out F
     ctxbudget audit replay LOG [--policy P [--fail-on-diff]]  ctxbudget audit show LOG [--decision ID] [--json]
+    ctxbudget audit whatif LOG... --policy P [--workers N|--dask ADDRESS|local] [--out F] [--parquet F]
     ctxbudget audit verify LOG --key PUB         ctxbudget audit keygen --out DIR [--name N]
     ctxbudget audit prove LOG ID [--out F]       ctxbudget audit check-proof F --key PUB
     ctxbudget audit rotate LOG --new-key KEY     ctxbudget audit secret --out FILE
@@ -409,6 +410,41 @@ def cmd_audit_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_whatif(args: argparse.Namespace) -> int:
+    """Exit 6 when a shard's chain or a record's checks fail (the log is not intact);
+    else 7 when a decision cannot be replayed or, with --fail-on-diff, would change;
+    else 0."""
+    from .audit.whatif import whatif
+    from .audit.whatifout import ChangedParquet, write_groups_parquet, write_json
+    from .policy import load_policy
+
+    policy = load_policy(args.policy)
+    workers = args.workers if args.workers is not None else len(os.sched_getaffinity(0))
+    sink = ChangedParquet(args.changed_parquet) if args.changed_parquet else None
+    try:
+        diff = whatif(args.logs, policy, workers=workers, dask=args.dask, shard_bytes=args.shard_bytes,
+                      on_changed=sink.add if sink else None, all_policies=args.all_policies,
+                      keep_ids=not args.no_ids)
+    except BaseException:
+        if sink is not None:
+            sink.abort()
+        raise
+    _out(json.dumps(diff.to_dict(), indent=2) if args.json else diff.summary())
+    if args.out:
+        write_json(diff, args.out)
+        _err(f"wrote the diff to {args.out}")
+    if args.parquet:
+        _err(f"wrote {write_groups_parquet(diff, args.parquet)} group row(s) to {args.parquet}")
+    if sink is not None:
+        _err(f"wrote {sink.close():,} changed decision row(s) to {args.changed_parquet}")
+    total = diff.total()
+    if not diff.intact:
+        return EXIT_LOG_NOT_INTACT
+    if total.errors or (total.changed and args.fail_on_diff):
+        return EXIT_REPLAY_DIFFERS
+    return 0
+
+
 def cmd_audit_show(args: argparse.Namespace) -> int:
     from .audit import show
     from .audit.log import AuditLog
@@ -731,6 +767,28 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --policy: exit 7 when any decision would change (default: report only)")
     ar.add_argument("--json", action="store_true", help="print one JSON object per decision")
     ar.set_defaults(func=cmd_audit_replay)
+    aw = command(au, "whatif", "replay every decision of the logs under a new policy, sharded over a process "
+                 "pool or a Dask cluster, and print what would change per product and revision (exit 6 if "
+                 "not intact; 7 with --fail-on-diff)")
+    aw.add_argument("logs", nargs="+", metavar="LOG", help="audit logs (JSON Lines; their segments are read too)")
+    aw.add_argument("--policy", required=True, metavar="FILE", help="the new policy (YAML)")
+    aw.add_argument("--workers", type=int, metavar="N", help="worker processes (default: one per CPU; 1 runs "
+                    "in this process); with --dask local, the cluster's workers")
+    aw.add_argument("--dask", metavar="ADDRESS", help="run on a Dask cluster: a scheduler address "
+                    "(tcp://host:8786) or 'local' (needs the dask extra: pip install 'ctxbudget[dask]')")
+    aw.add_argument("--shard-bytes", type=int, metavar="N", help="bytes of log per task (default: about "
+                    "eight tasks per worker, at most 8 MiB)")
+    aw.add_argument("--out", metavar="FILE", help="write the diff as JSON here")
+    aw.add_argument("--parquet", metavar="FILE", help="write one row per product and revision as Parquet "
+                    "(needs the export extra)")
+    aw.add_argument("--changed-parquet", metavar="FILE", help="write one row per changed decision as Parquet")
+    aw.add_argument("--all-policies", action="store_true", help="replay every decision under the new policy "
+                    "(default: only those recorded under its name)")
+    aw.add_argument("--no-ids", action="store_true", help="leave the changed decision ids out of the diff "
+                    "(they grow with the log; --changed-parquet streams them)")
+    aw.add_argument("--json", action="store_true", help="print the diff as JSON instead of the summary")
+    aw.add_argument("--fail-on-diff", action="store_true", help="exit 7 when any decision would change")
+    aw.set_defaults(func=cmd_audit_whatif)
     ash = command(au, "show", "print logged decisions for a reviewer")
     ash.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
     ash.add_argument("--decision", metavar="ID", help="only this decision id (exit 2 if the log has none)")

@@ -22,7 +22,7 @@ the record says which heuristic it was).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -214,11 +214,13 @@ def _compare(record: Mapping[str, Any], alloc: Allocation, stored: bool, own: bo
 
 
 def replay(record: Mapping[str, Any], policy: Policy | None = None, *, seq: int | None = None,
-           findings: tuple[Finding, ...] | None = None) -> ReplayResult:
+           findings: tuple[Finding, ...] | None = None,
+           observe: Callable[[Allocation], None] | None = None) -> ReplayResult:
     """Check ``record`` (unless its ``findings`` are passed in) and re-solve it under its
     own policy, or under ``policy`` (a what-if: then differences are expected and the
     record's fallback is not re-run). Never raises for a bad record: it comes back with
-    ``error`` (and ``findings``)."""
+    ``error`` (and ``findings``). ``observe`` is called with the new allocation, when
+    there is one (the what-if aggregate reads its solver status and objective)."""
     did = str(record.get("decision_id", "?")) if isinstance(record, Mapping) else "?"
     findings = check_record(record, seq) if findings is None else findings
     if any(f.code in ("record.malformed", "record.policy_invalid") for f in findings):
@@ -226,7 +228,7 @@ def replay(record: Mapping[str, Any], policy: Policy | None = None, *, seq: int 
                             "the record cannot be replayed: " + findings[0].message,
                             findings=findings, seq=seq)
     try:
-        return _replay(record, policy, did, seq, findings)
+        return _replay(record, policy, did, seq, findings, observe)
     except EngineError as exc:
         return ReplayResult(did, False, "error", (), (), (), 0, 0, f"{exc.code}: {exc.message}",
                             findings=findings, seq=seq)
@@ -238,7 +240,8 @@ def replay(record: Mapping[str, Any], policy: Policy | None = None, *, seq: int 
 
 
 def _replay(record: Mapping[str, Any], policy: Policy | None, did: str, seq: int | None,
-            findings: tuple[Finding, ...]) -> ReplayResult:
+            findings: tuple[Finding, ...],
+            observe: Callable[[Allocation], None] | None = None) -> ReplayResult:
     own = policy is None
     diffs: list[Difference] = []
     notes: list[str] = []
@@ -256,6 +259,8 @@ def _replay(record: Mapping[str, Any], policy: Policy | None, did: str, seq: int
             notes.append(f"fallback re-run with {strategy.value} (the recorded solver failure: "
                          f"{record['strategy'].get('fallback_reason')})")
         alloc = allocate(cands, pol, strategy=strategy)
+        if observe is not None:
+            observe(alloc)
     except _Unreplayable as exc:
         return ReplayResult(did, False, "error", (), (), (), 0, 0, str(exc), findings=findings, seq=seq)
     except InfeasibleError as exc:

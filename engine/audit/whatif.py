@@ -1,0 +1,345 @@
+"""What-if at scale: replay logged decisions under a new policy, sharded over workers,
+and say what would change (``ctxbudget audit whatif``).
+
+What goes in: audit log paths and the new :class:`~engine.policy.Policy`. What comes out:
+a :class:`WhatIf`: per (product, recorded revision) a :class:`~engine.audit.whatifdiff.GroupDiff`,
+the ids of the decisions that would change (log order), the records that fail their
+checks, and every integrity problem found on the way.
+
+How: the logs are cut into shards (:mod:`engine.audit.whatifshard`: segment files and
+byte ranges on line boundaries); each shard is a task — verify its chain, then stream
+its records through the record checks and :func:`engine.audit.replay.replay` — run
+inline (one worker), on a process pool (``workers`` > 1; the standard library, no extra
+dependency) or on a Dask cluster (:mod:`engine.audit.whatifdask`, the ``dask`` extra).
+Results come back in shard order and are folded as they arrive, so the diff is the same
+whatever ran it, and nobody holds a whole log: a worker holds one shard's line digests
+and one record at a time, the caller the counts and the changed ids.
+
+A record that fails its checks is counted and listed, never used as the 'before' of a
+diff; a shard whose chain does not verify is not replayed at all (its decisions are
+counted as unverified). Either makes the run not intact (the CLI exits 6).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import repeat
+from typing import Any
+
+from ..policy import Policy
+from .records import check_record_notes, env_secret
+from .replay import replay
+from .whatifdiff import ChangedDecision, GroupDiff, Observed, group_key
+from .whatifshard import Shard, ShardCheck, iter_shards, log_bytes, read_shard, seam_problem, shard_bytes_for
+
+__all__ = ["RunInfo", "ShardResult", "Task", "WhatIf", "run_shard", "whatif"]
+
+#: Failing records listed by name in the result (every one is counted).
+FAILED_LISTED = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """What every shard task needs: the new policy as a :meth:`Policy.to_dict` (plain
+    JSON, rebuilt once per worker process) and the recorded policy name whose decisions
+    are replayed (None: every decision)."""
+
+    policy: Mapping[str, Any]
+    only_policy: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ShardResult:
+    """What one shard task returns: its chain check, its groups, its changed decisions
+    (in log order), its failing records as (log, seq, decision id, codes), and how the
+    worker ran (host/process id, peak RSS in KiB, wall and CPU seconds). ``skipped``:
+    decisions of other policies, by recorded policy name."""
+
+    index: int
+    check: ShardCheck
+    groups: dict[tuple[str, str], GroupDiff]
+    changed: tuple[ChangedDecision, ...]
+    failed: tuple[tuple[str, int | None, str, str], ...]
+    worker: str
+    peak_rss_kib: int
+    seconds: float
+    cpu_seconds: float
+    skipped: dict[str, int]
+
+
+def _worker() -> str:
+    return f"{socket.gethostname()}/{os.getpid()}"
+
+
+def _peak_rss_kib() -> int:
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+
+
+def _cpu_s() -> float:
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
+def run_shard(shard: Shard, task: Task) -> ShardResult:
+    """One task: verify ``shard``'s chain, then check and replay each of its decisions
+    (those of ``task.only_policy``) under ``task.policy``. Runs in any worker: it reads
+    the shard itself and returns plain values."""
+    started, cpu = time.perf_counter(), _cpu_s()
+    policy = Policy.from_record(task.policy)
+    secret = env_secret([])
+    check, envelopes = read_shard(shard)
+    groups: dict[tuple[str, str], GroupDiff] = {}
+    changed: list[ChangedDecision] = []
+    failed: list[tuple[str, int | None, str, str]] = []
+    skipped: dict[str, int] = {}
+    for env in envelopes:
+        rec, seq = env["record"], env.get("seq")
+        name = str((rec.get("policy") or {}).get("name")) if isinstance(rec.get("policy"), Mapping) else "?"
+        if task.only_policy is not None and name != task.only_policy:
+            skipped[name] = skipped.get(name, 0) + 1
+            continue
+        group = groups.setdefault(group_key(rec), GroupDiff())
+        found, _notes = check_record_notes(rec, seq, secret)
+        if found:
+            group.add_failed()
+            failed.append((shard.log, seq, str(rec.get("decision_id", "?")),
+                           " ".join(sorted({f.code for f in found}))))
+            continue
+        seen = Observed()
+        result = replay(rec, policy, seq=seq, findings=(), observe=seen)
+        row = group.add(rec, result, seen, shard.log)
+        if row is not None:
+            changed.append(row)
+    return ShardResult(shard.index, check, groups, tuple(changed), tuple(failed), _worker(),
+                       _peak_rss_kib(), time.perf_counter() - started, _cpu_s() - cpu, skipped)
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """How a run went (not part of the diff: it differs between runs of the same diff)."""
+
+    engine: str  # "inline", "pool" or "dask"
+    workers: int
+    shards: int
+    seconds: float
+    peak_rss_kib: Mapping[str, int]  # per worker (host/process id)
+    cpu_seconds: float = 0.0  # the shard tasks' CPU time, all workers
+
+    def to_dict(self) -> dict[str, Any]:
+        rss = dict(sorted(self.peak_rss_kib.items()))
+        return {"engine": self.engine, "workers": self.workers, "shards": self.shards,
+                "seconds": round(self.seconds, 3), "cpu_seconds": round(self.cpu_seconds, 3),
+                "peak_rss_kib_per_worker": rss, "peak_rss_kib_max": max(rss.values(), default=0)}
+
+
+@dataclass(slots=True)
+class WhatIf:
+    """A what-if run: the new policy, the logs, a diff per (product, revision), the
+    changed decision ids in log order, the failing records, and the integrity problems."""
+
+    policy: dict[str, Any]
+    logs: tuple[str, ...]
+    groups: dict[tuple[str, str], GroupDiff] = field(default_factory=dict)
+    changed_ids: list[str] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    failed_count: int = 0
+    problems: list[str] = field(default_factory=list)
+    unverified: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    run: RunInfo | None = None
+    keep_ids: bool = True  # False: changed_ids stays empty (see whatif())
+
+    @property
+    def intact(self) -> bool:
+        """Every shard verified and every record passed its checks."""
+        return not self.problems and not self.failed_count and not self.unverified
+
+    def total(self) -> GroupDiff:
+        out = GroupDiff()
+        for key in sorted(self.groups):
+            out.merge(self.groups[key])
+        return out
+
+    def fold(self, res: ShardResult) -> None:
+        """Add one shard's result (called in shard order)."""
+        if not res.check.ok:
+            self.problems.extend(res.check.problems)
+            self.unverified += res.check.decisions
+        for key, group in res.groups.items():
+            self.groups.setdefault(key, GroupDiff()).merge(group)
+        if self.keep_ids:
+            self.changed_ids.extend(c.decision_id for c in res.changed)
+        for name, n in res.skipped.items():
+            self.skipped[name] = self.skipped.get(name, 0) + n
+        self.failed_count += len(res.failed)
+        room = FAILED_LISTED - len(self.failed)
+        self.failed.extend({"log": log, "seq": seq, "decision_id": did, "codes": codes}
+                           for log, seq, did, codes in res.failed[:max(0, room)])
+
+    def to_dict(self, *, run: bool = True) -> dict[str, Any]:
+        """The diff as JSON (``run=False``: without the run's timings and memory, which
+        differ between runs of the same diff)."""
+        out: dict[str, Any] = {
+            "policy": self.policy, "logs": list(self.logs), "intact": self.intact,
+            "problems": list(self.problems), "unverified_decisions": self.unverified,
+            "skipped_other_policies": dict(sorted(self.skipped.items())),
+            "total": self.total().to_dict(),
+            "groups": [{"product": p, "revision": r, **self.groups[(p, r)].to_dict()}
+                       for p, r in sorted(self.groups)],
+            "changed_decision_ids": list(self.changed_ids) if self.keep_ids else None,
+            "failed_checks": {"count": self.failed_count, "listed": list(self.failed)},
+        }
+        if run and self.run is not None:
+            out["run"] = self.run.to_dict()
+        return out
+
+    def summary(self) -> str:
+        """Human text: one paragraph per group, then the total and the integrity verdict."""
+        lines = [f"what-if: policy {self.policy.get('name')} revision {self.policy.get('revision')} "
+                 f"({self.policy.get('digest', '')[:19]}...) over {len(self.logs)} log(s)"]
+        for (product, revision), g in sorted(self.groups.items()):
+            lines.append(f"{product} @ {revision}: " + _group_text(g))
+        if len(self.groups) > 1:
+            lines.append("all: " + _group_text(self.total()))
+        if self.skipped:
+            lines.append("not replayed (decisions of other policies; --all-policies replays them): "
+                         + ", ".join(f"{k} {v:,}" for k, v in sorted(self.skipped.items())))
+        if self.run is not None:
+            r = self.run
+            done = self.total().decisions
+            rate = done / r.seconds if r.seconds > 0 else 0.0
+            per_cpu = done / r.cpu_seconds if r.cpu_seconds > 0 else 0.0
+            lines.append(f"run: {r.engine}, {r.workers} worker(s), {r.shards} shard(s), {r.seconds:.1f} s "
+                         f"({rate:,.0f} decisions/s; {per_cpu:,.0f} per CPU second), peak RSS {max(r.peak_rss_kib.values(), default=0) / 1024:,.0f} "
+                         "MiB per worker at most")
+        if not self.intact:
+            lines.append(f"NOT INTACT: {len(self.problems)} chain problem(s), {self.unverified} decision(s) "
+                         f"not replayed, {self.failed_count} record(s) failing their checks")
+            lines += [f"  {p}" for p in self.problems[:20]]
+            lines += [f"  seq {f['seq']} decision {f['decision_id']}: FAILED {f['codes']}" for f in self.failed[:20]]
+        return "\n".join(lines)
+
+
+def _reasons(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _group_text(g: GroupDiff) -> str:
+    share = f" ({100 * g.changed / g.decisions:.1f}%)" if g.decisions else ""
+    parts = [f"{g.decisions:,} decisions: {g.changed:,} changed{share}, {g.unchanged:,} unchanged, "
+             f"{g.newly_infeasible:,} newly infeasible, {g.newly_feasible:,} newly feasible, "
+             f"{g.errors:,} not replayable, {g.failed_checks:,} failing their checks",
+             f"items +{g.items_gained:,} -{g.items_lost:,}"
+             + (f" (gained: {_reasons(g.gained_by_reason)})" if g.gained_by_reason else "")
+             + (f" (lost: {_reasons(g.lost_by_reason)})" if g.lost_by_reason else ""),
+             f"tokens {g.tokens_before:,} -> {g.tokens_after:,} ({g.tokens_after - g.tokens_before:+,})",
+             f"objective {g.objective_before:,} -> {g.objective_after:,} "
+             f"({g.objective_after - g.objective_before:+,} over {g.objective_compared:,} decisions)",
+             "solver " + ", ".join(f"{k} {v:,}" for k, v in sorted(g.solver_outcomes.items()))]
+    return "; ".join(parts)
+
+
+def _start_method(wanted: str | None) -> str:
+    """``fork`` when this process runs one thread (the workers inherit the imported
+    engine at no cost), else a fork server that imports the engine once and forks clean
+    workers from it (no worker inherits another thread's locks)."""
+    import multiprocessing
+    import threading
+
+    if wanted is not None:
+        return wanted
+    if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1:
+        return "fork"
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def windowed(submit: Callable[[Shard], Any], result: Callable[[Any], ShardResult],
+             shards: Iterable[Shard], window: int) -> Iterator[tuple[Shard, ShardResult]]:
+    """(shard, result) in shard order, with at most ``window`` tasks submitted and not yet
+    taken: the shards are planned as the work goes, and no result waits long."""
+    from collections import deque
+
+    pending: deque[tuple[Shard, Any]] = deque()
+    for shard in shards:
+        pending.append((shard, submit(shard)))
+        if len(pending) >= window:
+            done, fut = pending.popleft()
+            yield done, result(fut)
+    while pending:
+        done, fut = pending.popleft()
+        yield done, result(fut)
+
+
+def _pool_map(shards: Iterable[Shard], task: Task, workers: int,
+              start_method: str | None) -> Iterator[tuple[Shard, ShardResult]]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context(_start_method(start_method))
+    if ctx.get_start_method() == "forkserver":
+        ctx.set_forkserver_preload(["engine.audit.whatif"])
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        yield from windowed(lambda s: pool.submit(run_shard, s, task), lambda f: f.result(), shards, 3 * workers)
+
+
+def whatif(logs: Sequence[str | os.PathLike[str]], policy: Policy, *, workers: int = 1,
+           dask: str | None = None, dask_processes: bool = True, shard_bytes: int | None = None,
+           on_changed: Callable[[Sequence[ChangedDecision]], None] | None = None,
+           start_method: str | None = None, all_policies: bool = False, keep_ids: bool = True) -> WhatIf:
+    """Replay every decision of ``logs`` under ``policy`` and aggregate what changes.
+
+    ``workers``: processes (1: inline in this process); ``dask``: a scheduler address or
+    ``"local"`` (a LocalCluster of ``workers`` workers; ``dask_processes=False`` makes its
+    workers threads, for tests); ``shard_bytes``: bytes per shard (default: about eight
+    shards per worker); ``on_changed``: called with each shard's changed decisions, in
+    log order, as they arrive (to stream them to a file); ``start_method``: how pool
+    workers start (default: ``fork`` from a single-threaded caller, else ``forkserver``;
+    either way a script that calls this needs the ``if __name__ == "__main__":`` guard
+    that :mod:`multiprocessing` asks for); ``all_policies``: replay every decision, not
+    only those recorded under the new policy's name; ``keep_ids=False``: count the changed
+    decisions without listing their ids (the one part of the result that grows with the
+    log: stream them with ``on_changed`` instead). Raises
+    :class:`~engine.errors.UsageError` ``whatif.bad_workers`` for fewer than one worker,
+    ``whatif.missing_extra`` for ``dask`` without the extra; :class:`AuditError` when a
+    log cannot be opened."""
+    from ..errors import UsageError
+
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise UsageError("whatif.bad_workers", f"--workers must be a whole number >= 1, got {workers!r}",
+                         path="$.workers")
+    if shard_bytes is not None and (isinstance(shard_bytes, bool) or shard_bytes < 1):
+        raise UsageError("whatif.bad_shard_bytes", f"--shard-bytes must be a whole number >= 1, got "
+                         f"{shard_bytes!r}", path="$.shard_bytes")
+    started = time.perf_counter()
+    problems: list[str] = []
+    shards = iter_shards(logs, shard_bytes or shard_bytes_for(log_bytes(logs), workers), problems)
+    task = Task(policy.to_dict(), None if all_policies else policy.name)
+    results: Iterable[tuple[Shard, ShardResult]]
+    if dask is not None:
+        from .whatifdask import dask_map
+        results, engine = dask_map(dask, shards, task, workers=workers, processes=dask_processes), "dask"
+    elif workers == 1:
+        results, engine = ((s, run_shard(s, task)) for s in shards), "inline"
+    else:
+        results, engine = _pool_map(shards, task, workers, start_method), "pool"
+    out = WhatIf({"name": policy.name, "product": policy.product, "revision": policy.revision,
+                  "digest": policy.digest, "file": policy.file},
+                 tuple(str(p) for p in logs), problems=problems, keep_ids=keep_ids)
+    rss: dict[str, int] = {}
+    cpu, count = 0.0, 0
+    previous: tuple[Shard, ShardCheck] | None = None
+    for shard, res in results:
+        if previous is not None and (seam := seam_problem(previous[0], previous[1], shard)):
+            out.problems.append(seam)
+        previous, count, cpu = (shard, res.check), count + 1, cpu + res.cpu_seconds
+        out.fold(res)
+        rss[res.worker] = max(rss.get(res.worker, 0), res.peak_rss_kib)
+        if on_changed is not None and res.changed:
+            on_changed(res.changed)
+    out.run = RunInfo(engine, workers, count, time.perf_counter() - started, rss, cpu)
+    return out
