@@ -570,10 +570,20 @@ def cmd_audit_report(args: argparse.Namespace) -> int:
                              f"({len(checks.decisions)} decisions there); `ctxbudget audit show {args.log}` "
                              "prints each one with its id", path="$.decision_id",
                              details={"decision_id": args.decision, "log": args.log})
+    whatif = None
+    if args.whatif:  # a diff from `audit whatif --out`
+        try:
+            whatif = json.loads(Path(args.whatif).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UsageError("report.bad_whatif", f"--whatif {args.whatif}: cannot read it ({exc}); pass the JSON "
+                             "file `ctxbudget audit whatif --out` wrote", path="$.whatif") from None
+        if not isinstance(whatif, dict):
+            raise UsageError("report.bad_whatif", f"--whatif {args.whatif}: not a what-if diff (a JSON object); "
+                             "pass the file `ctxbudget audit whatif --out` wrote", path="$.whatif")
     data = ReportInput(str(args.log), datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"), tuple(entries),
                        tuple(str(p) for p in checks.chain.problems), checks.unreadable, sig,
                        f"decision {args.decision}" if args.decision else "ctxbudget audit report",
-                       args.max_items, args.max_decisions)
+                       args.max_items, args.max_decisions, whatif)
     Path(args.out).write_text(render(data), encoding="utf-8")
     for number, why in checks.unreadable:  # as `audit show` says them
         _err(f"finding: {args.log}:{number}: {why}; run `ctxbudget audit verify {args.log}`")
@@ -855,6 +865,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="included and excluded items shown per decision, each (default 50; the rest are counted)")
     arp.add_argument("--max-decisions", type=int, default=500, metavar="N",
                      help="decisions with a detail card (default 500; all are counted and listed)")
+    arp.add_argument("--whatif", metavar="DIFF", help="add a what-if section: the diff `audit whatif --out` wrote")
     arp.set_defaults(func=cmd_audit_report)
     return p
 

@@ -33,7 +33,7 @@ STAGES: tuple[tuple[str, ...], ...] = (
      "audit.compact", "audit.segments", "audit.segproofs", "audit.retention", "audit.whatifshard"),
     ("decide", "manager", "audit.replay", "audit.show", "audit.query", "audit.export", "audit.reportsvg",
      "audit.reportassets", "audit.whatifdiff", "audit.whatif", "audit.whatifdask", "audit.whatifout"),
-    ("audit.reportcard",),
+    ("audit.reportcard", "audit.whatifreport"),
     ("audit.report",),
     ("retrieval", "retrieval.pack"),
     ("cli", "service", "service.httperrors", "service.auth", "service.bundle", "service.metrics",

@@ -296,3 +296,29 @@ def test_bad_options_say_how_to_fix_them(logged: tuple[Path, Path], capsys: pyte
     code = cli.main(["audit", "whatif", str(log), "--policy", str(new_path), "--dask", "local"])
     err = capsys.readouterr().err
     assert code == 2 and "install the dask extra: pip install 'ctxbudget[dask]'" in err
+
+
+def test_the_report_shows_a_whatif_section(tmp_path: Path, logged: tuple[Path, Path],
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.audit.whatifreport import whatif_html
+
+    log, new_path = logged
+    out, html = tmp_path / "diff.json", tmp_path / "report.html"
+    assert cli.main(["audit", "whatif", str(log), "--policy", str(new_path), "--workers", "1", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert cli.main(["audit", "report", str(log), "--out", str(html), "--whatif", str(out)]) == 0
+    page = html.read_text()
+    g = doc["groups"][0]
+    assert "<h2>what-if: support-assistant revision 2026-12-01.1</h2>" in page
+    assert (f"<td>support</td><td>2026-11-25.1</td><td class=n>{g['decisions']}</td>"
+            f"<td class=n>{g['changed']}</td>") in page
+    assert f"-{g['items']['lost']:,} (source_cap {g['items']['lost_by_reason']['source_cap']:,})" in page
+    assert f"<code>{doc['changed_decision_ids'][0]}</code>" in page
+    # hostile values from a diff made elsewhere are escaped
+    evil = {**doc, "groups": [{**g, "product": "<script>x</script>"}], "intact": False, "problems": ["<b>p</b>"]}
+    section = whatif_html(evil)
+    assert "&lt;script&gt;x&lt;/script&gt;" in section and "<script>" not in section
+    assert "<b class=failed>NOT INTACT</b>" in section and "&lt;b&gt;p&lt;/b&gt;" in section
+    (tmp_path / "bad.json").write_text("[1]")
+    code = cli.main(["audit", "report", str(log), "--out", str(html), "--whatif", str(tmp_path / "bad.json")])
+    assert code == 2 and "not a what-if diff (a JSON object)" in capsys.readouterr().err

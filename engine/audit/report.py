@@ -42,6 +42,7 @@ from .reportcard import (
     verdict,
 )
 from .reportsvg import timeline
+from .whatifreport import whatif_html
 from ..errors import UsageError
 
 __all__ = ["DecisionEntry", "ReportInput", "SignatureInfo", "csp", "esc", "render", "verdict"]
@@ -61,6 +62,7 @@ class ReportInput:
     title: str = "ctxbudget audit report"
     max_items: int = 50
     max_decisions: int = 500
+    whatif: Mapping[str, Any] | None = None  # a what-if diff (audit whatif --out): its own section
 
     def __post_init__(self) -> None:
         for name in ("max_items", "max_decisions"):
@@ -228,7 +230,8 @@ def render(data: ReportInput) -> str:
         f"generated {esc(data.generated)} &middot; {len(data.decisions):,} decisions &middot; "
         f"<b class={'failed' if verdict_word != 'intact' else 'ok'}>{verdict_word}</b></p>"
         f"{_integrity_html(data, failed)}</header>"
-        f"{_overview_html(data, verdicts)}{_filters_html(data, verdicts)}{_index_html(data, verdicts)}"
+        f"{_overview_html(data, verdicts)}{whatif_html(data.whatif) if data.whatif is not None else ''}"
+        f"{_filters_html(data, verdicts)}{_index_html(data, verdicts)}"
         f'<section class=details><h2>decision details</h2>{cards}</section>'
         f"<footer>ctxbudget audit report: self-contained, loads nothing from the network. Filters: "
         f"<code>#status=fallback&amp;reason=over_budget&amp;policy=NAME&amp;checks=failed&amp;q=TEXT</code></footer>"
