@@ -20,7 +20,7 @@ from engine import AuditLog, cli, load_policy
 from engine.audit import whatifshard
 from engine.audit.lineformat import GENESIS_HASH, EnvelopeKind, encode_record, scan_line, seal
 from engine.audit.replay import replay_log
-from engine.audit.whatif import whatif
+from engine.audit.whatif import Task, collect, run_shard, whatif
 from engine.audit.whatifshard import plan
 from engine.decide import decide
 from engine.policy import Policy, Rotate
@@ -149,6 +149,11 @@ def test_identical_inline_on_a_pool_of_two_and_on_dask(logged: tuple[Path, Path]
     assert len(two.run.peak_rss_kib) == 2  # two worker processes, each reported
     assert one.run.shards != dask.run.shards
     assert one.to_dict(run=False) == two.to_dict(run=False) == dask.to_dict(run=False)
+    # any engine that maps run_shard over the shards folds to the same diff (docs/whatif.md)
+    shards, problems = plan([log], 7000)
+    task = Task(policy.to_dict(), policy.name)
+    other = collect(policy, [log], [(s, run_shard(s, task)) for s in reversed(shards)][::-1], problems)
+    assert other.to_dict(run=False) == one.to_dict(run=False)
     every = whatif([log], policy, workers=1, all_policies=True)
     assert every.skipped == {} and sorted(every.groups) == [("legal", "2026-11-25.1"), ("support", "2026-11-25.1")]
 

@@ -37,7 +37,7 @@ from .replay import replay
 from .whatifdiff import ChangedDecision, GroupDiff, Observed, group_key
 from .whatifshard import Shard, ShardCheck, iter_shards, log_bytes, read_shard, seam_problem, shard_bytes_for
 
-__all__ = ["RunInfo", "ShardResult", "Task", "WhatIf", "run_shard", "whatif"]
+__all__ = ["RunInfo", "ShardResult", "Task", "WhatIf", "collect", "run_shard", "whatif", "windowed"]
 
 #: Failing records listed by name in the result (every one is counted).
 FAILED_LISTED = 1000
@@ -327,19 +327,34 @@ def whatif(logs: Sequence[str | os.PathLike[str]], policy: Policy, *, workers: i
         results, engine = ((s, run_shard(s, task)) for s in shards), "inline"
     else:
         results, engine = _pool_map(shards, task, workers, start_method), "pool"
+    return collect(policy, logs, results, problems, engine=engine, workers=workers, keep_ids=keep_ids,
+                   on_changed=on_changed, started=started)
+
+
+def collect(policy: Policy, logs: Sequence[str | os.PathLike[str]],
+            results: Iterable[tuple[Shard, ShardResult]], problems: Sequence[str] = (), *,
+            engine: str = "other", workers: int = 1, keep_ids: bool = True,
+            on_changed: Callable[[Sequence[ChangedDecision]], None] | None = None,
+            started: float | None = None) -> WhatIf:
+    """Fold (shard, :func:`run_shard` result) pairs, **in shard order**, into a
+    :class:`WhatIf`, checking each seam between two shards (:func:`seam_problem`). The
+    pool and Dask runners use it; so can any other engine that runs ``run_shard``
+    (``docs/whatif.md``: Ray, Spark). ``problems``: the planner's; ``started``: when the
+    run began (``time.perf_counter()``; None: the run's seconds are the tasks' own)."""
     out = WhatIf({"name": policy.name, "product": policy.product, "revision": policy.revision,
                   "digest": policy.digest, "file": policy.file},
-                 tuple(str(p) for p in logs), problems=problems, keep_ids=keep_ids)
+                 tuple(str(p) for p in logs), problems=list(problems), keep_ids=keep_ids)
     rss: dict[str, int] = {}
-    cpu, count = 0.0, 0
+    cpu, count, busy = 0.0, 0, 0.0
     previous: tuple[Shard, ShardCheck] | None = None
     for shard, res in results:
         if previous is not None and (seam := seam_problem(previous[0], previous[1], shard)):
             out.problems.append(seam)
-        previous, count, cpu = (shard, res.check), count + 1, cpu + res.cpu_seconds
+        previous, count, cpu, busy = (shard, res.check), count + 1, cpu + res.cpu_seconds, busy + res.seconds
         out.fold(res)
         rss[res.worker] = max(rss.get(res.worker, 0), res.peak_rss_kib)
         if on_changed is not None and res.changed:
             on_changed(res.changed)
-    out.run = RunInfo(engine, workers, count, time.perf_counter() - started, rss, cpu)
+    seconds = busy if started is None else time.perf_counter() - started
+    out.run = RunInfo(engine, workers, count, seconds, rss, cpu)
     return out
