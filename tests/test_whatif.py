@@ -303,6 +303,8 @@ def test_bad_options_say_how_to_fix_them(logged: tuple[Path, Path], capsys: pyte
     log, new_path = logged
     code = cli.main(["audit", "whatif", str(log), "--policy", str(new_path), "--workers", "0"])
     assert code == 2 and "--workers must be a whole number >= 1, got 0" in capsys.readouterr().err
+    code = cli.main(["audit", "whatif", str(log.with_name("nope.jsonl")), "--policy", str(new_path), "--workers", "1"])
+    assert code == 5 and f"no audit log at {log.with_name('nope.jsonl')}" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "distributed", None)  # the dask extra not installed
     code = cli.main(["audit", "whatif", str(log), "--policy", str(new_path), "--dask", "local"])
     err = capsys.readouterr().err
