@@ -219,7 +219,9 @@ def cmd_allocate(args: argparse.Namespace) -> int:
     if args.format == "context":
         _out(decided.allocation.context)
     else:
-        _out(json.dumps(allocation_json(decided), indent=2, ensure_ascii=False))
+        from .canonical import indented_json
+
+        _out(indented_json(allocation_json(decided)))
     _err(summary_line(decided.allocation, time.perf_counter() - t0))
     return 0
 
@@ -245,7 +247,9 @@ def cmd_pack(args: argparse.Namespace) -> int:
                       progress=progress, request=request)
     a = packed.decided.allocation
     if args.json:
-        _out(json.dumps(allocation_json(packed.decided), indent=2, ensure_ascii=False))
+        from .canonical import indented_json
+
+        _out(indented_json(allocation_json(packed.decided)))
     else:
         _out(a.context)
     if args.out:

@@ -54,6 +54,11 @@ def _json_safe(value: Any) -> Any:
     """Metadata as JSON (canonical JSON has no NaN/inf; such floats become strings).
     Candidate metadata is canonical already (engine.candidates); this is the net for the
     rest, written the same way (engine.canonical.plain_scalar)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value  # what the general route below returns for them, without its checks
+    if kind is dict:
+        return {str(k): _json_safe(v) for k, v in value.items()}
     try:
         value = plain_scalar(value)
     except ValueError:
