@@ -234,3 +234,74 @@ def test_the_compiled_row_check_agrees_with_jsonschema(tmp_path: Path, edit: Any
     if full:
         best = jsonschema.exceptions.best_match(iter(full))
         assert ours[0].message.endswith(best.message)
+
+
+def _paths(value: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [at]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _paths(v, (*at, k))
+    elif isinstance(value, list):
+        for k, v in enumerate(value):
+            out += _paths(v, (*at, k))
+    return out
+
+
+_SWAPS: tuple[Any, ...] = (None, True, -1, 1.5, "", "made_up", {}, [None])
+_MISSING = object()
+
+
+def test_the_compiled_record_check_accepts_only_what_jsonschema_accepts(tmp_path: Path) -> None:
+    """Issue 13 part 4: a record the compiled check passes skips jsonschema. In an
+    allocated and an infeasible record (content stored, so every field is there; the
+    first rows of the per-item arrays), every key removed, every value swapped for one
+    of a set of wrong values in turn, an extra key added to every object: whenever jsonschema
+    finds an error, the compiled check says no (so the error is then reported with
+    jsonschema's message)."""
+    from auditcases import infeasible
+
+    from engine.audit.recordschema import _record_check
+
+    log = AuditLog(tmp_path / "a.jsonl")
+    allocated(log, True)
+    infeasible(log, True)
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    fast = _record_check()
+    tried = caught = 0
+    for env in log:
+        rec = env["record"]
+        for rows in (rec["input"]["items"], rec.get("items", [])):
+            del rows[2:]  # the first rows stand for the rest (the schema does not count them)
+        assert fast(rec) and validator.is_valid(rec)
+        paths = _paths(rec)[1:] if rec["outcome"] == "allocated" else \
+            [p for p in _paths(rec)[1:] if p[0] in ("outcome", "infeasibility", "items")]
+        for n, path in enumerate(paths):
+            *head, last = path
+            parent = rec_at(rec, tuple(head))
+            old = parent[last]
+            # each path: removed, one wrong value (in turn), an extra key if it is an object
+            for new in (_MISSING, _SWAPS[n % len(_SWAPS)], "extra"):
+                if new == "extra":
+                    if not isinstance(old, dict):
+                        continue
+                    parent[last] = {**old, "unexpected_key": 1}
+                elif new is _MISSING:
+                    if not isinstance(parent, dict):
+                        continue
+                    del parent[last]
+                else:
+                    parent[last] = new
+                tried += 1
+                if not validator.is_valid(rec):
+                    caught += 1
+                    assert not fast(rec), (path, new)
+                parent[last] = old
+            if isinstance(parent, dict):  # back in its place: key order is part of the record
+                parent.update({k: parent.pop(k) for k in list(parent)[list(parent).index(last) + 1:]})
+    assert tried > 500 and caught > tried // 3
+
+
+def rec_at(value: Any, path: tuple[Any, ...]) -> Any:
+    for step in path:
+        value = value[step]
+    return value

@@ -20,32 +20,60 @@ from jsonschema.exceptions import best_match
 
 from ..schema import load_schema
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,), "number": (int, float), "integer": (int,), "boolean": (bool,),
-    "object": (dict,), "array": (list,), "null": (type(None),)}
 _SIMPLE = {"type", "minLength", "minimum", "enum", "pattern", "description"}
 Row = Callable[[Any], bool]
 
 
+#: The exact Python types of a parsed JSON value of each schema type (subclasses, and
+#: floats with an integral value for "integer", go to jsonschema: the checks are conservative).
+_EXACT: dict[str, tuple[type, ...]] = {
+    "string": (str,), "number": (int, float), "integer": (int,), "boolean": (bool,),
+    "object": (dict,), "array": (list,), "null": (type(None),)}
+
+
 def _value_check(schema: Mapping[str, Any]) -> Row | None:
     """A predicate for one property schema (type, minLength, minimum, enum, pattern),
-    or None when the schema uses anything else."""
+    or None when the schema uses anything else. Conservative: True only when jsonschema
+    accepts the value too (the exact types of parsed JSON; an enum value of the same
+    type, as jsonschema tells True from 1)."""
     if not set(schema) <= _SIMPLE:
         return None
-    names = schema.get("type", [])
-    types = tuple(t for n in ([names] if isinstance(names, str) else names) for t in _TYPES[n])
+    names = schema.get("type")
+    kinds = None if names is None else frozenset(
+        t for n in ([names] if isinstance(names, str) else names) for t in _EXACT[n])
     enum = schema.get("enum")
-    pattern = re.compile(schema["pattern"]) if "pattern" in schema else None
+    pairs = None
+    if enum is not None:
+        try:
+            pairs = frozenset((type(e), e) for e in enum)
+        except TypeError:  # an unhashable member: compared one by one
+            pairs = None
+    pattern = re.compile(schema["pattern"]).search if "pattern" in schema else None
     min_length, minimum = schema.get("minLength", 0), schema.get("minimum")
+    if kinds is not None and enum is None and pattern is None and not min_length and minimum is None:
+        return lambda value: type(value) in kinds  # the common case: a type only
 
     def check(value: Any) -> bool:
-        if types and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
+        t = type(value)
+        if kinds is not None and t not in kinds:
             return False
-        if enum is not None and value not in enum:
+        if enum is not None:
+            try:
+                known = (t, value) in pairs if pairs is not None else None
+            except TypeError:
+                known = None
+            if known is None:
+                known = any(value == e and t is type(e) for e in enum)
+            if not known:
+                return False
+        if t is str:
+            if len(value) < min_length or (pattern is not None and not pattern(value)):
+                return False
+        elif kinds is None and isinstance(value, str):
+            return False  # a str subclass: jsonschema's call
+        if minimum is not None and (t is int or t is float) and value < minimum:
             return False
-        if isinstance(value, str) and (len(value) < min_length or (pattern and not pattern.search(value))):
-            return False
-        return minimum is None or not isinstance(value, (int, float)) or value >= minimum
+        return kinds is not None or t in (int, float, str, bool, dict, list, type(None))
 
     return check
 
@@ -67,6 +95,78 @@ def _row_check(schema: Mapping[str, Any]) -> Row | None:
     return fast
 
 
+_COMPILED = _SIMPLE | {"properties", "required", "additionalProperties", "items", "maxLength",
+                       "maxProperties", "propertyNames", "title", "format", "$schema", "$id", "$defs"}
+_LOCAL_REF = re.compile(r"#/\$defs/([A-Za-z0-9_]+)\Z")
+
+
+def _compile(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> Row:
+    """A conservative predicate for ``schema``: True only when jsonschema accepts the
+    value too. Compiled: type, enum, pattern, minLength, maxLength, minimum, properties,
+    required, additionalProperties, items, maxProperties, propertyNames and a
+    local ``$ref`` to ``$defs`` (``format`` is an annotation, as for the
+    validators here, which check no formats); the other keywords of a schema (anyOf,
+    $ref, if/then, ...) are checked by a jsonschema validator of their own, built once."""
+    if not isinstance(schema, Mapping) or "patternProperties" in schema or any(
+            k.startswith("unevaluated") for k in schema):
+        return Draft202012Validator(schema if not isinstance(schema, Mapping) else {"$defs": defs, **schema}).is_valid
+    ref = _LOCAL_REF.match(str(schema.get("$ref", "")))
+    if ref and ref.group(1) in defs and set(schema) <= {"$ref", "description", "title"}:
+        target = defs[ref.group(1)]
+        if target is not schema and "$ref" not in target:
+            return _compile(target, defs)
+    rest = {k: v for k, v in schema.items() if k not in _COMPILED}
+    if rest:
+        # Keywords are independent: the compiled ones here, the others (anyOf, $ref,
+        # allOf/if/then, dependentRequired, ...) by a validator of their own.
+        compiled, others = _compile({k: v for k, v in schema.items() if k in _COMPILED}, defs), \
+            Draft202012Validator({"$defs": defs, **rest}).is_valid
+        return lambda value: compiled(value) and others(value)
+    value_check = _value_check({k: v for k, v in schema.items() if k in _SIMPLE})
+    assert value_check is not None  # only _SIMPLE keywords were passed
+    if set(schema) <= _SIMPLE | {"title", "format", "$schema", "$id", "$defs"}:
+        return value_check
+    max_length = schema.get("maxLength")
+    props = {k: _compile(v, defs) for k, v in schema.get("properties", {}).items()}
+    required = frozenset(schema.get("required", ()))
+    extra = schema.get("additionalProperties", True)
+    extra_check = None if isinstance(extra, bool) else _compile(extra, defs)
+    item_check = _compile(schema["items"], defs) if "items" in schema else None
+    max_props = schema.get("maxProperties")
+    name_check = _compile(schema["propertyNames"], defs) if "propertyNames" in schema else None
+
+    def check(value: Any) -> bool:
+        if not value_check(value):
+            return False
+        if max_length is not None and isinstance(value, str) and len(value) > max_length:
+            return False
+        if isinstance(value, dict):
+            if not required.issubset(value) or (max_props is not None and len(value) > max_props):
+                return False
+            if name_check is not None and not all(map(name_check, value)):
+                return False
+            for k, v in value.items():
+                known = props.get(k)
+                if known is not None:
+                    if not known(v):
+                        return False
+                elif extra is False or (extra_check is not None and not extra_check(v)):
+                    return False
+        elif item_check is not None and isinstance(value, list):
+            return all(map(item_check, value))
+        return True
+
+    return check
+
+
+@lru_cache(maxsize=1)
+def _record_check() -> Row:
+    """:func:`_compile` of the whole record schema, the per-item arrays by their row
+    tests (built once per process)."""
+    root = load_schema("audit.schema.json")
+    return _compile(root, root.get("$defs", {}))
+
+
 @lru_cache(maxsize=1)
 def _validators() -> tuple[Draft202012Validator, Draft202012Validator, Row | None,
                            Draft202012Validator, Row | None]:
@@ -81,6 +181,8 @@ def schema_error(record: Mapping[str, Any]) -> tuple[str, str] | None:
     """The best-ranked schema error as (JSON path, message), or None. The per-item
     arrays are checked row by row with a compiled test (jsonschema on 10,000 rows costs
     seconds); the rest of the record by jsonschema itself."""
+    if _record_check()(record):
+        return None  # the compiled check accepts only what jsonschema accepts
     whole, inp_v, inp_fast, item_v, item_fast = _validators()
     inp = record.get("input")
     rows = inp.get("items") if isinstance(inp, Mapping) else None
