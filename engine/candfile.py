@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import bisect
 import json
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +113,15 @@ def _json_lines(text: str, file: str | None, issues: list[CandidateError]) -> li
     """The parsed records of JSON Lines; unparsable lines are appended to ``issues``."""
     records: list[tuple[Any, str, Location]] = []
     for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
+        _json_line(line, number, file, records, issues)
+    return records
+
+
+def _json_line(line: str, number: int, file: str | None, records: list[tuple[Any, str, Location]],
+               issues: list[CandidateError]) -> None:
+    """Parse line ``number`` of JSON Lines into ``records`` (blank: nothing; unparsable:
+    its error into ``issues``)."""
+    if line.strip():
         location = Location(file, number)
         try:
             value, end = _json_value(line, _WS.match(line).end(), location)  # type: ignore[union-attr]
@@ -126,12 +135,11 @@ def _json_lines(text: str, file: str | None, issues: list[CandidateError]) -> li
                     location=Location(file, number, exc.colno),
                 )
             )
-            continue
+            return
         except CandidateError as exc:
             issues.append(exc)
-            continue
+            return
         records.append((value, "$", location))
-    return records
 
 
 def _json_array(text: str, file: str | None, start: int) -> list[tuple[Any, str, Location]]:
@@ -195,6 +203,52 @@ def load_candidates_file(path: str | Path) -> tuple[tuple[dict[str, Any], Locati
             (NaN/Infinity literals), ``candidate.duplicate_key`` and ``candidate.schema``
             (``details['rule']`` says which: ``missing_field``, ``wrong_type``, ...).
     """
+    if Path(path).suffix.lower() != ".json":
+        streamed = _stream_json_lines(path)
+        if streamed is not None:
+            return streamed
     text, file = read_text(path, CandidateError, "candidate", None)
     form = "array" if Path(path).suffix.lower() == ".json" else "auto"
     return load_candidates_text(text, file, form=form)
+
+
+_BOM = "\ufeff".encode()
+
+
+def _stream_json_lines(path: str | Path) -> tuple[tuple[dict[str, Any], Location], ...] | None:
+    """A JSON Lines file read line by line (the file is never held whole: each line is
+    parsed and checked as it is read): the same result and the same errors as
+    :func:`load_candidates_text` on the whole text. None, for the whole-file reader, when
+    the file is an array (its first non-blank character is ``[``), is not a regular file
+    (a pipe: read whole, once), cannot be opened or read, or is not UTF-8 (that reader
+    says where, as before)."""
+    file = str(path)
+    records: list[tuple[Any, str, Location]] = []
+    issues: list[CandidateError] = []
+    try:
+        with open(path, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return None  # a pipe cannot be read again by the whole-file reader
+            for number, raw in enumerate(handle, start=1):
+                if number == 1:
+                    # what utf-8-sig decoding and removeprefix("\ufeff") take: up to two marks
+                    raw = raw.removeprefix(_BOM).removeprefix(_BOM)
+                    if raw.lstrip(b" \t\r\n")[:1] == b"[":
+                        return None
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    return None
+                if line.endswith("\n"):
+                    line = line[:-1]
+                before = len(records)
+                _json_line(line, number, file, records, issues)
+                if len(records) > before:
+                    item, rec_path, location = records[-1]
+                    issues.extend(candidate_issues(item, path=rec_path, location=location))
+    except OSError:
+        return None
+    if issues:
+        issues.sort(key=lambda issue: (issue.location and issue.location.line) or 0)  # file order, stable
+        raise gather_issues(issues)
+    return tuple((item, location) for item, _path, location in records)

@@ -442,3 +442,62 @@ def test_candidates_missing_file(tmp_path: Path) -> None:
 def test_scores_stay_numbers() -> None:
     ((item, _),) = load_candidates_text('{"source_id": "a", "content": "", "relevance_score": 1e-3}')
     assert math.isclose(item["relevance_score"], 0.001)
+
+
+_STREAM_CASES = {
+    "valid": json.dumps(GOOD) + "\n\n  \n" + json.dumps({**GOOD, "source_id": "b"}),
+    "crlf and bom": "\ufeff" + json.dumps(GOOD) + "\r\n" + json.dumps({**GOOD, "source_id": "b"}) + "\r\n",
+    "two boms, array": "\ufeff\ufeff  [" + json.dumps(GOOD) + "]",
+    "errors on many lines": "\n".join([json.dumps(GOOD), "{bad", json.dumps({"source_id": "c"}), '{"a": NaN}',
+                                       '{"x": 1, "x": 2}', json.dumps(GOOD) + " extra", json.dumps({**GOOD, "level": 3})]),
+    "blank": "\n \t\n",
+    "unicode whitespace line": json.dumps(GOOD) + "\n\u2028\n" + json.dumps({**GOOD, "source_id": "d"}),
+}
+
+
+@pytest.mark.parametrize("text", list(_STREAM_CASES.values()), ids=list(_STREAM_CASES))
+def test_jsonl_files_are_streamed_with_the_same_results_and_errors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    """Issue 13 part 4: a JSON Lines candidates file is read line by line, never whole
+    (the whole-file reader is not called), with the same records, locations and errors
+    (file:line:col) as the text reader."""
+    import engine.candfile as candfile
+
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(text.encode("utf-8"))
+    try:
+        want: Any = candfile.load_candidates_text(text.encode("utf-8").decode("utf-8-sig"), str(path))
+    except CandidateError as exc:
+        want = exc
+    whole = candfile.read_text
+    calls: list[object] = []
+    monkeypatch.setattr(candfile, "read_text", lambda *a, **k: calls.append(a) or whole(*a, **k))
+    try:
+        got: Any = candfile.load_candidates_file(path)
+    except CandidateError as exc:
+        got = exc
+    if isinstance(want, CandidateError):
+        assert isinstance(got, CandidateError)
+        assert [(i.code, i.message, i.location) for i in got.issues] == \
+            [(i.code, i.message, i.location) for i in want.issues]
+        assert str(got) == str(want)
+    else:
+        assert got == want
+    assert bool(calls) == text.lstrip("\ufeff").lstrip().startswith("[")  # only an array is read whole
+
+
+def test_a_jsonl_error_names_the_file_and_line_when_streamed(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n\n" + '{"source_id": "b", "content": 1, "relevance_score": 0.5}\n')
+    with pytest.raises(CandidateError) as info:
+        load_candidates_file(path)
+    assert info.value.location == Location(str(path), 3)
+    assert str(info.value).startswith(f"{path}:3")
+
+
+def test_non_utf8_jsonl_keeps_the_whole_file_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(json.dumps(GOOD).encode() + b"\n" + b'{"source_id": "\xff"}\n')
+    with pytest.raises(CandidateError) as info:
+        load_candidates_file(path)
+    assert info.value.code == "candidate.not_utf8" and info.value.location == Location(str(path), 2, 16)
