@@ -73,12 +73,13 @@ def _err(text: str) -> None:
 
 
 def _audit_log(args: argparse.Namespace, policy: Policy) -> AuditLog | None:
-    from .audit.log import AuditLog
-    from .audit.signing import policy_signer
     from .decide import policy_audit_log
 
     if not getattr(args, "audit_log", None):
         return policy_audit_log(policy)  # folders below the policy's are made safely
+    from .audit.log import AuditLog
+    from .audit.signing import policy_signer
+
     path = Path(args.audit_log)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

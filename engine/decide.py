@@ -13,19 +13,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .audit import record as audit
 from .allocate import allocate, to_candidates
 from .allocation import Allocation
-from .audit.compact import compact
-from .audit.log import AuditLog
-from .audit.policies import archive_policy
 from .audit.request import CorpusFile, Request
-from .audit.signing import policy_signer
 from .audit.privacy import AuditSecret, check_outside, configured_secret, missing_secret_error
 from .errors import InfeasibleError, PolicyError
 from .policy import BudgetStrategy, Policy
+
+if TYPE_CHECKING:  # the log, its signing and archive load only when a decision is written
+    from .audit.log import AuditLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +58,9 @@ def policy_audit_log(policy: Policy) -> AuditLog | None:
     target = policy_log_path(policy)
     if target is None:
         return None
+    from .audit.log import AuditLog
+    from .audit.signing import policy_signer
+
     base = Path(policy.file).resolve().parent if policy.file else Path.cwd()
     return AuditLog(target, root=base, rotate=policy.audit.rotate,
                     signer=policy_signer(policy.audit.signing_key, policy.file))
@@ -106,13 +108,20 @@ def decide(candidates: Iterable[Any], policy: Policy, *, audit_log: AuditLog | N
         rec = audit.build_infeasible(policy, cands, exc, decision_id=decision_id, now=now,
                                      secret=secret, query=query, request=request, corpus=corpus)
         if audit_log is not None:
-            archive_policy(audit_log, policy)
-            audit_log.append(compact(rec))
+            _write(audit_log, policy, rec)
         exc.details["decision_id"] = rec["decision_id"]
         raise
     rec = audit.build(policy, cands, alloc, decision_id=decision_id, now=now, secret=secret,
                       query=query, request=request, corpus=corpus)
-    if audit_log is not None:
-        archive_policy(audit_log, policy)  # a record never names a policy that is not archived
-    env = audit_log.append(compact(rec)) if audit_log is not None else None
+    env = _write(audit_log, policy, rec) if audit_log is not None else None
     return Decided(alloc, rec, env)
+
+
+def _write(audit_log: AuditLog, policy: Policy, rec: dict[str, Any]) -> dict[str, Any]:
+    """Archive the policy, then append the record (a record never names a policy that
+    is not archived); the appended envelope."""
+    from .audit.compact import compact
+    from .audit.policies import archive_policy
+
+    archive_policy(audit_log, policy)
+    return audit_log.append(compact(rec))
