@@ -219,6 +219,8 @@ def cmd_allocate(args: argparse.Namespace) -> int:
         decided = decide(cands, policy, audit_log=log, strategy=strategy, request=request)
     if args.format == "context":
         _out(decided.allocation.context)
+    elif args.compact:
+        _out(json.dumps(allocation_json(decided), ensure_ascii=False, separators=(",", ":")))
     else:
         from .canonical import indented_json
 
@@ -692,6 +694,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="candidates: JSON Lines or a JSON array")
     a.add_argument("--format", choices=["json", "context"], default="json",
                    help="print the decision as JSON (default) or only the assembled context")
+    a.add_argument("--compact", action="store_true",
+                   help="with --format json: the same JSON on one line, not indented (quicker for "
+                   "large decisions read by a program)")
     a.add_argument("--strategy", choices=STRATEGIES, help="override the policy's strategy")
     a.add_argument("--audit-log", metavar="FILE",
                    help="append the audit record here (default: the policy's audit.log, if any)")

@@ -66,6 +66,23 @@ def test_allocate_json_and_context(capsys: pytest.CaptureFixture[str], tmp_path:
     assert get_tokenizer().count(out.rstrip("\n")) <= 6400
 
 
+def test_allocate_json_is_json_dumps_indent_2_and_compact_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 13 part 4: the indented output is exactly ``json.dumps(indent=2)`` of the
+    decision (written by engine.canonical.indented_json); ``--compact`` the same JSON on one line."""
+    argv = ("allocate", "--policy", SUPPORT, "--candidates", SUPPORT_C, "--request-id", "r-1")
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    doc = json.loads(out)
+    assert out == json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    code, compact, _ = run(capsys, *argv, "--compact")
+    assert code == 0 and compact.count("\n") == 1
+    again = json.loads(compact)
+    assert compact == json.dumps(again, ensure_ascii=False, separators=(",", ":")) + "\n"
+    for volatile in ("decision_id", "audit_record"):  # a new id and timestamp per run
+        del doc[volatile], again[volatile]
+    assert again == doc
+
+
 def test_pack_end_to_end_with_audit(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     log = tmp_path / "pack.jsonl"
     ctx = tmp_path / "ctx.txt"
