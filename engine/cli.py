@@ -203,7 +203,25 @@ def cmd_policy_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_solver() -> None:
+    """Import OR-Tools' CP-SAT module with pyarrow hidden from it: ``cp_model`` imports
+    pandas, and pandas imports pyarrow when it is installed (the ``export`` extra), about
+    0.15 s of a command's start that nothing here uses (the engine never uses pandas;
+    ``audit export`` imports pyarrow itself, in its own process). Only for the deciding
+    commands, which run one decision per process; once imported, pyarrow imports as
+    usual again. Does nothing when pandas or pyarrow is already loaded."""
+    if "pandas" in sys.modules or "pyarrow" in sys.modules:
+        return
+    sys.modules["pyarrow"] = None  # type: ignore[assignment]  # import pyarrow -> ImportError
+    try:
+        import ortools.sat.python.cp_model  # noqa: F401
+    finally:
+        if sys.modules.get("pyarrow", False) is None:
+            del sys.modules["pyarrow"]
+
+
 def cmd_allocate(args: argparse.Namespace) -> int:
+    _import_solver()
     from .candfile import load_candidates_file
     from .candidates import from_mappings
     from .decide import decide

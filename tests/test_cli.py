@@ -425,3 +425,21 @@ def test_every_command_help_imports_no_heavy_module() -> None:
         assert done.returncode == 0, (argv, done.stderr)
         assert "usage: ctxbudget" in done.stdout, argv
         assert done.stderr.strip().splitlines()[-1] == "HEAVY=[]", (argv, done.stderr)
+
+
+def test_allocate_imports_the_solver_without_pyarrow_which_still_imports_afterwards() -> None:
+    """Issue 13 part 4: ``ctxbudget allocate`` keeps pandas (imported by OR-Tools) from
+    importing pyarrow, which nothing in a decision uses; pyarrow imports as usual after."""
+    probe = ("import contextlib, importlib.util, io, sys\n"
+             "from engine.cli import main\n"
+             "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+             f"    code = main(['allocate', '--policy', {SUPPORT!r}, '--candidates', {SUPPORT_C!r}])\n"
+             "print(code, 'ortools.sat.python.cp_model' in sys.modules, 'pyarrow' in sys.modules)\n"
+             "if importlib.util.find_spec('pyarrow') is not None:\n"
+             "    import pyarrow\n"
+             "    print(bool(pyarrow.__version__))\n"
+             "else:\n"
+             "    print(True)\n")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "True", "False", "True"]
