@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from functools import lru_cache
+from importlib import metadata as importlib_metadata
 from typing import Any
 
 from ..allocation import Allocation
@@ -39,23 +39,15 @@ SCHEMA_VERSION = "1"
 
 @functools.cache  # installed versions do not change under a running process (10 ms a record)
 def _version(dist: str) -> str | None:
-    from importlib import metadata as importlib_metadata  # email, csv, socket: only when recording
-
     try:
         return importlib_metadata.version(dist)
     except importlib_metadata.PackageNotFoundError:
         return None
 
 
-@lru_cache(maxsize=1)
-def _versions() -> tuple[tuple[str, str | None], ...]:
-    # Installed versions do not change under a running process: read once, not per record.
-    return (("ctxbudget", _version("ctxbudget")), ("ortools", _version("ortools")),
-            ("tiktoken", _version("tiktoken")), ("python", platform.python_version()))
-
-
 def versions() -> dict[str, Any]:
-    return dict(_versions())
+    return {"ctxbudget": _version("ctxbudget"), "ortools": _version("ortools"),
+            "tiktoken": _version("tiktoken"), "python": platform.python_version()}
 
 
 def _json_safe(value: Any) -> Any:
