@@ -41,7 +41,7 @@ if __package__ in (None, ""):
 from bench.harness import REPO, fmt_s, table, write_json
 from engine import BudgetItem, allocate
 from engine.allocate import to_candidates
-from engine.policy import PLAIN_IDENTITY, Policy
+from engine.policy import PLAIN_IDENTITY, CountMode, Policy
 from engine.problem import reduce
 from engine.strategies import cpsat
 
@@ -102,7 +102,9 @@ def check(inst: KnapsackInstance, optimum: Decimal, time_limit_s: float) -> dict
     items = _items(inst)
     # Identity objective: the public path then maximises the profits themselves (the
     # engine's default transform may square relevance, which is a different problem).
-    policy = Policy.default(inst.capacity, separator="", objective=PLAIN_IDENTITY)
+    # Caller counts: the weights are the instance's own (under the default ``max`` a label
+    # like "item 830" would outweigh a weight of 1 and change the instance).
+    policy = Policy.default(inst.capacity, separator="", objective=PLAIN_IDENTITY, counts=CountMode.CALLER)
     out: dict[str, Any] = {"instance": inst.name, "n": len(inst.values), "capacity": inst.capacity,
                            "known_optimum": str(optimum)}
     if inst.solution is not None:

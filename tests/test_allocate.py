@@ -81,12 +81,19 @@ def test_a_bug_surfacing_inside_cp_sat_is_not_a_fallback(monkeypatch: pytest.Mon
         allocate(hard_items(50), policy(5_000))
 
 
+def force_core_onto_cpsat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No dense DP and an expanding core that gives up at once: CP-SAT takes the core."""
+    monkeypatch.setattr(knapsack, "DP_MAX_CELLS", 0)
+    monkeypatch.setattr(knapsack, "DENSE_DP_CELLS", 0)
+    monkeypatch.setattr(knapsack, "DP_MAX_STATES", 0)
+
+
 def test_a_crash_inside_the_knapsack_core_solver_is_a_recorded_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*_a: Any, **_k: Any) -> Any:
         raise RuntimeError("native failure")
 
     monkeypatch.setattr(cp_model.CpSolver, "solve", boom)
-    monkeypatch.setattr(knapsack, "DP_MAX_CELLS", 0)  # force the core onto CP-SAT
+    force_core_onto_cpsat(monkeypatch)
     rng = random.Random(2)
     items = [BudgetItem(f"c{k}", rng.random(), rng.randint(20, 400), f"id{k}", "PARAGRAPH", {})
              for k in range(300)]
@@ -148,8 +155,8 @@ def test_model_invalid_is_a_solver_failure_and_says_why(monkeypatch: pytest.Monk
 def test_regression_the_knapsack_deterministic_limit_is_made_of_the_time_limit_alone(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 10: the knapsack path derived its deterministic limit from the wall time left
-    (not reproducible). Now the ring solve gets a tenth of 0.2 x the time limit and the
-    core the rest minus what the ring used, on every run, whatever the clock says."""
+    (not reproducible). Now a core CP-SAT has to take (the expanding core gave up) gets
+    0.2 x the time limit on every run, whatever the clock says."""
     seen: list[float] = []
     real = cp_model.CpSolver.solve
 
@@ -158,7 +165,7 @@ def test_regression_the_knapsack_deterministic_limit_is_made_of_the_time_limit_a
         return real(self, model, *a, **k)
 
     monkeypatch.setattr(cp_model.CpSolver, "solve", spy)
-    monkeypatch.setattr(knapsack, "DP_MAX_CELLS", 0)  # ring and core both on CP-SAT
+    force_core_onto_cpsat(monkeypatch)
     rng = random.Random(4)
     items = [BudgetItem(f"c{k}", rng.random(), rng.randint(20, 400), f"id{k}", "PARAGRAPH", {})
              for k in range(400)]
@@ -172,8 +179,7 @@ def test_regression_the_knapsack_deterministic_limit_is_made_of_the_time_limit_a
         runs.append((list(seen), alloc.selection.chosen))
     assert runs[0] == runs[1]
     limits = runs[0][0]
-    assert len(limits) == 2 and limits[0] == 0.2 * 2.0 / 10
-    assert limits[1] <= 0.2 * 2.0 and alloc.selection.stats["parameters"]["max_deterministic_time"] == limits[1]
+    assert limits == [0.2 * 2.0] and alloc.selection.stats["parameters"]["max_deterministic_time"] == limits[0]
 
 
 _BUGGY_CLI = """

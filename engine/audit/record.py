@@ -181,6 +181,8 @@ def _solver_part(policy: Policy, alloc: Allocation) -> dict[str, Any]:
         "model_fingerprint": st.get("model_fingerprint"),
         "tie_break": st.get("tie_break"),
         "hint": st.get("hint"),
+        # How the answer was proven optimal, or why it is not (method, bound, proven).
+        "proof": st.get("proof"),
         "log": log,
     }
 

@@ -64,7 +64,9 @@ def solve(problem: Problem, *, time_limit_s: float | None = None,
                              "everything relevant fits every rule; no search needed")
                    for i in trivial}
         return Selection(BudgetStrategy.OPTIMAL, trivial, reasons, "trivial", obj, obj,
-                         stats={"wall_time_s": time.perf_counter() - t0, "solver": "skipped"})
+                         stats={"wall_time_s": time.perf_counter() - t0, "solver": "skipped",
+                                "proof": {"method": "every relevant item fits every rule: nothing to choose",
+                                          "proven": True, "bound": obj}})
     limit = problem.settings.time_limit_s if time_limit_s is None else time_limit_s
     if knapsack.applies(problem):
         return knapsack.solve(problem, limit, deadline=deadline)
@@ -125,6 +127,8 @@ def solve(problem: Problem, *, time_limit_s: float | None = None,
         # when it meets every minimum (one that leaves a minimum unmet is not a solution).
         stats["kept_heuristic"] = True
         chosen, obj = hint.chosen, hint.objective
+    stats["proof"] = {"method": "CP-SAT search (its proof of optimality, or its best bound at the limit)",
+                      "proven": status == "optimal", "bound": max(bound, obj)}
     reasons = {i: Reason(ReasonCode.PINNED if i in problem.pinned else ReasonCode.SELECTED,
                          "part of the optimal selection" if status == "optimal"
                          else "part of the best selection found in the time limit")

@@ -1,4 +1,4 @@
-"""OPTIMAL for budget-only problems: an exact 0/1 knapsack by core reduction.
+"""OPTIMAL for budget-only problems: an exact 0/1 knapsack, proven without CP-SAT.
 
 When the only rule is the budget (no pins, quotas, caps or hierarchy chains), the
 problem is ``max sum(c_i x_i) s.t. sum(w_i x_i) <= capacity`` with CP-SAT's own
@@ -7,20 +7,24 @@ same optimum the CP-SAT model proves, tie-break included). Steps:
 
 1. Sort by ``c/w``; the break item ``b`` is the first that does not fit. Dantzig's bound
    ``L = r*C + sum(max(0, c_i - r*w_i))`` with ``r = c_b/w_b`` bounds every answer.
-2. Solve the ``2k`` items around the break exactly (DP over their residual capacity),
-   the others at their LP value: a feasible incumbent ``LB``, usually optimal or nearly.
+2. A first incumbent: the ``2k`` items around the break solved exactly by a small DP
+   (the others at their LP value), or the break solution filled greedily.
 3. Reduced-cost fixing (Dembo-Hammer): item ``j`` held against its LP value can reach at
    most ``L - |c_j - r*w_j|``; if that is below ``LB + 1`` it keeps its LP value in every
    better answer. What is not fixed is the core.
-4. Solve the core exactly: DP when ``|core| * capacity`` is small, else CP-SAT
-   within the time limit. The fixing proof plus the core's proof prove the whole answer
-   optimal.
+4. The core, exactly: a dense DP when it is tiny; otherwise the expanding-core DP of
+   :mod:`engine.strategies.minknap` (Pisinger's ``minknap``: states around the break
+   solution, pruned by LP bounds, identical items in binary groups), with the
+   cardinality cut when the LP answer holds more items than any feasible answer can
+   (Pisinger's strongly correlated class). It proves the optimum in milliseconds on
+   every class of ``bench/pisinger_check.py``. Only if its state list outgrows
+   ``DP_MAX_STATES`` does CP-SAT take the core, under the same parameters as everywhere
+   (:mod:`engine.strategies.params`): its deterministic limit is a share of the call's
+   time limit, never of the time left on the clock; the wall-clock deadline is only the
+   safety net.
 
-Time: CP-SAT runs here under the same parameters as everywhere
-(:mod:`engine.strategies.params`): its deterministic limit is a share of the call's
-time limit (never of the time left on the clock), split between the rare ring solve
-(a tenth) and the core (the rest, minus the deterministic time the ring used); the
-wall-clock deadline is only the safety net.
+``stats["proof"]`` states how the answer was proven (or that it was not) and the bound;
+the audit record keeps it. The independent verifier checks the answer like any other.
 """
 
 from __future__ import annotations
@@ -37,10 +41,19 @@ from ..policy import BudgetStrategy
 from ..problem import Problem
 from ..reasons import Reason, ReasonCode
 from . import Selection
+from . import minknap
 from . import params as cpsat_params
 
 CORE_K = 40
 DP_MAX_CELLS = 30_000_000
+#: Use the cardinality bound when the Dembo-Hammer core has more items than this.
+CARD_FROM_CORE = 64
+#: The ring DP that finds the first incumbent runs when it has at most this many cells.
+RING_DP_CELLS = 2_000_000
+#: A core with at most this many DP cells is solved by the dense DP, not the expanding core.
+DENSE_DP_CELLS = 300_000
+#: The expanding core gives up (CP-SAT takes the core) past this many DP states.
+DP_MAX_STATES = minknap.MAX_STATES
 
 
 def applies(problem: Problem) -> bool:
@@ -127,6 +140,8 @@ def solve(problem: Problem, time_limit_s: float, *, deadline: float | None = Non
     cand = np.flatnonzero((c > 0) & (w > 0) & (w <= cap))
     stats: dict[str, Any] = {"solver": "knapsack-core"}
     proven, bound_c = True, None
+    method: str | None = None
+    dantzig: float | None = None
     dtime = cpsat_params.deterministic_limit(time_limit_s)  # what CP-SAT may spend here
     if cand.size and int(w[cand].sum()) > cap:
         cc, ww = c[cand], w[cand]
@@ -135,34 +150,68 @@ def solve(problem: Problem, time_limit_s: float, *, deadline: float | None = Non
         r = cc[order[b]] / ww[order[b]]
         red = cc - r * ww
         L = r * cap + red[red > 0].sum()
-        lo, hi = max(0, b - CORE_K), min(len(order), b + CORE_K)
         sol = np.zeros(len(cc), dtype=bool)
-        sol[order[:lo]] = True
+        sol[order[:b]] = True
+        lo, hi = max(0, b - CORE_K), min(len(order), b + CORE_K)
         ring, cap_ring = order[lo:hi], cap - int(ww[order[:lo]].sum())
-        if len(ring) * (cap_ring + 1) <= DP_MAX_CELLS:
+        if len(ring) * (cap_ring + 1) <= RING_DP_CELLS:  # a strong first incumbent, cheaply
             sol[ring] = _dp_select(cc[ring], ww[ring], cap_ring)
-        else:  # huge capacities (scaled weights): a DP table would not fit in memory
-            ring_run = _cpsat(cc[ring], ww[ring], cap_ring, np.zeros(len(ring), dtype=bool), problem,
-                              deterministic_s=dtime / 10, deadline=deadline)
-            dtime -= ring_run.used_s
-            if ring_run.x is not None:
-                sol[ring] = ring_run.x
+        else:  # the break solution, then every later item that still fits
+            room = cap - int(ww[order[:b]].sum())
+            for j in order[b:].tolist():
+                if ww[j] <= room:
+                    sol[j] = True
+                    room -= int(ww[j])
         lb = int(cc[sol].sum())
         margin = 1e-9 * abs(L) + 2.0  # float error of L and red, far below one unit of c
         fixable = (L - np.abs(red)) < lb + 1 - margin
         fix1 = fixable & (red > 0)
         core = np.flatnonzero(~fixable)
         cap_core = cap - int(ww[fix1].sum())
-        stats.update(core_items=int(core.size), fixed_in=int(fix1.sum()), lp_bound=float(L))
-        if core.size:
+        dantzig = float(L)
+        stats.update(core_items=int(core.size), fixed_items=int(fixable.sum()))
+        card = None
+        if core.size > CARD_FROM_CORE:
+            # When the LP answer holds more items than any feasible answer can (Pisinger's
+            # strongly correlated class), the cardinality cut bounds far tighter than Dantzig.
+            frac = (cap - float(ww[order[:b]].sum())) / float(ww[order[b]])
+            k_core = int(np.searchsorted(np.cumsum(np.sort(ww[core])), cap_core, side="right"))
+            if b + frac > k_core + int(fix1.sum()):
+                cc_core = cc[core]
+                part = minknap.cardinality_bound(cc_core, ww[core], cap_core, float(r), k_max=k_core)
+                # Over the core; the fixed items add their profit and their places.
+                card = minknap.Cardinality(part.k_max + int(fix1.sum()), part.rho, part.lam,
+                                           part.bound + float(cc[fix1].sum()))
+                stats.update(cardinality_k_max=card.k_max)
+        exact = None
+        if core.size and core.size * (cap_core + 1) <= DENSE_DP_CELLS:
+            # A small core: the dense DP over its residual capacity is cheapest.
+            final = fix1.copy()
+            final[core] = _dp_select(cc[core], ww[core], cap_core)
+            if int(cc[final].sum()) >= lb:
+                sol = final
+            method = "Dembo-Hammer reduction, then dynamic programming over the core's capacity"
+            stats["core_solver"] = "dp"
+        elif core.size:
+            exact = minknap.solve(cc, ww, cap, order, b, sol, float(L), card=card, deadline=deadline,
+                                  max_states=DP_MAX_STATES)
+        if exact is not None:
+            sol = exact.x
+            method = ("expanding-core dynamic programming (minknap) with Dantzig and Dembo-Hammer bounds"
+                      + (" and the cardinality cut" if card is not None else ""))
+            stats.update(core_solver="expanding core", dp_chunks=exact.items_branched, dp_states=exact.max_states,
+                         optimum_found_by=exact.found_by)
+        elif core.size and method is None:
             final = fix1.copy()
             if core.size * (cap_core + 1) <= DP_MAX_CELLS:
                 final[core] = _dp_select(cc[core], ww[core], cap_core)
+                method = "Dembo-Hammer reduction, then dynamic programming over the core's capacity"
                 stats["core_solver"] = "dp"
             else:
                 run = _cpsat(cc[core], ww[core], cap_core, sol[core], problem,
                              deterministic_s=dtime, deadline=deadline)
                 x, proven, cb = run.x, run.proven, run.bound
+                method = "Dembo-Hammer reduction, then CP-SAT over the core"
                 stats.update(core_solver="cp-sat", deterministic_time=run.used_s, parameters=run.params)
                 if x is None:  # no time left for the core: the incumbent, with the LP bound
                     final = sol
@@ -173,12 +222,26 @@ def solve(problem: Problem, time_limit_s: float, *, deadline: float | None = Non
                         bound_c = int(cb) + int(cc[fix1].sum()) if cb is not None else int(L)
             if int(cc[final].sum()) >= lb:
                 sol = final
+        elif method is None:
+            method = "Dembo-Hammer reduction fixes every item"
         take[cand[sol]] = True
     elif cand.size:
         take[cand] = True
+        method = "every item with a positive value fits"
+    else:
+        method = "no item with a positive value fits"
     chosen = frozenset(act[take].tolist())
     obj = int(v[take].sum())
     bound = obj if proven else max(obj, (bound_c + cap) // T if bound_c is not None else obj)
+    # What the audit record states about the answer: how it was proven (or not), the bound.
+    stats["proof"] = {
+        "method": method,
+        "proven": proven,
+        "bound": bound,
+        # Dantzig's LP bound in value units (the token tie-break dropped: it is below one unit).
+        "lp_bound": None if dantzig is None else int((dantzig + cap) // T),
+        "tie_break": T > 1,
+    }
     stats["wall_time_s"] = time.perf_counter() - t0
     why = "part of the optimal selection" if proven else "part of the best selection found in the time limit"
     reasons = {i: Reason(ReasonCode.SELECTED, why) for i in chosen}
