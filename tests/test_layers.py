@@ -23,7 +23,7 @@ STAGES: tuple[tuple[str, ...], ...] = (
     ("objective",),
     ("problem", "feasibility", "compile"),
     ("strategies", "strategies.params", "strategies.greedy", "strategies.balanced",
-     "strategies.minknap", "strategies.knapsack", "strategies.cpsat", "explain"),
+     "strategies.minknap", "strategies.knapsack", "strategies.treeknap", "strategies.cpsat", "explain"),
     ("allocation",),
     ("verify_semantics", "verify"),
     ("allocate",),

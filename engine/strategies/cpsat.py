@@ -3,7 +3,9 @@
 * Skips the solver when the pins plus every positive-value item satisfy all rules
   (status ``trivial``: nothing to choose, the answer is optimal by construction).
 * Budget-only problems go to the exact knapsack core reduction
-  (:mod:`engine.strategies.knapsack`): same objective, same optimum, milliseconds.
+  (:mod:`engine.strategies.knapsack`): same objective, same optimum, milliseconds; the
+  budget plus an exclusive hierarchy (and nothing else) to the tree DP
+  (:mod:`engine.strategies.treeknap`), when it fits.
 * Hints the better of the greedy and density solutions, and keeps that heuristic answer
   if the solver's own is worse at the limit, so OPTIMAL is never below GREEDY.
 * Deterministic by construction: fixed worker count and seed from the policy, and a
@@ -25,7 +27,7 @@ from ..compile import compile_problem, fingerprint
 from ..policy import BudgetStrategy
 from ..problem import Problem
 from ..reasons import Reason, ReasonCode
-from . import Selection, knapsack, objective_of
+from . import Selection, knapsack, objective_of, treeknap
 from . import params as cpsat_params
 from .greedy import best_heuristic
 
@@ -70,6 +72,10 @@ def solve(problem: Problem, *, time_limit_s: float | None = None,
     limit = problem.settings.time_limit_s if time_limit_s is None else time_limit_s
     if knapsack.applies(problem):
         return knapsack.solve(problem, limit, deadline=deadline)
+    if treeknap.applies(problem):  # budget + exclusive hierarchy: the tree DP proves it
+        tree = treeknap.solve(problem)
+        if tree is not None:
+            return tree
     hint = best_heuristic(problem)
     if on_hint is not None:  # the façade reuses it if it has to fall back
         on_hint(hint)
