@@ -137,10 +137,10 @@ def solve(problem: Problem) -> Selection | None:
         opts = [o for o in options[r] if o[0] > 0 or o[1] > 0]
         if not opts:
             continue
-        w = np.array([o[0] for o in opts], dtype=np.int64)
-        p = np.array([o[1] for o in opts], dtype=np.int64)
-        src = grid[None, :] - w[:, None]
-        cand = np.where(src >= 0, best[np.maximum(src, 0)] + p[:, None], -1)
+        ow = np.array([o[0] for o in opts], dtype=np.int64)
+        op = np.array([o[1] for o in opts], dtype=np.int64)
+        src = grid[None, :] - ow[:, None]
+        cand = np.where(src >= 0, best[np.maximum(src, 0)] + op[:, None], -1)
         arg = cand.argmax(axis=0)
         top = cand[arg, grid]
         better = top > best
