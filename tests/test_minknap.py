@@ -4,6 +4,7 @@ wrong "optimal" caught by the verifier and by the oracle."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,9 @@ from engine.errors import VerificationError
 from engine.policy import PLAIN_IDENTITY, BudgetStrategy, CountMode, Policy
 from engine.problem import reduce
 from engine.strategies import cpsat, knapsack, minknap
+from engine.strategies import params as cpsat_params
+
+from benchload import load_bench
 
 
 def dp_optimum(c: np.ndarray, w: np.ndarray, cap: int) -> int:
@@ -188,3 +192,19 @@ def test_a_wrong_optimal_below_the_optimum_is_caught_by_the_dp_oracle(monkeypatc
     alloc = allocate(items, pol)  # the verifier passes it: every rule holds
     assert alloc.selection.status == "optimal"
     assert alloc.selection.objective < optimum  # the oracle does not
+
+
+def test_a_cpsat_answer_cut_by_the_limit_says_what_cut_it_and_repeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13: answers cut by the limit must be identical run to run; the record says
+    which limit ended the search (the deterministic one: reproducible)."""
+    inst = load_bench("instances", as_name="bench_instances").all_rules(1_000, "mixed")
+    pol = inst.policy.replace(solver=dataclasses.replace(inst.policy.solver, time_limit_s=60.0))
+    problem = reduce(pol, to_candidates(inst.items))
+    runs = []
+    for _ in range(2):
+        # A deterministic limit of 0.01 under a wall-clock net of 5 s: the former cuts.
+        monkeypatch.setattr(cpsat_params, "DETERMINISTIC_SHARE", 0.002)
+        sel = cpsat.solve(problem, time_limit_s=5.0)
+        runs.append((sel.status, sel.chosen, sel.stats["proof"]["stopped_by"]))
+    assert runs[0] == runs[1]
+    assert runs[0][2].startswith(("deterministic time limit", "proof of optimality"))

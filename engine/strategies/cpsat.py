@@ -52,6 +52,22 @@ def trivial_choice(problem: Problem) -> frozenset[int] | None:
     return chosen
 
 
+def stopped_by(status: str, stats: dict[str, Any], params: dict[str, Any]) -> str:
+    """What ended the search, and whether a rerun gives the same answer: a proof or the
+    gap limit (same answer), the deterministic time limit (same answer: one worker, a
+    fixed seed and a limit in deterministic units, the settings in ``parameters``), or
+    the wall-clock safety net (a loaded machine: the answer may differ run to run)."""
+    if stats.get("status") == "optimal within relative_gap_limit":
+        return "relative gap limit (reproducible)"
+    if status == "optimal":
+        return "proof of optimality"
+    det, det_max = stats.get("deterministic_time") or 0.0, params["max_deterministic_time"]
+    if det >= 0.98 * det_max:
+        return ("deterministic time limit (reproducible: num_workers, random_seed and "
+                "max_deterministic_time fix the search)")
+    return "wall-clock safety net (max_time_in_seconds): not reproducible run to run"
+
+
 def solve(problem: Problem, *, time_limit_s: float | None = None,
           deadline: float | None = None,
           on_hint: Callable[[Selection], None] | None = None) -> Selection:
@@ -134,7 +150,8 @@ def solve(problem: Problem, *, time_limit_s: float | None = None,
         stats["kept_heuristic"] = True
         chosen, obj = hint.chosen, hint.objective
     stats["proof"] = {"method": "CP-SAT search (its proof of optimality, or its best bound at the limit)",
-                      "proven": status == "optimal", "bound": max(bound, obj)}
+                      "proven": status == "optimal", "bound": max(bound, obj),
+                      "stopped_by": stopped_by(status, stats, params)}
     reasons = {i: Reason(ReasonCode.PINNED if i in problem.pinned else ReasonCode.SELECTED,
                          "part of the optimal selection" if status == "optimal"
                          else "part of the best selection found in the time limit")
