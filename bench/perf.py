@@ -76,6 +76,7 @@ class Config:
     baseline_limit_s: float  # solver time limit of the OR-Tools baselines
     dp_max_cells: int  # run the DP oracle when n * B is at most this
     timeout_s: float  # wall-clock cap of any single run
+    baselines: bool = True  # the OR-Tools baselines (off: --no-baselines; the DP oracle stays)
 
     def reps(self, n: int) -> int:
         if self.quick:
@@ -140,6 +141,8 @@ def run_budget(n: int, kind: str, cfg: Config) -> dict[str, Any]:
         arrays = bl.knapsack_arrays(problem)
         m[DP] = measure(lambda: bl.dp_optimum(*arrays), reps=1, budget_s=0, timeout_s=cfg.timeout_s * 2,
                         inspect=lambda v: {"status": "exact", "objective": v, "proven": True})
+    if not cfg.baselines:
+        return _case("budget", inst, m, cfg, lp_bound=bl.lp_bound(*bl.knapsack_arrays(problem)))
     limit = cfg.baseline_limit_s
     # At n = 100,000 both OR-Tools baselines overrun their limits by minutes (knapsack
     # init is ~n^2): there each run happens in a forked child that is killed if needed.
@@ -586,6 +589,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "perf.json"), help="JSON results file")
     ap.add_argument("--summarize", metavar="JSON", help="print the README tables of an earlier run and exit")
     ap.add_argument("--cli-before", metavar="REV", help="cli group: also measure this git revision (before/after)")
+    ap.add_argument("--no-baselines", action="store_true",
+                    help="budget group without the OR-Tools baselines (minutes at 100k); the DP oracle still checks")
     args = ap.parse_args(argv)
     if args.summarize:
         from bench.harness import table
@@ -599,6 +604,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
     cfg = QUICK if args.quick else FULL
+    if args.no_baselines:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, baselines=False)
     meta = machine()
     t0 = time.perf_counter()
     cases = run(cfg, groups, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
