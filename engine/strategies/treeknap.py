@@ -123,8 +123,8 @@ def solve(problem: Problem) -> Selection | None:
             cur = _undominated([(wa + wb, pa + pb, ta + tb) for wa, pa, ta in cur
                                 for wb, pb, tb in sub if wa + wb <= cap])
         wu, cu = weights[u], values[u] * T - weights[u]
-        if cu > 0 and wu <= cap:  # first: on a tie the ancestor is kept, not its descendants
-            cur = _undominated([(wu, cu, (u,)), *cur])
+        if cu > 0 and wu <= cap:  # last: on an exact tie the descendants are kept
+            cur = _undominated([*cur, (wu, cu, (u,))])
         options[u] = cur
     # The roots: a multiple-choice knapsack (one option per root) by a dense DP over the
     # capacity; best[x] is the most profit within weight x.
