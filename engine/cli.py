@@ -2,12 +2,14 @@
 errors to exit codes (0 ok, 1 unexpected, 2 bad input, 3 infeasible, 4 solver failure,
 5 audit log failure; ``audit verify``, ``show``, ``replay`` and ``report`` exit 6 when the log is not
 intact (its chain, or a record that fails its checks); ``audit replay`` exits 7 when a
-decision replays differently or cannot be replayed; 130 on Ctrl-C,
+decision replays differently or cannot be replayed; ``pack --require-context`` exits 8
+when no retrieved item is in the context; 130 on Ctrl-C,
 141 when the reader of stdout went away, as a process killed by SIGPIPE reports it).
 
     ctxbudget policy validate FILES...          ctxbudget policy render FILE
     ctxbudget allocate --policy P --candidates C [--format json|context] [--audit-log L]
     ctxbudget pack --policy P --query Q PATH... [--out F] [--json] [--audit-log L]
+                   [--scorer bm25|dense|hybrid] [--require-context]
         (both: [--request-id ID] [--requested-by WHO] [--label KEY=VALUE]...)
     ctxbudget audit verify LOG [--checkpoint F]  ctxbudget audit checkpoint LOG --out F
     ctxbudget audit replay LOG [--policy P [--fail-on-diff]]  ctxbudget audit show LOG [--decision ID] [--json]
@@ -265,7 +267,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
     with _signing_on_close(log):
         packed = pack(policy, args.query, args.paths, top_k=args.top_k, audit_log=log,
-                      progress=progress, request=request)
+                      progress=progress, request=request, scorer=args.scorer,
+                      require_context=args.require_context)
     a = packed.decided.allocation
     if args.json:
         from .canonical import indented_json
@@ -277,6 +280,11 @@ def cmd_pack(args: argparse.Namespace) -> int:
         Path(args.out).write_text(a.context, encoding="utf-8")
     for note in packed.notes:
         _err(f"note: {note}")
+    found = packed.retrieval
+    if found is not None and found.unknown_words:
+        _err(f"note: not in any indexed file: {', '.join(found.unknown_words)}")
+    if found is not None and found.warning:
+        _err(f"warning: {found.warning} (--require-context makes this exit 8)")
     where = f"; audit record {packed.decided.record['decision_id']} -> {log.path}" if log else ""
     _err(f"{len(packed.files)} files, {packed.results} search results; "
          + summary_line(a, packed.seconds) + where)
@@ -687,7 +695,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "policy (YAML), solved exactly, verified, and recorded in an audit log.",
                 epilog="exit codes: 0 ok, 1 unexpected (a bug), 2 bad input, 3 infeasible, 4 solver failure, "
                        "5 audit log failure, 6 audit log not intact (chain or record checks), 7 replay differs, "
-                       "130 interrupted, 141 output pipe closed")
+                       "8 no context (pack --require-context), 130 interrupted, 141 output pipe closed")
     p.add_argument("--errors", choices=["text", "json"], default="text",
                    help="how errors are printed on stderr: text (default) or one JSON object")
     p.add_argument("--version", action="version", version=f"ctxbudget {__version__}",
@@ -728,6 +736,11 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--out", metavar="FILE", help="also write the assembled context to this file")
     k.add_argument("--json", action="store_true", help="print the decision as JSON instead of the context")
     k.add_argument("--top-k", type=int, default=50, metavar="N", help="search results to consider (default 50)")
+    k.add_argument("--scorer", choices=["bm25", "dense", "hybrid"], default="bm25",
+                   help="relevance: bm25 (default), dense or hybrid (the last two need "
+                        "pip install 'ctxbudget[dense]')")
+    k.add_argument("--require-context", action="store_true",
+                   help="exit 8 (after recording the decision) when no retrieved item is in the context")
     k.add_argument("--audit-log", metavar="FILE",
                    help="append the audit record here (default: the policy's audit.log, if any)")
     _add_request_options(k)

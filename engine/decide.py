@@ -9,7 +9,7 @@ decision is recorded too (with its conflicting rules) and the error re-raised.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -90,13 +90,15 @@ def decide(candidates: Iterable[Any], policy: Policy, *, audit_log: AuditLog | N
            strategy: BudgetStrategy | None = None, decision_id: str | None = None,
            now: datetime | None = None, secret: AuditSecret | None = None,
            query: str | None = None, request: Request | None = None,
-           corpus: Sequence[CorpusFile] | None = None) -> Decided:
+           corpus: Sequence[CorpusFile] | None = None,
+           retrieval: Callable[[Allocation | None], Mapping[str, Any]] | None = None) -> Decided:
     """Allocate and record. Raises what ``allocate`` raises, and ``AuditError``.
     ``secret`` keys the record's digests (default: :func:`log_secret`); ``query`` is the
     question the candidates answer (``pack``), recorded as the policy's privacy says;
     ``request`` says who asked (:class:`~engine.audit.request.Request`: request id,
     requested_by, labels; an id is generated when none is given); ``corpus`` the files
-    ``pack`` indexed. With a log, the effective policy is archived next to it before the
+    ``pack`` indexed; ``retrieval`` gives the record's ``retrieval`` part (how ``pack``'s
+    search went) from the allocation (``None`` when infeasible). With a log, the effective policy is archived next to it before the
     record is appended (:mod:`engine.audit.policies`): a second policy claiming the same
     name and revision with another digest is ``PolicyError``
     ``policy.revision_conflict``, and nothing is recorded or returned."""
@@ -106,13 +108,15 @@ def decide(candidates: Iterable[Any], policy: Policy, *, audit_log: AuditLog | N
         alloc = allocate(cands, policy, strategy=strategy)
     except InfeasibleError as exc:
         rec = audit.build_infeasible(policy, cands, exc, decision_id=decision_id, now=now,
-                                     secret=secret, query=query, request=request, corpus=corpus)
+                                     secret=secret, query=query, request=request, corpus=corpus,
+                                     retrieval=None if retrieval is None else retrieval(None))
         if audit_log is not None:
             _write(audit_log, policy, rec)
         exc.details["decision_id"] = rec["decision_id"]
         raise
     rec = audit.build(policy, cands, alloc, decision_id=decision_id, now=now, secret=secret,
-                      query=query, request=request, corpus=corpus)
+                      query=query, request=request, corpus=corpus,
+                      retrieval=None if retrieval is None else retrieval(alloc))
     env = _write(audit_log, policy, rec) if audit_log is not None else None
     return Decided(alloc, rec, env)
 

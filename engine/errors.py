@@ -17,7 +17,8 @@ for callers that do not know this module::
     ├── AuditError (OSError)           the audit record could not be made durable
     │   └── LogNotIntactError          a log line or record that is not what the writer
     │                                  writes (bad JSON or UTF-8, too deep, wrong types)
-    └── UsageError (ValueError)        a command line the CLI cannot run (bad flag, unknown decision id)
+    ├── UsageError (ValueError)        a command line the CLI cannot run (bad flag, unknown decision id)
+    └── NoContextError                 ``pack --require-context``: no retrieved item in the context
 
 Every error carries data, not only text: a stable dotted ``code``
 (``policy.unknown_field``), a JSON ``path`` (``$.spec.levels.SECTION.max_tokens``), a
@@ -195,9 +196,19 @@ class UsageError(EngineError, ValueError):
     exit_code = 2
 
 
+class NoContextError(EngineError):
+    """``pack`` was told to require context (``--require-context``) and the context holds
+    no retrieved item: no node matched the query, the best score is below
+    ``min_relevance``, or nothing that passed fitted. The decision is recorded (with its
+    warning) before this is raised; ``details`` carries ``decision_id`` when it was."""
+
+    exit_code = 8
+
+
 def exit_code_for(error: BaseException) -> int:
     """The CLI exit code for an exception: 0 ok, 2 bad input, 3 infeasible,
-    4 solver failure, 5 audit log failure, 6 audit log not intact, 1 anything unexpected."""
+    4 solver failure, 5 audit log failure, 6 audit log not intact, 8 no context where
+    context was required, 1 anything unexpected."""
     if isinstance(error, EngineError):
         return error.exit_code
     return 1

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import platform
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
@@ -241,7 +241,8 @@ def _item_part(alloc: Allocation, digests: dict[str, str]) -> list[dict[str, Any
 def _header(policy: Policy, cands: Sequence[Candidate], decision_id: str | None,
             now: datetime | None, exact: bool, privacy: Privacy,
             query: str | None = None, request: Request | None = None,
-            corpus: Sequence[CorpusFile] | None = None) -> dict[str, Any]:
+            corpus: Sequence[CorpusFile] | None = None,
+            retrieval: Mapping[str, Any] | None = None) -> dict[str, Any]:
     when = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     masked: set[str] = set()
     rows = [input_item(c, privacy, masked) for c in cands]
@@ -257,6 +258,7 @@ def _header(policy: Policy, cands: Sequence[Candidate], decision_id: str | None,
                   "items": rows},
         "tokenizer": {"name": policy.tokenizer, "exact": exact},
         **who,
+        **({"retrieval": dict(retrieval)} if retrieval is not None else {}),
         "privacy": privacy.part(masked),
     }
     return head
@@ -265,16 +267,18 @@ def _header(policy: Policy, cands: Sequence[Candidate], decision_id: str | None,
 def build(policy: Policy, cands: Sequence[Candidate], alloc: Allocation, *,
           decision_id: str | None = None, now: datetime | None = None,
           secret: AuditSecret | None = None, query: str | None = None,
-          request: Request | None = None, corpus: Sequence[CorpusFile] | None = None) -> dict[str, Any]:
+          request: Request | None = None, corpus: Sequence[CorpusFile] | None = None,
+          retrieval: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The audit record of a successful allocation. ``secret`` keys the digests of
     content that is not stored (:mod:`engine.audit.privacy`; ``None``: this process's
     ephemeral key, for a record that is not written); ``query`` is the question a
     ``pack`` decision answered (recorded as text or keyed digest, see :class:`Privacy`);
     ``request`` who asked (:mod:`engine.audit.request`; an id is generated when none is
-    given) and ``corpus`` the files ``pack`` indexed."""
+    given), ``corpus`` the files ``pack`` indexed and ``retrieval`` how its search went
+    (:func:`engine.retrieval.pack.pack`)."""
     privacy = Privacy.of(policy, secret)
     rec = _header(policy, cands, decision_id, now, alloc.accounting.exact, privacy, query,
-                  request, corpus)
+                  request, corpus, retrieval)
     digests = {r["source_id"]: r["content_sha256"] for r in rec["input"]["items"]}
     context_digest = (privacy.secret.digest(alloc.context) if privacy.keyed and privacy.secret
                       else sha256_hex(alloc.context))
@@ -301,11 +305,12 @@ def build_infeasible(policy: Policy, cands: Sequence[Candidate], error: Infeasib
                      decision_id: str | None = None, now: datetime | None = None,
                      secret: AuditSecret | None = None, query: str | None = None,
                      request: Request | None = None,
-                     corpus: Sequence[CorpusFile] | None = None) -> dict[str, Any]:
+                     corpus: Sequence[CorpusFile] | None = None,
+                     retrieval: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The audit record of a decision that could not be made: the rules that conflict."""
     # The tokenizer was resolved (and cached) by the call that failed: no file is read.
     rec = _header(policy, cands, decision_id, now, policy_tokenizer(policy).exact,
-                  Privacy.of(policy, secret), query, request, corpus)
+                  Privacy.of(policy, secret), query, request, corpus, retrieval)
     rec.update({
         "outcome": "infeasible",
         "strategy": {"requested": policy.strategy.value, "used": None, "fallback_reason": None},

@@ -87,6 +87,18 @@ class Analyzer:
         """The terms of one text (see :meth:`terms_many`)."""
         return self.terms_many([text])[0]
 
+    def words(self, text: str) -> dict[str, list[str]]:
+        """Each distinct term of ``text`` with the words it comes from, in text order
+        (``{"refund": ["refunds", "refund"]}``): how to show a user their own words."""
+        plain: list[str] = bm25s.tokenize([text], token_pattern=TOKEN_PATTERN, stopwords=self.stopwords,
+                                          return_ids=False, show_progress=False)[0]
+        distinct = list(dict.fromkeys(plain))
+        stems = _stemmer(self.stemmer)(distinct) if self.stemmer is not None and distinct else distinct
+        out: dict[str, list[str]] = {}
+        for word, term in zip(distinct, stems):
+            out.setdefault(term, []).append(word)
+        return out
+
     def settings(self) -> dict[str, Any]:
         """What decides the terms, as plain JSON: tokenizer (library, version, pattern),
         stopword list (name, word count and a SHA-256 of the sorted list, so an edited
