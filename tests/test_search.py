@@ -470,3 +470,23 @@ def test_one_more_known_word_keeps_most_of_the_selection(example: SemanticSearch
     after = _eligible(example, " ".join(core + [extra]))
     if before:
         assert len(before & after) >= len(before) // 2
+
+
+def test_the_legacy_calibration_reproduces_the_old_failures(example: SemanticSearch) -> None:
+    """The calibration before issue 15, kept for bench/pack_quality.py, really is the one
+    that failed: with it (and no stemmer) the "damaged item" question has no paragraph or
+    sentence at 0.15, and the 40-word question almost nothing."""
+    from engine.retrieval.search import LEGACY_CALIBRATION
+
+    index = HierarchicalIndex()
+    for path in sorted(CORPUS.iterdir()):
+        index.index_document(path.read_text(encoding="utf-8"), path.stem, markdown=path.suffix == ".md")
+    old = SemanticSearch(index, analyzer=Analyzer(stemmer=None), calibration=LEGACY_CALIBRATION)
+    damaged = {r.metadata["level"] for r in old.search("How do I get a refund for a damaged item?", 1000)
+               if r.relevance_score >= 0.15}
+    assert damaged <= {"SECTION"}
+    assert len(_eligible(old, LONG_REFUND_QUESTION)) <= 8 < len(_eligible(example, LONG_REFUND_QUESTION))
+    assert analyzer_settings(calibration=LEGACY_CALIBRATION)["calibration"] == "bm25-query-terms/0"
+    with pytest.raises(CandidateError) as err:
+        SemanticSearch(index, calibration="max")
+    assert err.value.code == "search.bad_calibration"

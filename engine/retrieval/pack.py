@@ -158,6 +158,44 @@ def assess(policy: Policy, searched: Searched, *, scorer: str, top_k: int,
                      tuple(unknown_words), warning, threshold_path)
 
 
+@dataclass(frozen=True, slots=True)
+class Indexed:
+    """A corpus indexed in memory for ``pack``: the index, the files (as found) and what
+    the audit record says of them. Build it once (:func:`index_corpus`) to ask many
+    questions (:func:`pack_indexed`)."""
+
+    index: HierarchicalIndex
+    files: tuple[str, ...]
+    corpus: tuple[CorpusFile, ...]
+    seconds: float
+
+
+def index_corpus(paths: Sequence[str | Path],
+                 progress: Callable[[int, int, str], None] | None = None) -> Indexed:
+    """Index the text files named or found under ``paths`` (:func:`collect_corpus`);
+    ``progress(done, total, name)`` is called per file."""
+    t0 = time.perf_counter()
+    found = collect_corpus(paths)
+    index = HierarchicalIndex()
+    taken: set[str] = set()
+    corpus: list[CorpusFile] = []
+    for k, (f, root, rel) in enumerate(found, 1):
+        data = f.read_bytes()
+        try:
+            # as read_text would: universal newlines (the digest is of the bytes on disk)
+            text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+        except UnicodeDecodeError as exc:
+            raise CandidateError("pack.not_utf8", f"{f}: not UTF-8 text (byte {exc.start}); convert it first",
+                                 path="$.paths") from None
+        doc = _doc_id(f, taken) if text.strip() else None
+        corpus.append(CorpusFile(root, rel, doc, data))
+        if doc is not None:
+            index.index_document(text, doc, markdown=f.suffix.lower() in (".md", ".markdown"))
+        if progress is not None:
+            progress(k, len(found), str(f))
+    return Indexed(index, tuple(str(f) for f, _root, _rel in found), tuple(corpus), time.perf_counter() - t0)
+
+
 def pack(policy: Policy, query: str, paths: Sequence[str | Path], *, top_k: int = 50,
          audit_log: AuditLog | None = None,
          progress: Callable[[int, int, str], None] | None = None,
@@ -175,30 +213,24 @@ def pack(policy: Policy, query: str, paths: Sequence[str | Path], *, top_k: int 
     :class:`~engine.errors.NoContextError` (``pack.no_context``) when the context holds
     no retrieved item; the decision is recorded first."""
     t0 = time.perf_counter()
-    found = collect_corpus(paths)
-    files = [f for f, _root, _rel in found]
-    index = HierarchicalIndex()
-    taken: set[str] = set()
-    corpus: list[CorpusFile] = []
-    for k, (f, root, rel) in enumerate(found, 1):
-        data = f.read_bytes()
-        try:
-            # as read_text would: universal newlines (the digest is of the bytes on disk)
-            text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
-        except UnicodeDecodeError as exc:
-            raise CandidateError("pack.not_utf8", f"{f}: not UTF-8 text (byte {exc.start}); convert it first",
-                                 path="$.paths") from None
-        doc = _doc_id(f, taken) if text.strip() else None
-        corpus.append(CorpusFile(root, rel, doc, data))
-        if doc is not None:
-            index.index_document(text, doc, markdown=f.suffix.lower() in (".md", ".markdown"))
-        if progress is not None:
-            progress(k, len(files), str(f))
+    indexed = index_corpus(paths, progress)
+    search = SemanticSearch(indexed.index, scorer=scorer, embedder=embedder)
+    return pack_indexed(policy, query, indexed, search, top_k=top_k, audit_log=audit_log, request=request,
+                        require_context=require_context, started=t0)
+
+
+def pack_indexed(policy: Policy, query: str, indexed: Indexed, search: SemanticSearch, *, top_k: int = 50,
+                 audit_log: AuditLog | None = None, request: Request | None = None,
+                 require_context: bool = False, started: float | None = None) -> Packed:
+    """:func:`pack` for a corpus indexed once (:func:`index_corpus`) and a search built
+    over its index: what a benchmark or a long-running caller asks many questions of.
+    ``started``: the ``perf_counter`` the reported seconds count from (default: now)."""
+    t0 = time.perf_counter() if started is None else started
     notes = []
     if not policy.hierarchy.exclusive:
         notes.append("hierarchy.exclusive is off in this policy: a section and its own "
                      "paragraphs may both be sent")
-    search = SemanticSearch(index, scorer=scorer, embedder=embedder)
+    index = indexed.index
     searched = search.search_with_stats(query, top_k=top_k)
     results = searched.results
     rows, _ = search_rows(results, index)
@@ -219,7 +251,7 @@ def pack(policy: Policy, query: str, paths: Sequence[str | Path], *, top_k: int 
         return assessed[-1].record_part()
 
     decided = decide(rows + fetched, policy, audit_log=audit_log, query=query, request=request,
-                     corpus=corpus, retrieval=retrieval)
+                     corpus=indexed.corpus, retrieval=retrieval)
     found_out = assessed[-1]
     if require_context and found_out.warning is not None:
         where = (found_out.threshold_path if found_out.best_source_id is not None and found_out.eligible == 0
@@ -228,5 +260,5 @@ def pack(policy: Policy, query: str, paths: Sequence[str | Path], *, top_k: int 
                              location=policy.location_of(where) if where != "$.query" else None,
                              details={"decision_id": decided.record["decision_id"],
                                       "best_score": found_out.best_score, "threshold": found_out.threshold})
-    return Packed(decided, tuple(str(f) for f in files), len(results), tuple(notes),
+    return Packed(decided, indexed.files, len(results), tuple(notes),
                   time.perf_counter() - t0, tuple(r["source_id"] for r in fetched), found_out)

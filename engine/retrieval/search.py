@@ -84,9 +84,9 @@ from ..errors import CandidateError
 from .analyzer import DEFAULT_ANALYZER, STEMMER_LANGUAGE, STOPWORDS, Analyzer
 from .index import HierarchicalIndex, IndexLevel, Node
 
-__all__ = ["BM25_B", "BM25_K1", "BM25_METHOD", "CALIBRATION", "DEFAULT_ANALYZER", "DEFAULT_LEVELS", "STEMMER_LANGUAGE",
-           "STOPWORDS", "Analyzer", "Embedder", "Scorer", "SearchResult", "Searched", "SemanticSearch",
-           "analyzer_settings", "bm25_idf", "dense_available", "tokenize"]
+__all__ = ["BM25_B", "BM25_K1", "BM25_METHOD", "CALIBRATION", "CALIBRATIONS", "DEFAULT_ANALYZER", "DEFAULT_LEVELS",
+           "LEGACY_CALIBRATION", "STEMMER_LANGUAGE", "STOPWORDS", "Analyzer", "Embedder", "Scorer", "SearchResult",
+           "Searched", "SemanticSearch", "analyzer_settings", "bm25_idf", "dense_available", "tokenize"]
 
 #: The levels searched when the caller names none.
 DEFAULT_LEVELS = (IndexLevel.SECTION, IndexLevel.PARAGRAPH, IndexLevel.SENTENCE)
@@ -96,6 +96,10 @@ BM25_B = 0.75
 BM25_METHOD = "lucene"
 #: Names the calibration of the module docstring; a persistent index records it.
 CALIBRATION = "bm25-cover-max/1"
+#: The calibration before issue 15 (``raw / Σ idf`` over every query term), kept only so
+#: that ``bench/pack_quality.py`` can report before/after on the same code.
+LEGACY_CALIBRATION = "bm25-query-terms/0"
+CALIBRATIONS = (CALIBRATION, LEGACY_CALIBRATION)
 #: Weight of calibrated BM25 in the hybrid score; the dense part gets the rest.
 HYBRID_BM25_WEIGHT = 0.5
 DENSE_EXTRA = "pip install 'ctxbudget[dense]'"
@@ -112,14 +116,14 @@ class Scorer(Enum):
     HYBRID = "hybrid"
 
 
-def analyzer_settings(analyzer: Analyzer = DEFAULT_ANALYZER) -> dict[str, Any]:
+def analyzer_settings(analyzer: Analyzer = DEFAULT_ANALYZER, calibration: str = CALIBRATION) -> dict[str, Any]:
     """Everything that decides which terms a text gets and what they score, as plain
     JSON: the analyzer's settings (:meth:`Analyzer.settings`: tokenizer, stopword list
     with its digest, stemmer with its version), the BM25 parameters and the name of the
     calibration. A persistent index records them in its manifest; an index whose
     settings differ from the ones a query would use must be rebuilt, not searched."""
     return {**analyzer.settings(), "bm25": {"method": BM25_METHOD, "k1": BM25_K1, "b": BM25_B},
-            "calibration": CALIBRATION}
+            "calibration": calibration}
 
 
 def tokenize(text: str, analyzer: Analyzer = DEFAULT_ANALYZER) -> list[str]:
@@ -314,6 +318,8 @@ class SemanticSearch:
         hybrid_bm25_weight: ``w`` in ``w · bm25 + (1 − w) · dense``, in [0, 1].
         analyzer: text → terms for the nodes and every query (default
             :data:`DEFAULT_ANALYZER`); kept as ``self.analyzer``.
+        calibration: :data:`CALIBRATION` (default), or :data:`LEGACY_CALIBRATION`, the
+            one before issue 15, for before/after comparisons only.
 
     Raises:
         CandidateError: ``search.bad_scorer``, ``search.bad_level``,
@@ -330,10 +336,15 @@ class SemanticSearch:
         embedder: Embedder | None = None,
         hybrid_bm25_weight: float = HYBRID_BM25_WEIGHT,
         analyzer: Analyzer = DEFAULT_ANALYZER,
+        calibration: str = CALIBRATION,
     ) -> None:
         self.scorer = _parse_scorer(scorer)
         self.levels = _parse_levels(levels)
         self.analyzer = analyzer
+        if calibration not in CALIBRATIONS:
+            raise CandidateError("search.bad_calibration", f"unknown calibration {calibration!r}; use one of "
+                                 + ", ".join(map(repr, CALIBRATIONS)), path="$.calibration")
+        self.calibration = calibration
         if isinstance(hybrid_bm25_weight, bool) or not isinstance(hybrid_bm25_weight, (int, float)) \
                 or not 0.0 <= float(hybrid_bm25_weight) <= 1.0:
             raise CandidateError(
@@ -395,7 +406,7 @@ class SemanticSearch:
         parts: list[dict[str, Any]] = []
         known = [li.term_ids(query_terms) for li in self._levels]
         for i, li in enumerate(self._levels):
-            part = self._score_level(li, self._reference(i, known), known[i],
+            part = self._score_level(li, self._reference(i, known, query_terms), known[i],
                                      None if q_vec is None else self._vectors[i] @ q_vec)
             part["known"] = known[i]
             parts.append(part)
@@ -423,7 +434,7 @@ class SemanticSearch:
         unknown = tuple(t for t in query_terms if t not in seen)
         return Searched(results, tuple(query_terms), unknown, hits[0][0] if hits else 0.0, len(hits))
 
-    def _reference(self, i: int, known: Sequence[Sequence[tuple[str, int]]]) -> float:
+    def _reference(self, i: int, known: Sequence[Sequence[tuple[str, int]]], query_terms: Sequence[str]) -> float:
         """``ref(q)`` of level ``i``: the most evidence, in this level's idf, of the query
         terms that one node holds, over the nodes of this level and of the finer levels
         searched. A section holds its paragraphs' terms, so the finer levels add only the
@@ -431,6 +442,8 @@ class SemanticSearch:
         them a query whose terms meet only in such a paragraph would rate a section that
         holds one of its words as if it held all it could."""
         li = self._levels[i]
+        if self.calibration == LEGACY_CALIBRATION:  # Σ idf over every query term, held or not
+            return sum(li.idf(t) for t in query_terms) if known[i] else 0.0
         terms = {t for level_known in known[i:] for t, _ in level_known}
         if not terms:
             return 0.0
