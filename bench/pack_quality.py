@@ -17,12 +17,15 @@ to an audit log.
 
 Configurations (rows)
 ---------------------
-* ``before``: no stemmer, the calibration before issue 15 (``raw / Σ idf`` over every
-  query term; ``engine.retrieval.search.LEGACY_CALIBRATION``): what ``pack`` did.
+* ``before``: no stemmer, no identifier split, the calibration before issue 15
+  (``raw / Σ idf`` over every query term; ``engine.retrieval.search.LEGACY_CALIBRATION``):
+  what ``pack`` did.
 * ``stemming``: the stemmer alone (Snowball English), old calibration.
 * ``calibration``: the new calibration alone (``raw / ref``, the most evidence one node
   holds), no stemmer.
-* ``after``: both, the default now.
+* ``stem-calib``: both, without the camelCase split of identifiers.
+* ``after``: the default now: stemmer, new calibration, camelCase words also give their
+  parts ("readFile" → readfile, read, file).
 * ``after-hybrid``, ``after-dense`` (``--configs``, with the ``ctxbudget[dense]`` extra):
   the same with ``--scorer hybrid`` / ``dense`` (all-MiniLM-L6-v2).
 
@@ -90,15 +93,16 @@ DOCS_GOAL = 0.90
 
 #: name -> (analyzer, calibration, scorer); "after" is the default of engine.retrieval.search.
 CONFIGS: dict[str, tuple[Analyzer, str, str]] = {
-    "before": (Analyzer(stemmer=None), LEGACY_CALIBRATION, "bm25"),
-    "stemming": (Analyzer(), LEGACY_CALIBRATION, "bm25"),
-    "calibration": (Analyzer(stemmer=None), CALIBRATION, "bm25"),
+    "before": (Analyzer(stemmer=None, split_identifiers=False), LEGACY_CALIBRATION, "bm25"),
+    "stemming": (Analyzer(split_identifiers=False), LEGACY_CALIBRATION, "bm25"),
+    "calibration": (Analyzer(stemmer=None, split_identifiers=False), CALIBRATION, "bm25"),
+    "stem-calib": (Analyzer(split_identifiers=False), CALIBRATION, "bm25"),
     "after": (Analyzer(), CALIBRATION, "bm25"),
     # --scorer hybrid / dense (the ctxbudget[dense] extra: all-MiniLM-L6-v2); not run by default
     "after-hybrid": (Analyzer(), CALIBRATION, "hybrid"),
     "after-dense": (Analyzer(), CALIBRATION, "dense"),
 }
-LEXICAL = ("before", "stemming", "calibration", "after")
+LEXICAL = ("before", "stemming", "calibration", "stem-calib", "after")
 REFERENCE = "after"
 
 

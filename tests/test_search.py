@@ -345,9 +345,19 @@ def test_regression_stemming_matches_word_forms() -> None:
     assert tokenize("Caching caches cached cache") == ["cach"] * 4
 
 
+def test_camel_case_identifiers_also_give_their_parts() -> None:
+    docs = {"fs": "## `fsPromises.copyFile(src, dest)`\n\nCopies src to dest.", "misc": "Nothing here."}
+    search = SemanticSearch(build(docs), levels=["SECTION", "PARAGRAPH"])
+    assert search.search("How do I copy a file?")[0].node_id == "fs#s1"
+    assert search.search("copyFile")[0].metadata["matched_terms"] == ["copyfil", "copi", "file"]
+    assert tokenize("existsSync randomUUID HTMLParser") == ["existssync", "exist", "sync", "randomuuid", "random",
+                                                             "uuid", "htmlparser"]
+    assert Analyzer(split_identifiers=False).terms("readFile") == ["readfil"]
+
+
 def test_indexing_and_querying_share_one_analyzer() -> None:
     docs = {"bill": "Refunds take five days.", "misc": "Nothing here."}
-    plain = Analyzer(stemmer=None)
+    plain = Analyzer(stemmer=None, split_identifiers=False)
     search = SemanticSearch(build(docs), levels=["PARAGRAPH"], analyzer=plain)
     assert search.analyzer is plain
     assert search.search("refunds")[0].node_id == "bill/p1"
@@ -367,7 +377,7 @@ def test_analyzer_settings_name_everything_that_decides_the_terms() -> None:
     assert got["stemmer"] == {"algorithm": "snowball", "language": "english", "library": "PyStemmer",
                               "version": metadata.version("PyStemmer")}
     assert got["tokenizer"] == {"library": "bm25s", "version": bm25s.__version__, "pattern": r"(?u)\b\w\w+\b",
-                                "lowercase": True}
+                                "lowercase": True, "split_identifiers": True}
     assert got["bm25"] == {"method": "lucene", "k1": BM25_K1, "b": BM25_B}
     assert got["calibration"] == "bm25-cover-max/1"
     assert "english" in Stemmer.algorithms()
@@ -481,7 +491,8 @@ def test_the_legacy_calibration_reproduces_the_old_failures(example: SemanticSea
     index = HierarchicalIndex()
     for path in sorted(CORPUS.iterdir()):
         index.index_document(path.read_text(encoding="utf-8"), path.stem, markdown=path.suffix == ".md")
-    old = SemanticSearch(index, analyzer=Analyzer(stemmer=None), calibration=LEGACY_CALIBRATION)
+    old = SemanticSearch(index, analyzer=Analyzer(stemmer=None, split_identifiers=False),
+                         calibration=LEGACY_CALIBRATION)
     damaged = {r.metadata["level"] for r in old.search("How do I get a refund for a damaged item?", 1000)
                if r.relevance_score >= 0.15}
     assert damaged <= {"SECTION"}

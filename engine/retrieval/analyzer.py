@@ -12,6 +12,7 @@ says all of that as JSON, for a persistent index's manifest
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,10 @@ STOPWORDS = "en_plus"
 STEMMER_LANGUAGE = "english"
 #: bm25s's default split: runs of two or more word characters (after lower-casing).
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+#: A word with a lower-case letter or digit followed by a capital: a code identifier
+#: written in camelCase ("readFile", "randomUUID", "existsSync").
+_CAMEL_WORD = re.compile(r"\b\w*[a-z0-9][A-Z]\w*\b")
+_CAMEL_CUT = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
 def _version(dist: str) -> str:
@@ -69,18 +74,29 @@ class Analyzer:
     bm25s, stemmed by the Snowball algorithm ``stemmer`` (``None``: no stemming).
 
     Stopwords are removed before stemming (bm25s's order), so "does" is dropped as a
-    stopword rather than kept as the stem "doe"."""
+    stopword rather than kept as the stem "doe". With ``split_identifiers`` a camelCase
+    word also gives its parts ("readFile" → readfile, read, file), so a question in
+    plain words ("read a file", "copy a file") meets the API names of technical
+    documentation; the whole word is kept too, so an exact identifier still matches
+    best."""
 
     stemmer: str | None = STEMMER_LANGUAGE
     stopwords: str = STOPWORDS
+    split_identifiers: bool = True
+
+    def _prepare(self, texts: Sequence[str]) -> list[str]:
+        if not self.split_identifiers:
+            return list(texts)
+        return [_CAMEL_WORD.sub(lambda m: f"{m.group(0)} {_CAMEL_CUT.sub(' ', m.group(0))}", t) for t in texts]
 
     def terms_many(self, texts: Sequence[str]) -> list[list[str]]:
         """The terms of each text, in order (repeats kept: BM25 counts them)."""
         if not texts:
             return []
         stem = _stemmer(self.stemmer) if self.stemmer is not None else None
-        out: list[list[str]] = bm25s.tokenize(list(texts), token_pattern=TOKEN_PATTERN, stopwords=self.stopwords,
-                                              stemmer=stem, return_ids=False, show_progress=False)
+        out: list[list[str]] = bm25s.tokenize(self._prepare(texts), token_pattern=TOKEN_PATTERN,
+                                              stopwords=self.stopwords, stemmer=stem, return_ids=False,
+                                              show_progress=False)
         return out
 
     def terms(self, text: str) -> list[str]:
@@ -90,8 +106,8 @@ class Analyzer:
     def words(self, text: str) -> dict[str, list[str]]:
         """Each distinct term of ``text`` with the words it comes from, in text order
         (``{"refund": ["refunds", "refund"]}``): how to show a user their own words."""
-        plain: list[str] = bm25s.tokenize([text], token_pattern=TOKEN_PATTERN, stopwords=self.stopwords,
-                                          return_ids=False, show_progress=False)[0]
+        plain: list[str] = bm25s.tokenize(self._prepare([text]), token_pattern=TOKEN_PATTERN,
+                                          stopwords=self.stopwords, return_ids=False, show_progress=False)[0]
         distinct = list(dict.fromkeys(plain))
         stems = _stemmer(self.stemmer)(distinct) if self.stemmer is not None and distinct else distinct
         out: dict[str, list[str]] = {}
@@ -110,7 +126,7 @@ class Analyzer:
         digest = hashlib.sha256("\n".join(words).encode("utf-8")).hexdigest()
         return {
             "tokenizer": {"library": "bm25s", "version": _version("bm25s"), "pattern": TOKEN_PATTERN,
-                          "lowercase": True},
+                          "lowercase": True, "split_identifiers": self.split_identifiers},
             "stopwords": {"name": self.stopwords, "source": "bm25s", "count": len(words),
                           "sha256": digest},
             "stemmer": None if self.stemmer is None else {

