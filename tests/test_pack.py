@@ -141,6 +141,10 @@ def test_a_question_the_corpus_cannot_answer_warns_on_stderr_and_in_the_record(
                                 "warning": warning}
     assert rec["query"] == {"text": "How do I configure Kubernetes ingress?", "digest": None}
     assert run(capsys, "audit", "verify", str(log))[0] == 0
+    code, out, _ = run(capsys, "audit", "show", str(log))
+    assert code == 0
+    assert ("search   bm25: 0 node(s) matched, best score 0 (min_relevance 0.15), 0 retrieved item(s) in the "
+            f"context\n  WARNING {warning}\n") in out
 
 
 def test_a_weak_best_score_is_named_with_the_threshold(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -79,6 +79,13 @@ def _who(rec: dict[str, Any]) -> list[str]:
                 f"({f.get('bytes', 0):,} bytes; doc {f.get('doc_id')}; {f.get('sha256')})" for f in files[:20]]
         if len(files) > 20:
             out.append(f"  ... {len(files) - 20} more file(s) (--json lists them all)")
+    found = rec.get("retrieval")
+    if isinstance(found, dict):
+        out.append(f"search   {found.get('scorer')}: {found.get('matched')} node(s) matched, best score "
+                   f"{found.get('best_score')} (min_relevance {found.get('threshold')}), "
+                   f"{found.get('included')} retrieved item(s) in the context")
+        if found.get("warning"):
+            out.append(f"  WARNING {found['warning']}")
     return out
 
 
