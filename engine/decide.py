@@ -98,8 +98,8 @@ def decide(candidates: Iterable[Any], policy: Policy, *, audit_log: AuditLog | N
     ``request`` says who asked (:class:`~engine.audit.request.Request`: request id,
     requested_by, labels; an id is generated when none is given); ``corpus`` the files
     ``pack`` indexed; ``retrieval`` gives the record's ``retrieval`` part (how ``pack``'s
-    search went) from the allocation (``None`` when infeasible). With a log, the effective policy is archived next to it before the
-    record is appended (:mod:`engine.audit.policies`): a second policy claiming the same
+    search went) from the allocation (``None`` when infeasible). With a log, the
+    effective policy is archived next to it before the record is appended (:mod:`engine.audit.policies`): a second policy claiming the same
     name and revision with another digest is ``PolicyError``
     ``policy.revision_conflict``, and nothing is recorded or returned."""
     secret = log_secret(policy, audit_log, secret, query=query is not None)
