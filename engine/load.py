@@ -330,15 +330,21 @@ class _Walker:
 def _deepest_opening(text: str) -> tuple[int, int]:
     """Line and column of the bracket where flow nesting first passes MAX_DEPTH (the
     place to look when the YAML parser itself gave up on recursion)."""
+    return _bracket_past(text, MAX_DEPTH) or (1, 1)
+
+
+def _bracket_past(text: str, limit: int) -> tuple[int, int] | None:
+    """Line and column of the first ``[``/``{`` at raw bracket depth ``limit + 1``
+    (quotes are not parsed), or ``None``."""
     depth = 0
     for offset, ch in enumerate(text):
         if ch in "[{":
             depth += 1
-            if depth > MAX_DEPTH:
+            if depth > limit:
                 return _line_col(text, offset)
         elif ch in "]}":
             depth = max(0, depth - 1)
-    return 1, 1
+    return None
 
 
 def _is_plain_string(text: str) -> bool:
@@ -450,15 +456,7 @@ def _too_deep_brackets(text: str) -> tuple[int, int] | None:
     """Line and column of the bracket where raw flow nesting passes PRESCAN_DEPTH."""
     if text.count("[") + text.count("{") <= PRESCAN_DEPTH:  # the common case, in C
         return None
-    depth = 0
-    for offset, ch in enumerate(text):
-        if ch in "[{":
-            depth += 1
-            if depth > PRESCAN_DEPTH:
-                return _line_col(text, offset)
-        elif ch in "]}":
-            depth = max(0, depth - 1)
-    return None
+    return _bracket_past(text, PRESCAN_DEPTH)
 
 
 def _compose(text: str, file: str | None) -> Any:
