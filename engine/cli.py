@@ -254,33 +254,68 @@ def cmd_pack(args: argparse.Namespace) -> int:
     request = _request(args)
     policy = load_policy(args.policy)
     log = _audit_log(args, policy)
-    started = time.monotonic()
-
-    def progress(done: int, total: int, name: str) -> None:
-        if time.monotonic() - started > 0.5 or (sys.stderr.isatty() and total > 20):
-            bar = "#" * int(30 * done / total)
-            sys.stderr.write(f"\rindexing [{bar:<30}] {done}/{total} {name[-40:]:<40}")
-            if done == total:
-                sys.stderr.write("\n")
-
     with _signing_on_close(log):
         packed = pack(policy, args.query, args.paths, top_k=args.top_k, audit_log=log,
-                      progress=progress, request=request)
+                      progress=_progress("indexing"), request=request)
     a = packed.decided.allocation
     if args.json:
         from .canonical import indented_json
 
-        _out(indented_json(allocation_json(packed.decided)))
+        out = allocation_json(packed.decided)
+        out["skipped_files"] = [s.to_dict() for s in packed.skipped]
+        _out(indented_json(out))
     else:
         _out(a.context)
     if args.out:
         Path(args.out).write_text(a.context, encoding="utf-8")
     for note in packed.notes:
         _err(f"note: {note}")
+    _report_skipped(packed.skipped, args.verbose)
     where = f"; audit record {packed.decided.record['decision_id']} -> {log.path}" if log else ""
-    _err(f"{len(packed.files)} files, {packed.results} search results; "
+    skipped = f" ({len(packed.skipped)} skipped)" if packed.skipped else ""
+    _err(f"{len(packed.files)} files indexed{skipped}, {packed.results} search results; "
          + summary_line(a, packed.seconds) + where)
     return 0
+
+
+#: Without a terminal, a progress line every this many files (and at the end).
+PROGRESS_EVERY_FILES = 100
+
+
+def _progress(what: str) -> Any:
+    """``progress(done, total, name)`` for long indexing: a ``\\r`` bar redrawn in place
+    when stderr is a terminal; otherwise (a log file, a pipe) one plain line every
+    :data:`PROGRESS_EVERY_FILES` files and at the end, only for corpora that large, so a
+    redirected stderr never fills with redraws."""
+    started = time.monotonic()
+    tty = sys.stderr.isatty()
+
+    def progress(done: int, total: int, name: str) -> None:
+        if tty:
+            if time.monotonic() - started > 0.5 or total > 20:
+                bar = "#" * int(30 * done / total)
+                sys.stderr.write(f"\r{what} [{bar:<30}] {done}/{total} {name[-40:]:<40}")
+                if done == total:
+                    sys.stderr.write("\n")
+        elif total >= PROGRESS_EVERY_FILES and (done % PROGRESS_EVERY_FILES == 0 or done == total):
+            _err(f"{what}: {done}/{total} files ({time.monotonic() - started:.1f} s)")
+
+    return progress
+
+
+def _report_skipped(skipped: Sequence[Any], verbose: bool) -> None:
+    """One summary line of the files not indexed, by reason; each file with ``--verbose``."""
+    if not skipped:
+        return
+    reasons: dict[str, int] = {}
+    for s in skipped:
+        key = s.reason.split(" (")[0]
+        reasons[key] = reasons.get(key, 0) + 1
+    _err(f"skipped {len(skipped)} file(s): " + ", ".join(f"{n} {r}" for r, n in reasons.items())
+         + ("" if verbose else " (--verbose lists them)"))
+    if verbose:
+        for s in skipped:
+            _err(f"  skipped {os.path.join(s.root, s.path)}: {s.reason}")
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -728,6 +763,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--out", metavar="FILE", help="also write the assembled context to this file")
     k.add_argument("--json", action="store_true", help="print the decision as JSON instead of the context")
     k.add_argument("--top-k", type=int, default=50, metavar="N", help="search results to consider (default 50)")
+    k.add_argument("--verbose", action="store_true", help="list every file skipped, with its reason")
     k.add_argument("--audit-log", metavar="FILE",
                    help="append the audit record here (default: the policy's audit.log, if any)")
     _add_request_options(k)

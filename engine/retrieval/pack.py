@@ -1,7 +1,8 @@
 """The main job: documents and a question in, the best context that fits the policy out.
 
-``pack(policy, query, paths)``: index the files (Markdown or plain text) into the
-hierarchical index, search them, turn the results into candidate rows
+``pack(policy, query, paths)``: index the files (Markdown, reStructuredText, HTML or
+plain text, each also gzip-compressed; :mod:`engine.retrieval.build`) into the
+hierarchical index, or load a prebuilt one (``index=``, :mod:`engine.retrieval.store`), search them, turn the results into candidate rows
 (:mod:`engine.retrieval.convert`, the conversion the seed's
 ``create_budget_items_from_search`` uses too), add the nodes the policy pins that search
 did not return, and decide under the policy. Token counts are left to the engine, which
@@ -12,7 +13,6 @@ both sent; a policy that turns it off gets a note saying so.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,11 +23,13 @@ from ..audit.request import CorpusFile, Request
 from ..decide import Decided, decide
 from ..errors import CandidateError
 from ..policy import Policy
+from .build import Built, build_in_memory
 from .convert import pinned_rows, search_rows
-from .index import HierarchicalIndex
+from .corpus import Skipped, walk
+from .formats import SUFFIX_FORMATS
 from .search import SemanticSearch
 
-TEXT_SUFFIXES = (".md", ".markdown", ".txt", ".text", ".rst")
+TEXT_SUFFIXES = tuple(SUFFIX_FORMATS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,82 +41,45 @@ class Packed:
     seconds: float
     #: Pinned nodes fetched from the index because search did not return them.
     fetched_pins: tuple[str, ...] = ()
+    #: Files not indexed, each with its reason.
+    skipped: tuple[Skipped, ...] = ()
 
 
 def collect_files(paths: Sequence[str | Path]) -> list[Path]:
-    """Text files named, or found (sorted) under the folders named."""
-    return [f for f, _root, _rel in collect_corpus(paths)]
-
-
-def collect_corpus(paths: Sequence[str | Path]) -> list[tuple[Path, str, str]]:
-    """(file, its root as given, its path below the root in POSIX form) for every text
-    file named, or found (sorted) under the folders named; a file named directly has its
-    own folder as root."""
-    out: list[tuple[Path, str, str]] = []
-    for given in paths:
-        p = Path(given)
-        if p.is_dir():
-            out += [(f, str(given), f.relative_to(p).as_posix()) for f in sorted(p.rglob("*"))
-                    if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES]
-        elif p.is_file():
-            out.append((p, os.path.dirname(str(given)) or ".", p.name))
-        else:
-            raise CandidateError("pack.missing_path", f"{p}: no such file or folder", path="$.paths")
-    if not out:
-        raise CandidateError("pack.no_files",
-                             f"no text files ({', '.join(TEXT_SUFFIXES)}) under {', '.join(map(str, paths))}",
-                             path="$.paths")
-    return out
-
-
-def _doc_id(path: Path, taken: set[str]) -> str:
-    base = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in path.stem) or "doc"
-    doc, n = base, 2
-    while doc in taken:
-        doc, n = f"{base}-{n}", n + 1
-    taken.add(doc)
-    return doc
+    """Files of a supported format named, or found (sorted) under the folders named."""
+    return [f.file for f in walk(paths)[0]]
 
 
 def pack(policy: Policy, query: str, paths: Sequence[str | Path], *, top_k: int = 50,
          audit_log: AuditLog | None = None,
          progress: Callable[[int, int, str], None] | None = None,
-         request: Request | None = None) -> Packed:
+         request: Request | None = None, index: Built | None = None) -> Packed:
     """Run the main job; ``progress(done, total, name)`` is called per file indexed.
-    The record keeps the query (keyed digest unless the policy keeps it as text), the
-    corpus files (path below their root, size, digest) and ``request`` (who asked)."""
+    ``index`` is a prebuilt corpus (``engine.retrieval.store.load_for_pack``); without
+    it the files under ``paths`` are indexed in memory. The record keeps the query (keyed
+    digest unless the policy keeps it as text), the corpus files (path below their root,
+    size, digest) and ``request`` (who asked)."""
     t0 = time.perf_counter()
-    found = collect_corpus(paths)
-    files = [f for f, _root, _rel in found]
-    index = HierarchicalIndex()
-    taken: set[str] = set()
-    corpus: list[CorpusFile] = []
-    for k, (f, root, rel) in enumerate(found, 1):
-        data = f.read_bytes()
-        try:
-            # as read_text would: universal newlines (the digest is of the bytes on disk)
-            text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
-        except UnicodeDecodeError as exc:
-            raise CandidateError("pack.not_utf8", f"{f}: not UTF-8 text (byte {exc.start}); convert it first",
-                                 path="$.paths") from None
-        doc = _doc_id(f, taken) if text.strip() else None
-        corpus.append(CorpusFile(root, rel, doc, data))
-        if doc is not None:
-            index.index_document(text, doc, markdown=f.suffix.lower() in (".md", ".markdown"))
-        if progress is not None:
-            progress(k, len(files), str(f))
+    built = index if index is not None else build_in_memory(paths, progress)
+    if not any(r.doc_id is not None for r in built.read):
+        reasons = "; ".join(f"{s.path}: {s.reason}" for s in built.skipped[:5])
+        raise CandidateError("pack.no_documents",
+                             f"no file under {', '.join(map(str, paths))} could be indexed ({reasons}); "
+                             "give files with text in a supported format", path="$.paths")
+    corpus = [CorpusFile(r.source.root, r.source.path, r.doc_id, r.data) for r in built.read]
     notes = []
     if not policy.hierarchy.exclusive:
         notes.append("hierarchy.exclusive is off in this policy: a section and its own "
                      "paragraphs may both be sent")
-    results = SemanticSearch(index).search(query, top_k=top_k)
-    rows, _ = search_rows(results, index)
-    fetched = pinned_rows(policy.pinned, index, (r["source_id"] for r in rows))
+    searcher = built.searcher() if built.searcher is not None else SemanticSearch(built.index)
+    results = searcher.search(query, top_k=top_k)
+    rows, _ = search_rows(results, built.index)
+    fetched = pinned_rows(policy.pinned, built.index, (r["source_id"] for r in rows))
     if fetched:
         notes.append(f"{len(fetched)} pinned node(s) that search did not return were fetched from the "
                      f"index: {', '.join(r['source_id'] for r in fetched[:10])}"
                      + (" ..." if len(fetched) > 10 else ""))
     decided = decide(rows + fetched, policy, audit_log=audit_log, query=query, request=request,
                      corpus=corpus)
-    return Packed(decided, tuple(str(f) for f in files), len(results), tuple(notes),
-                  time.perf_counter() - t0, tuple(r["source_id"] for r in fetched))
+    return Packed(decided, built.files, len(results), tuple(notes),
+                  time.perf_counter() - t0, tuple(r["source_id"] for r in fetched), built.skipped)
