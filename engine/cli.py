@@ -7,7 +7,8 @@ decision replays differently or cannot be replayed; 130 on Ctrl-C,
 
     ctxbudget policy validate FILES...          ctxbudget policy render FILE
     ctxbudget allocate --policy P --candidates C [--format json|context] [--audit-log L]
-    ctxbudget pack --policy P --query Q PATH... [--out F] [--json] [--audit-log L]
+    ctxbudget pack --policy P --query Q PATH...|--index INDEX [--out F] [--json] [--audit-log L]
+    ctxbudget index build PATH... --out INDEX [--json] [--verbose]
         (both: [--request-id ID] [--requested-by WHO] [--label KEY=VALUE]...)
     ctxbudget audit verify LOG [--checkpoint F]  ctxbudget audit checkpoint LOG --out F
     ctxbudget audit replay LOG [--policy P [--fail-on-diff]]  ctxbudget audit show LOG [--decision ID] [--json]
@@ -251,12 +252,20 @@ def cmd_pack(args: argparse.Namespace) -> int:
     from .policy import load_policy
     from .retrieval.pack import pack
 
+    if bool(args.paths) == bool(args.index):
+        raise UsageError("usage.pack_paths", "give the files or folders to index (PATH...) or a prebuilt "
+                         "index (--index INDEX), not both and not neither", path="$.paths")
     request = _request(args)
     policy = load_policy(args.policy)
+    prebuilt = None
+    if args.index:
+        from .retrieval.store import load_for_pack
+
+        prebuilt = load_for_pack(args.index)
     log = _audit_log(args, policy)
     with _signing_on_close(log):
         packed = pack(policy, args.query, args.paths, top_k=args.top_k, audit_log=log,
-                      progress=_progress("indexing"), request=request)
+                      progress=_progress("indexing"), request=request, index=prebuilt)
     a = packed.decided.allocation
     if args.json:
         from .canonical import indented_json
@@ -275,6 +284,27 @@ def cmd_pack(args: argparse.Namespace) -> int:
     skipped = f" ({len(packed.skipped)} skipped)" if packed.skipped else ""
     _err(f"{len(packed.files)} files indexed{skipped}, {packed.results} search results; "
          + summary_line(a, packed.seconds) + where)
+    return 0
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from .retrieval.store import build_index
+
+    report = build_index(args.paths, args.out, progress=_progress("indexing"))
+    if args.json:
+        _out(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    elif args.verbose:
+        for fate, paths in (("added", report.added), ("changed", report.changed), ("removed", report.removed)):
+            for p in paths:
+                _out(f"{fate:8} {p}")
+    _report_skipped(report.skipped, args.verbose)
+    if report.rebuilt_because:
+        _err(f"note: rebuilt from scratch: {report.rebuilt_because}")
+    mb = report.corpus_bytes / 1e6
+    _err(f"index {report.index}: {report.documents} documents, {report.nodes} nodes; "
+         f"{len(report.added)} added, {len(report.changed)} changed, {len(report.removed)} removed, "
+         f"{len(report.unchanged)} unchanged; {mb:.2f} MB in {report.seconds:.2f} s "
+         f"({mb / max(report.seconds, 1e-9):.2f} MB/s)")
     return 0
 
 
@@ -759,7 +789,8 @@ def build_parser() -> argparse.ArgumentParser:
     k = command(sub, "pack", "index files, search, and pack the best context for a query")
     k.add_argument("--policy", required=True, metavar="FILE", help="policy file (YAML)")
     k.add_argument("--query", required=True, help="the question to retrieve context for")
-    k.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to index")
+    k.add_argument("paths", nargs="*", metavar="PATH", help="files or folders to index (or --index)")
+    k.add_argument("--index", metavar="INDEX", help="a prebuilt index (`ctxbudget index build`) instead of PATHs")
     k.add_argument("--out", metavar="FILE", help="also write the assembled context to this file")
     k.add_argument("--json", action="store_true", help="print the decision as JSON instead of the context")
     k.add_argument("--top-k", type=int, default=50, metavar="N", help="search results to consider (default 50)")
@@ -768,6 +799,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="append the audit record here (default: the policy's audit.log, if any)")
     _add_request_options(k)
     k.set_defaults(func=cmd_pack)
+
+    ix = command(sub, "index", "build a persistent index of a corpus for `pack --index`").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND", parser_class=_Parser, title="subcommands",
+        help="`ctxbudget index SUBCOMMAND --help` lists its options")
+    ib = command(ix, "build", "index files (Markdown, RST, HTML, text; each also .gz) into INDEX, or update "
+                 "INDEX: only changed and added files are parsed again, removed ones dropped")
+    ib.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to index")
+    ib.add_argument("--out", required=True, metavar="INDEX", help="the index folder (created or updated)")
+    ib.add_argument("--json", action="store_true", help="print what changed as JSON")
+    ib.add_argument("--verbose", action="store_true", help="list the files added, changed, removed and skipped")
+    ib.set_defaults(func=cmd_index_build)
 
     sv = command(sub, "serve", "serve decisions over HTTP, one policy per product (needs the serve "
                  "extra: pip install 'ctxbudget[serve]')")

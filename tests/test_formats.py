@@ -113,7 +113,7 @@ def test_html_without_main_reads_the_body_and_repairs_markup() -> None:
 
 def test_markdown_structure_comes_from_the_parser() -> None:
     text = ("Title\n=====\n\nBody.\n\n    # indented code\n\n> # quoted heading\n\n- item\n\n  ## in an item\n\n"
-            "<div>\n\n# html block ends at the blank line\n")
+            "<!-- YAML\nadded: v1\n-->\n\n<div>\n\n# html block ends at the blank line\n")
     nodes = build_nodes(parse_markdown(text), "d")
     sections = [(n.node_id, n.title) for n in nodes if n.level is IndexLevel.SECTION]
     # setext heading yes; indented code, a quote's or a list item's heading no

@@ -20,7 +20,7 @@ STAGES: tuple[tuple[str, ...], ...] = (
     ("schema", "extends", "semantic", "policy"),
     ("candidates", "candfile", "pins", "counts", "rules", "duplicates",
      "retrieval.formats", "retrieval.corpus", "retrieval.index", "retrieval.build", "retrieval.search",
-     "retrieval.convert"),
+     "retrieval.convert", "retrieval.analyzer", "retrieval.store"),
     ("objective",),
     ("problem", "feasibility", "compile"),
     ("strategies", "strategies.params", "strategies.greedy", "strategies.balanced",

@@ -13,8 +13,9 @@ Formats and their parsers
     parser, not from regular expressions. ``text`` is the source itself, so offsets are
     offsets into the file. Blocks the source writes without a blank line between them
     (a lead-in line and its tight list) are one paragraph; code, tables and HTML blocks
-    are paragraphs of their own and have no sentences; a loose list (items separated by
-    blank lines) gives one paragraph per item. Headings inside lists or quotes are text.
+    are paragraphs of their own and have no sentences (an HTML block that is only a
+    comment is not text); a loose list (items separated by blank lines) gives one
+    paragraph per item. Headings inside lists or quotes are text.
 ``rst`` (``.rst``, ``.rest``)
     docutils parses the file into its doctree (no file inclusion, no raw passthrough, no
     messages printed). Sections and titles come from the doctree; paragraphs, list
@@ -193,11 +194,20 @@ def parse_markdown(text: str) -> Parsed:
                 pieces += [("loose", a, b, (("prose", *span(a, b)),), None) for a, b in items]
         elif tok.type in ("paragraph_open", "blockquote_open"):
             pieces.append(("prose", first, last, (("prose", *span(first, last)),), None))
+        elif tok.type == "html_block" and _only_comment(tok.content):
+            pass  # an HTML comment (<!-- YAML added: v1 -->) is markup, not text
         elif tok.type in ("fence", "code_block", "html_block", "table_open"):
             pieces.append(("atomic", first, last, (), None))
         # hr and link reference definitions are not text.
         i = close + 1
     return Parsed(text, tuple(_merge_markdown(text, pieces, span)), "markdown")
+
+
+_COMMENTS = re.compile(r"<!--.*?-->", re.S)
+
+
+def _only_comment(html: str) -> bool:
+    return html.strip().startswith("<!--") and not _COMMENTS.sub("", html).strip()
 
 
 def _adjacent(text: str, span: Any, prev: tuple[str, int, int, tuple[Unit, ...], str | None],

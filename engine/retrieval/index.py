@@ -53,7 +53,7 @@ so sorting selected nodes by ``order`` gives reading order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -281,9 +281,10 @@ class HierarchicalIndex:
             )
         base = len(self.nodes)
         ids = []
-        for i, node in enumerate(built):
+        for i, n in enumerate(built):
             # The builder's orders are placeholders; the real one counts index-wide.
-            node = replace(node, order=base + i)
+            node = n if n.order == base + i else Node(n.node_id, n.doc_id, n.level, n.content, n.parent_id,
+                                                       n.start, n.end, base + i, n.title)
             self.nodes[node.node_id] = node
             self._children[node.node_id] = []
             if node.parent_id is not None:
