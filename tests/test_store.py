@@ -238,3 +238,26 @@ def test_build_never_overwrites_a_folder_that_is_not_an_index(corpus: Path, tmp_
                                  "new folder or an existing index; nothing was written")
     assert [p.name for p in other.iterdir()] == ["keep.txt"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_analyze_many_is_the_per_text_analysis(monkeypatch: Any) -> None:
+    from engine.retrieval import analyzer
+    from engine.retrieval.search import tokenize
+
+    texts = ["How do I stop pip from using the cache?", "", "  ", "Caching: wheels, builds.", "the of and"]
+    assert analyzer.analyze_many(texts) == [tokenize(t) if t.strip() else [] for t in texts]
+    # a text holding the separator word falls back to one call per text
+    odd = texts + [f"see {analyzer._SEPARATOR} here"]
+    assert analyzer.analyze_many(odd) == [tokenize(t) if t.strip() else [] for t in odd]
+    assert analyzer.analyze_many([]) == []
+
+
+def test_node_terms_are_the_terms_of_each_node_text(corpus: Path) -> None:
+    from engine.retrieval.search import tokenize
+    from engine.retrieval.store import node_terms
+
+    index = build_in_memory([corpus]).index
+    terms = node_terms(index)
+    for node in index.nodes.values():
+        if node.node_id in terms:
+            assert sorted(terms[node.node_id]) == sorted(tokenize(node.content)), node.node_id

@@ -37,3 +37,40 @@ def analyzer_settings() -> dict[str, Any]:
         }
     settings.setdefault("bm25s", getattr(bm25s, "__version__", "unknown"))
     return settings
+
+
+#: Joins texts for one analysis call; chosen to be one term that no corpus holds (checked).
+_SEPARATOR = "qqctxbudgetseparatorqq"
+
+
+def analyze_many(texts: list[str]) -> list[list[str]]:
+    """The search terms of each text, as ``engine.retrieval.search.tokenize`` gives them.
+
+    ``search.analyze_many`` is used when the search module has one. Otherwise the texts
+    are analysed in one ``tokenize`` call, joined by a separator word whose own analysis
+    is one term, and the result is cut at that term; when that cannot be done exactly (a
+    text holds the separator, or the separator is not one term) each text is analysed
+    alone. The analysis works word by word, so both ways give the same terms."""
+    from . import search
+
+    own = getattr(search, "analyze_many", None)
+    if callable(own):
+        return [list(t) for t in own(texts)]
+    if not texts:
+        return []
+    marker = search.tokenize(_SEPARATOR)
+    if len(marker) == 1 and not any(_SEPARATOR in t.lower() for t in texts):
+        flat = search.tokenize(f"\n{_SEPARATOR}\n".join(texts))
+        out: list[list[str]] = []
+        pos = 0
+        for _ in range(len(texts) - 1):
+            try:
+                cut = flat.index(marker[0], pos)
+            except ValueError:
+                break
+            out.append(flat[pos:cut])
+            pos = cut + 1
+        out.append(flat[pos:])
+        if len(out) == len(texts) and marker[0] not in out[-1]:
+            return out
+    return [search.tokenize(t) if t.strip() else [] for t in texts]

@@ -8,7 +8,8 @@ paragraph blocks, with the units a paragraph splits into sentences.
 Formats and their parsers
 -------------------------
 ``markdown`` (``.md``, ``.markdown``)
-    markdown-it-py's CommonMark block parser (plus GFM tables): ATX and setext headings,
+    pulldown-cmark's CommonMark parser (plus GFM tables), through ``pyromark``: a
+    compiled parser, about 13 times markdown-it-py's block pass. ATX and setext headings,
     fenced and indented code, lists, block quotes, HTML blocks and tables come from the
     parser, not from regular expressions. ``text`` is the source itself, so offsets are
     offsets into the file. Blocks the source writes without a blank line between them
@@ -138,71 +139,6 @@ def trim(text: str, start: int, end: int) -> tuple[int, int]:
 # --------------------------------------------------------------------------- Markdown
 
 _NEWLINE = re.compile(r"\r\n|\r|\n")
-_MARKDOWN: Any = None
-
-
-def _markdown_parser() -> Any:
-    global _MARKDOWN
-    if _MARKDOWN is None:
-        from markdown_it import MarkdownIt
-
-        md = MarkdownIt("commonmark").enable("table")
-        # Only the block structure is needed: inline parsing (emphasis, links) is most of
-        # markdown-it's time and changes no line range.
-        md.disable(["inline", "text_join"], ignoreInvalid=True)
-        _MARKDOWN = md
-    return _MARKDOWN
-
-
-def _line_starts(text: str) -> list[int]:
-    # markdown-it counts lines split at \r\n, \r and \n (its normalize rule), as here.
-    starts = [0]
-    starts += [m.end() for m in _NEWLINE.finditer(text)]
-    return starts
-
-
-def parse_markdown(text: str) -> Parsed:
-    """Markdown blocks from markdown-it's token stream (see the module docstring)."""
-    tokens = _markdown_parser().parse(text)
-    starts = _line_starts(text)
-
-    def span(first: int, last: int) -> tuple[int, int]:
-        """Characters of source lines ``[first, last)``, without the final line break."""
-        end = starts[last] if last < len(starts) else len(text)
-        return trim(text, starts[first], end)
-
-    # (kind, first line, last line, units, title): kind "heading<n>", "prose", "atomic"
-    pieces: list[tuple[str, int, int, tuple[Unit, ...], str | None]] = []
-    i = 0
-    while i < len(tokens):
-        tok = tokens[i]
-        close = _closing(tokens, i)
-        if tok.level != 0 or tok.map is None:
-            i = close + 1
-            continue
-        first, last = tok.map
-        if tok.type == "heading_open":
-            title = tokens[i + 1].content.strip() if i + 1 < len(tokens) else ""
-            pieces.append((f"heading{int(tok.tag[1:])}", first, last, (), title))
-        elif tok.type in ("bullet_list_open", "ordered_list_open"):
-            items = [t.map for t in tokens[i + 1:close] if t.type == "list_item_open" and t.level == 1 and t.map]
-            tight = all(t.hidden for t in tokens[i + 1:close] if t.type == "paragraph_open")
-            if tight:
-                units = tuple(("item", *span(a, b)) for a, b in items)
-                pieces.append(("prose", first, last, units, None))
-            else:
-                pieces += [("loose", a, b, (("prose", *span(a, b)),), None) for a, b in items]
-        elif tok.type in ("paragraph_open", "blockquote_open"):
-            pieces.append(("prose", first, last, (("prose", *span(first, last)),), None))
-        elif tok.type == "html_block" and _only_comment(tok.content):
-            pass  # an HTML comment (<!-- YAML added: v1 -->) is markup, not text
-        elif tok.type in ("fence", "code_block", "html_block", "table_open"):
-            pieces.append(("atomic", first, last, (), None))
-        # hr and link reference definitions are not text.
-        i = close + 1
-    return Parsed(text, tuple(_merge_markdown(text, pieces, span)), "markdown")
-
-
 _COMMENTS = re.compile(r"<!--.*?-->", re.S)
 
 
@@ -210,56 +146,127 @@ def _only_comment(html: str) -> bool:
     return html.strip().startswith("<!--") and not _COMMENTS.sub("", html).strip()
 
 
-def _adjacent(text: str, span: Any, prev: tuple[str, int, int, tuple[Unit, ...], str | None],
-              first: int) -> bool:
-    """No blank line between the last text of ``prev`` and line ``first``."""
-    _s, prev_end = span(prev[1], prev[2])
-    next_start, _e = span(first, first + 1)
-    return prev_end >= next_start or len(_NEWLINE.findall(text, prev_end, next_start)) < 2
+def _char_offsets(text: str, data: bytes, offsets: set[int]) -> dict[int, int]:
+    """UTF-8 byte offsets (on character boundaries) → character offsets into ``text``."""
+    if len(data) == len(text):  # ASCII: the same
+        return {b: b for b in offsets}
+    out, chars, prev = {}, 0, 0
+    for b in sorted(offsets):
+        chars += len(data[prev:b].decode("utf-8", errors="replace"))
+        out[b] = chars
+        prev = b
+    return out
 
 
-def _closing(tokens: Sequence[Any], i: int) -> int:
-    """Index of the token closing ``tokens[i]`` (``i`` itself for a self-contained one)."""
-    if tokens[i].nesting != 1:
-        return i
+def _name(payload: Any) -> str:
+    if isinstance(payload, str):
+        return payload
+    if isinstance(payload, dict):
+        return str(next(iter(payload)))
+    return str(payload)
+
+
+def parse_markdown(text: str) -> Parsed:
+    """Markdown blocks from pulldown-cmark's event stream (see the module docstring)."""
+    import pyromark
+
+    data = text.encode("utf-8")
+    # (kind, start byte, end byte, [(unit kind, start, end)], title); kind "heading<n>",
+    # "prose" (may join the prose before it), "loose" (a loose list item) or "atomic".
+    pieces: list[tuple[str, int, int, list[tuple[str, int, int]], str | None]] = []
     depth = 0
-    for j in range(i, len(tokens)):
-        depth += tokens[j].nesting
-        if depth == 0:
-            return j
-    return len(tokens) - 1
+    top = ""  # the top-level block being read
+    payload: Any = None
+    start = end = 0
+    title: list[str] = []
+    items: list[tuple[int, int]] = []
+    loose = False
+    # One pass, and as little as possible per event: most events are inline text.
+    for event, rng in pyromark.events_with_range(text, options=pyromark.Options.ENABLE_TABLES):
+        if type(event) is not dict:
+            continue  # "Rule", "SoftBreak", "HardBreak"
+        if "Start" in event:
+            if depth == 0:
+                payload = event["Start"]
+                top, start, end = _name(payload), rng["start"], rng["end"]
+                title, items, loose = [], [], False
+            elif top == "List":
+                if depth == 1:
+                    items.append((rng["start"], rng["end"]))
+                elif depth == 2 and event["Start"] == "Paragraph":
+                    loose = True
+            depth += 1
+        elif "End" in event:
+            depth -= 1
+            if depth == 0:
+                _top_piece(pieces, data, top, payload, start, end, title, items, loose)
+        elif top == "Heading" and ("Text" in event or "Code" in event):
+            title.append(str(event.get("Text", event.get("Code", ""))))
+    offsets = {o for p in pieces for o in (p[1], p[2])} | {o for p in pieces for u in p[3] for o in u[1:]}
+    to_char = _char_offsets(text, data, offsets)
+    chars = [(k, to_char[a], to_char[b], [(u, to_char[x], to_char[y]) for u, x, y in units], t)
+             for k, a, b, units, t in pieces]
+    return Parsed(text, tuple(_merge_markdown(text, chars)), "markdown")
 
 
-def _merge_markdown(text: str, pieces: list[tuple[str, int, int, tuple[Unit, ...], str | None]],
-                    span: Any) -> Iterator[Block]:
-    """Blocks from pieces: prose pieces the source writes on adjacent lines are one
-    paragraph (as a reader sees it), code, tables and HTML stand alone."""
-    run: list[tuple[str, int, int, tuple[Unit, ...], str | None]] = []
+def _top_piece(pieces: list[tuple[str, int, int, list[tuple[str, int, int]], str | None]], data: bytes,
+               top: str, payload: Any, start: int, end: int, title: list[str],
+               items: list[tuple[int, int]], loose: bool) -> None:
+    """The piece of one top-level block (headings inside lists or quotes are not sections)."""
+    if top == "Heading":
+        level = int(str(payload["Heading"]["level"]).lstrip("H"))
+        pieces.append((f"heading{level}", start, end, [], "".join(title)))
+    elif top == "List":
+        if loose:
+            pieces += [("loose", a, b, [("prose", a, b)], None) for a, b in items]
+        else:
+            pieces.append(("prose", start, end, [("item", a, b) for a, b in items], None))
+    elif top in ("Paragraph", "BlockQuote"):
+        pieces.append(("prose", start, end, [("prose", start, end)], None))
+    elif top == "HtmlBlock" and _only_comment(data[start:end].decode("utf-8", errors="replace")):
+        pass  # an HTML comment (<!-- YAML added: v1 -->) is markup, not text
+    elif top in ("CodeBlock", "HtmlBlock", "Table"):
+        pieces.append(("atomic", start, end, [], None))
+    # footnote definitions and the like are not text here
+
+
+def _merge_markdown(text: str, pieces: list[tuple[str, int, int, list[tuple[str, int, int]], str | None]]
+                    ) -> Iterator[Block]:
+    """Blocks from pieces: prose pieces the source writes without a blank line between
+    them are one paragraph (as a reader sees it); code, tables and HTML stand alone."""
+    run: list[tuple[str, int, int, list[tuple[str, int, int]], str | None]] = []
 
     def flush() -> Iterator[Block]:
         if run:
-            start, end = span(run[0][1], run[-1][2])
+            start, end = trim(text, run[0][1], run[-1][2])
             if start < end:
-                yield Block(start, end, units=tuple(u for p in run for u in p[3] if u[1] < u[2]))
+                units = tuple((u, *trim(text, a, b)) for p in run for u, a, b in p[3])
+                yield Block(start, end, units=tuple(u for u in units if u[1] < u[2]))
             run.clear()
 
     for piece in pieces:
-        kind, first, last, units, title = piece
+        kind, first, last, _units, title = piece
         if kind.startswith("heading"):
             yield from flush()
-            start, end = span(first, last)
-            yield Block(start, end, heading=int(kind[7:]), title=title or "")
-        elif kind == "prose" and run and run[-1][0] == "prose" and _adjacent(text, span, run[-1], first):
+            start, end = trim(text, first, last)
+            yield Block(start, end, heading=int(kind[7:]), title=(title or "").strip())
+        elif kind == "prose" and run and run[-1][0] == "prose" and _adjacent(text, run[-1][2], first):
             run.append(piece)
         else:
             yield from flush()
             if kind == "atomic":
-                start, end = span(first, last)
+                start, end = trim(text, first, last)
                 if start < end:
                     yield Block(start, end)
             else:
-                run.append(("prose" if kind == "prose" else "loose", first, last, units, title))
+                run.append(piece)
     yield from flush()
+
+
+def _adjacent(text: str, prev_end: int, next_start: int) -> bool:
+    """No blank line between ``prev_end`` and ``next_start``."""
+    end = trim(text, 0, prev_end)[1]
+    return len(_NEWLINE.findall(text, end, max(end, next_start))) < 2
 
 
 # --------------------------------------------------------------------------- rendering

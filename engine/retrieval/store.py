@@ -129,7 +129,7 @@ def _settings() -> dict[str, Any]:
     from .search import DEFAULT_LEVELS
 
     return {"levels": [lv.value for lv in DEFAULT_LEVELS], "analyzer": analyzer_settings(),
-            "formats": "markdown-it-py commonmark+table, docutils, selectolax lexbor, text",
+            "formats": "pyromark commonmark+tables, docutils, selectolax lexbor, text",
             "sentences": "sentencex en"}
 
 
@@ -520,8 +520,6 @@ def build_index(paths: Sequence[str | Path], out: str | Path, progress: Progress
 def _write(target: Path, index: HierarchicalIndex, entries: list[_Entry], unsupported: list[Skipped]) -> None:
     import numpy as np
 
-    from .search import SemanticSearch
-
     tmp = target.with_name(f".{target.name}.building-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -563,16 +561,15 @@ def _write(target: Path, index: HierarchicalIndex, entries: list[_Entry], unsupp
                 rec["skip_reason"] = e.skipped.reason
             files.append(rec)
         (tmp / "text.txt").write_text("".join(texts), encoding="utf-8", newline="")
-        search = SemanticSearch(index)
         levels = []
-        for li in search._levels:
-            folder = tmp / "levels" / li.level.value
+        for level, nodes, retriever in _level_states(index):
+            folder = tmp / "levels" / level.value
             folder.mkdir(parents=True)
-            np.save(folder / "rows.npy", np.array([row_of[n.node_id] for n in li.nodes], dtype=np.int64),
+            np.save(folder / "rows.npy", np.array([row_of[n.node_id] for n in nodes], dtype=np.int64),
                     allow_pickle=False)
-            if li.retriever is not None:
-                li.retriever.save(str(folder), show_progress=False)
-            levels.append({"level": li.level.value, "nodes": len(li.nodes), "terms": li.retriever is not None})
+            if retriever is not None:
+                retriever.save(str(folder), show_progress=False)
+            levels.append({"level": level.value, "nodes": len(nodes), "terms": retriever is not None})
         skipped = [{"root": roots.index(os.path.abspath(e.source.root)), "path": e.source.path,
                     "reason": e.skipped.reason} for e in entries if e.skipped is not None]
         skipped += [{"root": roots.index(os.path.abspath(s.root)), "path": s.path, "reason": s.reason}
@@ -591,6 +588,66 @@ def _write(target: Path, index: HierarchicalIndex, entries: list[_Entry], unsupp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def node_terms(index: HierarchicalIndex) -> dict[str, list[str]]:
+    """The BM25 terms of every node below the documents, each character analysed once.
+
+    A node's terms are those of its own text outside its children plus its children's
+    (a paragraph's are its sentences', a section's its paragraphs' and sub-sections'):
+    the analysis (``search.tokenize``: words, stop words, stemming) works word by word
+    and children never split a word, so this is the bag of terms of the node's whole text
+    that :class:`SemanticSearch` computes, at a fraction of the work (a section's text
+    is part of every enclosing section's)."""
+    from .analyzer import analyze_many
+
+    # First the texts to analyse (leaves whole, the rest their text outside children),
+    # analysed in one batch; then each node's terms, children before parents.
+    order = [n for n in index.nodes.values() if n.level is not IndexLevel.DOCUMENT]
+    kids_of = {n.node_id: index.children(n.node_id) for n in order}
+    own_texts = []
+    for node in order:
+        kids = kids_of[node.node_id]
+        if not kids:
+            own_texts.append(node.content)
+            continue
+        gaps, pos = [], 0
+        for kid in kids:
+            gaps.append(node.content[pos:kid.start - node.start])
+            pos = kid.end - node.start
+        gaps.append(node.content[pos:])
+        own_texts.append("\n".join(g for g in gaps if g.strip()))
+    own_terms = analyze_many(own_texts)
+    terms: dict[str, list[str]] = {}
+    for node, own in zip(reversed(order), reversed(own_terms)):
+        out = list(own)
+        for kid in kids_of[node.node_id]:
+            out += terms[kid.node_id]
+        terms[node.node_id] = out
+    return terms
+
+
+def _level_states(index: HierarchicalIndex) -> list[tuple[IndexLevel, list[Node], Any]]:
+    """Per searched level (as :class:`SemanticSearch` builds them): its nodes and the
+    bm25s retriever over their terms (``None`` when no node has a term)."""
+    import bm25s
+
+    from . import search
+
+    terms = node_terms(index)
+    out = []
+    for level in search.DEFAULT_LEVELS:
+        nodes = [n for n in index.nodes.values() if n.level is level]
+        if not nodes:
+            continue
+        corpus = [terms[n.node_id] for n in nodes]
+        retriever = None
+        if any(corpus):
+            # The retriever SemanticSearch builds (its _build_level): same k1, b, variant, dtype.
+            retriever = bm25s.BM25(k1=search.BM25_K1, b=search.BM25_B, method="lucene", dtype="float64")
+            retriever.index(corpus, show_progress=False)
+        out.append((level, nodes, retriever))
+    return out
 
 
 def _swap(new: Path, target: Path) -> None:
