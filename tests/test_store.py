@@ -261,3 +261,17 @@ def test_node_terms_are_the_terms_of_each_node_text(corpus: Path) -> None:
     for node in index.nodes.values():
         if node.node_id in terms:
             assert sorted(terms[node.node_id]) == sorted(tokenize(node.content)), node.node_id
+
+
+def test_an_analysis_that_changes_without_a_setting_is_still_noticed(corpus: Path, tmp_path: Path,
+                                                                     monkeypatch: Any) -> None:
+    from engine.retrieval import search
+
+    ix = tmp_path / "ix"
+    build_index([corpus], ix)
+    plain = search.tokenize
+    monkeypatch.setattr(search, "tokenize", lambda text: [t.rstrip("s") for t in plain(text)])  # a "stemmer"
+    with pytest.raises(CandidateError) as err:
+        load_index(ix)
+    assert err.value.code == "index.settings_mismatch"
+    assert '"probe": ["caching", "refunds"' in err.value.message and '"refund"' in err.value.message

@@ -8,7 +8,9 @@ error (``index.settings_mismatch``), never a silently different ranking.
 
 ``engine.retrieval.search`` may define its own ``analyzer_settings()`` (a mapping of
 JSON values that changes whenever its analysis or weighting changes); it is used when
-present. Otherwise the settings are read from the module's constants.
+present. Otherwise the settings are read from the module's constants. Either way they
+include ``probe``: the terms ``search.tokenize`` gives for a fixed sentence, so a change
+of stemmer or stop words that no setting names is still noticed.
 """
 
 from __future__ import annotations
@@ -36,7 +38,14 @@ def analyzer_settings() -> dict[str, Any]:
             "method": "lucene",
         }
     settings.setdefault("bm25s", getattr(bm25s, "__version__", "unknown"))
+    # What the analysis really does to a fixed sentence: a stemmer, stop list or token
+    # rule that changes without a setting saying so still changes this.
+    settings["probe"] = search.tokenize(PROBE)
     return settings
+
+
+#: Analysed by :func:`analyzer_settings`: plurals, -ing forms, stop words, case, digits.
+PROBE = "The Caching of refunds: how do running servers' HTTP/2 configurations differ, e.g. in 2024?"
 
 
 #: Joins texts for one analysis call; chosen to be one term that no corpus holds (checked).

@@ -130,7 +130,9 @@ def _settings() -> dict[str, Any]:
 
     return {"levels": [lv.value for lv in DEFAULT_LEVELS], "analyzer": analyzer_settings(),
             "formats": "pyromark commonmark+tables, docutils, selectolax lexbor, text",
-            "sentences": "sentencex en"}
+            "sentences": "sentencex en",
+            # Token counts are not stored: the policy's tokenizer counts each item at pack time.
+            "text": "utf-8 (a BOM dropped), universal newlines, gzip by suffix"}
 
 
 def _check_settings(index: Path, manifest: dict[str, Any]) -> None:
