@@ -13,8 +13,8 @@ CPU is the child's user + system time from ``resource.getrusage``):
 3. ``ctxbudget pack --policy P --query Q --index INDEX`` for each question, ``--runs``
    times after a warm-up: median and min milliseconds, CLI start-up included.
 4. ``ctxbudget pack --policy P --query Q PATH...`` once: what every query cost before.
-5. in-process, the phases of one ``pack --index`` (load, searcher, search, rows, decide):
-   where the end-to-end time goes.
+5. in-process, the phases of one ``pack --index`` (load, searcher, search, rows, decide),
+   wall and CPU milliseconds: where the end-to-end time goes.
 
 The default corpus is the ``.md`` files of ``/usr/share/doc/nodejs/api`` (Debian's nodejs
 package: 64 files, 3.5 MB), the corpus of issue 15. Goals (issue 15): indexing >= 2 MB/s;
@@ -78,35 +78,35 @@ def default_paths() -> list[str]:
     return [str(p) for p in sorted(NODE_DOCS.glob("*.md"))]
 
 
-def phases(index: Path, policy: Path, question: str) -> dict[str, float]:
-    """Milliseconds of each phase of one pack --index, in this process (imports first)."""
-    out: dict[str, float] = {}
-    t = time.perf_counter()
+def phases(index: Path, policy: Path, question: str) -> dict[str, tuple[float, float]]:
+    """(wall ms, CPU ms) of each phase of one pack --index, in this process (imports first)."""
+    out: dict[str, tuple[float, float]] = {}
+    clock = [time.perf_counter(), time.process_time()]
+
+    def lap(name: str) -> None:
+        now = [time.perf_counter(), time.process_time()]
+        out[name] = (round((now[0] - clock[0]) * 1000, 1), round((now[1] - clock[1]) * 1000, 1))
+        clock[:] = now
+
     import numpy  # noqa: F401  (what every search needs; counted apart)
 
     from engine.retrieval.convert import search_rows
     from engine.retrieval.store import load_for_pack
-    out["import retrieval"] = time.perf_counter() - t
-    t = time.perf_counter()
+    lap("import retrieval")
     built = load_for_pack(index)
-    out["load index + check files"] = time.perf_counter() - t
-    t = time.perf_counter()
+    lap("load index + check files")
     searcher = built.searcher()  # type: ignore[misc]
-    out["load BM25 state"] = time.perf_counter() - t
-    t = time.perf_counter()
+    lap("load BM25 state")
     results = searcher.search(question, top_k=50)
-    out["search"] = time.perf_counter() - t
-    t = time.perf_counter()
+    lap("search")
     rows, _ = search_rows(results, built.index)
-    out["candidate rows"] = time.perf_counter() - t
-    t = time.perf_counter()
+    lap("candidate rows")
     from engine.decide import decide
     from engine.policy import load_policy
-    out["import policy + decide (solver)"] = time.perf_counter() - t
-    t = time.perf_counter()
+    lap("import policy + decide (solver)")
     decide(rows, load_policy(str(policy)))
-    out["decide"] = time.perf_counter() - t
-    return {k: round(v * 1000, 1) for k, v in out.items()}
+    lap("decide")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pack --index, median of the medians: {figures['pack_index_median_ms']} ms   (goal <= 200 ms)")
     p = figures["pack_paths_before"]
     print(f"pack PATH... (indexes per query): {p['wall_s']:.2f} s wall, {p['cpu_s']:.2f} s CPU")
-    print("phases of one pack --index in one process (ms): "
-          + ", ".join(f"{k} {v}" for k, v in split.items()))
+    print("phases of one pack --index in one process (wall/CPU ms): "
+          + ", ".join(f"{k} {w}/{c}" for k, (w, c) in split.items()))
     print(f"load average {figures['load_average']} on {figures['cpus']} CPUs")
     return 0
 
