@@ -8,8 +8,9 @@ when no retrieved item is in the context; 130 on Ctrl-C,
 
     ctxbudget policy validate FILES...          ctxbudget policy render FILE
     ctxbudget allocate --policy P --candidates C [--format json|context] [--audit-log L]
-    ctxbudget pack --policy P --query Q PATH... [--out F] [--json] [--audit-log L]
-                   [--scorer bm25|dense|hybrid] [--require-context]
+    ctxbudget pack --policy P --query Q PATH...|--index INDEX [--out F] [--json] [--audit-log L]
+                   [--scorer bm25|dense|hybrid] [--require-context] [--verbose]
+    ctxbudget index build PATH... --out INDEX [--json] [--verbose]
         (both: [--request-id ID] [--requested-by WHO] [--label KEY=VALUE]...)
     ctxbudget audit verify LOG [--checkpoint F]  ctxbudget audit checkpoint LOG --out F
     ctxbudget audit replay LOG [--policy P [--fail-on-diff]]  ctxbudget audit show LOG [--decision ID] [--json]
@@ -253,42 +254,106 @@ def cmd_pack(args: argparse.Namespace) -> int:
     from .policy import load_policy
     from .retrieval.pack import pack
 
+    if bool(args.paths) == bool(args.index):
+        raise UsageError("usage.pack_paths", "give the files or folders to index (PATH...) or a prebuilt "
+                         "index (--index INDEX), not both and not neither", path="$.paths")
     request = _request(args)
     policy = load_policy(args.policy)
+    prebuilt = None
+    if args.index:
+        from .retrieval.store import load_for_pack
+
+        prebuilt = load_for_pack(args.index)
     log = _audit_log(args, policy)
-    started = time.monotonic()
-
-    def progress(done: int, total: int, name: str) -> None:
-        if time.monotonic() - started > 0.5 or (sys.stderr.isatty() and total > 20):
-            bar = "#" * int(30 * done / total)
-            sys.stderr.write(f"\rindexing [{bar:<30}] {done}/{total} {name[-40:]:<40}")
-            if done == total:
-                sys.stderr.write("\n")
-
     with _signing_on_close(log):
         packed = pack(policy, args.query, args.paths, top_k=args.top_k, audit_log=log,
-                      progress=progress, request=request, scorer=args.scorer,
-                      require_context=args.require_context)
+                      progress=_progress("indexing"), request=request, scorer=args.scorer,
+                      require_context=args.require_context, index=prebuilt)
     a = packed.decided.allocation
     if args.json:
         from .canonical import indented_json
 
-        _out(indented_json(allocation_json(packed.decided)))
+        out = allocation_json(packed.decided)
+        out["skipped_files"] = [s.to_dict() for s in packed.skipped]
+        _out(indented_json(out))
     else:
         _out(a.context)
     if args.out:
         Path(args.out).write_text(a.context, encoding="utf-8")
     for note in packed.notes:
         _err(f"note: {note}")
+    _report_skipped(packed.skipped, args.verbose)
     found = packed.retrieval
     if found is not None and found.unknown_words:
         _err(f"note: not in any indexed file: {', '.join(found.unknown_words)}")
     if found is not None and found.warning:
         _err(f"warning: {found.warning} (--require-context makes this exit 8)")
     where = f"; audit record {packed.decided.record['decision_id']} -> {log.path}" if log else ""
-    _err(f"{len(packed.files)} files, {packed.results} search results; "
+    skipped = f" ({len(packed.skipped)} skipped)" if packed.skipped else ""
+    _err(f"{len(packed.files)} files indexed{skipped}, {packed.results} search results; "
          + summary_line(a, packed.seconds) + where)
     return 0
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from .retrieval.store import build_index
+
+    report = build_index(args.paths, args.out, progress=_progress("indexing"))
+    if args.json:
+        _out(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    elif args.verbose:
+        for fate, paths in (("added", report.added), ("changed", report.changed), ("removed", report.removed)):
+            for p in paths:
+                _out(f"{fate:8} {p}")
+    _report_skipped(report.skipped, args.verbose)
+    if report.rebuilt_because:
+        _err(f"note: rebuilt from scratch: {report.rebuilt_because}")
+    mb = report.corpus_bytes / 1e6
+    _err(f"index {report.index}: {report.documents} documents, {report.nodes} nodes; "
+         f"{len(report.added)} added, {len(report.changed)} changed, {len(report.removed)} removed, "
+         f"{len(report.unchanged)} unchanged; {mb:.2f} MB in {report.seconds:.2f} s "
+         f"({mb / max(report.seconds, 1e-9):.2f} MB/s)")
+    return 0
+
+
+#: Without a terminal, a progress line every this many files (and at the end).
+PROGRESS_EVERY_FILES = 100
+
+
+def _progress(what: str) -> Any:
+    """``progress(done, total, name)`` for long indexing: a ``\\r`` bar redrawn in place
+    when stderr is a terminal; otherwise (a log file, a pipe) one plain line every
+    :data:`PROGRESS_EVERY_FILES` files and at the end, only for corpora that large, so a
+    redirected stderr never fills with redraws."""
+    started = time.monotonic()
+    tty = sys.stderr.isatty()
+
+    def progress(done: int, total: int, name: str) -> None:
+        if tty:
+            if time.monotonic() - started > 0.5 or total > 20:
+                bar = "#" * int(30 * done / total)
+                sys.stderr.write(f"\r{what} [{bar:<30}] {done}/{total} {name[-40:]:<40}")
+                if done == total:
+                    sys.stderr.write("\n")
+        elif total >= PROGRESS_EVERY_FILES and (done % PROGRESS_EVERY_FILES == 0 or done == total):
+            _err(f"{what}: {done}/{total} files ({time.monotonic() - started:.1f} s)")
+
+    return progress
+
+
+def _report_skipped(skipped: Sequence[Any], verbose: bool) -> None:
+    """One summary line of the files not indexed, by reason; each file with ``--verbose``."""
+    if not skipped:
+        return
+    reasons: dict[str, int] = {}
+    for s in skipped:
+        key = s.reason.split(" (")[0]
+        reasons[key] = reasons.get(key, 0) + 1
+    _err(f"skipped {len(skipped)} file(s): " + ", ".join(f"{n} {r}" for r, n in reasons.items())
+         + ("" if verbose else " (--verbose lists them)"))
+    if verbose:
+        for s in skipped:
+            _err(f"  skipped {os.path.join(s.root, s.path)}: {s.reason}")
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -732,19 +797,32 @@ def build_parser() -> argparse.ArgumentParser:
     k = command(sub, "pack", "index files, search, and pack the best context for a query")
     k.add_argument("--policy", required=True, metavar="FILE", help="policy file (YAML)")
     k.add_argument("--query", required=True, help="the question to retrieve context for")
-    k.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to index")
+    k.add_argument("paths", nargs="*", metavar="PATH", help="files or folders to index (or --index)")
+    k.add_argument("--index", metavar="INDEX", help="a prebuilt index (`ctxbudget index build`) instead of PATHs")
     k.add_argument("--out", metavar="FILE", help="also write the assembled context to this file")
     k.add_argument("--json", action="store_true", help="print the decision as JSON instead of the context")
     k.add_argument("--top-k", type=int, default=50, metavar="N", help="search results to consider (default 50)")
     k.add_argument("--scorer", choices=["bm25", "dense", "hybrid"], default="bm25",
                    help="relevance: bm25 (default), dense or hybrid (the last two need "
-                        "pip install 'ctxbudget[dense]')")
+                        "pip install 'ctxbudget[dense]'; not with --index)")
     k.add_argument("--require-context", action="store_true",
                    help="exit 8 (after recording the decision) when no retrieved item is in the context")
+    k.add_argument("--verbose", action="store_true", help="list every file skipped, with its reason")
     k.add_argument("--audit-log", metavar="FILE",
                    help="append the audit record here (default: the policy's audit.log, if any)")
     _add_request_options(k)
     k.set_defaults(func=cmd_pack)
+
+    ix = command(sub, "index", "build a persistent index of a corpus for `pack --index`").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND", parser_class=_Parser, title="subcommands",
+        help="`ctxbudget index SUBCOMMAND --help` lists its options")
+    ib = command(ix, "build", "index files (Markdown, RST, HTML, text; each also .gz) into INDEX, or update "
+                 "INDEX: only changed and added files are parsed again, removed ones dropped")
+    ib.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to index")
+    ib.add_argument("--out", required=True, metavar="INDEX", help="the index folder (created or updated)")
+    ib.add_argument("--json", action="store_true", help="print what changed as JSON")
+    ib.add_argument("--verbose", action="store_true", help="list the files added, changed, removed and skipped")
+    ib.set_defaults(func=cmd_index_build)
 
     sv = command(sub, "serve", "serve decisions over HTTP, one policy per product (needs the serve "
                  "extra: pip install 'ctxbudget[serve]')")

@@ -219,7 +219,8 @@ def test_every_option_and_command_has_help_text() -> None:
         "ctxbudget audit keygen", "ctxbudget audit prove", "ctxbudget audit check-proof",
         "ctxbudget audit rotate", "ctxbudget audit secret",
         "ctxbudget audit query", "ctxbudget audit export", "ctxbudget audit report",
-        "ctxbudget audit prune", "ctxbudget audit whatif", "ctxbudget serve"}
+        "ctxbudget audit prune", "ctxbudget audit whatif", "ctxbudget serve", "ctxbudget index",
+        "ctxbudget index build"}
     missing = []
     for name, parser in parsers.items():
         assert parser.description, name

@@ -282,12 +282,24 @@ def test_duplicate_doc_id_is_rejected() -> None:
     assert index.nodes == before  # nothing half-added
 
 
-@pytest.mark.parametrize("doc_id", ["", "a/b", "a#b", "a b", None])
+@pytest.mark.parametrize("doc_id", ["", "/a", "a/", "a//b", "a#b", "a b", None])
 def test_doc_ids_that_would_make_ambiguous_node_ids_are_rejected(doc_id: object) -> None:
     with pytest.raises(CandidateError) as err:
         HierarchicalIndex().index_document("Text.", doc_id)  # type: ignore[arg-type]
     assert err.value.code == "index.bad_doc_id"
-    assert "without '#', '/' or whitespace" in err.value.message
+    assert "without '#' or whitespace, and no '/' at its ends or twice in a row" in err.value.message
+
+
+def test_doc_ids_may_carry_a_path_and_colliding_node_ids_are_rejected() -> None:
+    index = HierarchicalIndex()
+    assert index.index_document("Text.", "guide/a")[:2] == ["guide/a", "guide/a/p1"]
+    before = dict(index.nodes)
+    with pytest.raises(CandidateError) as err:
+        index.index_document("Other.", "guide/a/p1")
+    assert err.value.code == "index.duplicate_node"
+    assert err.value.message == ("document 'guide/a/p1' would add node ids the index already has: "
+                                 "'guide/a/p1'; give the document another doc_id")
+    assert index.nodes == before
 
 
 def test_empty_and_non_text_documents_are_rejected() -> None:

@@ -75,12 +75,12 @@ def test_the_docs_part_finds_answer_sections_by_file_and_heading(tmp_path: Path)
 def test_the_answer_rule_accepts_the_section_its_ancestors_and_its_parts(tmp_path: Path) -> None:
     docs, _ = _docs(tmp_path, [])
     indexed = pq.index_corpus([docs])
-    answer = next(n.node_id for n in indexed.index.nodes.values() if n.title == "`fs.rm(path)`")
+    answer = next(n.node_id for n in indexed.index.nodes.values() if n.title == "fs.rm(path)")
     inside = [n.node_id for n in indexed.index.nodes.values() if n.parent_id == answer]
     assert inside and pq.answered(indexed, inside, {answer})
     assert pq.answered(indexed, [answer], {answer})
-    assert pq.answered(indexed, ["fs#s1"], {answer})  # the whole document's section holds it
-    other = next(n.node_id for n in indexed.index.nodes.values() if n.title == "`fs.readFile(path)`")
+    assert pq.answered(indexed, ["fs.md#s1"], {answer})  # the whole document's section holds it
+    other = next(n.node_id for n in indexed.index.nodes.values() if n.title == "fs.readFile(path)")
     assert not pq.answered(indexed, [other], {answer})
 
 

@@ -170,15 +170,15 @@ def _docs(tmp_path: Path) -> Path:
 def test_regression_pack_fetches_a_pinned_node_that_search_did_not_return(tmp_path: Path) -> None:
     docs = _docs(tmp_path)
     policy = load_policy(write_policy(tmp_path, "  budget: {max_tokens: 300}\n  ordering: pinned_first\n"
-                                                "  pinned: [{id: safety/p1}]\n"))
+                                                "  pinned: [{id: safety.md/p1}]\n"))
     packed = pack(policy, "refund annual plan", [docs])
     ids = [d.source_id for d in packed.decided.allocation.included]
-    assert ids[0] == "safety/p1"  # search never returns it: no query term is in it
-    assert packed.fetched_pins == ("safety/p1",)
-    assert packed.notes == ("1 pinned node(s) that search did not return were fetched from the index: safety/p1",)
-    item = next(r for r in packed.decided.record["input"]["items"] if r["source_id"] == "safety/p1")
+    assert ids[0] == "safety.md/p1"  # search never returns it: no query term is in it
+    assert packed.fetched_pins == ("safety.md/p1",)
+    assert packed.notes == ("1 pinned node(s) that search did not return were fetched from the index: safety.md/p1",)
+    item = next(r for r in packed.decided.record["input"]["items"] if r["source_id"] == "safety.md/p1")
     assert item["relevance_score"] == 0.0 and item["metadata"]["fetched_for"] == "$.spec.pinned[0]"
-    assert item["metadata"]["doc_id"] == "safety" and item["parent_id"] == "safety"
+    assert item["metadata"]["doc_id"] == "safety.md" and item["parent_id"] == "safety.md"
 
 
 def test_pack_with_a_pin_not_in_the_index_exits_3(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -192,11 +192,11 @@ def test_pack_with_a_pin_not_in_the_index_exits_3(capsys: pytest.CaptureFixture[
 def test_pack_glob_pins_fetch_every_matching_node_once(tmp_path: Path) -> None:
     docs = _docs(tmp_path)
     policy = load_policy(write_policy(tmp_path, "  budget: {max_tokens: 300}\n  hierarchy: {exclusive: false}\n"
-                                                "  pinned: [{glob: 'safety*'}, {id: safety}]\n"))
+                                                "  pinned: [{glob: 'safety*'}, {id: safety.md}]\n"))
     packed = pack(policy, "refund annual plan", [docs])
-    assert packed.fetched_pins == ("safety", "safety/p1", "safety/p1/t1")
+    assert packed.fetched_pins == ("safety.md", "safety.md/p1", "safety.md/p1/t1")
     included = {d.source_id for d in packed.decided.allocation.included}
-    assert {"safety", "safety/p1", "safety/p1/t1"} <= included
+    assert {"safety.md", "safety.md/p1", "safety.md/p1/t1"} <= included
 
 
 def _row_ids(rows: list[dict[str, Any]]) -> list[str]:

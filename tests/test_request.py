@@ -200,9 +200,9 @@ def test_pack_records_the_corpus_files_keyed_when_content_is_not_stored(tmp_path
     assert rec["corpus"] == {
         "roots": [str(docs), str(single.parent)], "digest_scheme": "hmac-sha256",
         "files": [{"root": 0, "path": "empty.txt", "doc_id": None, "bytes": 3, "sha256": keyed(b"  \n")},
-                  {"root": 0, "path": "sub/vault.md", "doc_id": "vault", "bytes": len(vault),
+                  {"root": 0, "path": "sub/vault.md", "doc_id": "sub/vault.md", "bytes": len(vault),
                    "sha256": keyed(vault)},
-                  {"root": 1, "path": "notes.txt", "doc_id": "notes", "bytes": 20,
+                  {"root": 1, "path": "notes.txt", "doc_id": "notes.txt", "bytes": 20,
                    "sha256": keyed(b"Ask the vault team.\n")}]}
     assert rec["query"] == {"text": None, "digest": keyed(query)}
     data = log.path.read_bytes()
@@ -301,7 +301,7 @@ def test_show_prints_the_query_and_the_corpus(tmp_path: Path, capsys: pytest.Cap
     out = capsys.readouterr().out
     assert "query    not stored (hmac-sha256:" in out
     assert f"corpus   2 file(s), {3 + len(_vault):,} bytes, under {docs}" in out
-    assert f"  file {docs}/sub/vault.md ({len(_vault):,} bytes; doc vault; hmac-sha256:" in out
+    assert f"  file {docs}/sub/vault.md ({len(_vault):,} bytes; doc sub/vault.md; hmac-sha256:" in out
 
 
 def test_a_keyed_query_without_a_secret_says_why_one_is_needed(tmp_path: Path,

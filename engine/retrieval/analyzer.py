@@ -5,8 +5,12 @@ tokenizer) minus a stopword list of bm25s (default ``"en_plus"``, the NLTK Engli
 of 179 words: it drops question words such as "how" and "do", which the 33-word ``"en"``
 list keeps), stemmed by a Snowball stemmer (PyStemmer; default English, i.e. Porter2), so
 "cache"/"caching" and "refund"/"refunds"/"refunded" are one term. :meth:`Analyzer.settings`
-says all of that as JSON, for a persistent index's manifest
-(:func:`engine.retrieval.search.analyzer_settings` adds the BM25 parameters).
+says all of that as JSON, together with ``probe``, the terms of a fixed sentence
+(:data:`PROBE`), so that a stemmer or stop list that changes without a setting saying so
+still changes the settings; a persistent index (``engine.retrieval.store``) records them
+in its manifest (:func:`engine.retrieval.search.analyzer_settings` adds the BM25
+parameters and the calibration) and refuses to be searched under other ones.
+:func:`analyze_many` is the batch analysis an index build runs.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 #: written in camelCase ("readFile", "randomUUID", "existsSync").
 _CAMEL_WORD = re.compile(r"\b\w*[a-z0-9][A-Z]\w*\b")
 _CAMEL_CUT = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+#: Analysed for :meth:`Analyzer.settings`: plurals, -ing forms, stop words, case, digits,
+#: a camelCase identifier.
+PROBE = ("The Caching of refunds: how do running servers' HTTP/2 configurations differ, "
+         "e.g. in 2024 with readFileSync?")
 
 
 def _version(dist: str) -> str:
@@ -119,7 +127,7 @@ class Analyzer:
         """What decides the terms, as plain JSON: tokenizer (library, version, pattern),
         stopword list (name, word count and a SHA-256 of the sorted list, so an edited
         list is noticed even under the same name) and stemmer (algorithm, language,
-        library and version)."""
+        library and version), and ``probe``: the terms of :data:`PROBE`."""
         from bm25s.tokenization import _infer_stopwords
 
         words = sorted(set(_infer_stopwords(self.stopwords)))
@@ -132,8 +140,20 @@ class Analyzer:
             "stemmer": None if self.stemmer is None else {
                 "algorithm": "snowball", "language": self.stemmer, "library": "PyStemmer",
                 "version": _version("PyStemmer")},
+            "probe": self.terms(PROBE),
         }
 
 
 #: The analyzer ``pack`` and :class:`SemanticSearch` use unless told otherwise.
 DEFAULT_ANALYZER = Analyzer()
+
+
+def analyze_many(texts: Sequence[str], analyzer: Analyzer = DEFAULT_ANALYZER) -> list[list[str]]:
+    """The terms of each text under ``analyzer`` (:meth:`Analyzer.terms_many`, one batch),
+    ``[]`` for a blank text: what an index build analyses its nodes with."""
+    if not texts:
+        return []
+    blank = [not t.strip() for t in texts]
+    filled = analyzer.terms_many([t for t, b in zip(texts, blank) if not b])
+    it = iter(filled)
+    return [[] if b else next(it) for b in blank]

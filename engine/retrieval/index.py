@@ -1,31 +1,30 @@
 """The hierarchical index: a document split into sections, paragraphs and sentences.
 
-What goes in: document text (Markdown or plain text) and a ``doc_id``. What comes out:
-frozen :class:`Node` values, one per DOCUMENT, SECTION, PARAGRAPH and SENTENCE, each
-with exact character offsets into the original text (``text[node.start:node.end] ==
-node.content`` always holds) and a link to its parent.
+What goes in: document text and its format (Markdown, reStructuredText, HTML or plain
+text; see :mod:`engine.retrieval.formats`) and a ``doc_id``. What comes out: frozen
+:class:`Node` values, one per DOCUMENT, SECTION, PARAGRAPH and SENTENCE, each with exact
+character offsets into the document's text (``text[node.start:node.end] ==
+node.content`` always holds, where ``text`` is the DOCUMENT node's content: the source
+for Markdown and plain text, the rendering of the parsed document for RST and HTML) and a
+link to its parent.
 
 Splitting rules
 ---------------
 * DOCUMENT: the whole text, verbatim (``start == 0``, ``end == len(text)``).
-* SECTION: one per ATX heading (``#`` .. ``######``, at most 3 spaces of indent, then a
-  space or the end of the line; ``#tag`` is not a heading). A section runs from its
-  heading line to the next heading of the same or a higher level, so a ``##`` section
-  nested under a ``#`` one is the ``#`` section's child and its text is part of the
-  parent's content too. A section's ``title`` is the heading text without the ``#``
-  marks. Setext headings (underlined with ``===``) are not recognised.
-* PARAGRAPH: the blank-line separated blocks of text that belong directly to a document
-  or section (text before the first heading belongs to the document). The heading line
-  is not a paragraph. A fenced code block (three or more backticks or tildes) is one
-  paragraph even with blank lines inside, and a ``#`` line inside it is not a heading;
-  an unclosed fence runs to the end of the document, as in CommonMark. Fences indented
-  by four or more spaces are not recognised.
-* SENTENCE: prose paragraphs are split with ``pysbd``; a single newline inside a
-  paragraph is a soft wrap, so it does not end a sentence. List items (``-``, ``*``,
-  ``+``, ``1.`` or ``1)``) are never split: each item, with its continuation lines, is
-  one sentence (prose lines before the first item are split as prose). Fenced code
-  blocks and tables (every line starts with ``|``) have no sentences: the paragraph is
-  the smallest unit, because a sentence splitter cuts code and table rows at random.
+* SECTION: one per heading the format's parser finds (Markdown ATX and setext headings,
+  RST sections, HTML ``h1``-``h6``). A section runs from its heading to the next heading
+  of the same or a higher level, so a ``##`` section nested under a ``#`` one is the
+  ``#`` section's child and its text is part of the parent's content too. A section's
+  ``title`` is the heading text without its markup.
+* PARAGRAPH: the paragraph blocks that belong directly to a document or section (text
+  before the first heading belongs to the document); the heading is not a paragraph. A
+  code block or a table is one paragraph even with blank lines inside.
+* SENTENCE: prose is split with ``sentencex`` (Wikimedia's rule-based segmenter, which
+  keeps abbreviations such as "e.g." and "p.m." and decimals whole); a single newline
+  inside a paragraph is a soft wrap, so it does not end a sentence. List items are never
+  split: each item, with its continuation lines, is one sentence. Code blocks and tables
+  have no sentences: the paragraph is the smallest unit, because a sentence splitter cuts
+  code and table rows at random.
 
 Nodes never start or end with whitespace (except the DOCUMENT node, which is verbatim),
 and blocks or sentences that are only whitespace are not nodes.
@@ -34,16 +33,18 @@ Node ids
 --------
 Readable and stable: the same text and ``doc_id`` always give the same ids::
 
-    doc-001                 DOCUMENT  (the doc_id itself)
-    doc-001#s2              SECTION   second top-level section
-    doc-001#s2.1            SECTION   first sub-section of it (numbered among siblings,
-                                      whatever the heading levels are)
-    doc-001/p1              PARAGRAPH first paragraph directly under the document
-    doc-001#s2.1/p3         PARAGRAPH third paragraph directly under section 2.1
-    doc-001#s2.1/p3/t2      SENTENCE  second sentence of that paragraph
+    guide/doc-001.md                 DOCUMENT  (the doc_id itself)
+    guide/doc-001.md#s2              SECTION   second top-level section
+    guide/doc-001.md#s2.1            SECTION   first sub-section of it (numbered among
+                                               siblings, whatever the heading levels are)
+    guide/doc-001.md/p1              PARAGRAPH first paragraph directly under the document
+    guide/doc-001.md#s2.1/p3         PARAGRAPH third paragraph directly under section 2.1
+    guide/doc-001.md#s2.1/p3/t2      SENTENCE  second sentence of that paragraph
 
-All numbers are 1-based. ``doc_id`` may not contain ``#``, ``/`` or whitespace, so ids
-of different documents can never collide.
+All numbers are 1-based. ``doc_id`` is free text without ``#`` or whitespace; it may hold
+``/`` (``pack`` uses the file's path below the corpus root), but not at its ends or twice
+in a row, and a document whose node ids would collide with nodes already in the index is
+rejected (``index.duplicate_node``).
 
 ``Node.order`` is the node's position in a pre-order walk of the whole index (documents
 in the order they were indexed, then parents before children, children in text order),
@@ -52,14 +53,12 @@ so sorting selected nodes by ``order`` gives reading order.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import Enum
-
-import pysbd
+from typing import Any
 
 from ..errors import CandidateError
+from .formats import FORMATS, Block, Parsed, parse, trim
 
 
 class IndexLevel(Enum):
@@ -91,81 +90,43 @@ class Node:
     title: str | None = None
 
 
-# ATX heading: up to 3 spaces, 1-6 '#', then whitespace or end of line. The optional
-# closing run of '#' must be preceded by whitespace (CommonMark), so "C#" stays intact.
-_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
-_FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
-_LIST_ITEM = re.compile(r"^[ \t]*(?:[-*+]|\d{1,9}[.)])(?:[ \t]+|$)")
-_TABLE_ROW = re.compile(r"^[ \t]*\|")
-_FORBIDDEN_IN_DOC_ID = re.compile(r"[#/\s]")
-
-# pysbd keeps per-call state on the Segmenter (``original_text``), so the index owns one
-# and never shares it across threads through a module global.
-_SEGMENTER_ARGS = {"language": "en", "clean": False, "char_span": True}
+def _bad_doc_id(doc_id: object) -> bool:
+    if not isinstance(doc_id, str) or not doc_id or doc_id.startswith("/") or doc_id.endswith("/"):
+        return True
+    return "#" in doc_id or "//" in doc_id or any(ch.isspace() for ch in doc_id)
 
 
-@dataclass(frozen=True, slots=True)
-class _Line:
-    """One line of the document: ``text`` without its line break, ``start`` offset."""
+def sentence_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of each sentence of the prose ``text[start:end]`` (sentencex),
+    trimmed; every non-space character lands in exactly one sentence."""
+    import sentencex
 
-    text: str
-    start: int
-
-    @property
-    def end(self) -> int:
-        return self.start + len(self.text)
-
-
-@dataclass(frozen=True, slots=True)
-class _Block:
-    """A paragraph-to-be: its lines and its kind ("prose", "code" or "table")."""
-
-    lines: tuple[_Line, ...]
-    kind: str
-
-
-def _split_lines(text: str) -> list[_Line]:
-    lines: list[_Line] = []
+    # Newlines inside a paragraph are soft wraps; the segmenter would end a sentence at
+    # each one. Replacing them by spaces keeps every offset valid (same length).
+    flat = text[start:end].replace("\r", " ").replace("\n", " ")
+    if not any(ch in flat for ch in ".!?\u3002\uff01\uff1f"):
+        pieces = [flat]  # no sentence mark: one sentence, whatever the segmenter would say
+    else:
+        pieces = list(sentencex.segment("en", flat))
+    out: list[tuple[int, int]] = []
     pos = 0
-    for raw in text.splitlines(keepends=True):
-        body = raw.rstrip("\r\n")
-        lines.append(_Line(body, pos))
-        pos += len(raw)
-    return lines
-
-
-def _trim(text: str, start: int, end: int) -> tuple[int, int]:
-    """Shrink ``[start, end)`` past leading and trailing whitespace."""
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    return start, end
-
-
-def _fence_closes(line: str, fence: str) -> bool:
-    """A closing fence: same character, at least as long, nothing after but spaces."""
-    stripped = line.lstrip(" ")
-    if len(line) - len(stripped) > 3:
-        return False
-    run = len(stripped) - len(stripped.lstrip(fence[0]))
-    return run >= len(fence) and not stripped[run:].strip()
-
-
-def _fence_opens(line: str) -> str | None:
-    """The fence string (e.g. "```") if ``line`` opens a fenced code block."""
-    m = _FENCE_OPEN.match(line)
-    if m is None:
-        return None
-    fence, info = m.group(1), m.group(2)
-    if fence[0] == "`" and "`" in info:  # CommonMark: backtick info strings have no backticks
-        return None
-    return fence
+    for piece in pieces:
+        at = flat.find(piece, pos) if piece else -1
+        if at < 0:  # not a substring (never seen): the rest is one sentence
+            break
+        s, e = trim(text, start + at, start + at + len(piece))
+        if s < e:
+            out.append((s, e))
+        pos = at + len(piece)
+    if flat[pos:].strip():  # anything the pieces did not cover joins the last sentence
+        s, e = trim(text, start + pos, end)
+        out[-1:] = [(out[-1][0] if out else s, e)]
+    return out
 
 
 @dataclass(slots=True)
 class _OpenSection:
-    """A section whose end is not known yet (mutable while scanning, never exported)."""
+    """A section whose end is not known yet (mutable while building, never exported)."""
 
     node_id: str
     parent_id: str
@@ -176,153 +137,61 @@ class _OpenSection:
     children: int = 0
 
 
-class _DocumentBuilder:
-    """Turns one document's text into nodes; used once per ``index_document`` call."""
+def build_nodes(parsed: Parsed, doc_id: str) -> list[Node]:
+    """The nodes of one parsed document in reading order (``order`` counts from 0)."""
+    text = parsed.text
+    nodes: list[Node] = [Node(doc_id, doc_id, IndexLevel.DOCUMENT, text, None, 0, len(text), 0)]
+    paragraph_counts: dict[str, int] = {}
+    stack: list[_OpenSection] = []
+    top = 0
 
-    def __init__(self, text: str, doc_id: str, segmenter: pysbd.Segmenter, markdown: bool):
-        self.text = text
-        self.doc_id = doc_id
-        self.segmenter = segmenter
-        self.markdown = markdown
-        # Appended in reading order: a section's placeholder goes in before its content.
-        self.nodes: list[Node] = []
-        self.paragraph_counts: dict[str, int] = {}
-        self.top_sections = 0
+    def close(section: _OpenSection, end: int) -> None:
+        s, e = trim(text, section.start, end)
+        nodes[section.slot] = Node(section.node_id, doc_id, IndexLevel.SECTION, text[s:e],
+                                   section.parent_id, s, e, 0, section.title)
 
-    def build(self) -> list[Node]:
-        text = self.text
-        self.nodes.append(Node(self.doc_id, self.doc_id, IndexLevel.DOCUMENT, text, None, 0, len(text), 0))
-        stack: list[_OpenSection] = []
-        run: list[_Line] = []  # lines of the current container since the last heading
-        fence: str | None = None
-        for line in _split_lines(text):
-            if fence is not None:
-                run.append(line)
-                if _fence_closes(line.text, fence):
-                    fence = None
-                continue
-            if self.markdown:
-                fence = _fence_opens(line.text)
-                heading = None if fence is not None else _HEADING.match(line.text)
-                if heading is not None:
-                    self._emit_paragraphs(run, stack[-1].node_id if stack else self.doc_id)
-                    run = []
-                    level = len(heading.group(1))
-                    while stack and stack[-1].heading_level >= level:
-                        self._close_section(stack.pop(), line.start)
-                    stack.append(self._open_section(stack, level, line, heading.group(2) or ""))
-                    continue
-            run.append(line)
-        self._emit_paragraphs(run, stack[-1].node_id if stack else self.doc_id)
-        while stack:
-            self._close_section(stack.pop(), len(text))
-        return self.nodes
-
-    def _open_section(self, stack: list[_OpenSection], level: int, line: _Line, title: str) -> _OpenSection:
-        if stack:
-            parent = stack[-1]
-            parent.children += 1
-            node_id = f"{parent.node_id}.{parent.children}"
-            parent_id = parent.node_id
-        else:
-            self.top_sections += 1
-            node_id = f"{self.doc_id}#s{self.top_sections}"
-            parent_id = self.doc_id
-        start = line.start + (len(line.text) - len(line.text.lstrip(" ")))
-        section = _OpenSection(node_id, parent_id, level, start, title.strip(), len(self.nodes))
-        # A placeholder keeps the section before its paragraphs in reading order; the
-        # real node (with its end) replaces it when the section closes.
-        self.nodes.append(Node(node_id, self.doc_id, IndexLevel.SECTION, "", parent_id, start, start, 0, section.title))
-        return section
-
-    def _close_section(self, section: _OpenSection, end: int) -> None:
-        start, end = _trim(self.text, section.start, end)
-        self.nodes[section.slot] = Node(
-            section.node_id, self.doc_id, IndexLevel.SECTION, self.text[start:end],
-            section.parent_id, start, end, 0, section.title,
-        )
-
-    def _emit_paragraphs(self, lines: list[_Line], parent_id: str) -> None:
-        for block in self._blocks(lines):
-            start, end = _trim(self.text, block.lines[0].start, block.lines[-1].end)
-            if start == end:
-                continue
-            count = self.paragraph_counts.get(parent_id, 0) + 1
-            self.paragraph_counts[parent_id] = count
-            pid = f"{parent_id}/p{count}"
-            self.nodes.append(Node(pid, self.doc_id, IndexLevel.PARAGRAPH, self.text[start:end], parent_id, start, end, 0))
-            if block.kind == "prose":
-                for j, (s, e) in enumerate(self._sentence_spans(block), start=1):
-                    self.nodes.append(Node(f"{pid}/t{j}", self.doc_id, IndexLevel.SENTENCE, self.text[s:e], pid, s, e, 0))
-
-    def _blocks(self, lines: list[_Line]) -> Iterator[_Block]:
-        """Blank-line separated blocks; a fenced code block is always a block of its own."""
-        current: list[_Line] = []
-        fence: str | None = None
-        for line in lines:
-            if fence is not None:
-                current.append(line)
-                if _fence_closes(line.text, fence):
-                    yield _Block(tuple(current), "code")
-                    current, fence = [], None
-                continue
-            opened = _fence_opens(line.text) if self.markdown else None
-            if opened is not None or not line.text.strip():
-                if current:
-                    yield self._prose_or_table(current)
-                current = [line] if opened is not None else []
-                fence = opened
-                continue
-            current.append(line)
-        if current:
-            yield _Block(tuple(current), "code") if fence is not None else self._prose_or_table(current)
-
-    def _prose_or_table(self, lines: list[_Line]) -> _Block:
-        is_table = self.markdown and all(_TABLE_ROW.match(x.text) for x in lines)
-        return _Block(tuple(lines), "table" if is_table else "prose")
-
-    def _sentence_spans(self, block: _Block) -> list[tuple[int, int]]:
-        """Absolute ``(start, end)`` of each sentence: prose via pysbd, list items whole."""
-        spans: list[tuple[int, int]] = []
-        prose: list[_Line] = []
-        item: list[_Line] = []
-        for line in block.lines:
-            if self.markdown and _LIST_ITEM.match(line.text):
-                if item:
-                    spans.append((item[0].start, item[-1].end))
-                elif prose:  # the prose lines before the first item come first
-                    spans.extend(self._pysbd_spans(prose[0].start, prose[-1].end))
-                    prose = []
-                item = [line]
-            elif item:
-                item.append(line)  # lazy continuation: it belongs to the open item
+    for block in parsed.blocks:
+        if block.heading:
+            while stack and stack[-1].heading_level >= block.heading:
+                close(stack.pop(), block.start)
+            if stack:
+                parent = stack[-1]
+                parent.children += 1
+                node_id, parent_id = f"{parent.node_id}.{parent.children}", parent.node_id
             else:
-                prose.append(line)
-        if prose:
-            spans.extend(self._pysbd_spans(prose[0].start, prose[-1].end))
-        if item:
-            spans.append((item[0].start, item[-1].end))
-        out = []
-        for s, e in spans:
-            s, e = _trim(self.text, s, e)
-            if s < e:
-                out.append((s, e))
-        return out
+                top += 1
+                node_id, parent_id = f"{doc_id}#s{top}", doc_id
+            title = (block.title or "").strip()
+            stack.append(_OpenSection(node_id, parent_id, block.heading, block.start, title, len(nodes)))
+            # A placeholder keeps the section before its paragraphs in reading order; the
+            # real node (with its end) replaces it when the section closes.
+            nodes.append(Node(node_id, doc_id, IndexLevel.SECTION, "", parent_id, block.start, block.start, 0, title))
+            continue
+        _paragraph(text, doc_id, block, stack[-1].node_id if stack else doc_id, paragraph_counts, nodes)
+    while stack:
+        close(stack.pop(), len(text))
+    return nodes
 
-    def _pysbd_spans(self, start: int, end: int) -> list[tuple[int, int]]:
-        # Newlines inside a paragraph are soft wraps; pysbd would end a sentence at each
-        # one. Replacing them by spaces keeps every offset valid (same length).
-        chunk = self.text[start:end]
-        flat = chunk.replace("\r", " ").replace("\n", " ")
-        # pysbd re-finds each sentence in the input to compute spans and silently drops
-        # one it cannot find; using only its start offsets as cut points (kept if
-        # strictly increasing) means every character still lands in some sentence.
-        cuts = [0]
-        for span in self.segmenter.segment(flat):
-            if cuts[-1] < span.start < len(flat):
-                cuts.append(span.start)
-        cuts.append(len(flat))
-        return [(start + a, start + b) for a, b in zip(cuts, cuts[1:])]
+
+def _paragraph(text: str, doc_id: str, block: Block, parent_id: str, counts: dict[str, int],
+               nodes: list[Node]) -> None:
+    start, end = trim(text, block.start, block.end)
+    if start == end:
+        return
+    count = counts.get(parent_id, 0) + 1
+    counts[parent_id] = count
+    pid = f"{parent_id}/p{count}"
+    nodes.append(Node(pid, doc_id, IndexLevel.PARAGRAPH, text[start:end], parent_id, start, end, 0))
+    spans: list[tuple[int, int]] = []
+    for kind, s, e in block.units:
+        if kind == "item":
+            s, e = trim(text, s, e)
+            if s < e:
+                spans.append((s, e))
+        else:
+            spans += sentence_spans(text, s, e)
+    for j, (s, e) in enumerate(spans, start=1):
+        nodes.append(Node(f"{pid}/t{j}", doc_id, IndexLevel.SENTENCE, text[s:e], pid, s, e, 0))
 
 
 class HierarchicalIndex:
@@ -336,37 +205,28 @@ class HierarchicalIndex:
         self.nodes: dict[str, Node] = {}
         self._children: dict[str, list[str]] = {}
         self._documents: list[str] = []
-        self._segmenter = pysbd.Segmenter(**_SEGMENTER_ARGS)
 
-    def index_document(self, content: str, doc_id: str, *, markdown: bool = True) -> list[str]:
-        """Split ``content`` into nodes and add them under ``doc_id``.
+    def index_document(self, content: str, doc_id: str, *, markdown: bool = True,
+                       format: str | None = None) -> list[str]:
+        """Parse ``content`` and add its nodes under ``doc_id``.
 
         Args:
-            content: the document text, Markdown (default) or plain text.
-            doc_id: unique, non-empty, without ``#``, ``/`` or whitespace.
+            content: the document text.
+            doc_id: unique, non-empty, without ``#`` or whitespace (see the module doc).
             markdown: ``False`` treats the text as plain text (no headings, fences,
                 lists or tables; only blank-line paragraphs and sentences).
+            format: ``"markdown"``, ``"rst"``, ``"html"`` or ``"text"``; overrides
+                ``markdown`` when given.
 
         Returns:
             The new node ids in reading order, the document id first.
 
         Raises:
             CandidateError: ``index.bad_doc_id``, ``index.duplicate_doc``,
-                ``index.bad_content`` or ``index.empty_document``.
+                ``index.duplicate_node``, ``index.bad_content``, ``index.bad_format``
+                or ``index.empty_document``.
         """
-        if not isinstance(doc_id, str) or not doc_id or _FORBIDDEN_IN_DOC_ID.search(doc_id):
-            raise CandidateError(
-                "index.bad_doc_id",
-                f"doc_id must be a non-empty string without '#', '/' or whitespace, got {doc_id!r} "
-                "(these characters separate the parts of node ids; use e.g. 'billing-refunds')",
-                path="$.doc_id",
-            )
-        if doc_id in self.nodes:
-            raise CandidateError(
-                "index.duplicate_doc",
-                f"document {doc_id!r} is already indexed; every document needs a unique doc_id",
-                path="$.doc_id",
-            )
+        self._check_doc_id(doc_id)
         if not isinstance(content, str):
             raise CandidateError(
                 "index.bad_content",
@@ -379,12 +239,52 @@ class HierarchicalIndex:
                 f"document {doc_id!r} is empty or only whitespace; skip it instead of indexing it",
                 path="$.content",
             )
-        built = _DocumentBuilder(content, doc_id, self._segmenter, markdown).build()
+        fmt = format if format is not None else ("markdown" if markdown else "text")
+        if fmt not in FORMATS:
+            raise CandidateError("index.bad_format",
+                                 f"unknown format {fmt!r}; use one of {', '.join(map(repr, FORMATS))}",
+                                 path="$.format")
+        return self.add_nodes(build_nodes(parse(content, fmt), doc_id), doc_id)
+
+    def index_parsed(self, parsed: Parsed, doc_id: str) -> list[str]:
+        """Add the nodes of an already parsed document (see :mod:`engine.retrieval.formats`)."""
+        self._check_doc_id(doc_id)
+        return self.add_nodes(build_nodes(parsed, doc_id), doc_id)
+
+    def _check_doc_id(self, doc_id: Any) -> None:
+        if _bad_doc_id(doc_id):
+            raise CandidateError(
+                "index.bad_doc_id",
+                f"doc_id must be a non-empty string without '#' or whitespace, and no '/' at its ends "
+                f"or twice in a row, got {doc_id!r} (these characters separate the parts of node ids; "
+                "use e.g. 'billing/refunds.md')",
+                path="$.doc_id",
+            )
+        taken = self.nodes.get(doc_id)
+        if taken is not None and taken.level is IndexLevel.DOCUMENT:
+            raise CandidateError(
+                "index.duplicate_doc",
+                f"document {doc_id!r} is already indexed; every document needs a unique doc_id",
+                path="$.doc_id",
+            )
+
+    def add_nodes(self, built: list[Node], doc_id: str) -> list[str]:
+        """Add one document's nodes (from :func:`build_nodes`, DOCUMENT node first);
+        ``order`` is renumbered index-wide. Nothing is added if an id is taken."""
+        clash = [n.node_id for n in built if n.node_id in self.nodes]
+        if clash:
+            raise CandidateError(
+                "index.duplicate_node",
+                f"document {doc_id!r} would add node ids the index already has: "
+                f"{', '.join(map(repr, clash[:5]))}; give the document another doc_id",
+                path="$.doc_id",
+            )
         base = len(self.nodes)
         ids = []
-        for i, node in enumerate(built):
+        for i, n in enumerate(built):
             # The builder's orders are placeholders; the real one counts index-wide.
-            node = replace(node, order=base + i)
+            node = n if n.order == base + i else Node(n.node_id, n.doc_id, n.level, n.content, n.parent_id,
+                                                       n.start, n.end, base + i, n.title)
             self.nodes[node.node_id] = node
             self._children[node.node_id] = []
             if node.parent_id is not None:

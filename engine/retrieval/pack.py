@@ -1,9 +1,11 @@
 """The main job: documents and a question in, the best context that fits the policy out.
 
-``pack(policy, query, paths)``: index the files (Markdown or plain text) into the
-hierarchical index, search them (``scorer``: ``bm25``, or ``dense``/``hybrid`` with the
-``ctxbudget[dense]`` extra or an ``embedder`` of the caller's), turn the results into
-candidate rows (:mod:`engine.retrieval.convert`, the conversion the seed's
+``pack(policy, query, paths)``: index the files (Markdown, reStructuredText, HTML or
+plain text, each also gzip-compressed; :mod:`engine.retrieval.build`) into the
+hierarchical index, or load a prebuilt one (``index=``, :mod:`engine.retrieval.store`),
+search them (``scorer``: ``bm25``, or ``dense``/``hybrid`` with the ``ctxbudget[dense]``
+extra or an ``embedder`` of the caller's; a prebuilt index is searched with ``bm25``),
+turn the results into candidate rows (:mod:`engine.retrieval.convert`, the conversion the seed's
 ``create_budget_items_from_search`` uses too), add the nodes the policy pins that search
 did not return, and decide under the policy. Token counts are left to the engine, which
 counts every item rendered with the policy's template. The hierarchy rule is on by
@@ -20,7 +22,6 @@ into :class:`~engine.errors.NoContextError` (exit 8), after the decision is reco
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,11 +34,13 @@ from ..audit.request import CorpusFile, Request
 from ..decide import Decided, decide
 from ..errors import CandidateError, NoContextError
 from ..policy import Policy
+from .build import Built, build_in_memory
 from .convert import pinned_rows, search_rows
-from .index import HierarchicalIndex
-from .search import Embedder, Scorer, Searched, SemanticSearch
+from .corpus import Skipped, walk
+from .formats import SUFFIX_FORMATS
+from .search import Embedder, Scorer, Searched, SemanticSearch, _parse_scorer
 
-TEXT_SUFFIXES = (".md", ".markdown", ".txt", ".text", ".rst")
+TEXT_SUFFIXES = tuple(SUFFIX_FORMATS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,41 +89,13 @@ class Packed:
     fetched_pins: tuple[str, ...] = ()
     #: How the search went, with the warning when no retrieved item is in the context.
     retrieval: Retrieval | None = None
+    #: Files not indexed, each with its reason.
+    skipped: tuple[Skipped, ...] = ()
 
 
 def collect_files(paths: Sequence[str | Path]) -> list[Path]:
-    """Text files named, or found (sorted) under the folders named."""
-    return [f for f, _root, _rel in collect_corpus(paths)]
-
-
-def collect_corpus(paths: Sequence[str | Path]) -> list[tuple[Path, str, str]]:
-    """(file, its root as given, its path below the root in POSIX form) for every text
-    file named, or found (sorted) under the folders named; a file named directly has its
-    own folder as root."""
-    out: list[tuple[Path, str, str]] = []
-    for given in paths:
-        p = Path(given)
-        if p.is_dir():
-            out += [(f, str(given), f.relative_to(p).as_posix()) for f in sorted(p.rglob("*"))
-                    if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES]
-        elif p.is_file():
-            out.append((p, os.path.dirname(str(given)) or ".", p.name))
-        else:
-            raise CandidateError("pack.missing_path", f"{p}: no such file or folder", path="$.paths")
-    if not out:
-        raise CandidateError("pack.no_files",
-                             f"no text files ({', '.join(TEXT_SUFFIXES)}) under {', '.join(map(str, paths))}",
-                             path="$.paths")
-    return out
-
-
-def _doc_id(path: Path, taken: set[str]) -> str:
-    base = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in path.stem) or "doc"
-    doc, n = base, 2
-    while doc in taken:
-        doc, n = f"{base}-{n}", n + 1
-    taken.add(doc)
-    return doc
+    """Files of a supported format named, or found (sorted) under the folders named."""
+    return [f.file for f in walk(paths)[0]]
 
 
 def _threshold(policy: Policy, level: str | None) -> tuple[float, str]:
@@ -160,62 +135,94 @@ def assess(policy: Policy, searched: Searched, *, scorer: str, top_k: int,
 
 @dataclass(frozen=True, slots=True)
 class Indexed:
-    """A corpus indexed in memory for ``pack``: the index, the files (as found) and what
-    the audit record says of them. Build it once (:func:`index_corpus`) to ask many
-    questions (:func:`pack_indexed`)."""
+    """A corpus indexed for ``pack``: the index (in memory, or a stored one), the files
+    indexed, what the audit record says of every file read, the files skipped with their
+    reasons, and for a stored index the maker of its searcher (its BM25 state loaded).
+    Build it once (:func:`index_corpus`, or :func:`indexed_of` a prebuilt index) to ask
+    many questions (:func:`pack_indexed`)."""
 
-    index: HierarchicalIndex
+    index: Any  # HierarchicalIndex, or a stored index (engine.retrieval.store.StoredIndex)
     files: tuple[str, ...]
     corpus: tuple[CorpusFile, ...]
     seconds: float
+    skipped: tuple[Skipped, ...] = ()
+    stored_searcher: Callable[[], SemanticSearch] | None = None
+
+    def searcher(self, scorer: str | Scorer = "bm25", embedder: Embedder | None = None) -> SemanticSearch:
+        """The search over :attr:`index`: a new :class:`SemanticSearch`, or a stored
+        index's own (BM25 only: it keeps no embeddings).
+
+        Raises:
+            CandidateError: ``search.bad_scorer``; ``pack.index_scorer`` for ``dense``
+                or ``hybrid`` over a stored index; what :class:`SemanticSearch` raises.
+        """
+        chosen = _parse_scorer(scorer)
+        if self.stored_searcher is None:
+            return SemanticSearch(self.index, scorer=chosen, embedder=embedder)
+        if chosen is not Scorer.BM25:
+            raise CandidateError(
+                "pack.index_scorer",
+                f"scorer {chosen.value!r} cannot search a prebuilt index: it keeps only BM25 state, no "
+                "embeddings; use --scorer bm25 with --index, or give the files (PATH...) instead of "
+                "--index to index them in memory", path="$.scorer")
+        return self.stored_searcher()
+
+
+def indexed_of(built: Built, paths: Sequence[str | Path] = (), started: float | None = None) -> Indexed:
+    """:class:`Indexed` of a built or loaded corpus (:func:`~engine.retrieval.build.build_in_memory`,
+    :func:`~engine.retrieval.store.load_for_pack`); ``started``: the ``perf_counter``
+    its seconds count from.
+
+    Raises:
+        CandidateError: ``pack.no_documents`` when no file could be indexed.
+    """
+    if not any(r.doc_id is not None for r in built.read):
+        reasons = "; ".join(f"{s.path}: {s.reason}" for s in built.skipped[:5])
+        raise CandidateError("pack.no_documents",
+                             f"no file under {', '.join(map(str, paths))} could be indexed ({reasons}); "
+                             "give files with text in a supported format", path="$.paths")
+    corpus = tuple(CorpusFile(r.source.root, r.source.path, r.doc_id, r.data) for r in built.read)
+    seconds = time.perf_counter() - started if started is not None else 0.0
+    return Indexed(built.index, built.files, corpus, seconds, built.skipped, built.searcher)
 
 
 def index_corpus(paths: Sequence[str | Path],
                  progress: Callable[[int, int, str], None] | None = None) -> Indexed:
-    """Index the text files named or found under ``paths`` (:func:`collect_corpus`);
-    ``progress(done, total, name)`` is called per file."""
+    """Index the files of a supported format named or found under ``paths`` in memory
+    (:func:`~engine.retrieval.build.build_in_memory`); ``progress(done, total, name)``
+    is called per file.
+
+    Raises:
+        CandidateError: ``pack.no_documents`` when no file could be indexed, and what
+            reading the paths raises.
+    """
     t0 = time.perf_counter()
-    found = collect_corpus(paths)
-    index = HierarchicalIndex()
-    taken: set[str] = set()
-    corpus: list[CorpusFile] = []
-    for k, (f, root, rel) in enumerate(found, 1):
-        data = f.read_bytes()
-        try:
-            # as read_text would: universal newlines (the digest is of the bytes on disk)
-            text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
-        except UnicodeDecodeError as exc:
-            raise CandidateError("pack.not_utf8", f"{f}: not UTF-8 text (byte {exc.start}); convert it first",
-                                 path="$.paths") from None
-        doc = _doc_id(f, taken) if text.strip() else None
-        corpus.append(CorpusFile(root, rel, doc, data))
-        if doc is not None:
-            index.index_document(text, doc, markdown=f.suffix.lower() in (".md", ".markdown"))
-        if progress is not None:
-            progress(k, len(found), str(f))
-    return Indexed(index, tuple(str(f) for f, _root, _rel in found), tuple(corpus), time.perf_counter() - t0)
+    return indexed_of(build_in_memory(paths, progress), paths, t0)
 
 
 def pack(policy: Policy, query: str, paths: Sequence[str | Path], *, top_k: int = 50,
          audit_log: AuditLog | None = None,
          progress: Callable[[int, int, str], None] | None = None,
          request: Request | None = None, scorer: str | Scorer = "bm25",
-         embedder: Embedder | None = None, require_context: bool = False) -> Packed:
+         embedder: Embedder | None = None, require_context: bool = False,
+         index: Built | None = None) -> Packed:
     """Run the main job; ``progress(done, total, name)`` is called per file indexed.
-    The record keeps the query (keyed digest unless the policy keeps it as text), the
-    corpus files (path below their root, size, digest), ``request`` (who asked) and how
-    the search went (``retrieval``: best score, threshold, the warning when no retrieved
-    item is in the context).
+    ``index`` is a prebuilt corpus (``engine.retrieval.store.load_for_pack``); without
+    it the files under ``paths`` are indexed in memory. The record keeps the query (keyed
+    digest unless the policy keeps it as text), the corpus files (path below their root,
+    size, digest), ``request`` (who asked) and how the search went (``retrieval``: best
+    score, threshold, the warning when no retrieved item is in the context).
 
     ``scorer``: ``"bm25"`` (default), ``"dense"`` or ``"hybrid"``; the last two need the
     ``ctxbudget[dense]`` extra (``CandidateError`` ``search.dense_unavailable`` without
-    it) unless ``embedder`` (texts → embedding rows) is given. ``require_context``: raise
+    it) unless ``embedder`` (texts → embedding rows) is given, and cannot search a
+    prebuilt ``index`` (``pack.index_scorer``). ``require_context``: raise
     :class:`~engine.errors.NoContextError` (``pack.no_context``) when the context holds
     no retrieved item; the decision is recorded first."""
     t0 = time.perf_counter()
-    indexed = index_corpus(paths, progress)
-    search = SemanticSearch(indexed.index, scorer=scorer, embedder=embedder)
-    return pack_indexed(policy, query, indexed, search, top_k=top_k, audit_log=audit_log, request=request,
+    corpus = indexed_of(index if index is not None else build_in_memory(paths, progress), paths, t0)
+    search = corpus.searcher(scorer, embedder)
+    return pack_indexed(policy, query, corpus, search, top_k=top_k, audit_log=audit_log, request=request,
                         require_context=require_context, started=t0)
 
 
@@ -223,8 +230,9 @@ def pack_indexed(policy: Policy, query: str, indexed: Indexed, search: SemanticS
                  audit_log: AuditLog | None = None, request: Request | None = None,
                  require_context: bool = False, started: float | None = None) -> Packed:
     """:func:`pack` for a corpus indexed once (:func:`index_corpus`) and a search built
-    over its index: what a benchmark or a long-running caller asks many questions of.
-    ``started``: the ``perf_counter`` the reported seconds count from (default: now)."""
+    over its index (:meth:`Indexed.searcher`): what a benchmark or a long-running caller
+    asks many questions of. ``started``: the ``perf_counter`` the reported seconds count
+    from (default: now)."""
     t0 = time.perf_counter() if started is None else started
     notes = []
     if not policy.hierarchy.exclusive:
@@ -261,4 +269,4 @@ def pack_indexed(policy: Policy, query: str, indexed: Indexed, search: SemanticS
                              details={"decision_id": decided.record["decision_id"],
                                       "best_score": found_out.best_score, "threshold": found_out.threshold})
     return Packed(decided, indexed.files, len(results), tuple(notes),
-                  time.perf_counter() - t0, tuple(r["source_id"] for r in fetched), found_out)
+                  time.perf_counter() - t0, tuple(r["source_id"] for r in fetched), found_out, indexed.skipped)

@@ -1,0 +1,614 @@
+"""A persistent index on disk: ``ctxbudget index build`` writes it, ``pack --index`` reads it.
+
+What goes in: the corpus paths (build) or the index folder (load). What comes out: a folder
+that holds the hierarchical index and its BM25 state, and, when loaded, a
+:class:`~engine.retrieval.build.Built` whose index and searcher answer queries without
+re-reading, re-parsing or re-tokenizing anything.
+
+Layout of an index folder (format :data:`FORMAT_VERSION`)::
+
+    manifest.json        format and engine version, corpus roots, every file (path below
+                         its root, size, mtime, sha256, format, the id it gets and its
+                         doc_id when indexed, its text's offset in text.txt), the files skipped and why, settings (levels,
+                         analyzer: tokenizer, stop words, stemmer, k1, b), counts
+    nodes.npy            int64 (nodes × 6): level, document, start, end, parent row, title row
+    ids.txt              node ids, one per line, in reading order
+    titles.json          section titles
+    text.txt             the documents' texts, one after another (UTF-8)
+    levels/<LEVEL>/      per searched level: bm25s's own save format (the score matrix as
+                         .npy arrays, memory-mapped on load, vocab and params as JSON) and
+                         rows.npy (which nodes, in the order the level indexes them)
+
+Loading reads the manifest and memory-maps the arrays; node objects are made only for the
+nodes a query touches. The BM25 state is the one :class:`SemanticSearch` computes over the
+same nodes, saved as bm25s saves it, so a loaded index ranks exactly as ``pack PATH``
+does over the same files (a test holds them equal).
+
+Updating (``build`` onto an existing index): every file is hashed; files whose SHA-256,
+doc_id and format are unchanged keep their stored nodes (not re-read as text, not
+re-parsed); changed and added files are parsed; removed ones dropped. BM25 statistics
+(document frequencies, average lengths) are corpus-wide, so the levels' BM25 state is
+recomputed from all nodes each time. A different format version or analyzer setting
+rebuilds everything and says why. The new index is written beside the old one and swapped
+in, so a failed build leaves the old index as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..errors import CandidateError, Location
+from .build import Built, Progress, ReadFile
+from .corpus import Document, Skipped, SourceFile, doc_ids, read_document, walk
+from .index import HierarchicalIndex, IndexLevel, Node
+from .search import analyzer_settings
+
+FORMAT_NAME = "ctxbudget-index"
+#: Bumped whenever the layout or the meaning of a stored value changes.
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+_LEVEL_CODES = {lv: i for i, lv in enumerate(IndexLevel)}
+_LEVELS_BY_CODE = list(IndexLevel)
+_REBUILD = "ctxbudget index build PATH... --out {index}"
+
+
+@dataclass(frozen=True, slots=True)
+class BuildReport:
+    """What a build did: files by fate (paths below their roots), totals and timing."""
+
+    index: str
+    added: tuple[str, ...]
+    changed: tuple[str, ...]
+    removed: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    skipped: tuple[Skipped, ...]
+    documents: int
+    nodes: int
+    bytes_read: int
+    corpus_bytes: int
+    seconds: float
+    rebuilt_because: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "added": list(self.added), "changed": list(self.changed),
+                "removed": list(self.removed), "unchanged": len(self.unchanged),
+                "skipped": [s.to_dict() for s in self.skipped], "documents": self.documents,
+                "nodes": self.nodes, "bytes_read": self.bytes_read, "corpus_bytes": self.corpus_bytes,
+                "seconds": round(self.seconds, 3), "rebuilt_because": self.rebuilt_because}
+
+
+def _error(code: str, index: Path, message: str, fix: str) -> CandidateError:
+    return CandidateError(code, f"{message}; {fix}", path="$.index", location=Location(str(index)))
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def read_manifest(index: Path) -> dict[str, Any]:
+    """The manifest of an index folder, checked for format and version.
+
+    Raises:
+        CandidateError: ``index.missing``, ``index.corrupt`` or ``index.version_mismatch``.
+    """
+    fix = f"build it with `{_REBUILD.format(index=index)}`"
+    path = index / MANIFEST
+    if not index.exists():
+        raise _error("index.missing", index, f"no index at {index}", fix)
+    if not path.is_file():
+        raise _error("index.missing", index, f"{index} is not a ctxbudget index (no {MANIFEST})", fix)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _error("index.corrupt", index, f"{path} cannot be read as JSON ({exc})",
+                     f"rebuild it with `{_REBUILD.format(index=index)}`") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+        raise _error("index.corrupt", index, f"{path} is not a ctxbudget index manifest",
+                     f"rebuild it with `{_REBUILD.format(index=index)}`")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise _error("index.version_mismatch", index,
+                     f"index format {data.get('format_version')!r} (written by ctxbudget "
+                     f"{data.get('engine_version')}); this ctxbudget {__version__} reads format {FORMAT_VERSION}",
+                     f"rebuild it with `{_REBUILD.format(index=index)}`")
+    for key, kind in (("files", list), ("roots", list), ("settings", dict), ("levels", list)):
+        if not isinstance(data.get(key), kind):
+            raise _error("index.corrupt", index, f"{path}: '{key}' is missing or not a {kind.__name__}",
+                         f"rebuild it with `{_REBUILD.format(index=index)}`")
+    return data
+
+
+def _settings() -> dict[str, Any]:
+    from .search import DEFAULT_LEVELS
+
+    return {"levels": [lv.value for lv in DEFAULT_LEVELS], "analyzer": analyzer_settings(),
+            "formats": "pyromark commonmark+tables, docutils, selectolax lexbor, text",
+            "sentences": "sentencex en",
+            # Token counts are not stored: the policy's tokenizer counts each item at pack time.
+            "text": "utf-8 (a BOM dropped), universal newlines, gzip by suffix"}
+
+
+def _check_settings(index: Path, manifest: dict[str, Any]) -> None:
+    now = _settings()
+    if manifest["settings"] != now:
+        diff = sorted(k for k in set(now) | set(manifest["settings"])
+                      if now.get(k) != manifest["settings"].get(k))
+        raise _error("index.settings_mismatch", index,
+                     f"the index was built with other settings ({', '.join(diff)}: "
+                     f"{json.dumps({k: manifest['settings'].get(k) for k in diff}, sort_keys=True)}; "
+                     f"now {json.dumps({k: now.get(k) for k in diff}, sort_keys=True)}) by ctxbudget "
+                     f"{manifest.get('engine_version')}",
+                     f"rebuild it with `{_REBUILD.format(index=index)}`")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class StoredIndex:
+    """A loaded index: ``nodes`` maps id → :class:`Node` lazily (a node is made when read).
+
+    The same reading API as :class:`HierarchicalIndex`: ``nodes``, ``node``,
+    ``children``, ``ancestors``, ``documents``.
+    """
+
+    def __init__(self, folder: Path, manifest: dict[str, Any]) -> None:
+        import numpy as np
+
+        self.folder = folder
+        self.manifest = manifest
+        try:
+            # Read whole (it is small): a memory-mapped array costs microseconds per element.
+            self._table = np.load(folder / "nodes.npy", allow_pickle=False)
+            self._ids = (folder / "ids.txt").read_text(encoding="utf-8").split("\n")
+            self._titles: list[str] = json.loads((folder / "titles.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise _error("index.corrupt", folder, f"{folder}: a part of the index cannot be read ({exc})",
+                         f"rebuild it with `{_REBUILD.format(index=folder)}`") from None
+        if self._table.ndim != 2 or self._table.shape != (len(self._ids), 6):
+            raise _error("index.corrupt", folder,
+                         f"{folder}: nodes.npy has shape {self._table.shape} for {len(self._ids)} ids",
+                         f"rebuild it with `{_REBUILD.format(index=folder)}`")
+        self._text: str | None = None
+        self._doc_starts = [int(f["text_start"]) for f in manifest["files"] if f.get("doc_id") is not None]
+        self._doc_ids = [f["doc_id"] for f in manifest["files"] if f.get("doc_id") is not None]
+        self._made: dict[int, Node] = {}
+        self._rows: dict[str, int] | None = None
+        self._kids: dict[int, list[int]] | None = None
+        self.nodes: Mapping[str, Node] = _NodeMap(self)
+
+    def text(self) -> str:
+        if self._text is None:
+            self._text = (self.folder / "text.txt").read_text(encoding="utf-8")
+        return self._text
+
+    def row_of(self, node_id: str) -> int | None:
+        if self._rows is None:
+            self._rows = {nid: i for i, nid in enumerate(self._ids)}
+        return self._rows.get(node_id)
+
+    def node_at(self, row: int) -> Node:
+        node = self._made.get(row)
+        if node is None:
+            level, doc, start, end, parent, title = self._table[row].tolist()
+            base = self._doc_starts[doc]
+            lv = _LEVELS_BY_CODE[level]
+            content = self.text()[base + start:base + end]
+            node = Node(self._ids[row], self._doc_ids[doc], lv, content,
+                        self._ids[parent] if parent >= 0 else None, start, end, row,
+                        self._titles[title] if title >= 0 else None)
+            self._made[row] = node
+        return node
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def node(self, node_id: str) -> Node:
+        row = self.row_of(node_id)
+        if row is None:
+            raise CandidateError("index.unknown_node",
+                                 f"no node {node_id!r} in the index (ids look like 'guide/a.md#s1.2/p3')",
+                                 path="$.node_id")
+        return self.node_at(row)
+
+    def children(self, node_id: str) -> tuple[Node, ...]:
+        row = self.row_of(node_id)
+        self.node(node_id)
+        if self._kids is None:
+            kids: dict[int, list[int]] = {}
+            for i, parent in enumerate(self._table[:, 4].tolist()):
+                if parent >= 0:
+                    kids.setdefault(parent, []).append(i)
+            self._kids = kids
+        return tuple(self.node_at(c) for c in self._kids.get(row or 0, []))
+
+    def ancestors(self, node_id: str) -> tuple[Node, ...]:
+        node = self.node(node_id)
+        out = []
+        while node.parent_id is not None:
+            node = self.node(node.parent_id)
+            out.append(node)
+        return tuple(out)
+
+    def documents(self) -> tuple[Node, ...]:
+        return tuple(self.node(d) for d in self._doc_ids)
+
+    def searcher(self) -> Any:
+        """A :class:`SemanticSearch` (BM25) over the stored levels, their state memory-mapped."""
+        import bm25s
+        import numpy as np
+
+        from . import search
+
+        levels = []
+        for name in self.manifest["levels"]:
+            folder = self.folder / "levels" / name["level"]
+            try:
+                rows = np.load(folder / "rows.npy", allow_pickle=False).tolist()
+                retriever = (bm25s.BM25.load(str(folder), mmap=True, load_corpus=False, show_progress=False)
+                             if name["terms"] else None)
+            except (OSError, ValueError, KeyError) as exc:
+                raise _error("index.corrupt", self.folder, f"{folder}: the BM25 state cannot be read ({exc})",
+                             f"rebuild it with `{_REBUILD.format(index=self.folder)}`") from None
+            level = IndexLevel(name["level"])
+            # Document frequencies and term holders are read from the retriever's score
+            # matrix, as SemanticSearch reads them from the one it builds.
+            levels.append(search._LevelIndex(level, _LevelNodes(self, rows), retriever))  # type: ignore[arg-type]
+        # The searcher is SemanticSearch itself, its per-level state loaded instead of
+        # computed: the ranking and calibration code is the one pack PATH runs.
+        s: Any = object.__new__(search.SemanticSearch)
+        s.scorer = search.Scorer.BM25
+        s.levels = tuple(lv.level for lv in levels)
+        s.analyzer = search.DEFAULT_ANALYZER
+        s.calibration = search.CALIBRATION
+        s.hybrid_bm25_weight = search.HYBRID_BM25_WEIGHT
+        s._levels = tuple(levels)
+        s._embed = None
+        s._vectors = ()
+        return s
+
+
+class _NodeMap(Mapping[str, Node]):
+    def __init__(self, store: StoredIndex) -> None:
+        self._store = store
+
+    def __getitem__(self, node_id: str) -> Node:
+        row = self._store.row_of(node_id)
+        if row is None:
+            raise KeyError(node_id)
+        return self._store.node_at(row)
+
+    def __contains__(self, node_id: object) -> bool:
+        return isinstance(node_id, str) and self._store.row_of(node_id) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._store._ids)
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+
+class _LevelNodes(Sequence[Node]):
+    """The nodes of one level, made when read."""
+
+    def __init__(self, store: StoredIndex, rows: Any) -> None:
+        self._store, self._rows = store, rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, j: Any) -> Any:
+        if isinstance(j, slice):
+            return [self._store.node_at(int(r)) for r in self._rows[j]]
+        return self._store.node_at(self._rows[j])
+
+
+def load_index(folder: str | Path) -> StoredIndex:
+    """The index in ``folder``, checked (see :func:`read_manifest`) and with the analyzer
+    settings of this ctxbudget (``index.settings_mismatch`` otherwise)."""
+    path = Path(folder)
+    manifest = read_manifest(path)
+    _check_settings(path, manifest)
+    return StoredIndex(path, manifest)
+
+
+def load_for_pack(folder: str | Path) -> Built:
+    """A loaded index with its corpus files for ``pack --index``: every file is read
+    again and must have the SHA-256 the index recorded (its bytes go into the audit
+    record's digests).
+
+    Raises:
+        CandidateError: the load errors, or ``index.stale`` naming the files that
+            changed or went missing since the build.
+    """
+    store = load_index(folder)
+    roots = store.manifest["roots"]
+    read: list[ReadFile] = []
+    stale: list[str] = []
+    for f in store.manifest["files"]:
+        source = SourceFile(roots[f["root"]], f["path"], int(f["size"]), int(f["mtime_ns"]), f["format"])
+        try:
+            data = source.file.read_bytes()
+        except OSError:
+            stale.append(f"{source.file} (missing)")
+            continue
+        if hashlib.sha256(data).hexdigest() != f["sha256"]:
+            stale.append(f"{source.file} (changed)")
+            continue
+        read.append(ReadFile(source, f.get("doc_id"), data))
+    if stale:
+        raise _error("index.stale", store.folder,
+                     f"{len(stale)} file(s) changed since the index was built: {', '.join(stale[:5])}"
+                     + (" ..." if len(stale) > 5 else ""),
+                     f"update it with `ctxbudget index build {' '.join(roots)} --out {store.folder}`")
+    skipped = tuple(Skipped(roots[s["root"]], s["path"], s["reason"]) for s in store.manifest.get("skipped", []))
+    return Built(store, tuple(read), skipped, searcher=store.searcher)
+
+
+# --------------------------------------------------------------------------- building
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One supported file during a build: its source, id, bytes' digest, and either
+    reused stored nodes or a freshly parsed document (or a skip)."""
+
+    source: SourceFile
+    doc_id: str
+    sha256: str = ""
+    size_read: int = 0
+    nodes: list[Node] = field(default_factory=list)
+    skipped: Skipped | None = None
+    fate: str = "added"
+
+
+def _old_nodes(store: StoredIndex, doc: int) -> list[Node]:
+    """The stored nodes of document number ``doc`` (its rows are contiguous, in order)."""
+    import numpy as np
+
+    col = store._table[:, 1]
+    lo, hi = (int(x) for x in np.searchsorted(col, [doc, doc + 1]))
+    return [store.node_at(r) for r in range(lo, hi)]
+
+
+def build_index(paths: Sequence[str | Path], out: str | Path, progress: Progress | None = None) -> BuildReport:
+    """Build or update the index in ``out`` from the files under ``paths``.
+
+    Raises:
+        CandidateError: ``pack.missing_path``, ``pack.no_files``, ``pack.no_documents``,
+            or ``index.not_an_index`` when ``out`` exists and is not an index (nothing is
+            overwritten).
+    """
+    t0 = time.perf_counter()
+    target = Path(out)
+    old: StoredIndex | None = None
+    rebuilt: str | None = None
+    if target.exists():
+        if not (target / MANIFEST).is_file():
+            if target.is_dir() and not any(target.iterdir()):
+                pass
+            else:
+                raise _error("index.not_an_index", target,
+                             f"{target} exists and is not a ctxbudget index (no {MANIFEST})",
+                             "give --out a new folder or an existing index; nothing was written")
+        else:
+            try:
+                manifest = read_manifest(target)
+                _check_settings(target, manifest)
+                old = StoredIndex(target, manifest)
+            except CandidateError as exc:
+                rebuilt = f"{exc.code}: {exc.message.split('; ')[0]}"
+    sources, unsupported = walk(paths)
+    ids = doc_ids(sources)
+    previous: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+    if old is not None:
+        docno = 0
+        for f in old.manifest["files"]:
+            key = (old.manifest["roots"][f["root"]], f["path"])
+            previous[key] = (docno if f.get("doc_id") is not None else -1, f)
+            if f.get("doc_id") is not None:
+                docno += 1
+    entries: list[_Entry] = []
+    bytes_read = 0
+    for k, (source, doc) in enumerate(zip(sources, ids), 1):
+        entry = _Entry(source, doc)
+        key = (os.path.abspath(source.root), source.path)
+        prior = previous.pop(key, None)
+        try:
+            data = source.file.read_bytes()
+        except OSError as exc:
+            entry.skipped = Skipped(source.root, source.path, f"cannot be read ({exc.strerror or exc})")
+            entries.append(entry)
+            continue
+        entry.sha256 = hashlib.sha256(data).hexdigest()
+        entry.size_read = len(data)
+        bytes_read += len(data)
+        if (old is not None and prior is not None and prior[1]["sha256"] == entry.sha256
+                and prior[1].get("id") == doc and prior[1].get("format") == source.format):
+            entry.fate = "unchanged"
+            if prior[0] >= 0:
+                entry.nodes = _old_nodes(old, prior[0])
+            else:
+                entry.skipped = Skipped(source.root, source.path, prior[1].get("skip_reason") or "skipped")
+        else:
+            entry.fate = "changed" if prior is not None else "added"
+            parsed = read_document(source, doc)
+            if isinstance(parsed, Document):
+                from .index import build_nodes
+
+                entry.nodes = build_nodes(parsed.parsed, doc)
+            else:
+                entry.skipped = parsed
+        entries.append(entry)
+        if progress is not None:
+            progress(k, len(sources), str(source.file))
+    removed = tuple(p for (_root, p) in previous)
+    if not any(e.nodes for e in entries):
+        reasons = "; ".join(f"{e.source.path}: {e.skipped.reason}" for e in entries if e.skipped)[:500]
+        raise CandidateError("pack.no_documents",
+                             f"no file under {', '.join(map(str, paths))} could be indexed ({reasons}); "
+                             "give files with text in a supported format", path="$.paths")
+    index = HierarchicalIndex()
+    for e in entries:
+        if e.nodes:
+            index.add_nodes(e.nodes, e.doc_id)
+    _write(target, index, entries, unsupported)
+    skipped = tuple(e.skipped for e in entries if e.skipped is not None) + tuple(unsupported)
+    return BuildReport(
+        str(target),
+        tuple(e.source.path for e in entries if e.fate == "added"),
+        tuple(e.source.path for e in entries if e.fate == "changed"),
+        removed,
+        tuple(e.source.path for e in entries if e.fate == "unchanged"),
+        skipped, sum(1 for e in entries if e.nodes), len(index.nodes), bytes_read,
+        sum(e.size_read for e in entries), time.perf_counter() - t0, rebuilt)
+
+
+def _write(target: Path, index: HierarchicalIndex, entries: list[_Entry], unsupported: list[Skipped]) -> None:
+    import numpy as np
+
+    tmp = target.with_name(f".{target.name}.building-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        roots = list(dict.fromkeys(os.path.abspath(e.source.root) for e in entries))
+        for s in unsupported:
+            if os.path.abspath(s.root) not in roots:
+                roots.append(os.path.abspath(s.root))
+        row_of = {nid: i for i, nid in enumerate(index.nodes)}
+        doc_of = {d.doc_id: i for i, d in enumerate(index.documents())}
+        titles: list[str] = []
+        table = np.empty((len(row_of), 6), dtype=np.int64)
+        for i, n in enumerate(index.nodes.values()):
+            title = -1
+            if n.title is not None:
+                titles.append(n.title)
+                title = len(titles) - 1
+            table[i] = (_LEVEL_CODES[n.level], doc_of[n.doc_id], n.start, n.end,
+                        row_of[n.parent_id] if n.parent_id is not None else -1, title)
+        np.save(tmp / "nodes.npy", table, allow_pickle=False)
+        (tmp / "ids.txt").write_text("\n".join(index.nodes), encoding="utf-8")
+        (tmp / "titles.json").write_text(json.dumps(titles, ensure_ascii=False), encoding="utf-8")
+        files = []
+        pos = 0
+        texts = []
+        for e in entries:
+            rec: dict[str, Any] = {
+                "root": roots.index(os.path.abspath(e.source.root)), "path": e.source.path,
+                "size": e.size_read or e.source.size, "mtime_ns": e.source.mtime_ns, "sha256": e.sha256,
+                "format": e.source.format, "id": e.doc_id, "doc_id": e.doc_id if e.nodes else None}
+            if e.nodes:
+                text = e.nodes[0].content
+                rec["text_start"] = pos
+                rec["nodes"] = len(e.nodes)
+                texts.append(text)
+                pos += len(text)
+            elif e.skipped is not None:
+                rec["skip_reason"] = e.skipped.reason
+            files.append(rec)
+        (tmp / "text.txt").write_text("".join(texts), encoding="utf-8", newline="")
+        levels = []
+        for level, nodes, retriever in _level_states(index):
+            folder = tmp / "levels" / level.value
+            folder.mkdir(parents=True)
+            np.save(folder / "rows.npy", np.array([row_of[n.node_id] for n in nodes], dtype=np.int64),
+                    allow_pickle=False)
+            if retriever is not None:
+                retriever.save(str(folder), show_progress=False)
+            levels.append({"level": level.value, "nodes": len(nodes), "terms": retriever is not None})
+        skipped = [{"root": roots.index(os.path.abspath(e.source.root)), "path": e.source.path,
+                    "reason": e.skipped.reason} for e in entries if e.skipped is not None]
+        skipped += [{"root": roots.index(os.path.abspath(s.root)), "path": s.path, "reason": s.reason}
+                    for s in unsupported]
+        counts = {lv.value: 0 for lv in IndexLevel}
+        for n in index.nodes.values():
+            counts[n.level.value] += 1
+        manifest = {
+            "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "engine_version": __version__,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "roots": roots, "files": files, "skipped": skipped, "settings": _settings(),
+            "levels": levels, "counts": counts,
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        _swap(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def node_terms(index: HierarchicalIndex) -> dict[str, list[str]]:
+    """The BM25 terms of every node below the documents, each character analysed once.
+
+    A node's terms are those of its own text outside its children plus its children's
+    (a paragraph's are its sentences', a section's its paragraphs' and sub-sections'):
+    the analysis (``Analyzer.terms``: words, camelCase parts, stop words, stemming) works word by word
+    and children never split a word, so this is the bag of terms of the node's whole text
+    that :class:`SemanticSearch` computes, at a fraction of the work (a section's text
+    is part of every enclosing section's)."""
+    from .analyzer import analyze_many
+
+    # First the texts to analyse (leaves whole, the rest their text outside children),
+    # analysed in one batch; then each node's terms, children before parents.
+    order = [n for n in index.nodes.values() if n.level is not IndexLevel.DOCUMENT]
+    kids_of = {n.node_id: index.children(n.node_id) for n in order}
+    own_texts = []
+    for node in order:
+        kids = kids_of[node.node_id]
+        if not kids:
+            own_texts.append(node.content)
+            continue
+        gaps, pos = [], 0
+        for kid in kids:
+            gaps.append(node.content[pos:kid.start - node.start])
+            pos = kid.end - node.start
+        gaps.append(node.content[pos:])
+        own_texts.append("\n".join(g for g in gaps if g.strip()))
+    own_terms = analyze_many(own_texts)
+    terms: dict[str, list[str]] = {}
+    for node, own in zip(reversed(order), reversed(own_terms)):
+        out = list(own)
+        for kid in kids_of[node.node_id]:
+            out += terms[kid.node_id]
+        terms[node.node_id] = out
+    return terms
+
+
+def _level_states(index: HierarchicalIndex) -> list[tuple[IndexLevel, list[Node], Any]]:
+    """Per searched level (as :class:`SemanticSearch` builds them): its nodes and the
+    bm25s retriever over their terms (``None`` when no node has a term)."""
+    import bm25s
+
+    from . import search
+
+    terms = node_terms(index)
+    out = []
+    for level in search.DEFAULT_LEVELS:
+        nodes = [n for n in index.nodes.values() if n.level is level]
+        if not nodes:
+            continue
+        corpus = [terms[n.node_id] for n in nodes]
+        retriever = None
+        if any(corpus):
+            # The retriever SemanticSearch builds (its _build_level): same k1, b, variant, dtype.
+            retriever = bm25s.BM25(k1=search.BM25_K1, b=search.BM25_B, method=search.BM25_METHOD, dtype="float64")
+            retriever.index(corpus, show_progress=False)
+        out.append((level, nodes, retriever))
+    return out
+
+
+def _swap(new: Path, target: Path) -> None:
+    """Put ``new`` in place of ``target`` (renames; the old index is removed after)."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(new, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, target)
