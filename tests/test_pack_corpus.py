@@ -10,21 +10,9 @@ from typing import Any
 import pytest
 
 from engine import cli
+from packcases import run, write_policy
 
 CORPUS = Path(__file__).parent / "fixtures" / "corpus15"
-HEAD = "apiVersion: ctxbudget/v1\nkind: BudgetPolicy\nmetadata: {name: p, revision: '1'}\nspec:\n"
-
-
-def write_policy(tmp_path: Path, body: str = "  budget: {max_tokens: 300}\n") -> str:
-    path = tmp_path / "p.yaml"
-    path.write_text(HEAD + body)
-    return str(path)
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_pack_answers_from_rst_without_directives_and_reports_skipped_files(

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from engine import cli
 from engine.errors import CandidateError
 from engine.retrieval import build as build_mod
 from engine.retrieval import store as store_mod
@@ -20,9 +19,9 @@ from engine.retrieval.build import build_in_memory
 from engine.retrieval.convert import search_rows
 from engine.retrieval.search import SemanticSearch
 from engine.retrieval.store import FORMAT_VERSION, build_index, load_for_pack, load_index
+from packcases import run, write_policy
 
 FIXTURE = Path(__file__).parent / "fixtures" / "corpus15"
-HEAD = "apiVersion: ctxbudget/v1\nkind: BudgetPolicy\nmetadata: {name: p, revision: '1'}\nspec:\n"
 QUERIES = ("How do I stop pip from using the cache?", "read the entire contents of a file", "plain notes",
            "gzip guide wheels")
 
@@ -32,18 +31,6 @@ def corpus(tmp_path: Path) -> Path:
     docs = tmp_path / "docs"
     shutil.copytree(FIXTURE, docs)
     return docs
-
-
-def write_policy(tmp_path: Path, body: str = "  budget: {max_tokens: 300}\n") -> str:
-    path = tmp_path / "p.yaml"
-    path.write_text(HEAD + body)
-    return str(path)
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_a_loaded_index_ranks_exactly_as_the_in_memory_one(corpus: Path, tmp_path: Path) -> None:
