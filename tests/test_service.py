@@ -279,6 +279,7 @@ def test_health_says_when_the_log_is_not_usable(folder: Path, tmp_path: Path) ->
     assert h.json()["problems"] == ["audit log audit.jsonl is not a regular file"]  # no server paths
     r = client.post("/v1/decide/help", json={"candidates": ROWS})
     assert r.status_code == 503 and r.json()["code"].startswith("audit."), r.text
+    assert str(tmp_path) not in r.text and "<audit-log-folder>" in r.text, r.text  # no server paths
 
 
 # --------------------------------------------------------------------------- metrics

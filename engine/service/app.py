@@ -13,6 +13,7 @@ and the fsync release the GIL. The policy folder is re-checked on every request 
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
@@ -36,10 +37,13 @@ from ..errors import AuditError, CandidateError, EngineError, InfeasibleError, L
 from ..policy import Policy
 from .auth import AccessError, Tokens
 from .bundle import Bundle, PolicyFolder, Served
-from .httperrors import ServiceError, error_body, status_for
+from .httperrors import ServiceError, error_body, status_for, without_paths
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .models import (DecideRequest, Decision, ErrorBody, Health, Item, PolicyInfo, PolicyList, PolicyRef,
                      Solver, Strategy)
+
+#: Server faults (5xx) are logged whole here; their answers name no server folder.
+_LOG = logging.getLogger("ctxbudget.serve")
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_CANDIDATES", "Service", "Settings", "create_app"]
 
@@ -104,6 +108,20 @@ class Service:
                                    f"{', '.join(unknown)} that {settings.policies} does not serve; "
                                    "fix the product names (file stems of the policy files)", 2)
         self._publish(self.folder.bundle)
+
+    def folders(self) -> dict[str, str]:
+        """The server's folders, as written and resolved, with the name a 5xx answer shows
+        instead (see :func:`~engine.service.httperrors.without_paths`)."""
+        shown: dict[str, str] = {}
+        logs = [log.path for log in self._logs.values()]
+        if self.settings.audit_log is not None:
+            logs.append(self.settings.audit_log)
+        for path in logs:
+            for folder in {str(Path(path).parent.absolute()), str(Path(path).parent.resolve())}:
+                shown[folder] = "<audit-log-folder>"
+        for folder in {str(self.settings.policies.absolute()), str(self.settings.policies.resolve())}:
+            shown[folder] = "<policies>"
+        return shown
 
     # -- the audit log of a policy: checked when the policy is loaded, reused after ----
     def _log(self, policy: Policy) -> AuditLog:
@@ -350,7 +368,11 @@ def create_app(service: Service | None) -> FastAPI:
     @app.exception_handler(EngineError)
     async def engine_error(_: Request, exc: EngineError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AccessError) and exc.status == 401 else None
-        return JSONResponse(error_body(exc), status_code=status_for(exc), headers=headers)
+        status, body = status_for(exc), error_body(exc)
+        if status >= 500 and service is not None:  # a server fault: name no server folder
+            _LOG.error("%s: %s (%s)", exc.code, exc.message, exc.location)
+            body = without_paths(body, service.folders())
+        return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -7,12 +7,13 @@ errors name the field and the rule, not the value that broke it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import (AuditError, CandidateError, EngineError, InfeasibleError, PolicyError,
                       SolverError, TokenizerError, UsageError)
 
-__all__ = ["ServiceError", "error_body", "status_for"]
+__all__ = ["ServiceError", "error_body", "status_for", "without_paths"]
 
 #: Engine error codes that mean "too much input" (413), wherever they are raised.
 TOO_LARGE = frozenset({"candidate.too_many", "candidate.too_large", "service.body_too_large",
@@ -58,3 +59,24 @@ def _one(err: EngineError) -> dict[str, Any]:
 def error_body(exc: EngineError) -> dict[str, Any]:
     return {"error": type(exc).__name__, **_one(exc), "details": exc.details or None,
             "issues": [_one(i) for i in exc.issues]}
+
+
+def without_paths(body: Any, folders: Mapping[str, str]) -> Any:
+    """``body`` with every occurrence of each server folder (absolute path → name shown,
+    e.g. the audit log's folder → ``<audit-log-folder>``) replaced in its strings: a 5xx
+    answer says what failed, not where the server keeps its files (the server's own log
+    keeps the whole message)."""
+    pairs = sorted(((k, v) for k, v in folders.items() if k), key=lambda kv: -len(kv[0]))
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, str):
+            for folder, shown in pairs:
+                value = value.replace(folder, shown)
+            return value
+        if isinstance(value, dict):
+            return {k: scrub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [scrub(v) for v in value]
+        return value
+
+    return scrub(body)
