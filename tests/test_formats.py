@@ -80,6 +80,29 @@ def test_regression_every_skipped_file_has_its_reason(built: object) -> None:
     }
 
 
+def test_a_file_past_the_parsers_recursion_limit_is_skipped_with_its_reason(tmp_path: Path) -> None:
+    """docutils (and the HTML tree walk) recurse per nesting level: a 400-deep RST block
+    quote is the parser's limit, reported as a skipped file; every other error of a
+    parser is a bug and propagates (it was caught as "the parser failed")."""
+    (tmp_path / "deep.rst").write_text("".join(" " * (2 * i) + f"level {i}\n\n" for i in range(400)))
+    (tmp_path / "ok.md").write_text("# Title\n\nSome text.\n")
+    built = build_in_memory([tmp_path])
+    assert [(s.path, s.reason) for s in built.skipped] == [
+        ("deep.rst", "nested too deeply to parse as rst (the parser's recursion limit)")]
+
+
+def test_a_parser_bug_is_not_a_skipped_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.retrieval.corpus as corpus
+
+    def broken(text: str, fmt: str) -> object:
+        raise KeyError("bug")
+
+    monkeypatch.setattr(corpus, "parse", broken)
+    (tmp_path / "ok.md").write_text("# Title\n\nSome text.\n")
+    with pytest.raises(KeyError):
+        build_in_memory([tmp_path])
+
+
 # --------------------------------------------------------------------------- HTML
 
 
