@@ -366,7 +366,6 @@ def test_indexing_and_querying_share_one_analyzer() -> None:
 
 
 def test_analyzer_settings_name_everything_that_decides_the_terms() -> None:
-    import bm25s
     import Stemmer
 
     got = analyzer_settings()
@@ -376,7 +375,7 @@ def test_analyzer_settings_name_everything_that_decides_the_terms() -> None:
     assert len(got["stopwords"]["sha256"]) == 64
     assert got["stemmer"] == {"algorithm": "snowball", "language": "english", "library": "PyStemmer",
                               "version": metadata.version("PyStemmer")}
-    assert got["tokenizer"] == {"library": "bm25s", "version": bm25s.__version__, "pattern": r"(?u)\b\w\w+\b",
+    assert got["tokenizer"] == {"library": "ctxbudget", "version": 2, "pattern": r"(?u)\b\w\w+\b",
                                 "lowercase": True, "split_identifiers": True}
     assert got["bm25"] == {"method": "lucene", "k1": BM25_K1, "b": BM25_B}
     assert got["calibration"] == "bm25-cover-max/1"
@@ -501,3 +500,23 @@ def test_the_legacy_calibration_reproduces_the_old_failures(example: SemanticSea
     with pytest.raises(CandidateError) as err:
         SemanticSearch(index, calibration="max")
     assert err.value.code == "search.bad_calibration"
+
+
+def test_the_built_in_stopword_list_is_bm25s_en_plus_and_terms_are_what_bm25s_tokenize_gives() -> None:
+    """The analyzer tokenizes without bm25s (a query must not import it); it must give
+    the terms bm25s.tokenize gives with the same pattern, list and stemmer."""
+    import bm25s
+    import Stemmer
+    from bm25s.tokenization import _infer_stopwords
+
+    from engine.retrieval.analyzer import _EN_PLUS
+
+    assert tuple(_EN_PLUS) == tuple(_infer_stopwords("en_plus"))
+    texts = ["How do I readFileSync the HTTP/2 configurations?", "Caching refunds: the cache's refunded items.",
+             "naïve café — déjà vu 2024 e.g. x y", "the a of"]
+    analyzer = Analyzer()
+    ours = analyzer.terms_many(texts)
+    theirs = bm25s.tokenize(analyzer._prepare(texts), token_pattern=r"(?u)\b\w\w+\b", stopwords="en_plus",
+                            stemmer=Stemmer.Stemmer("english").stemWords, return_ids=False, show_progress=False)
+    assert ours == [[t for t in doc if t] for doc in theirs]
+    assert ours[0] == ["readfilesync", "read", "file", "sync", "http", "configur"] and ours[3] == []

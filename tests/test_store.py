@@ -66,7 +66,7 @@ def test_the_manifest_records_corpus_files_settings_and_versions(corpus: Path, t
     assert m["settings"]["levels"] == ["SECTION", "PARAGRAPH", "SENTENCE"]
     analysis = m["settings"]["analyzer"]
     assert {"tokenizer", "stopwords", "stemmer", "bm25", "calibration", "probe"} <= set(analysis)
-    assert set(analysis["bm25"]) == {"method", "k1", "b"} and analysis["tokenizer"]["library"] == "bm25s"
+    assert set(analysis["bm25"]) == {"method", "k1", "b"} and analysis["tokenizer"]["library"] == "ctxbudget"
     assert {"cach", "refund", "run", "server", "read", "file"} <= set(analysis["probe"])
 
 

@@ -1,7 +1,7 @@
 """Text → BM25 terms: the one analyzer that indexing and querying share.
 
 What goes in: texts. What comes out: their terms, lower-cased ``\\w\\w+`` runs (bm25s's
-tokenizer) minus a stopword list of bm25s (default ``"en_plus"``, the NLTK English list
+tokenizer pattern, run here with ``re``) minus a stopword list of bm25s (default ``"en_plus"``, the NLTK English list
 of 179 words: it drops question words such as "how" and "do", which the 33-word ``"en"``
 list keeps), stemmed by a Snowball stemmer (PyStemmer; default English, i.e. Porter2), so
 "cache"/"caching" and "refund"/"refunds"/"refunded" are one term. :meth:`Analyzer.settings`
@@ -23,12 +23,24 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-import bm25s
-
 from ..errors import CandidateError
 
 #: bm25s's NLTK English list (179 words); see the module docstring for why not "en".
 STOPWORDS = "en_plus"
+#: That list, as bm25s 0.2 ships it (``bm25s.stopwords.STOPWORDS_EN_PLUS``; a test holds
+#: them equal): kept here so a query does not import bm25s (and tqdm) to read it.
+_EN_PLUS = (
+    "a about above after again against ain all am an and any are aren aren't as at be because been "
+    "before being below between both but by can couldn couldn't d did didn didn't do does doesn "
+    "doesn't doing don don't down during each few for from further had hadn hadn't has hasn hasn't "
+    "have haven haven't having he her here hers herself him himself his how i if in into is isn "
+    "isn't it it's its itself just ll m ma me mightn mightn't more most mustn mustn't my myself "
+    "needn needn't no nor not now o of off on once only or other our ours ourselves out over own re "
+    "s same shan shan't she she's should should've shouldn shouldn't so some such t than that "
+    "that'll the their theirs them themselves then there these they this those through to too under "
+    "until up ve very was wasn wasn't we were weren weren't what when where which while who whom why "
+    "will with won won't wouldn wouldn't y you you'd you'll you're you've your yours yourself "
+    "yourselves").split()
 #: The Snowball algorithm PyStemmer runs ("english" is Porter2).
 STEMMER_LANGUAGE = "english"
 #: bm25s's default split: runs of two or more word characters (after lower-casing).
@@ -50,7 +62,29 @@ def _version(dist: str) -> str:
         return "unknown"
 
 
+_TOKEN = re.compile(TOKEN_PATTERN)
+_STOPSETS: dict[str, frozenset[str]] = {STOPWORDS: frozenset(_EN_PLUS)}
+
+
+def stopword_list(name: str) -> tuple[str, ...]:
+    """The words of bm25s's stopword list ``name`` ("en_plus" without importing bm25s)."""
+    if name == STOPWORDS:
+        return tuple(_EN_PLUS)
+    from bm25s.tokenization import _infer_stopwords
+
+    return tuple(_infer_stopwords(name))
+
+
+def _stopset(name: str) -> frozenset[str]:
+    found = _STOPSETS.get(name)
+    if found is None:
+        found = _STOPSETS[name] = frozenset(stopword_list(name))
+    return found
+
+
 _STEMMERS: dict[str, Any] = {}
+#: word -> stem, per language: a word is stemmed once per process.
+_STEM_CACHE: dict[str, dict[str, str]] = {}
 #: PyStemmer objects keep internal state and "must not be called concurrently".
 _STEM_LOCK = threading.Lock()
 
@@ -68,10 +102,16 @@ def _stemmer(language: str) -> Callable[[list[str]], list[str]]:
                                      f"use one of {names}", path="$.analyzer.stemmer") from None
     stem = _STEMMERS[language]
 
+    cache = _STEM_CACHE.setdefault(language, {})
+
     def run(words: list[str]) -> list[str]:
-        with _STEM_LOCK:
-            out: list[str] = stem.stemWords(words)
-        return out
+        with _STEM_LOCK:  # the cache and the stemmer, one thread at a time
+            new = [w for w in dict.fromkeys(words) if w not in cache]
+            if new:
+                if len(cache) + len(new) > 1_000_000:  # a bound for long-running processes
+                    cache.clear()
+                cache.update(zip(new, stem.stemWords(new)))
+            return [cache[w] for w in words]
 
     return run
 
@@ -101,10 +141,18 @@ class Analyzer:
         """The terms of each text, in order (repeats kept: BM25 counts them)."""
         if not texts:
             return []
-        stem = _stemmer(self.stemmer) if self.stemmer is not None else None
-        out: list[list[str]] = bm25s.tokenize(self._prepare(texts), token_pattern=TOKEN_PATTERN,
-                                              stopwords=self.stopwords, stemmer=stem, return_ids=False,
-                                              show_progress=False)
+        stop = _stopset(self.stopwords)
+        split = _TOKEN.findall
+        words = [[w for w in split(t.lower()) if w not in stop] for t in self._prepare(texts)]
+        if self.stemmer is None:
+            return words
+        stem = _stemmer(self.stemmer)
+        flat = stem([w for ws in words for w in ws])
+        out: list[list[str]] = []
+        pos = 0
+        for ws in words:
+            out.append(flat[pos:pos + len(ws)])
+            pos += len(ws)
         return out
 
     def terms(self, text: str) -> list[str]:
@@ -114,8 +162,8 @@ class Analyzer:
     def words(self, text: str) -> dict[str, list[str]]:
         """Each distinct term of ``text`` with the words it comes from, in text order
         (``{"refund": ["refunds", "refund"]}``): how to show a user their own words."""
-        plain: list[str] = bm25s.tokenize(self._prepare([text]), token_pattern=TOKEN_PATTERN,
-                                          stopwords=self.stopwords, return_ids=False, show_progress=False)[0]
+        stop = _stopset(self.stopwords)
+        plain = [w for w in _TOKEN.findall(self._prepare([text])[0].lower()) if w not in stop]
         distinct = list(dict.fromkeys(plain))
         stems = _stemmer(self.stemmer)(distinct) if self.stemmer is not None and distinct else distinct
         out: dict[str, list[str]] = {}
@@ -128,12 +176,10 @@ class Analyzer:
         stopword list (name, word count and a SHA-256 of the sorted list, so an edited
         list is noticed even under the same name) and stemmer (algorithm, language,
         library and version), and ``probe``: the terms of :data:`PROBE`."""
-        from bm25s.tokenization import _infer_stopwords
-
-        words = sorted(set(_infer_stopwords(self.stopwords)))
+        words = sorted(set(stopword_list(self.stopwords)))
         digest = hashlib.sha256("\n".join(words).encode("utf-8")).hexdigest()
         return {
-            "tokenizer": {"library": "bm25s", "version": _version("bm25s"), "pattern": TOKEN_PATTERN,
+            "tokenizer": {"library": "ctxbudget", "version": 2, "pattern": TOKEN_PATTERN,
                           "lowercase": True, "split_identifiers": self.split_identifiers},
             "stopwords": {"name": self.stopwords, "source": "bm25s", "count": len(words),
                           "sha256": digest},

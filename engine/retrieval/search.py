@@ -17,9 +17,9 @@ persistent index records in its manifest to know when it must be rebuilt.
 Scorers
 -------
 ``bm25`` (default)
-    Lexical BM25 with the ``bm25s`` package, one BM25 index per level, so a section is
+    Lexical BM25 (:mod:`engine.retrieval.bm25`), one BM25 index per level, so a section is
     length-normalised against sections and a sentence against sentences. bm25s's
-    default "lucene" variant scores, for the distinct query terms ``q``::
+    default "lucene" variant, for the distinct query terms ``q``::
 
         raw(q, d) = Σ_{t ∈ q} idf(t) · tf(t,d) / (tf(t,d) + k1 · (1 − b + b · |d| / avgdl))
         idf(t)    = ln(1 + (N − df(t) + 0.5) / (df(t) + 0.5))
@@ -71,16 +71,15 @@ not returned.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-import bm25s
 import numpy as np
 
 from ..errors import CandidateError
+from . import bm25
 from .analyzer import DEFAULT_ANALYZER, STEMMER_LANGUAGE, STOPWORDS, Analyzer
 from .index import HierarchicalIndex, IndexLevel, Node
 
@@ -133,9 +132,7 @@ def tokenize(text: str, analyzer: Analyzer = DEFAULT_ANALYZER) -> list[str]:
 
 def bm25_idf(df: int | np.ndarray, n_docs: int) -> Any:
     """bm25s's lucene idf: ``ln(1 + (N − df + 0.5) / (df + 0.5))``; > 0 for all df <= N."""
-    if isinstance(df, np.ndarray):
-        return np.log1p((n_docs - df + 0.5) / (df + 0.5))
-    return math.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
+    return bm25.idf(df, n_docs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,39 +169,43 @@ class Searched:
 
 @dataclass(frozen=True, slots=True)
 class _LevelIndex:
-    """The BM25 index of one level. Document frequencies and which node holds which
-    term are read from bm25s's own CSC matrix (one column of scores per term, one row
-    index per node that holds it), so nothing per node is kept in Python."""
+    """The BM25 index of one level: its nodes and their postings
+    (:class:`~engine.retrieval.bm25.Postings`: which node holds which term how often),
+    built here or memory-mapped from a stored index; scores are computed from them for
+    the query's terms only."""
 
     level: IndexLevel
-    nodes: tuple[Node, ...]
-    retriever: Any  # bm25s.BM25, or None when no node of the level has a term
+    nodes: Sequence[Node]
+    postings: bm25.Postings | None  # None when no node of the level has a term
 
     def term_ids(self, query_terms: Sequence[str]) -> list[tuple[str, int]]:
-        """(term, bm25s id) for the query terms some node of the level holds."""
-        if self.retriever is None:
+        """(term, column) for the query terms some node of the level holds."""
+        if self.postings is None:
             return []
-        vocab = self.retriever.vocab_dict
-        return [(t, vocab[t]) for t in query_terms if t in vocab]
+        out = []
+        for t in query_terms:
+            col = self.postings.column(t)
+            if col is not None:
+                out.append((t, col))
+        return out
 
     def holders(self, term_id: int) -> np.ndarray:
-        """The indices of the nodes that hold the term."""
-        indptr = self.retriever.scores["indptr"]
-        rows: np.ndarray = self.retriever.scores["indices"][indptr[term_id]:indptr[term_id + 1]]
-        return rows
+        """The indices of the nodes that hold the term (ascending)."""
+        assert self.postings is not None
+        return self.postings.holders(term_id)
 
     def idf(self, term: str) -> float:
         """idf(t) at this level (df = 0 for a term no node of the level holds)."""
-        term_id = None if self.retriever is None else self.retriever.vocab_dict.get(term)
-        df = 0 if term_id is None else len(self.holders(term_id))
+        col = None if self.postings is None else self.postings.column(term)
+        df = 0 if col is None or self.postings is None else self.postings.df(col)
         return float(bm25_idf(df, len(self.nodes)))
 
     def raw(self, known: Sequence[tuple[str, int]]) -> np.ndarray:
         """Raw BM25 of every node for the query terms the level holds."""
-        if not known:  # bm25s's get_scores indexes [0] of the list, so it cannot take []
+        if not known or self.postings is None:
             return np.zeros(len(self.nodes))
-        # Sorted ids: the sum is taken in one order, so word order cannot move a last bit.
-        return np.asarray(self.retriever.get_scores_from_ids(sorted(i for _, i in known)), dtype=np.float64)
+        # Columns summed in ascending order: word order cannot move a last bit.
+        return self.postings.scores([i for _, i in known], BM25_K1, BM25_B)
 
     def best_cover(self, known: Sequence[tuple[str, int]], idf: dict[str, float]) -> float:
         """max over this level's nodes of Σ ``idf[t]`` over the query terms the node holds."""
@@ -217,13 +218,13 @@ class _LevelIndex:
 
 
 def _build_level(level: IndexLevel, nodes: tuple[Node, ...], analyzer: Analyzer) -> _LevelIndex:
-    corpus = analyzer.terms_many([n.content for n in nodes])
-    retriever = None
-    if any(corpus):  # bm25s cannot index a corpus without a single term
-        # float64 so raw scores and our float64 reference use the same arithmetic.
-        retriever = bm25s.BM25(k1=BM25_K1, b=BM25_B, method=BM25_METHOD, dtype="float64")
-        retriever.index(corpus, show_progress=False)
-    return _LevelIndex(level, nodes, retriever)
+    return _LevelIndex(level, nodes, bm25.build(analyzer.terms_many([n.content for n in nodes])))
+
+
+def _holds(rows: np.ndarray, j: int) -> bool:
+    """Whether the ascending positions ``rows`` contain ``j``."""
+    at = int(np.searchsorted(rows, j))
+    return at < len(rows) and int(rows[at]) == j
 
 
 def _parse_scorer(scorer: Any) -> Scorer:
@@ -391,18 +392,34 @@ class SemanticSearch:
         q_vec = None
         if self._embed is not None:
             q_vec = _unit_rows(self._embed([query]), 1)[0]
-        # Score arrays per level first; metadata is built only for the top_k kept.
-        hits: list[tuple[float, str, int, int]] = []
+        # Score arrays per level first; node ids and metadata only for the top_k kept.
         parts: list[dict[str, Any]] = []
         known = [li.term_ids(query_terms) for li in self._levels]
+        positive: list[np.ndarray] = []
         for i, li in enumerate(self._levels):
             part = self._score_level(li, self._reference(i, known, query_terms), known[i],
                                      None if q_vec is None else self._vectors[i] @ q_vec)
             part["known"] = known[i]
             parts.append(part)
-            for jj in np.flatnonzero(part["score"] > 0.0):
-                j = int(jj)
-                hits.append((float(part["score"][j]), li.nodes[j].node_id, i, j))
+            positive.append(np.flatnonzero(part["score"] > 0.0))
+        matched = sum(len(p) for p in positive)
+        scores = np.concatenate([parts[i]["score"][p] for i, p in enumerate(positive)]) if parts else np.zeros(0)
+        # Everything that scores at least the top_k-th best is ranked (ties at the cut
+        # included), by score then node id: the order of a full sort, without naming
+        # every node that matched.
+        if len(scores) > top_k:
+            cut = np.partition(scores, len(scores) - top_k)[len(scores) - top_k]
+            keep = scores >= cut
+        else:
+            keep = np.ones(len(scores), dtype=bool)
+        hits: list[tuple[float, str, int, int]] = []
+        base = 0
+        for i, p in enumerate(positive):
+            nodes = self._levels[i].nodes
+            for jj in np.flatnonzero(keep[base:base + len(p)]):
+                j = int(p[jj])
+                hits.append((float(scores[base + jj]), nodes[j].node_id, i, j))
+            base += len(p)
         hits.sort(key=lambda h: (-h[0], h[1]))
         results = []
         for rank, (score, node_id, i, j) in enumerate(hits[:top_k], start=1):
@@ -415,14 +432,14 @@ class SemanticSearch:
                 "title": node.title,
                 "scorer": self.scorer.value,
                 "rank": rank,
-                "matched_terms": [t for t, tid in parts[i]["known"] if bool((li.holders(tid) == j).any())],
+                "matched_terms": [t for t, tid in parts[i]["known"] if _holds(li.holders(tid), j)],
                 **{k: float(v[j]) if isinstance(v, np.ndarray) else v for k, v in parts[i].items()
                    if k not in ("score", "known")},
             }
             results.append(SearchResult(node_id, score, meta))
         seen = {t for level_known in known for t, _ in level_known}
         unknown = tuple(t for t in query_terms if t not in seen)
-        return Searched(results, tuple(query_terms), unknown, hits[0][0] if hits else 0.0, len(hits))
+        return Searched(results, tuple(query_terms), unknown, hits[0][0] if hits else 0.0, matched)
 
     def _reference(self, i: int, known: Sequence[Sequence[tuple[str, int]]], query_terms: Sequence[str]) -> float:
         """``ref(q)`` of level ``i``: the most evidence, in this level's idf, of the query

@@ -14,15 +14,18 @@ Layout of an index folder (format :data:`FORMAT_VERSION`)::
     nodes.npy            int64 (nodes × 6): level, document, start, end, parent row, title row
     ids.txt              node ids, one per line, in reading order
     titles.json          section titles
-    text.txt             the documents' texts, one after another (UTF-8)
-    levels/<LEVEL>/      per searched level: bm25s's own save format (the score matrix as
-                         .npy arrays, memory-mapped on load, vocab and params as JSON) and
-                         rows.npy (which nodes, in the order the level indexes them)
+    text.txt             the documents' texts, one after another (UTF-8; each file's
+                         byte range is in the manifest, ``text_bytes``)
+    levels/<LEVEL>/      per searched level: the BM25 postings (:mod:`engine.retrieval.bm25`:
+                         terms.txt, indptr/indices/tf/lengths .npy, memory-mapped on load)
+                         and rows.npy (which nodes, in the order the level indexes them)
 
-Loading reads the manifest and memory-maps the arrays; node objects are made only for the
-nodes a query touches. The BM25 state is the one :class:`SemanticSearch` computes over the
-same nodes, saved as bm25s saves it, so a loaded index ranks exactly as ``pack PATH``
-does over the same files (a test holds them equal).
+Loading reads the manifest, the node table and the ids, and memory-maps the postings; a
+query reads the postings of its own terms, and node objects (with the text of their
+document, decoded when first needed) are made only for the nodes it returns and their
+ancestors. The BM25 state is the one :class:`SemanticSearch` computes over the same
+nodes, so a loaded index ranks exactly as ``pack PATH`` does over the same files (a test
+holds them equal).
 
 Updating (``build`` onto an existing index): every file is hashed; files whose SHA-256,
 doc_id and format are unchanged keep their stored nodes (not re-read as text, not
@@ -54,7 +57,7 @@ from .search import analyzer_settings
 
 FORMAT_NAME = "ctxbudget-index"
 #: Bumped whenever the layout or the meaning of a stored value changes.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 _LEVEL_CODES = {lv: i for i, lv in enumerate(IndexLevel)}
 _LEVELS_BY_CODE = list(IndexLevel)
@@ -167,7 +170,6 @@ class StoredIndex:
             # Read whole (it is small): a memory-mapped array costs microseconds per element.
             self._table = np.load(folder / "nodes.npy", allow_pickle=False)
             self._ids = (folder / "ids.txt").read_text(encoding="utf-8").split("\n")
-            self._titles: list[str] = json.loads((folder / "titles.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise _error("index.corrupt", folder, f"{folder}: a part of the index cannot be read ({exc})",
                          f"rebuild it with `{_REBUILD.format(index=folder)}`") from None
@@ -175,20 +177,49 @@ class StoredIndex:
             raise _error("index.corrupt", folder,
                          f"{folder}: nodes.npy has shape {self._table.shape} for {len(self._ids)} ids",
                          f"rebuild it with `{_REBUILD.format(index=folder)}`")
-        self._text: str | None = None
-        self._doc_starts = [int(f["text_start"]) for f in manifest["files"] if f.get("doc_id") is not None]
-        self._doc_ids = [f["doc_id"] for f in manifest["files"] if f.get("doc_id") is not None]
+        docs = [f for f in manifest["files"] if f.get("doc_id") is not None]
+        self._doc_bytes = [(int(f["text_bytes"][0]), int(f["text_bytes"][1])) for f in docs]
+        self._doc_ids = [f["doc_id"] for f in docs]
+        self._doc_texts: dict[int, str] = {}
+        self._titles: list[str] | None = None
+        self._text_file: Any = None
         self._made: dict[int, Node] = {}
+        # Ids whose row is known without the full id -> row map (the made nodes and
+        # their parents): what search results and their ancestors ask for.
+        self._known: dict[str, int] = {}
         self._rows: dict[str, int] | None = None
         self._kids: dict[int, list[int]] | None = None
         self.nodes: Mapping[str, Node] = _NodeMap(self)
 
-    def text(self) -> str:
-        if self._text is None:
-            self._text = (self.folder / "text.txt").read_text(encoding="utf-8")
-        return self._text
+    def _doc_text(self, doc: int) -> str:
+        """The text of document number ``doc`` (only its own bytes of text.txt are read)."""
+        text = self._doc_texts.get(doc)
+        if text is None:
+            start, end = self._doc_bytes[doc]
+            try:
+                with open(self.folder / "text.txt", "rb") as fh:
+                    fh.seek(start)
+                    data = fh.read(end - start)
+                text = data.decode("utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise _error("index.corrupt", self.folder, f"{self.folder}: text.txt cannot be read ({exc})",
+                             f"rebuild it with `{_REBUILD.format(index=self.folder)}`") from None
+            self._doc_texts[doc] = text
+        return text
+
+    def _title(self, i: int) -> str:
+        if self._titles is None:
+            try:
+                self._titles = json.loads((self.folder / "titles.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise _error("index.corrupt", self.folder, f"{self.folder}: titles.json cannot be read ({exc})",
+                             f"rebuild it with `{_REBUILD.format(index=self.folder)}`") from None
+        return self._titles[i]  # type: ignore[index]
 
     def row_of(self, node_id: str) -> int | None:
+        row = self._known.get(node_id)
+        if row is not None:
+            return row
         if self._rows is None:
             self._rows = {nid: i for i, nid in enumerate(self._ids)}
         return self._rows.get(node_id)
@@ -197,13 +228,16 @@ class StoredIndex:
         node = self._made.get(row)
         if node is None:
             level, doc, start, end, parent, title = self._table[row].tolist()
-            base = self._doc_starts[doc]
             lv = _LEVELS_BY_CODE[level]
-            content = self.text()[base + start:base + end]
-            node = Node(self._ids[row], self._doc_ids[doc], lv, content,
-                        self._ids[parent] if parent >= 0 else None, start, end, row,
-                        self._titles[title] if title >= 0 else None)
+            content = self._doc_text(doc)[start:end]
+            parent_id = None
+            if parent >= 0:
+                parent_id = self._ids[parent]
+                self._known[parent_id] = parent
+            node = Node(self._ids[row], self._doc_ids[doc], lv, content, parent_id, start, end, row,
+                        self._title(title) if title >= 0 else None)
             self._made[row] = node
+            self._known[node.node_id] = row
         return node
 
     def __len__(self) -> int:
@@ -240,26 +274,26 @@ class StoredIndex:
         return tuple(self.node(d) for d in self._doc_ids)
 
     def searcher(self) -> Any:
-        """A :class:`SemanticSearch` (BM25) over the stored levels, their state memory-mapped."""
-        import bm25s
+        """A :class:`SemanticSearch` (BM25) over the stored levels, their postings memory-mapped."""
         import numpy as np
 
-        from . import search
+        from . import bm25, search
 
         levels = []
         for name in self.manifest["levels"]:
             folder = self.folder / "levels" / name["level"]
             try:
-                rows = np.load(folder / "rows.npy", allow_pickle=False).tolist()
-                retriever = (bm25s.BM25.load(str(folder), mmap=True, load_corpus=False, show_progress=False)
-                             if name["terms"] else None)
+                rows = np.load(folder / "rows.npy", allow_pickle=False)
+                postings = bm25.load(folder) if name["terms"] else None
             except (OSError, ValueError, KeyError) as exc:
                 raise _error("index.corrupt", self.folder, f"{folder}: the BM25 state cannot be read ({exc})",
                              f"rebuild it with `{_REBUILD.format(index=self.folder)}`") from None
+            if postings is not None and postings.n != len(rows):
+                raise _error("index.corrupt", self.folder,
+                             f"{folder}: {postings.n} node lengths for {len(rows)} rows",
+                             f"rebuild it with `{_REBUILD.format(index=self.folder)}`")
             level = IndexLevel(name["level"])
-            # Document frequencies and term holders are read from the retriever's score
-            # matrix, as SemanticSearch reads them from the one it builds.
-            levels.append(search._LevelIndex(level, _LevelNodes(self, rows), retriever))  # type: ignore[arg-type]
+            levels.append(search._LevelIndex(level, _LevelNodes(self, rows.tolist()), postings))
         # The searcher is SemanticSearch itself, its per-level state loaded instead of
         # computed: the ranking and calibration code is the one pack PATH runs.
         s: Any = object.__new__(search.SemanticSearch)
@@ -473,6 +507,8 @@ def build_index(paths: Sequence[str | Path], out: str | Path, progress: Progress
 def _write(target: Path, index: HierarchicalIndex, entries: list[_Entry], unsupported: list[Skipped]) -> None:
     import numpy as np
 
+    from . import bm25
+
     tmp = target.with_name(f".{target.name}.building-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -505,24 +541,24 @@ def _write(target: Path, index: HierarchicalIndex, entries: list[_Entry], unsupp
                 "size": e.size_read or e.source.size, "mtime_ns": e.source.mtime_ns, "sha256": e.sha256,
                 "format": e.source.format, "id": e.doc_id, "doc_id": e.doc_id if e.nodes else None}
             if e.nodes:
-                text = e.nodes[0].content
-                rec["text_start"] = pos
+                data = e.nodes[0].content.encode("utf-8")
+                rec["text_bytes"] = [pos, pos + len(data)]
                 rec["nodes"] = len(e.nodes)
-                texts.append(text)
-                pos += len(text)
+                texts.append(data)
+                pos += len(data)
             elif e.skipped is not None:
                 rec["skip_reason"] = e.skipped.reason
             files.append(rec)
-        (tmp / "text.txt").write_text("".join(texts), encoding="utf-8", newline="")
+        (tmp / "text.txt").write_bytes(b"".join(texts))
         levels = []
-        for level, nodes, retriever in _level_states(index):
+        for level, nodes, postings in _level_states(index):
             folder = tmp / "levels" / level.value
             folder.mkdir(parents=True)
             np.save(folder / "rows.npy", np.array([row_of[n.node_id] for n in nodes], dtype=np.int64),
                     allow_pickle=False)
-            if retriever is not None:
-                retriever.save(str(folder), show_progress=False)
-            levels.append({"level": level.value, "nodes": len(nodes), "terms": retriever is not None})
+            if postings is not None:
+                bm25.save(postings, folder)
+            levels.append({"level": level.value, "nodes": len(nodes), "terms": postings is not None})
         skipped = [{"root": roots.index(os.path.abspath(e.source.root)), "path": e.source.path,
                     "reason": e.skipped.reason} for e in entries if e.skipped is not None]
         skipped += [{"root": roots.index(os.path.abspath(s.root)), "path": s.path, "reason": s.reason}
@@ -582,10 +618,8 @@ def node_terms(index: HierarchicalIndex) -> dict[str, list[str]]:
 
 def _level_states(index: HierarchicalIndex) -> list[tuple[IndexLevel, list[Node], Any]]:
     """Per searched level (as :class:`SemanticSearch` builds them): its nodes and the
-    bm25s retriever over their terms (``None`` when no node has a term)."""
-    import bm25s
-
-    from . import search
+    BM25 postings of their terms (``None`` when no node has a term)."""
+    from . import bm25, search
 
     terms = node_terms(index)
     out = []
@@ -593,13 +627,8 @@ def _level_states(index: HierarchicalIndex) -> list[tuple[IndexLevel, list[Node]
         nodes = [n for n in index.nodes.values() if n.level is level]
         if not nodes:
             continue
-        corpus = [terms[n.node_id] for n in nodes]
-        retriever = None
-        if any(corpus):
-            # The retriever SemanticSearch builds (its _build_level): same k1, b, variant, dtype.
-            retriever = bm25s.BM25(k1=search.BM25_K1, b=search.BM25_B, method=search.BM25_METHOD, dtype="float64")
-            retriever.index(corpus, show_progress=False)
-        out.append((level, nodes, retriever))
+        # The postings SemanticSearch builds (its _build_level) from the same terms.
+        out.append((level, nodes, bm25.build([terms[n.node_id] for n in nodes])))
     return out
 
 
