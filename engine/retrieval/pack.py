@@ -26,10 +26,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..allocation import Allocation
-from ..audit.log import AuditLog
 from ..audit.request import CorpusFile, Request
 from ..decide import Decided, decide
 from ..errors import CandidateError, NoContextError
@@ -39,6 +38,9 @@ from .convert import pinned_rows, search_rows
 from .corpus import Skipped, walk
 from .formats import SUFFIX_FORMATS
 from .search import Embedder, Scorer, Searched, SemanticSearch, _parse_scorer
+
+if TYPE_CHECKING:  # the log (and its signing stack) is imported by whoever opens one
+    from ..audit.log import AuditLog
 
 TEXT_SUFFIXES = tuple(SUFFIX_FORMATS)
 
