@@ -97,12 +97,15 @@ CONFIGS: dict[str, tuple[Analyzer, str, str]] = {
     "stemming": (Analyzer(split_identifiers=False), LEGACY_CALIBRATION, "bm25"),
     "calibration": (Analyzer(stemmer=None, split_identifiers=False), CALIBRATION, "bm25"),
     "stem-calib": (Analyzer(split_identifiers=False), CALIBRATION, "bm25"),
+    "issue15": (Analyzer(), CALIBRATION, "bm25"),  # issue 15's retrieval: no heading weights
     "after": (Analyzer(), CALIBRATION, "bm25"),
     # --scorer hybrid / dense (the ctxbudget[dense] extra: all-MiniLM-L6-v2); not run by default
     "after-hybrid": (Analyzer(), CALIBRATION, "hybrid"),
     "after-dense": (Analyzer(), CALIBRATION, "dense"),
 }
-LEXICAL = ("before", "stemming", "calibration", "stem-calib", "after")
+LEXICAL = ("before", "stemming", "calibration", "stem-calib", "issue15", "after")
+#: SemanticSearch options per configuration beyond (analyzer, calibration, scorer).
+OPTIONS: dict[str, dict[str, Any]] = {name: {"headings": (0, 0)} for name in CONFIGS if not name.startswith("after")}
 REFERENCE = "after"
 
 
@@ -155,7 +158,8 @@ def searches(indexed: Indexed, configs: Sequence[str]) -> dict[str, _OnceSearch]
     for name in configs:
         analyzer, calibration, scorer = CONFIGS[name]
         out[name] = _OnceSearch(SemanticSearch(indexed.index, analyzer=analyzer, calibration=calibration,
-                                               scorer=scorer, embedder=embedder if scorer != "bm25" else None))
+                                               scorer=scorer, embedder=embedder if scorer != "bm25" else None,
+                                               **OPTIONS.get(name, {})))
     return out
 
 
@@ -338,11 +342,13 @@ def answered(indexed: Indexed, included: Sequence[str], answers: set[str]) -> bo
 
 
 def run_docs(docs: Path, budget: int, configs: Sequence[str], questions_file: Path = QUESTIONS_FILE,
-             glob: str = "*.md") -> dict[str, Any]:
+             glob: str | None = "*.md") -> dict[str, Any]:
+    """Part B over ``docs``: the files matching ``glob`` (named one by one), or with
+    ``glob`` ``None`` the folder itself (ids keep the path below it)."""
     questions = load_doc_questions(questions_file)
-    files = sorted(docs.glob(glob))
+    files = sorted(docs.glob(glob)) if glob is not None else sorted(f for f in docs.rglob("*") if f.is_file())
     t0 = time.perf_counter()
-    indexed = index_corpus(files)
+    indexed = index_corpus(files if glob is not None else [docs])
     index_s = time.perf_counter() - t0
     answers, missing = resolve_answers(indexed, questions)
     policy = example_policy(budget)
@@ -357,7 +363,7 @@ def run_docs(docs: Path, budget: int, configs: Sequence[str], questions_file: Pa
     rows = {c: {"answered": sum(hits[c]), "rate": sum(hits[c]) / n if n else 0.0,
                 "wilson95": list(wilson(sum(hits[c]), n)),
                 "missed": [q["q"] for q, h in zip(questions, hits[c]) if not h]} for c in configs}
-    out: dict[str, Any] = {"docs": str(docs), "files": len(files), "bytes": sum(f.stat().st_size for f in files),
+    out: dict[str, Any] = {"docs": str(docs), "questions_file": questions_file.name, "files": len(indexed.files), "bytes": sum(f.stat().st_size for f in files),
                            "index_seconds": round(index_s, 1), "questions": n, "budget": budget,
                            "unresolved_answers": missing, "rows": rows, "paired": {},
                            "per_question": {c: hits[c] for c in configs}}
@@ -368,7 +374,7 @@ def run_docs(docs: Path, budget: int, configs: Sequence[str], questions_file: Pa
 
 
 def report_docs(s: Mapping[str, Any], configs: Sequence[str]) -> str:
-    lines = [f"## B. Documentation: {s['questions']} questions over {s['files']} files of {s['docs']} "
+    lines = [f"## B. Documentation ({s.get('questions_file', '')}): {s['questions']} questions over {s['files']} files of {s['docs']} "
              f"({s['bytes'] / 1e6:.1f} MB, indexed in {s['index_seconds']} s), budget {s['budget']} tokens", ""]
     if s["unresolved_answers"]:
         lines += ["**Answer sections not found in this corpus** (question file or docs version): "
@@ -416,14 +422,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=REPO_ROOT / qh.DATA_RELATIVE, help="HotpotQA JSONL")
     ap.add_argument("--limit", type=int, default=500, help="HotpotQA questions (default 500)")
     ap.add_argument("--budgets", type=_budgets, default=DEFAULT_BUDGETS, help="HotpotQA budgets (default 256,512,1024)")
-    ap.add_argument("--docs", type=Path, default=DEFAULT_DOCS, help=f"documentation folder (default {DEFAULT_DOCS})")
-    ap.add_argument("--docs-glob", default="*.md", help="files of --docs to index (default *.md)")
+    ap.add_argument("--docs", type=Path, default=None,
+                    help=f"documentation folder (default: the question file's corpus.default_path, {DEFAULT_DOCS} for "
+                         "the default questions)")
+    ap.add_argument("--docs-glob", default=None,
+                    help="files of --docs to index (default: the question file's corpus.glob, *.md for the default "
+                         "questions; the whole folder when it is null)")
     ap.add_argument("--docs-budget", type=int, default=DOCS_BUDGET, help="budget for part B (default 1500)")
     ap.add_argument("--questions", type=Path, default=QUESTIONS_FILE, help="question file for part B")
     ap.add_argument("--configs", type=_configs, default=LEXICAL,
                     help=f"rows (default {','.join(LEXICAL)}; also after-hybrid, after-dense with the dense extra)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results")
     args = ap.parse_args(argv)
+    corpus = json.loads(args.questions.read_text(encoding="utf-8")).get("corpus", {})
+    if args.docs is None:
+        args.docs = Path(corpus.get("default_path") or DEFAULT_DOCS)
+    if args.docs_glob is None:
+        args.docs_glob = corpus.get("glob", "*.md")
     result: dict[str, Any] = {"python": platform.python_version(), "configs": list(args.configs)}
     print("# pack retrieval quality, before / after issue 15\n")
     if args.part in ("both", "hotpot"):
@@ -433,9 +448,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             result["hotpot"] = run_hotpot(args.data, args.limit, args.budgets, args.configs)
             print(report_hotpot(result["hotpot"], args.budgets, args.configs) + "\n")
     if args.part in ("both", "docs"):
-        if not args.docs.is_dir() or not any(args.docs.glob(args.docs_glob)):
-            print(f"Part B skipped: no {args.docs_glob} files under {args.docs} (the Node.js API docs of "
-                  "Debian's nodejs package; install it or pass --docs PATH).\n")
+        if not args.docs.is_dir() or not any(args.docs.glob(args.docs_glob or "*")):
+            print(f"Part B skipped: no {args.docs_glob or ''} files under {args.docs} (the corpus of "
+                  f"{args.questions.name}; install it or pass --docs PATH).\n")
         else:
             result["docs"] = run_docs(args.docs, args.docs_budget, args.configs, args.questions, args.docs_glob)
             print(report_docs(result["docs"], args.configs) + "\n")

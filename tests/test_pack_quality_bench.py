@@ -100,7 +100,7 @@ def test_a_missing_corpus_is_said_and_skipped(tmp_path: Path, capsys: pytest.Cap
     text = capsys.readouterr().out
     assert f"Part A skipped: the HotpotQA sample is not at {tmp_path / 'x.jsonl'} (pass --data PATH)." in text
     assert f"Part B skipped: no *.md files under {tmp_path / 'nowhere'}" in text
-    assert json.loads(out.read_text())["configs"] == ["before", "stemming", "calibration", "stem-calib", "after"]
+    assert json.loads(out.read_text())["configs"] == ["before", "stemming", "calibration", "stem-calib", "issue15", "after"]
 
 
 def test_wilson_interval() -> None:

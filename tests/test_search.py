@@ -17,16 +17,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import CandidateError
-from engine.retrieval.index import HierarchicalIndex, IndexLevel
+from engine.retrieval.index import HierarchicalIndex, IndexLevel, Node
 from engine.retrieval.search import (
     BM25_B,
     BM25_K1,
+    DEFAULT_ANALYZER,
+    HEADING_WEIGHTS,
     Analyzer,
     SearchResult,
     SemanticSearch,
     analyzer_settings,
     bm25_idf,
     tokenize,
+    with_headings,
 )
 
 CORPUS = Path(__file__).parent.parent / "examples" / "corpus"
@@ -112,10 +115,16 @@ def test_scores_lie_in_zero_one_and_equal_raw_over_the_reference(search: Semanti
 
 
 def test_raw_score_and_reference_match_the_documented_formula(index: HierarchicalIndex) -> None:
-    """Recompute BM25 by hand for one level, so the reference is checked against what bm25s does."""
+    """Recompute BM25 by hand for one level (a paragraph's terms are its text's plus its
+    section's heading, HEADING_WEIGHTS[1] times), so the reference is checked against the postings."""
     level = IndexLevel.PARAGRAPH
     nodes = [n for n in index.nodes.values() if n.level is level]
-    docs = [tokenize(n.content) for n in nodes]
+
+    def heading(n: Node) -> list[str]:
+        up = [a for a in index.ancestors(n.node_id) if a.level is IndexLevel.SECTION]
+        return tokenize(up[0].title or "") * HEADING_WEIGHTS[1] if up else []
+
+    docs = [tokenize(n.content) + heading(n) for n in nodes]
     n_docs, avgdl = len(docs), sum(map(len, docs)) / len(docs)
     query = ["refunds", "annual", "plan", "unseenword"]
     terms = [tokenize(q)[0] for q in query]  # "refunds" -> "refund"
@@ -520,3 +529,22 @@ def test_the_built_in_stopword_list_is_bm25s_en_plus_and_terms_are_what_bm25s_to
                             stemmer=Stemmer.Stemmer("english").stemWords, return_ids=False, show_progress=False)
     assert ours == [[t for t in doc if t] for doc in theirs]
     assert ours[0] == ["readfilesync", "read", "file", "sync", "http", "configur"] and ours[3] == []
+
+
+def test_headings_weigh_in_a_passage_is_found_by_its_sections_title() -> None:
+    """BM25F-style heading weights: a paragraph that never names its topic is found by
+    its section's heading, and a section whose heading holds the term outranks one that
+    mentions it as often in its text."""
+    text = ("# Removing files\n\nCall it with the path; it fails when the path is missing.\n\n"
+            "# Streams\n\nA stream can also end when removing files, removing files often.\n")
+    ix = HierarchicalIndex()
+    ix.index_document(text, "doc.md")
+    got = SemanticSearch(ix, levels=["PARAGRAPH"]).search("removing files")
+    assert "doc.md#s1/p1" in [r.node_id for r in got]
+    plain = SemanticSearch(ix, levels=["PARAGRAPH"], headings=(0, 0)).search("removing files")
+    assert "doc.md#s1/p1" not in [r.node_id for r in plain]  # its text holds neither word
+    sections = SemanticSearch(ix, levels=["SECTION"]).search("removing files")
+    assert sections[0].node_id == "doc.md#s1"
+    heads = with_headings([ix.node("doc.md#s1"), ix.node("doc.md#s1/p1")],
+                          [["x"], ["y"]], ix, DEFAULT_ANALYZER, (2, 1))
+    assert heads == [["x", "remov", "file", "remov", "file"], ["y", "remov", "file"]]

@@ -85,7 +85,7 @@ from .index import HierarchicalIndex, IndexLevel, Node
 
 __all__ = ["BM25_B", "BM25_K1", "BM25_METHOD", "CALIBRATION", "CALIBRATIONS", "DEFAULT_ANALYZER", "DEFAULT_LEVELS",
            "LEGACY_CALIBRATION", "STEMMER_LANGUAGE", "STOPWORDS", "Analyzer", "Embedder", "Scorer", "SearchResult",
-           "Searched", "SemanticSearch", "analyzer_settings", "bm25_idf", "tokenize"]
+           "Searched", "SemanticSearch", "analyzer_settings", "bm25_idf", "tokenize", "with_headings", "HEADING_WEIGHTS"]
 
 #: The levels searched when the caller names none.
 DEFAULT_LEVELS = (IndexLevel.SECTION, IndexLevel.PARAGRAPH, IndexLevel.SENTENCE)
@@ -93,6 +93,13 @@ DEFAULT_LEVELS = (IndexLevel.SECTION, IndexLevel.PARAGRAPH, IndexLevel.SENTENCE)
 BM25_K1 = 1.5
 BM25_B = 0.75
 BM25_METHOD = "lucene"
+#: Field weights of headings (BM25F-style, integer so that term counts stay counts): a
+#: section's own title counts ``1 + HEADING_WEIGHTS[0]`` times (its heading line is in its
+#: text once), and a paragraph's or sentence's nearest section title is added to its
+#: terms ``HEADING_WEIGHTS[1]`` times, so a passage is found by what its section is about
+#: and not only by the words it repeats (documentation answers "fs.stat()" under a
+#: heading, in paragraphs that never name it again).
+HEADING_WEIGHTS = (2, 1)
 #: Names the calibration of the module docstring; a persistent index records it.
 CALIBRATION = "bm25-cover-max/1"
 #: The calibration before issue 15 (``raw / Σ idf`` over every query term), kept only so
@@ -122,6 +129,7 @@ def analyzer_settings(analyzer: Analyzer = DEFAULT_ANALYZER, calibration: str = 
     calibration. A persistent index records them in its manifest; an index whose
     settings differ from the ones a query would use must be rebuilt, not searched."""
     return {**analyzer.settings(), "bm25": {"method": BM25_METHOD, "k1": BM25_K1, "b": BM25_B},
+            "headings": {"section_title_extra": HEADING_WEIGHTS[0], "passage_section_title": HEADING_WEIGHTS[1]},
             "calibration": calibration}
 
 
@@ -217,8 +225,54 @@ class _LevelIndex:
         return float(cover.max())
 
 
-def _build_level(level: IndexLevel, nodes: tuple[Node, ...], analyzer: Analyzer) -> _LevelIndex:
-    return _LevelIndex(level, nodes, bm25.build(analyzer.terms_many([n.content for n in nodes])))
+def with_headings(nodes: Sequence[Node], terms: Sequence[list[str]], index: Any, analyzer: Analyzer,
+                  weights: tuple[int, int] = HEADING_WEIGHTS) -> list[list[str]]:
+    """Each node's terms plus the terms of its heading, repeated (BM25F-style field
+    weights, see :data:`HEADING_WEIGHTS`): a SECTION's own title ``weights[0]`` more
+    times (its heading line is already in its text once), a PARAGRAPH's or SENTENCE's
+    nearest enclosing section title ``weights[1]`` times. ``index`` is anything with
+    ``nodes`` (id → node with ``parent_id``, ``level`` and ``title``)."""
+    own, context = weights
+    if own == 0 and context == 0:
+        return [list(t) for t in terms]
+    lookup = index.nodes
+    section_of: dict[str | None, Node | None] = {}
+
+    def nearest_section(node: Node) -> Node | None:
+        if node.level is IndexLevel.SECTION:
+            return node
+        pid = node.parent_id
+        if pid in section_of:
+            return section_of[pid]
+        found = None
+        cur = pid
+        while cur is not None:
+            parent = lookup[cur]
+            if parent.level is IndexLevel.SECTION:
+                found = parent
+                break
+            cur = parent.parent_id
+        section_of[pid] = found
+        return found
+
+    sections = [nearest_section(n) for n in nodes]
+    titles: dict[str, list[str]] = {}
+    todo = list(dict.fromkeys(sec.node_id for sec in sections if sec is not None and sec.title))
+    by_id = {sec.node_id: sec for sec in sections if sec is not None}
+    for sid, got in zip(todo, analyzer.terms_many([by_id[sid].title or "" for sid in todo])):
+        titles[sid] = got
+    out = []
+    for node, node_terms, sec in zip(nodes, terms, sections):
+        extra = titles.get(sec.node_id, []) if sec is not None else []
+        times = own if node.level is IndexLevel.SECTION else context
+        out.append(list(node_terms) + extra * times)
+    return out
+
+
+def _build_level(level: IndexLevel, nodes: tuple[Node, ...], analyzer: Analyzer, index: Any,
+                 headings: tuple[int, int]) -> _LevelIndex:
+    terms = with_headings(nodes, analyzer.terms_many([n.content for n in nodes]), index, analyzer, headings)
+    return _LevelIndex(level, nodes, bm25.build(terms))
 
 
 def _holds(rows: np.ndarray, j: int) -> bool:
@@ -328,6 +382,7 @@ class SemanticSearch:
         hybrid_bm25_weight: float = HYBRID_BM25_WEIGHT,
         analyzer: Analyzer = DEFAULT_ANALYZER,
         calibration: str = CALIBRATION,
+        headings: tuple[int, int] = HEADING_WEIGHTS,
     ) -> None:
         self.scorer = _parse_scorer(scorer)
         self.levels = _parse_levels(levels)
@@ -355,7 +410,9 @@ class SemanticSearch:
         self._embed: Embedder | None = None
         if self.scorer is not Scorer.BM25:  # before indexing: a missing extra fails fast
             self._embed = embedder if embedder is not None else _load_dense_embedder(self.scorer)
-        self._levels = tuple(_build_level(lv, nodes, analyzer) for lv, nodes in by_level.items() if nodes)
+        self.headings = headings
+        self._levels = tuple(_build_level(lv, nodes, analyzer, index, headings)
+                             for lv, nodes in by_level.items() if nodes)
         self._vectors: tuple[np.ndarray, ...] = ()
         if self._embed is not None:
             texts = [n.content for li in self._levels for n in li.nodes]

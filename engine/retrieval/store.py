@@ -301,6 +301,7 @@ class StoredIndex:
         s.levels = tuple(lv.level for lv in levels)
         s.analyzer = search.DEFAULT_ANALYZER
         s.calibration = search.CALIBRATION
+        s.headings = search.HEADING_WEIGHTS
         s.hybrid_bm25_weight = search.HYBRID_BM25_WEIGHT
         s._levels = tuple(levels)
         s._embed = None
@@ -628,7 +629,9 @@ def _level_states(index: HierarchicalIndex) -> list[tuple[IndexLevel, list[Node]
         if not nodes:
             continue
         # The postings SemanticSearch builds (its _build_level) from the same terms.
-        out.append((level, nodes, bm25.build([terms[n.node_id] for n in nodes])))
+        level_terms = search.with_headings(nodes, [terms[n.node_id] for n in nodes], index,
+                                           search.DEFAULT_ANALYZER)
+        out.append((level, nodes, bm25.build(level_terms)))
     return out
 
 
