@@ -19,6 +19,7 @@ import hashlib
 import re
 import threading
 from collections.abc import Callable, Sequence
+from itertools import chain
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -63,6 +64,10 @@ def _version(dist: str) -> str:
 
 
 _TOKEN = re.compile(TOKEN_PATTERN)
+#: A word: what a token can come from (a token never spans two of these).
+_RUN = re.compile(r"\w+")
+#: (stemmer, stopwords, split_identifiers) -> word run -> its terms.
+_RUN_CACHE: dict[tuple[str | None, str, bool], dict[str, tuple[str, ...]]] = {}
 _STOPSETS: dict[str, frozenset[str]] = {STOPWORDS: frozenset(_EN_PLUS)}
 
 
@@ -138,22 +143,44 @@ class Analyzer:
         return [_CAMEL_WORD.sub(lambda m: f"{m.group(0)} {_CAMEL_CUT.sub(' ', m.group(0))}", t) for t in texts]
 
     def terms_many(self, texts: Sequence[str]) -> list[list[str]]:
-        """The terms of each text, in order (repeats kept: BM25 counts them)."""
+        """The terms of each text, in order (repeats kept: BM25 counts them).
+
+        Each distinct word (``\\w+`` run) is analysed once per process and remembered:
+        a run's terms are those of the run alone (tokens never cross a run, and neither
+        the camelCase split nor lower-casing joins two runs), so this equals lower-casing
+        the whole text, matching :data:`TOKEN_PATTERN`, dropping stopwords and stemming."""
         if not texts:
             return []
+        runs = [_RUN.findall(t) for t in texts]
+        cache = _RUN_CACHE.setdefault((self.stemmer, self.stopwords, self.split_identifiers), {})
+        known: dict[str, tuple[str, ...]] = {}
+        new: list[str] = []
+        for run in set(chain.from_iterable(runs)):
+            got = cache.get(run)
+            if got is None:
+                new.append(run)
+            else:
+                known[run] = got
+        if new:
+            known.update(zip(new, self._analyse_runs(new)))
+            if len(cache) + len(new) > 1_000_000:  # a bound for long-running processes
+                cache.clear()
+            cache.update((r, known[r]) for r in new)
+        get = known.__getitem__
+        return [list(chain.from_iterable(map(get, rs))) for rs in runs]
+
+    def _analyse_runs(self, runs: list[str]) -> list[tuple[str, ...]]:
+        """The terms of each word run (camelCase parts, lower case, stopwords, stems)."""
         stop = _stopset(self.stopwords)
-        split = _TOKEN.findall
-        words = [[w for w in split(t.lower()) if w not in stop] for t in self._prepare(texts)]
-        if self.stemmer is None:
-            return words
-        stem = _stemmer(self.stemmer)
-        flat = stem([w for ws in words for w in ws])
-        out: list[list[str]] = []
-        pos = 0
-        for ws in words:
-            out.append(flat[pos:pos + len(ws)])
-            pos += len(ws)
-        return out
+        words = [[w for w in _TOKEN.findall(t.lower()) if w not in stop] for t in self._prepare(runs)]
+        if self.stemmer is not None:
+            stem = _stemmer(self.stemmer)
+            flat = stem([w for ws in words for w in ws])
+            pos = 0
+            for i, ws in enumerate(words):
+                words[i] = flat[pos:pos + len(ws)]
+                pos += len(ws)
+        return [tuple(ws) for ws in words]
 
     def terms(self, text: str) -> list[str]:
         """The terms of one text (see :meth:`terms_many`)."""
@@ -186,7 +213,8 @@ class Analyzer:
             "stemmer": None if self.stemmer is None else {
                 "algorithm": "snowball", "language": self.stemmer, "library": "PyStemmer",
                 "version": _version("PyStemmer")},
-            "probe": self.terms(PROBE),
+            # Analysed afresh (not from the word cache), so it shows the stemmer as it is now.
+            "probe": list(chain.from_iterable(self._analyse_runs(_RUN.findall(PROBE)))),
         }
 
 

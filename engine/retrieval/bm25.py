@@ -26,6 +26,7 @@ import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -103,9 +104,9 @@ def build(corpus: Sequence[Sequence[str]]) -> Postings | None:
     total = int(lengths.sum())
     if total == 0:
         return None
-    vocab = sorted({t for doc in corpus for t in doc})
+    vocab = sorted(set(chain.from_iterable(corpus)))
     col_of = {t: i for i, t in enumerate(vocab)}
-    cols = np.fromiter((col_of[t] for doc in corpus for t in doc), dtype=np.int64, count=total)
+    cols = np.array(list(map(col_of.__getitem__, chain.from_iterable(corpus))), dtype=np.int64)
     rows = np.repeat(np.arange(n, dtype=np.int64), lengths)
     # One key per (term, node), sorted by term then node: the CSC order itself.
     keys, counts = np.unique(cols * n + rows, return_counts=True)
