@@ -284,3 +284,50 @@ def test_an_analysis_that_changes_without_a_setting_is_still_noticed(corpus: Pat
     assert err.value.code == "index.settings_mismatch"
     old, now = err.value.message.split("; now ")
     assert '"probe": ["cach", "refund"' in old and '"probe": ["caching", "refunds"' in now
+
+
+def test_a_query_against_a_stored_index_reads_postings_without_bm25s(corpus: Path, tmp_path: Path) -> None:
+    """pack --index answers from the memory-mapped postings: the query path imports
+    neither bm25s nor its progress bars, and makes node objects only for what it returns."""
+    import subprocess
+    import sys
+
+    ix = tmp_path / "ix"
+    build_index([corpus], ix)
+    code = ("import sys\n"
+            "from engine.retrieval.store import load_for_pack\n"
+            f"built = load_for_pack({str(ix)!r})\n"
+            "s = built.searcher()\n"
+            "hits = s.search('How do I stop pip from using the cache?', top_k=3)\n"
+            "assert hits and hits[0].relevance_score > 0, hits\n"
+            "assert len(built.index._made) < len(built.index), (len(built.index._made), len(built.index))\n"
+            "print(sorted(m for m in ('bm25s', 'tqdm') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_postings_that_do_not_fit_together_are_a_corrupt_index(corpus: Path, tmp_path: Path) -> None:
+    ix = tmp_path / "ix"
+    build_index([corpus], ix)
+    terms = ix / "levels" / "PARAGRAPH" / "terms.txt"
+    terms.write_text("\n".join(terms.read_text(encoding="utf-8").split("\n")[1:]), encoding="utf-8")
+    with pytest.raises(CandidateError) as err:
+        load_for_pack(ix).searcher()
+    assert err.value.code == "index.corrupt"
+    assert "the BM25 state cannot be read" in err.value.message and "do not fit together" in err.value.message
+    assert "rebuild it with `ctxbudget index build PATH... --out" in err.value.message
+
+
+def test_saved_postings_score_bit_for_bit_as_built(tmp_path: Path) -> None:
+    from engine.retrieval import bm25
+
+    corpus = [["refund", "annual", "refund"], [], ["plan"], ["annual", "plan", "plan", "zeta"]]
+    built = bm25.build(corpus)
+    assert built is not None and bm25.build([[], []]) is None
+    bm25.save(built, tmp_path)
+    loaded = bm25.load(tmp_path)
+    assert [loaded.column(t) for t in ("annual", "plan", "refund", "zeta", "nope")] == [0, 1, 2, 3, None]
+    assert loaded.holders(1).tolist() == [2, 3] and loaded.df(0) == 2
+    for cols in ([0], [1, 2], [2, 1, 0, 3]):
+        assert loaded.scores(cols, 1.5, 0.75).tolist() == built.scores(cols, 1.5, 0.75).tolist()
+    assert built.scores([2], 1.5, 0.75)[1] == 0.0 and built.avgdl == 2.0
