@@ -19,7 +19,7 @@ STAGES: tuple[tuple[str, ...], ...] = (
     ("load", "encodings", "hftokenizer", "tokfiles", "tokens"),
     ("schema", "extends", "semantic", "policy"),
     ("candidates", "candfile", "pins", "counts", "rules", "duplicates",
-     "retrieval.formats", "retrieval.corpus", "retrieval.analyzer", "retrieval.index", "retrieval.build",
+     "retrieval.formats", "retrieval.corpus", "retrieval.analyzer", "retrieval.bm25", "retrieval.index", "retrieval.build",
      "retrieval.search", "retrieval.convert", "retrieval.store"),
     ("objective",),
     ("problem", "feasibility", "compile"),

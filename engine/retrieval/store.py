@@ -208,13 +208,14 @@ class StoredIndex:
         return text
 
     def _title(self, i: int) -> str:
-        if self._titles is None:
+        titles = self._titles
+        if titles is None:
             try:
-                self._titles = json.loads((self.folder / "titles.json").read_text(encoding="utf-8"))
+                titles = self._titles = json.loads((self.folder / "titles.json").read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 raise _error("index.corrupt", self.folder, f"{self.folder}: titles.json cannot be read ({exc})",
                              f"rebuild it with `{_REBUILD.format(index=self.folder)}`") from None
-        return self._titles[i]  # type: ignore[index]
+        return titles[i]
 
     def row_of(self, node_id: str) -> int | None:
         row = self._known.get(node_id)
