@@ -19,9 +19,9 @@ counts plus separators) — the two differ only by BPE merges across items, or, 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from .counts import TokenAccounting
 from .errors import InfeasibleError
@@ -50,6 +50,70 @@ class ItemDecision:
         return self.reason.code.includes
 
 
+class Decisions(Sequence[ItemDecision]):
+    """The decisions of one allocation, one per candidate in input order, held as
+    columns: an :class:`ItemDecision` (with its reason) is built only when asked for,
+    and the reason of an item a strategy left out (the first rule it would break) is
+    worked out only then, with the same content as if built eagerly. It reads like the
+    tuple of decisions it stands for: indexing, slicing (a tuple), iteration, ``len``,
+    ``==`` with any sequence of decisions."""
+
+    __slots__ = ("source_ids", "levels", "tokens", "relevance", "values", "sha256s", "included",
+                 "_reason", "_items")
+
+    def __init__(self, source_ids: Sequence[str], levels: Sequence[str], tokens: Sequence[int],
+                 relevance: Sequence[float], values: Sequence[int], sha256s: Sequence[str],
+                 included: Sequence[bool], reason: Callable[[int], Reason]) -> None:
+        #: The columns, by input index (``included``: the decision, without its reason).
+        self.source_ids = source_ids
+        self.levels = levels
+        self.tokens = tokens
+        self.relevance = relevance
+        self.values = values
+        self.sha256s = sha256s
+        self.included = included
+        self._reason = reason
+        self._items: list[ItemDecision | None] = [None] * len(source_ids)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _item(self, i: int) -> ItemDecision:
+        d = self._items[i]
+        if d is None:
+            d = self._items[i] = ItemDecision(i, self.source_ids[i], self.levels[i], self.tokens[i],
+                                              self.relevance[i], self.values[i], self.sha256s[i],
+                                              self._reason(i))
+        return d
+
+    @overload
+    def __getitem__(self, i: int) -> ItemDecision: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> tuple[ItemDecision, ...]: ...
+
+    def __getitem__(self, i: int | slice) -> ItemDecision | tuple[ItemDecision, ...]:
+        if isinstance(i, slice):
+            return tuple(self._item(k) for k in range(*i.indices(len(self._items))))
+        n = len(self._items)
+        if not -n <= i < n:
+            raise IndexError("decision index out of range")
+        return self._item(i % n if i < 0 else i)
+
+    def __iter__(self) -> Iterator[ItemDecision]:
+        return (self._item(k) for k in range(len(self._items)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (Decisions, tuple, list)):
+            return len(self) == len(other) and all(x == y for x, y in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # like the dataclasses around it: compared, not hashed
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+
 @dataclass(frozen=True, slots=True)
 class RuleReport:
     """A hard rule after the allocation: its total, bounds, slack and whether it bound."""
@@ -73,7 +137,8 @@ class RuleReport:
 class Allocation:
     """The complete result of one allocation (immutable)."""
 
-    decisions: tuple[ItemDecision, ...]
+    #: One per candidate in input order (a :class:`Decisions`, or any sequence of them).
+    decisions: Sequence[ItemDecision]
     context_order: tuple[int, ...]
     context: str
     context_tokens: int
@@ -121,7 +186,10 @@ class Allocation:
 
     @property
     def excluded(self) -> tuple[ItemDecision, ...]:
-        return tuple(d for d in self.decisions if not d.included)
+        d = self.decisions
+        if isinstance(d, Decisions):  # only the excluded items' reasons get worked out
+            return tuple(d[i] for i, inc in enumerate(d.included) if not inc)
+        return tuple(x for x in d if not x.included)
 
 
 def _order(problem: Problem, chosen: set[int]) -> list[int]:
@@ -150,16 +218,19 @@ def assemble(problem: Problem, order: list[int]) -> str:
     return problem.separator.join(render(problem.template, problem.candidates[i]) for i in order)
 
 
-def _why_not(problem: Problem, chosen: set[int]) -> Callable[[int], Reason]:
+def _why_not(problem: Problem, chosen: frozenset[int]) -> Callable[[int], Reason]:
     """Reasons for active items a solver left out: the first rule each would break, as
     the greedy family sees it (:class:`~engine.feasibility.Filler` holding the
     chosen set), else zero value, else "a better combination was chosen"."""
-    filler = Filler(problem)
-    for i in chosen:
-        filler.add(i, _CHOSEN)
+    held: list[Filler] = []
 
     def why(i: int) -> Reason:
-        blocked = filler.blocker(i)
+        if not held:  # built on the first reason asked for
+            filler = Filler(problem)
+            for k in chosen:
+                filler.add(k, _CHOSEN)
+            held.append(filler)
+        blocked = held[0].blocker(i)
         if blocked is not None:
             return blocked
         return _ZERO if problem.values[i] == 0 else _NOT_SELECTED
@@ -236,23 +307,33 @@ def build(problem: Problem, selection: Selection, requested: BudgetStrategy,
                             f"the assembled text counted {shown} (> {problem.limit_tokens:,}) "
                             "after BPE merges across items; this least valuable item was dropped",
                             "$.spec.budget", {"tokens_before": before, "tokens_after": count})
-    decisions = []
     c = problem.candidates
-    why_not = _why_not(problem, chosen)
-    for i, cand in enumerate(c):
-        reason = problem.pre.get(i) or dropped.get(i)
-        if reason is None:
+    pre, reasons = problem.pre, selection.reasons
+    included = [i in chosen for i in range(len(c))]
+    for i in dropped:
+        included[i] = False
+    for i, r in pre.items():
+        included[i] = r.code.includes
+    final = frozenset(chosen)
+    why_not = _why_not(problem, final)
+
+    def reason(i: int) -> Reason:
+        r = pre.get(i) or dropped.get(i)
+        if r is None:
             # The strategy's own reason, when it still matches the item's fate.
-            own = selection.reasons.get(i)
-            if own is not None and own.code.includes == (i in chosen):
-                reason = own
+            own = reasons.get(i)
+            if own is not None and own.code.includes == (i in final):
+                r = own
             else:
-                reason = _CHOSEN if i in chosen else why_not(i)
-        decisions.append(ItemDecision(i, cand.source_id, cand.level, problem.tokens[i],
-                                      cand.relevance_score, problem.values[i], cand.sha256, reason))
+                r = _CHOSEN if i in final else why_not(i)
+        return r
+
+    decisions = Decisions([x.source_id for x in c], [x.level for x in c], problem.tokens,
+                          [x.relevance_score for x in c], problem.values, [x.sha256 for x in c],
+                          included, reason)
     unmet = problem.unmet(chosen)
     return Allocation(
-        decisions=tuple(decisions),
+        decisions=decisions,
         context_order=tuple(order),
         context=text,
         context_tokens=count,
