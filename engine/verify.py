@@ -24,16 +24,17 @@ Problem has one.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .allocation import Allocation
+from .allocation import Allocation, Decisions
 from .candidates import Candidate
 from .counts import policy_tokenizer
 from .policy import BudgetStrategy, Calibration, CalibrationGroup, CountMode, GroupBy, Matcher, Policy, Transform
 from .tokens import Tokenizer
-from .verify_semantics import is_sequence, render, selects, shingle_set, value_key
+from .verify_semantics import is_sequence, render, render_all, selects, shingle_set, value_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,15 +81,26 @@ def _item_tokens(policy: Policy, cands: Sequence[Candidate], tok: Tokenizer) -> 
     ``budget.counts: max`` weighs the larger of the two, ``caller`` the caller's."""
     b = policy.budget
     trust = b.counts is CountMode.CALLER
-    ours = dict(zip((c.source_id for c in cands if c.token_count is None or not trust), tok.count_many([
-        render(b.template, source_id=c.source_id, content=c.content, level=c.level)
-        for c in cands if c.token_count is None or not trust])))
+    mine = [c for c in cands if c.token_count is None or not trust]
+    ours = dict(zip((c.source_id for c in mine), _count_distinct(tok, render_all(
+        b.template, [(c.source_id, c.content, c.level) for c in mine]))))
     given = [c for c in cands if c.token_count is not None]
-    around = tok.count_many([render(b.template, source_id=c.source_id, content="", level=c.level) for c in given])
+    around = _count_distinct(tok, render_all(b.template, [(c.source_id, "", c.level) for c in given]))
     for c, extra in zip(given, around):
         theirs = (c.token_count or 0) + extra
-        ours[c.source_id] = theirs if trust else max(ours[c.source_id], theirs)
+        if trust or theirs > ours[c.source_id]:
+            ours[c.source_id] = theirs
     return ours
+
+
+def _count_distinct(tok: Tokenizer, texts: Sequence[str]) -> list[int]:
+    """``tok.count_many(texts)``, each distinct text counted (and hashed) once: the
+    rendered templates around caller counts repeat, and so may contents."""
+    distinct = list(dict.fromkeys(texts))
+    if len(distinct) == len(texts):
+        return tok.count_many(texts)
+    counts = dict(zip(distinct, tok.count_many(distinct)))
+    return [counts[t] for t in texts]
 
 
 def _facts(policy: Policy, cands: Sequence[Candidate], tok: Tokenizer) -> _Facts:
@@ -97,7 +109,7 @@ def _facts(policy: Policy, cands: Sequence[Candidate], tok: Tokenizer) -> _Facts
     pinned: dict[str, str] = {}
     blocked: dict[str, str] = {}
     hit: set[str] = set()
-    for c in cands:
+    for c in cands if policy.pinned or policy.blocked else ():
         for m in policy.pinned:
             if selects(m, c.source_id, c.metadata):
                 pinned.setdefault(c.source_id, m.path)
@@ -145,12 +157,35 @@ def _eligible(f: _Facts, c: Candidate) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class _Columns:
+    """The allocation's decisions as columns (input position order): what it claims, to
+    be checked against the facts. ``indices`` is None when each decision's index is its
+    position by construction (a :class:`~engine.allocation.Decisions`)."""
+
+    ids: list[str]
+    indices: list[int] | None
+    tokens: list[int]
+    values: list[int]
+    included: list[bool]
+
+    @staticmethod
+    def of(decisions: Sequence[Any]) -> _Columns:
+        if isinstance(decisions, Decisions):  # read the columns; no decision object is built
+            return _Columns(list(decisions.source_ids), None, list(decisions.tokens), list(decisions.values),
+                            list(decisions.included))
+        ds = list(decisions)
+        return _Columns([d.source_id for d in ds], [d.index for d in ds], [d.tokens for d in ds],
+                        [d.value for d in ds], [d.included for d in ds])
+
+
+@dataclass(frozen=True, slots=True)
 class _View:
     facts: _Facts
     inc: frozenset[str]
     alloc: Allocation | None  # None: a bare selection, every minimum is hard
     recount: int | None
     order: tuple[str, ...]  # the included ids in input order
+    cols: _Columns | None = None  # the allocation's decisions (None: a bare selection)
 
 
 # --------------------------------------------------------------------------- checkers
@@ -161,23 +196,27 @@ def check_accounting(v: _View) -> list[Violation]:
     if a is None:
         return []
     out = []
-    ids = [d.source_id for d in a.decisions]
+    cols = v.cols or _Columns.of(a.decisions)
+    ids = cols.ids
     want = [c.source_id for c in f.cands]
-    if ids != want or any(d.index != k for k, d in enumerate(a.decisions)):
+    if ids != want or (cols.indices is not None and cols.indices != list(range(len(ids)))):
         odd = sorted(set(ids) ^ set(want)) or [x for x, y in zip(ids, want) if x != y][:1]
         out.append(Violation("accounting.decisions", "$", tuple(odd),
                              f"the decisions list {len(ids)} items for {len(want)} candidates or not once "
                              "each in input order, with their input index"))
     order = a.context_order
-    if (len(set(order)) != len(order) or any(not 0 <= i < len(a.decisions) for i in order)
-            or {a.decisions[i].source_id for i in order if 0 <= i < len(a.decisions)} != v.inc):
+    n = len(ids)
+    if (len(set(order)) != len(order) or any(not 0 <= i < n for i in order)
+            or {ids[i] for i in order if 0 <= i < n} != v.inc):
         out.append(Violation("accounting.context_order", "$", v.order,
                              "the context order does not hold each included item exactly once"))
-    for d in a.decisions:
-        if d.source_id in f.tokens and d.tokens != f.tokens[d.source_id]:
-            out.append(Violation("accounting.tokens", "$.spec.budget", (d.source_id,),
-                                 f"{d.source_id!r} is reported as {d.tokens} tokens; it counts "
-                                 f"{f.tokens[d.source_id]} rendered with the template"))
+    tokens = f.tokens
+    if ids != want or cols.tokens != [tokens[s] for s in want]:  # else every count is the verifier's
+        for s, t in zip(ids, cols.tokens):
+            if s in tokens and t != tokens[s]:
+                out.append(Violation("accounting.tokens", "$.spec.budget", (s,),
+                                     f"{s!r} is reported as {t} tokens; it counts "
+                                     f"{tokens[s]} rendered with the template"))
     return out
 
 
@@ -373,11 +412,18 @@ def _parent_links(f: _Facts) -> tuple[list[int | None], list[int]]:
     """Each item's nearest ancestor that is a candidate (``None``: a root, or on a cycle
     of links, whose links are ignored), and the items children first. Peeling: an item
     no remaining item names as parent goes next; what never peels lies on a cycle."""
-    cands = f.cands
+    cands, by_id = f.cands, f.by_id
     up: list[int | None] = []
     for c in cands:
-        near = next((a for a in _ancestors(f.by_id, c) if a != c.source_id and a in f.by_id), None)
-        up.append(None if near is None else f.by_id[near].index)
+        given = c.metadata.get("ancestors") if c.metadata else None
+        if given is not None and is_sequence(given) and all(isinstance(a, str) for a in given):
+            near = next((a for a in given if a != c.source_id and a in by_id), None)
+        else:  # the first link of the parent_id chain (_ancestors) is the only one that can be a candidate
+            pid = c.parent_id
+            near = pid if pid is not None and pid != c.source_id and pid in by_id else None
+        up.append(None if near is None else by_id[near].index)
+    if all(x is None for x in up):  # no links: the peeling below takes every item, last first
+        return up, list(range(len(cands) - 1, -1, -1))
     named = [0] * len(cands)
     for p in up:
         if p is not None:
@@ -473,7 +519,9 @@ def _expected_values(f: _Facts) -> list[int]:
     else:
         w = list(unit)
     factor = dict(obj.level_weights)
-    w = [max(0.0, x) * factor[c.level] if c.level in factor else max(0.0, x) for x, c in zip(w, cands)]
+    w = [x if x > 0.0 else 0.0 for x in w]  # max(0.0, x)
+    if factor:
+        w = [x * factor[c.level] if c.level in factor else x for x, c in zip(w, cands)]
     if obj.coverage:
         kids: dict[int, list[int]] = {}
         for i, p in enumerate(up):
@@ -497,18 +545,20 @@ def check_objective(v: _View) -> list[Violation]:
     a, f = v.alloc, v.facts
     if a is None:
         return []
+    cols = v.cols or _Columns.of(a.decisions)
+    ids, values = cols.ids, cols.values
     chosen = sorted(a.selection.chosen)
-    if not all(0 <= i < len(a.decisions) for i in chosen):
+    if not all(0 <= i < len(ids) for i in chosen):
         return []  # accounting's business
     want = _expected_values(f)
-    out = [Violation("objective.value", "$.spec.objective", (d.source_id,),
-                     f"{d.source_id!r} is valued {d.value}; the objective gives it {want[i]}")
-           for i, d in ((i, a.decisions[i]) for i in chosen)
-           if i < len(f.cands) and d.source_id == f.cands[i].source_id and _eligible(f, f.cands[i])
-           and d.value != want[i]]
-    total = sum(a.decisions[i].value for i in chosen)
+    out = [Violation("objective.value", "$.spec.objective", (ids[i],),
+                     f"{ids[i]!r} is valued {values[i]}; the objective gives it {want[i]}")
+           for i in chosen
+           if i < len(f.cands) and ids[i] == f.cands[i].source_id and values[i] != want[i]
+           and _eligible(f, f.cands[i])]
+    total = sum(values[i] for i in chosen)
     if a.selection.objective != total:
-        out.append(Violation("objective.total", "$.spec.objective", tuple(a.decisions[i].source_id for i in chosen),
+        out.append(Violation("objective.total", "$.spec.objective", tuple(ids[i] for i in chosen),
                              f"the selection reports objective {a.selection.objective}; its items' values add "
                              f"up to {total}"))
     return out
@@ -583,12 +633,13 @@ class Verifier:
         return tuple(out)
 
     def allocation(self, alloc: Allocation) -> tuple[Violation, ...]:
-        inc = frozenset(d.source_id for d in alloc.decisions if d.included)
-        unknown = sorted(inc - set(self.facts.by_id))
+        cols = _Columns.of(alloc.decisions)
+        inc = frozenset(itertools.compress(cols.ids, cols.included))
+        unknown = sorted(inc - self.facts.by_id.keys())
         if unknown:
             return (Violation("accounting.decisions", "$", tuple(unknown),
                               "the allocation includes items that are not candidates"),)
-        return self._run(_View(self.facts, inc, alloc, self.facts.tok.count(alloc.context), self._order(inc)))
+        return self._run(_View(self.facts, inc, alloc, self.facts.tok.count(alloc.context), self._order(inc), cols))
 
     def selection(self, included: Iterable[str], *, first: bool = False) -> tuple[Violation, ...]:
         """Violations of a bare set of included ids (every minimum hard, as OPTIMAL);

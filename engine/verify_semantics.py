@@ -20,7 +20,7 @@ import fnmatch
 import itertools
 import numbers
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any, TypeGuard
 
@@ -75,6 +75,18 @@ def render(template: str, *, source_id: str, content: str, level: str) -> str:
     """One item as the model sees it, by the verifier's own reading of ``template``
     (fields are substituted once: braces inside the values are text)."""
     return _printf(template) % {"source_id": source_id, "content": content, "level": level}
+
+
+def render_all(template: str, items: Sequence[tuple[str, str, str]]) -> list[str]:
+    """:func:`render` of many ``(source_id, content, level)`` rows: a template that is
+    the content alone, or has no field, is not formatted item by item."""
+    parts = parse_template(template)
+    if parts == ((True, "content"),):
+        return [content for _, content, _ in items]
+    if not any(is_field for is_field, _ in parts):
+        return ["".join(text for _, text in parts)] * len(items)
+    form = _printf(template)
+    return [form % {"source_id": s, "content": c, "level": lv} for s, c, lv in items]
 
 
 def _is_number(x: object) -> bool:
