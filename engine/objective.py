@@ -57,12 +57,16 @@ def parents(cands: Sequence[Candidate], by_id: Mapping[str, Candidate]) -> list[
     items on a cycle of parent links."""
     out: list[int | None] = [None] * len(cands)
     for i, c in enumerate(cands):
+        if c.parent_id is None and (not c.metadata or "ancestors" not in c.metadata):
+            continue  # a root (the common case, checked without the lookups below)
         given = c.metadata.get("ancestors")
         if isinstance(given, (list, tuple)) and all(isinstance(a, str) for a in given):
             links = [a for a in given if a != c.source_id and a in by_id]
             out[i] = by_id[links[0]].index if links else None
         elif c.parent_id is not None and c.parent_id != c.source_id and c.parent_id in by_id:
             out[i] = by_id[c.parent_id].index
+    if all(p is None for p in out):
+        return out  # no links: no cycle to look for
     # Each item has at most one parent: walk each path once (0 new, 1 on the current
     # walk, 2 done); meeting the current walk again closes a cycle, whose links go.
     state = [0] * len(cands)
@@ -114,8 +118,10 @@ def calibrated(how: Calibration, raw: Sequence[float], groups: Sequence[Sequence
             continue
         if how is Calibration.MAX:
             hi = max(raw[i] for i in base)
-            for i in members:
-                out[i] = min(raw[i] / hi, 1.0) if hi > 0 else 0.0
+            if hi > 0:  # else every value stays 0.0
+                for i in members:
+                    x = raw[i] / hi
+                    out[i] = 1.0 if x > 1.0 else x  # min(x, 1.0)
         elif how is Calibration.MINMAX:
             lo, hi = min(raw[i] for i in base), max(raw[i] for i in base)
             for i in members:
@@ -155,29 +161,38 @@ def objective_values(objective: Objective, cands: Sequence[Candidate], active: S
 
     linked = objective.inherit > 0 or objective.coverage
     parent = parents(cands, by_id) if linked else [None] * n
+    # Without any link, steps 3 and 6 change nothing: they are skipped.
+    linked = linked and any(p is not None for p in parent)
     depth = _depths(parent) if linked else [0] * n
-    if objective.inherit > 0:
+    if objective.inherit > 0 and linked:
         a = objective.inherit
         for i in sorted(range(n), key=lambda j: depth[j]):  # parents first
             p = parent[i]
             if p is not None:
                 cal[i] = (1.0 - a) * cal[i] + a * cal[p]
 
-    if objective.transform is Transform.RECIPROCAL_RANK:
-        ranked = sorted(order, key=lambda j: -cal[j])  # stable: ties keep the relevance order
-        rank = [0] * n
-        for r, j in enumerate(ranked):
-            rank[j] = r + 1
+    # Steps 4 and 5: Objective.weight, spelled out per transform (the same expressions).
+    if objective.transform is Transform.POWER:
+        e = objective.exponent
+        w = [max(0.0, float(max(x, 0.0) ** e)) for x in cal]
+    elif objective.transform is Transform.IDENTITY:
+        w = [max(0.0, float(x)) for x in cal]
     else:
-        rank = [1] * n
-    weight = objective.weight
-    w = [max(0.0, weight(cal[i], rank[i])) for i in range(n)]
+        if objective.transform is Transform.RECIPROCAL_RANK:
+            ranked = sorted(order, key=lambda j: -cal[j])  # stable: ties keep the relevance order
+            rank = [0] * n
+            for r, j in enumerate(ranked):
+                rank[j] = r + 1
+        else:
+            rank = [1] * n
+        weight = objective.weight
+        w = [max(0.0, weight(cal[i], rank[i])) for i in range(n)]
     for level, factor in objective.level_weights:
         for i, c in enumerate(cands):
             if c.level == level:
                 w[i] *= factor
 
-    if objective.coverage:
+    if objective.coverage and linked:
         has_kids = [False] * n
         for p in parent:
             if p is not None:
@@ -194,9 +209,11 @@ def objective_values(objective: Objective, cands: Sequence[Candidate], active: S
     top = max((w[i] for i in active), default=0.0)
     values = [0] * n
     if top > 0:
+        scale = RELEVANCE_SCALE
         for i in active:
-            values[i] = int(round(RELEVANCE_SCALE * w[i] / top))
+            values[i] = int(round(scale * w[i] / top))
     if objective.fill:  # 8. anything that can be taken beats empty space
         for i in active:
-            values[i] = max(values[i], 1)
+            if values[i] < 1:
+                values[i] = 1
     return tuple(values)

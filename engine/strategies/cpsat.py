@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any, Callable
 
 from ortools.sat.python import cp_model
@@ -68,6 +69,14 @@ def stopped_by(status: str, stats: dict[str, Any], params: dict[str, Any]) -> st
     return "wall-clock safety net (max_time_in_seconds): not reproducible run to run"
 
 
+def _shared_reasons(problem: Problem, chosen: Iterable[int], why: str) -> dict[int, Reason]:
+    """``why`` for each chosen item, as a pin's or a selection's reason: two frozen
+    values shared by all of them (equal reasons are one object, as in the filler)."""
+    pinned = problem.pinned
+    pin, sel = Reason(ReasonCode.PINNED, why), Reason(ReasonCode.SELECTED, why)
+    return {i: pin if i in pinned else sel for i in chosen}
+
+
 def solve(problem: Problem, *, time_limit_s: float | None = None,
           deadline: float | None = None,
           on_hint: Callable[[Selection], None] | None = None) -> Selection:
@@ -78,9 +87,7 @@ def solve(problem: Problem, *, time_limit_s: float | None = None,
     trivial = trivial_choice(problem)
     if trivial is not None:
         obj = objective_of(problem.values, trivial)
-        reasons = {i: Reason(ReasonCode.PINNED if i in problem.pinned else ReasonCode.SELECTED,
-                             "everything relevant fits every rule; no search needed")
-                   for i in trivial}
+        reasons = _shared_reasons(problem, trivial, "everything relevant fits every rule; no search needed")
         return Selection(BudgetStrategy.OPTIMAL, trivial, reasons, "trivial", obj, obj,
                          stats={"wall_time_s": time.perf_counter() - t0, "solver": "skipped",
                                 "proof": {"method": "every relevant item fits every rule: nothing to choose",
@@ -152,9 +159,7 @@ def solve(problem: Problem, *, time_limit_s: float | None = None,
     stats["proof"] = {"method": "CP-SAT search (its proof of optimality, or its best bound at the limit)",
                       "proven": status == "optimal", "bound": max(bound, obj),
                       "stopped_by": stopped_by(status, stats, params)}
-    reasons = {i: Reason(ReasonCode.PINNED if i in problem.pinned else ReasonCode.SELECTED,
-                         "part of the optimal selection" if status == "optimal"
-                         else "part of the best selection found in the time limit")
-               for i in chosen}
+    reasons = _shared_reasons(problem, chosen, "part of the optimal selection" if status == "optimal"
+                              else "part of the best selection found in the time limit")
     return Selection(BudgetStrategy.OPTIMAL, chosen, reasons, status, obj, max(bound, obj),
                      stats=stats, log_lines=tuple(lines))

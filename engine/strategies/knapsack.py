@@ -244,6 +244,6 @@ def solve(problem: Problem, time_limit_s: float, *, deadline: float | None = Non
     }
     stats["wall_time_s"] = time.perf_counter() - t0
     why = "part of the optimal selection" if proven else "part of the best selection found in the time limit"
-    reasons = {i: Reason(ReasonCode.SELECTED, why) for i in chosen}
+    reasons = dict.fromkeys(chosen, Reason(ReasonCode.SELECTED, why))  # one frozen value, shared
     return Selection(BudgetStrategy.OPTIMAL, chosen, reasons, "optimal" if proven else "feasible", obj, bound,
                      stats=stats)

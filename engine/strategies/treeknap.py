@@ -168,5 +168,5 @@ def solve(problem: Problem) -> Selection | None:
                             "weight/profit option of every subtree, one option per root)",
                   "proven": True, "bound": obj},
     }
-    reasons = {i: Reason(ReasonCode.SELECTED, "part of the optimal selection") for i in picked}
+    reasons = dict.fromkeys(picked, Reason(ReasonCode.SELECTED, "part of the optimal selection"))
     return Selection(BudgetStrategy.OPTIMAL, picked, reasons, "optimal", obj, obj, stats=stats)
