@@ -33,7 +33,7 @@ from .allocation import Allocation, Decisions
 from .candidates import Candidate
 from .counts import policy_tokenizer
 from .policy import BudgetStrategy, Calibration, CalibrationGroup, CountMode, GroupBy, Matcher, Policy, Transform
-from .tokens import Tokenizer
+from .tokens import HfCounter, TiktokenCounter, Tokenizer, Utf8BytesCounter
 from .verify_semantics import is_sequence, render, render_all, selects, shingle_set, value_key
 
 
@@ -82,8 +82,14 @@ def _item_tokens(policy: Policy, cands: Sequence[Candidate], tok: Tokenizer) -> 
     b = policy.budget
     trust = b.counts is CountMode.CALLER
     mine = [c for c in cands if c.token_count is None or not trust]
-    ours = dict(zip((c.source_id for c in mine), _count_distinct(tok, render_all(
-        b.template, [(c.source_id, c.content, c.level) for c in mine]))))
+    if b.template == "{content}" and isinstance(tok, (TiktokenCounter, HfCounter, Utf8BytesCounter)):
+        # The rendered text is the content: its digest (made from the content when the
+        # candidate was made, an input fact, not the engine's) keys the count cache, so
+        # each content is hashed once per call.
+        counted = tok.count_many([c.content for c in mine], hashes=[c.sha256 for c in mine])
+    else:
+        counted = _count_distinct(tok, render_all(b.template, [(c.source_id, c.content, c.level) for c in mine]))
+    ours = dict(zip((c.source_id for c in mine), counted))
     given = [c for c in cands if c.token_count is not None]
     around = _count_distinct(tok, render_all(b.template, [(c.source_id, "", c.level) for c in given]))
     for c, extra in zip(given, around):
@@ -505,7 +511,8 @@ def _expected_values(f: _Facts) -> list[int]:
             _unit_scores(obj.calibrate, raw, members, basis, unit)
     linked = obj.inherit > 0 or obj.coverage
     up, kids_first = _parent_links(f) if linked else ([None] * n, list(range(n)))
-    if obj.inherit > 0:
+    linked = linked and any(p is not None for p in up)  # no link: inherit and coverage change nothing
+    if obj.inherit > 0 and linked:
         for i in reversed(kids_first):
             p = up[i]
             if p is not None:
@@ -522,7 +529,7 @@ def _expected_values(f: _Facts) -> list[int]:
     w = [x if x > 0.0 else 0.0 for x in w]  # max(0.0, x)
     if factor:
         w = [x * factor[c.level] if c.level in factor else x for x, c in zip(w, cands)]
-    if obj.coverage:
+    if obj.coverage and linked:
         kids: dict[int, list[int]] = {}
         for i, p in enumerate(up):
             if p is not None:
