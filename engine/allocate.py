@@ -14,8 +14,11 @@ start (``deadline``); or CP-SAT raised inside its own ``solve``
 (:class:`~engine.errors.SolverBackendError`). Those, and only those, fall back. Any other
 exception — in reducing, compiling, a heuristic or our code around the solver — is a bug
 and propagates unchanged (the CLI reports it as exit 1), so it never looks like a
-solver time-out. OR-Tools is a required dependency imported with the engine: a missing
-or broken install fails at ``import engine``, not silently per call.
+solver time-out. OR-Tools is a required dependency, imported at the first solve that
+needs CP-SAT (:func:`engine.compile.load_cp_model`): a budget-only problem the dynamic
+programs prove (``knapsack``'s minknap/DP core, ``treeknap``) never loads it or the
+pandas it imports. A missing or broken install is then a ``SolverError``
+(``solver.ortools_unavailable``) raised at that first use — never a fallback.
 
 Infeasibility is never a reason to fall back: it is a property of the inputs, and the
 error says which rules conflict.

@@ -206,25 +206,33 @@ def cmd_policy_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _import_solver() -> None:
-    """Import OR-Tools' CP-SAT module with pyarrow hidden from it: ``cp_model`` imports
-    pandas, and pandas imports pyarrow when it is installed (the ``export`` extra), about
-    0.15 s of a command's start that nothing here uses (the engine never uses pandas;
-    ``audit export`` imports pyarrow itself, in its own process). Only for the deciding
-    commands, which run one decision per process; once imported, pyarrow imports as
-    usual again. Does nothing when pandas or pyarrow is already loaded."""
+@contextmanager
+def _solver_without_pyarrow() -> Iterator[None]:
+    """While a deciding command runs, hide pyarrow from OR-Tools' CP-SAT module, which
+    the engine imports at the first solve that needs it (a budget-only problem proven by
+    the dynamic programs never does): ``cp_model`` imports pandas, and pandas imports
+    pyarrow when it is installed (the ``export`` extra), about 0.15 s of a command that
+    nothing here uses (the engine never uses pandas; ``audit export`` imports pyarrow
+    itself, in its own process). Only for the deciding commands, which run one decision
+    per process; afterwards pyarrow imports as usual again. Does nothing when pandas or
+    pyarrow is already loaded."""
     if "pandas" in sys.modules or "pyarrow" in sys.modules:
+        yield
         return
     sys.modules["pyarrow"] = None  # type: ignore[assignment]  # import pyarrow -> ImportError
     try:
-        import ortools.sat.python.cp_model  # noqa: F401
+        yield
     finally:
         if sys.modules.get("pyarrow", False) is None:
             del sys.modules["pyarrow"]
 
 
 def cmd_allocate(args: argparse.Namespace) -> int:
-    _import_solver()
+    with _solver_without_pyarrow():
+        return _allocate(args)
+
+
+def _allocate(args: argparse.Namespace) -> int:
     from .candfile import load_candidates_file
     from .candidates import from_mappings
     from .decide import decide

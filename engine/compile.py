@@ -23,11 +23,32 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from ortools.sat.python import cp_model
-
+from .errors import SolverError
 from .problem import Chain, LinearRule, PinRule, Problem, RuleKind
+
+if TYPE_CHECKING:
+    from ortools.sat.python import cp_model
+
+
+def load_cp_model() -> ModuleType:
+    """OR-Tools' CP-SAT module (``ortools.sat.python.cp_model``), imported at the first
+    solve that needs it: a budget-only problem proven by the dynamic programs (minknap,
+    the tree DP) never loads OR-Tools (or the pandas it imports). OR-Tools is a required
+    dependency: a missing or broken install is a :class:`~engine.errors.SolverError`
+    (``solver.ortools_unavailable``) at that first use, never a silent fallback."""
+    try:
+        from ortools.sat.python import cp_model as module
+    except Exception as exc:  # ImportError, or whatever a broken native install raises
+        raise SolverError(
+            "solver.ortools_unavailable",
+            f"OR-Tools' CP-SAT could not be imported ({type(exc).__name__}: {exc}); it is a required "
+            "dependency of ctxbudget: reinstall it with `pip install 'ortools>=9.10'`",
+            path="$.spec.strategy") from exc
+    return module
+
 
 #: Largest objective magnitude we let CP-SAT see (it works in int64; keep headroom).
 OBJECTIVE_LIMIT = 2**60
@@ -56,7 +77,7 @@ def _guard(cm: CompiledModel, key: str, rule: Any, guarded: bool) -> Any:
 def _linear(cm: CompiledModel, rule: LinearRule, guarded: bool) -> None:
     xs = [cm.take[m] for m in rule.members]
     coefs = rule.coefs if rule.coefs is not None else [1] * len(xs)
-    expr = cp_model.LinearExpr.weighted_sum(xs, coefs)
+    expr = load_cp_model().LinearExpr.weighted_sum(xs, coefs)
     lit = _guard(cm, rule.key, rule, guarded)
     bounds = []
     if rule.lower is not None:
@@ -129,7 +150,7 @@ def fingerprint(problem: Problem) -> str:
 
 def compile_problem(problem: Problem, *, guarded: bool = False, objective: bool = True) -> CompiledModel:
     """Build the CP-SAT model of ``problem`` (see module docstring)."""
-    model = cp_model.CpModel()
+    model = load_cp_model().CpModel()
     cands = problem.candidates
     take = {i: model.new_bool_var(f"take[{cands[i].source_id}]") for i in problem.active}
     cm = CompiledModel(model, take)
@@ -163,4 +184,4 @@ def _objective(cm: CompiledModel, problem: Problem) -> None:
         coefs = [v[i] * t - w[i] for i in active]
     else:
         coefs = [v[i] for i in active]
-    cm.model.maximize(cp_model.LinearExpr.weighted_sum([cm.take[i] for i in active], coefs))
+    cm.model.maximize(load_cp_model().LinearExpr.weighted_sum([cm.take[i] for i in active], coefs))

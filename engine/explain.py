@@ -26,9 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ortools.sat.python import cp_model
-
-from .compile import CompiledModel, compile_problem
+from .compile import CompiledModel, compile_problem, load_cp_model
 from .errors import InfeasibleError
 from .problem import Problem
 from .strategies import params as cpsat_params
@@ -58,6 +56,7 @@ def _infeasible_with(cm: CompiledModel, problem: Problem, keys: Sequence[str],
         wall_s=budget.deadline - time.perf_counter(), presolve=True, relative_gap=0.0, workers=1))
     status = cpsat_params.run(solver, cm.model)
     budget.deterministic_s -= float(solver.response_proto.deterministic_time)
+    cp_model = load_cp_model()
     if status == cp_model.INFEASIBLE:
         by_index = {lit.index: k for k, lit in cm.guards.items()}
         core = [by_index[i] for i in solver.sufficient_assumptions_for_infeasibility() if i in by_index]

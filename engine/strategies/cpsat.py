@@ -22,9 +22,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, Callable
 
-from ortools.sat.python import cp_model
-
-from ..compile import compile_problem, fingerprint
+from ..compile import compile_problem, fingerprint, load_cp_model
 from ..policy import BudgetStrategy
 from ..problem import Problem
 from ..reasons import Reason, ReasonCode
@@ -32,13 +30,16 @@ from . import Selection, knapsack, objective_of, treeknap
 from . import params as cpsat_params
 from .greedy import best_heuristic
 
-_STATUS = {
-    cp_model.OPTIMAL: "optimal",
-    cp_model.FEASIBLE: "feasible",
-    cp_model.INFEASIBLE: "infeasible",
-    cp_model.MODEL_INVALID: "model_invalid",
-    cp_model.UNKNOWN: "unknown",
-}
+def _status(code: Any) -> str:
+    """CP-SAT's status code as the Selection's status."""
+    cp_model = load_cp_model()
+    return {
+        cp_model.OPTIMAL: "optimal",
+        cp_model.FEASIBLE: "feasible",
+        cp_model.INFEASIBLE: "infeasible",
+        cp_model.MODEL_INVALID: "model_invalid",
+        cp_model.UNKNOWN: "unknown",
+    }.get(code, "unknown")
 
 
 def trivial_choice(problem: Problem) -> frozenset[int] | None:
@@ -119,7 +120,7 @@ def solve(problem: Problem, *, time_limit_s: float | None = None,
     lines: list[str] = []
     solver.log_callback = lines.append
     code = cpsat_params.run(solver, cm.model)
-    status = _STATUS.get(code, "unknown")
+    status = _status(code)
     stats: dict[str, Any] = {
         "solver": "cp-sat",
         "status": status,

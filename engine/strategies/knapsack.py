@@ -34,9 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from ortools.sat.python import cp_model
 
-from ..compile import objective_multiplier
+from ..compile import load_cp_model, objective_multiplier
 from ..policy import BudgetStrategy
 from ..problem import Problem
 from ..reasons import Reason, ReasonCode
@@ -97,6 +96,7 @@ class _Exact:
 
 def _cpsat(cc: np.ndarray, ww: np.ndarray, cap: int, hint: np.ndarray, problem: Problem, *,
            deterministic_s: float, deadline: float) -> _Exact:
+    cp_model = load_cp_model()
     m = cp_model.CpModel()
     xs = [m.new_bool_var("") for _ in range(len(cc))]
     m.add(cp_model.LinearExpr.weighted_sum(xs, ww.tolist()) <= cap)

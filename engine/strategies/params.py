@@ -17,12 +17,14 @@ time limits mean the same thing everywhere:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ortools.sat.python import cp_model
-
+from ..compile import load_cp_model
 from ..errors import SolverBackendError
 from ..policy import SolverSettings
+
+if TYPE_CHECKING:
+    from ortools.sat.python import cp_model
 
 #: Share of the time limit given to CP-SAT as its deterministic limit. Deterministic time
 #: ran 3-4x slower than the clock on these models (bench/README.md), so this share makes
@@ -64,7 +66,7 @@ def parameters(settings: SolverSettings, *, deterministic_s: float, wall_s: floa
 
 def solver(params: dict[str, Any]) -> cp_model.CpSolver:
     """A ``CpSolver`` with ``params`` set (names as in :func:`parameters`)."""
-    s = cp_model.CpSolver()
+    s: cp_model.CpSolver = load_cp_model().CpSolver()
     for name, value in params.items():
         setattr(s.parameters, name, value)
     return s
