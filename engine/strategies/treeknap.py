@@ -115,6 +115,13 @@ def solve(problem: Problem) -> Selection | None:
             stack.append((u, True))
             stack.extend((ch, False) for ch in reversed(children[u]))
             continue
+        wu, cu = weights[u], values[u] * T - weights[u]
+        if not children[u]:  # a leaf: nothing, or itself (what _undominated keeps of the two)
+            if cu > 0 and wu <= cap:
+                options[u] = [(0, 0, ()), (wu, cu, (u,))] if wu > 0 else [(0, cu, (u,))]
+            else:
+                options[u] = [(0, 0, ())]
+            continue
         cur: list[Option] = [(0, 0, ())]
         for ch in children[u]:
             sub = options.pop(ch)
@@ -122,7 +129,6 @@ def solve(problem: Problem) -> Selection | None:
                 return None
             cur = _undominated([(wa + wb, pa + pb, ta + tb) for wa, pa, ta in cur
                                 for wb, pb, tb in sub if wa + wb <= cap])
-        wu, cu = weights[u], values[u] * T - weights[u]
         if cu > 0 and wu <= cap:  # last: on an exact tie the descendants are kept
             cur = _undominated([*cur, (wu, cu, (u,))])
         options[u] = cur
@@ -133,19 +139,24 @@ def solve(problem: Problem) -> Selection | None:
     best = np.zeros(cap + 1, dtype=np.int64)
     picks: list[tuple[np.ndarray, list[Option]]] = []
     grid = np.arange(cap + 1)
+    # best[x - w] read through a copy padded in front with a value far below any profit
+    # (every real one is >= 0 and options earn < 2**61), so x < w is never the argmax.
+    low = np.int64(-(2 ** 62))
+    pad = np.empty(2 * (cap + 1), dtype=np.int64)
+    pad[:cap + 1] = low
     for r in roots:
         opts = [o for o in options[r] if o[0] > 0 or o[1] > 0]
         if not opts:
             continue
-        ow = np.array([o[0] for o in opts], dtype=np.int64)
-        op = np.array([o[1] for o in opts], dtype=np.int64)
-        src = grid[None, :] - ow[:, None]
-        cand = np.where(src >= 0, best[np.maximum(src, 0)] + op[:, None], -1)
+        ow = np.fromiter((o[0] for o in opts), dtype=np.int64, count=len(opts))
+        op = np.fromiter((o[1] for o in opts), dtype=np.int64, count=len(opts))
+        pad[cap + 1:] = best
+        cand = pad[(cap + 1 - ow)[:, None] + grid] + op[:, None]
         arg = cand.argmax(axis=0)
-        top = cand[arg, grid]
+        top = cand.max(axis=0)  # cand[arg, x]
         better = top > best
         pick = np.where(better, arg, -1)
-        best = np.where(better, top, best)
+        best = np.maximum(top, best)
         picks.append((pick, opts))
     chosen: list[int] = []
     x = cap
