@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
+from .candidates import Candidate
 from .counts import TokenAccounting
 from .errors import InfeasibleError
 from .policy import BudgetStrategy, Ordering
@@ -58,22 +59,26 @@ class Decisions(Sequence[ItemDecision]):
     tuple of decisions it stands for: indexing, slicing (a tuple), iteration, ``len``,
     ``==`` with any sequence of decisions."""
 
-    __slots__ = ("source_ids", "levels", "tokens", "relevance", "values", "sha256s", "included",
-                 "_reason", "_items")
+    __slots__ = ("candidates", "tokens", "values", "included", "_reason", "_items", "_ids")
 
-    def __init__(self, source_ids: Sequence[str], levels: Sequence[str], tokens: Sequence[int],
-                 relevance: Sequence[float], values: Sequence[int], sha256s: Sequence[str],
+    def __init__(self, candidates: Sequence[Candidate], tokens: Sequence[int], values: Sequence[int],
                  included: Sequence[bool], reason: Callable[[int], Reason]) -> None:
-        #: The columns, by input index (``included``: the decision, without its reason).
-        self.source_ids = source_ids
-        self.levels = levels
+        #: The columns, by input index (``included``: the decision, without its reason);
+        #: source id, level, relevance and digest are the candidates' own.
+        self.candidates = candidates
         self.tokens = tokens
-        self.relevance = relevance
         self.values = values
-        self.sha256s = sha256s
         self.included = included
         self._reason = reason
-        self._items: list[ItemDecision | None] = [None] * len(source_ids)
+        self._items: list[ItemDecision | None] = [None] * len(candidates)
+        self._ids: list[str] | None = None
+
+    @property
+    def source_ids(self) -> list[str]:
+        """Each decision's source id, in input order."""
+        if self._ids is None:
+            self._ids = [c.source_id for c in self.candidates]
+        return self._ids
 
     def __len__(self) -> int:
         return len(self._items)
@@ -81,9 +86,9 @@ class Decisions(Sequence[ItemDecision]):
     def _item(self, i: int) -> ItemDecision:
         d = self._items[i]
         if d is None:
-            d = self._items[i] = ItemDecision(i, self.source_ids[i], self.levels[i], self.tokens[i],
-                                              self.relevance[i], self.values[i], self.sha256s[i],
-                                              self._reason(i))
+            c = self.candidates[i]
+            d = self._items[i] = ItemDecision(i, c.source_id, c.level, self.tokens[i], c.relevance_score,
+                                              self.values[i], c.sha256, self._reason(i))
         return d
 
     @overload
@@ -309,7 +314,9 @@ def build(problem: Problem, selection: Selection, requested: BudgetStrategy,
                             "$.spec.budget", {"tokens_before": before, "tokens_after": count})
     c = problem.candidates
     pre, reasons = problem.pre, selection.reasons
-    included = [i in chosen for i in range(len(c))]
+    included = [False] * len(c)
+    for i in chosen:
+        included[i] = True
     for i in dropped:
         included[i] = False
     for i, r in pre.items():
@@ -328,9 +335,7 @@ def build(problem: Problem, selection: Selection, requested: BudgetStrategy,
                 r = _CHOSEN if i in final else why_not(i)
         return r
 
-    decisions = Decisions([x.source_id for x in c], [x.level for x in c], problem.tokens,
-                          [x.relevance_score for x in c], problem.values, [x.sha256 for x in c],
-                          included, reason)
+    decisions = Decisions(c, problem.tokens, problem.values, included, reason)
     unmet = problem.unmet(chosen)
     return Allocation(
         decisions=decisions,

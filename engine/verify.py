@@ -34,7 +34,7 @@ from .candidates import Candidate
 from .counts import policy_tokenizer
 from .policy import BudgetStrategy, Calibration, CalibrationGroup, CountMode, GroupBy, Matcher, Policy, Transform
 from .tokens import HfCounter, TiktokenCounter, Tokenizer, Utf8BytesCounter
-from .verify_semantics import is_sequence, render, render_all, selects, shingle_set, value_key
+from .verify_semantics import is_sequence, parse_template, render, render_all, selects, shingle_set, value_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +91,14 @@ def _item_tokens(policy: Policy, cands: Sequence[Candidate], tok: Tokenizer) -> 
         counted = _count_distinct(tok, render_all(b.template, [(c.source_id, c.content, c.level) for c in mine]))
     ours = dict(zip((c.source_id for c in mine), counted))
     given = [c for c in cands if c.token_count is not None]
+    if not {name for is_field, name in parse_template(b.template) if is_field} - {"content"}:
+        # Without {source_id} or {level} the template around an empty content is one text.
+        extra = tok.count(render(b.template, source_id="", content="", level="")) if given else 0
+        for c in given:
+            theirs = c.token_count + extra  # type: ignore[operator]  # given: not None
+            if trust or theirs > ours[c.source_id]:
+                ours[c.source_id] = theirs
+        return ours
     around = _count_distinct(tok, render_all(b.template, [(c.source_id, "", c.level) for c in given]))
     for c, extra in zip(given, around):
         theirs = (c.token_count or 0) + extra
@@ -177,7 +185,7 @@ class _Columns:
     @staticmethod
     def of(decisions: Sequence[Any]) -> _Columns:
         if isinstance(decisions, Decisions):  # read the columns; no decision object is built
-            return _Columns(list(decisions.source_ids), None, list(decisions.tokens), list(decisions.values),
+            return _Columns(decisions.source_ids, None, list(decisions.tokens), list(decisions.values),
                             list(decisions.included))
         ds = list(decisions)
         return _Columns([d.source_id for d in ds], [d.index for d in ds], [d.tokens for d in ds],
@@ -233,9 +241,8 @@ def check_context(v: _View) -> list[Violation]:
     out = []
     b = f.policy.budget
     if all(0 <= i < len(f.cands) for i in a.context_order):
-        want = b.separator.join(
-            render(b.template, source_id=c.source_id, content=c.content, level=c.level)
-            for c in (f.cands[i] for i in a.context_order))
+        want = b.separator.join(render_all(b.template, [(c.source_id, c.content, c.level)
+                                                        for c in map(f.cands.__getitem__, a.context_order)]))
         if a.context != want:
             at = next((k for k, (x, y) in enumerate(zip(a.context, want)) if x != y),
                       min(len(a.context), len(want)))
