@@ -436,6 +436,16 @@ def _unit_scores(how: Calibration, raw: Sequence[float], members: Sequence[int],
                 unit[i] = max(0.0, min(1.0, 1.0 - (above + equal / 2) / n))
 
 
+def _doc_groups(cands: Sequence[Candidate]) -> dict[tuple[str, str], list[int]]:
+    """The items with a string ``metadata.doc_id``, by (document, level), for the objective's document steps."""
+    out: dict[tuple[str, str], list[int]] = {}
+    for i, c in enumerate(cands):
+        doc = c.metadata.get("doc_id")
+        if isinstance(doc, str):
+            out.setdefault((doc, c.level), []).append(i)
+    return out
+
+
 def _expected_values(f: _Facts) -> list[int]:
     """Each item's value (by input index) by the verifier's own reading of ``spec.objective``: calibrate
     (against the group's takeable items, else all of it), inherit (parents first),
@@ -464,6 +474,14 @@ def _expected_values(f: _Facts) -> list[int]:
             p = up[i]
             if p is not None:
                 unit[i] = (1.0 - obj.inherit) * unit[i] + obj.inherit * unit[p]
+    docs = _doc_groups(cands) if obj.document_prior > 0 or obj.document_decay < 1 else {}
+    if obj.document_prior > 0:  # the document's mean (or max) of its takeable items, else all of them
+        share = obj.document_prior
+        for members in docs.values():
+            seen = [unit[i] for i in members if takeable[i]] or [unit[i] for i in members]
+            evidence = max(seen) if obj.document_score.value == "max" else sum(seen) / len(seen)
+            for i in members:
+                unit[i] = (1.0 - share) * unit[i] + share * evidence
     if obj.transform is Transform.RECIPROCAL_RANK:
         place = sorted(range(n), key=lambda i: (-unit[i], -cands[i].relevance_score, i))
         rank = {i: r for r, i in enumerate(place, start=1)}
@@ -474,6 +492,11 @@ def _expected_values(f: _Facts) -> list[int]:
         w = list(unit)
     factor = dict(obj.level_weights)
     w = [max(0.0, x) * factor[c.level] if c.level in factor else max(0.0, x) for x, c in zip(w, cands)]
+    if obj.document_decay < 1:  # r-th of its document: takeable first, more weight, more relevant, earlier
+        for members in docs.values():
+            ranked = sorted(members, key=lambda i: (not takeable[i], -w[i], -cands[i].relevance_score, i))
+            for r, i in enumerate(ranked):
+                w[i] *= obj.document_decay ** r
     if obj.coverage:
         kids: dict[int, list[int]] = {}
         for i, p in enumerate(up):
