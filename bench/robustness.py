@@ -73,7 +73,7 @@ from engine import BudgetStrategy, IndexLevel, Node, Policy, SemanticSearch, all
 from engine.candidates import Candidate  # noqa: E402
 from engine.errors import CandidateError  # noqa: E402
 from engine.objective import objective_values  # noqa: E402
-from engine.policy import Calibration, CalibrationGroup, DocumentScore, Hierarchy, Objective, Transform  # noqa: E402
+from engine.policy import Calibration, CalibrationGroup, DocumentScope, DocumentScore, Hierarchy, Objective, Transform  # noqa: E402
 
 RESULTS = REPO_ROOT / "bench" / "results"
 CACHE_DIR = RESULTS / "robustness"
@@ -340,6 +340,7 @@ class Variant:
     doc_prior: float = 0.0          # objective.document_prior (the item's document: metadata.doc_id)
     doc_score: str = "mean"         # objective.document_score: mean | max
     doc_decay: float = 1.0          # objective.document_decay
+    doc_scope: str = "all"          # objective.document_scope: all | flat (items outside the hierarchy)
 
     @property
     def cache_text(self) -> str:
@@ -352,6 +353,7 @@ class Variant:
             base)) + ")"
         if self.doc_prior or self.doc_decay < 1:
             head += f"+doc({self.doc_prior!r}, {self.doc_score!r}, {self.doc_decay!r})"
+            head += "+flat" if self.doc_scope == "flat" else ""
         return head
 
     @property
@@ -375,6 +377,8 @@ class Variant:
             parts.append(f"doc{self.doc_prior:g}" + ("max" if self.doc_score == "max" else ""))
         if self.doc_decay < 1:
             parts.append(f"dec{self.doc_decay:g}")
+        if (self.doc_prior or self.doc_decay < 1) and self.doc_scope == "flat":
+            parts.append("flat")
         return "obj-" + "-".join(parts)
 
     @property
@@ -393,6 +397,8 @@ class Variant:
             bits.append(f"document prior {self.doc_prior:g} ({self.doc_score})")
         if self.doc_decay < 1:
             bits.append(f"document decay {self.doc_decay:g}")
+        if (self.doc_prior or self.doc_decay < 1) and self.doc_scope == "flat":
+            bits.append("outside the hierarchy only")
         return "optimal + hierarchy, " + ", ".join(bits)
 
 
@@ -410,7 +416,8 @@ def engine_objective(v: Variant) -> Objective:
     return Objective(Transform(v.transform), exponent=v.exponent, k=v.k, calibrate=Calibration(v.calibrate),
                      calibrate_within=CalibrationGroup(v.within), inherit=v.inherit, coverage=v.coverage,
                      level_weights=tuple(sorted(v.level_weights)), fill=v.fill, document_prior=v.doc_prior,
-                     document_score=DocumentScore(v.doc_score), document_decay=v.doc_decay)
+                     document_score=DocumentScore(v.doc_score), document_decay=v.doc_decay,
+                     document_scope=DocumentScope(v.doc_scope))
 
 
 @dataclass(frozen=True, slots=True)
@@ -550,7 +557,10 @@ DOC2_VARIANTS = tuple(Variant("max", "level", "power", e, inherit=a, coverage=Tr
                               doc_score="mean", doc_decay=g)
                       for e, a, b, g in ((6.0, 0.15, 0.3, 0.6), (6.0, 0.15, 0.3, 0.8), (6.0, 0.15, 0.25, 0.7),
                                          (6.0, 0.15, 0.35, 0.7), (6.0, 0.1, 0.3, 0.7), (6.0, 0.2, 0.3, 0.7),
-                                         (8.0, 0.15, 0.3, 0.7), (5.0, 0.15, 0.3, 0.7)))
+                                         (8.0, 0.15, 0.3, 0.7), (5.0, 0.15, 0.3, 0.7))) + (
+    # the leader for items outside a hierarchy only (shipped: see README "Robustness")
+    Variant("max", "level", "power", 6.0, inherit=0.15, coverage=True, fill=True, doc_prior=0.3, doc_decay=0.7,
+            doc_scope="flat"),)
 STUDY_VARIANTS = tuple(_study())
 STUDY2_VARIANTS = tuple(_study2())
 STUDY3_VARIANTS = tuple(_study3())
@@ -560,7 +570,7 @@ VARIANT_METHODS = tuple(variant_method(v) for v in dict.fromkeys((*SWEEP_VARIANT
                                                                     *DOC2_VARIANTS)))
 METHODS: dict[str, Method] = {m.key: m for m in (*BASELINE_METHODS, *VARIANT_METHODS)}
 #: The protocol's choice on the tune split, shipped as ``engine.policy.DEFAULT_OBJECTIVE``.
-SHIPPED = "obj-max-p6-inh0.15-cov-fill-doc0.3-dec0.7"
+SHIPPED = "obj-max-p6-inh0.15-cov-fill-doc0.3-dec0.7-flat"
 #: The default before the document steps (shipped from the first issue-11 session on).
 PREVIOUS_SHIPPED = "obj-max-p6-inh0.15-cov-fill"
 #: The finalists: the leaders of the lexical stages, run under every scorer (the default run).
@@ -570,7 +580,7 @@ FINAL_KEYS = ("obj-minmax-p6-inh0.2-cov", "obj-max-p6-inh0.15-cov", "obj-minmax-
               "obj-max-all-p3-inh0.3-cov", "obj-max-all-p4", "obj-minmax-p6-inh0.3-cov", "obj-minmax-p6-inh0.5-cov",
               "obj-max-p6-inh0.3-cov", "obj-minmax-p4-inh0.3-cov", "obj-max-p6-inh0.15-cov-fill",
               "obj-max-p6-inh0.2-cov-fill", "obj-max-p6-inh0.15-cov-fill-doc0.3-dec0.7",
-              "obj-max-p6-inh0.2-cov-fill-doc0.3-dec0.7")
+              "obj-max-p6-inh0.2-cov-fill-doc0.3-dec0.7", "obj-max-p6-inh0.15-cov-fill-doc0.3-dec0.7-flat")
 METHOD_GROUPS = {
     "baselines": BASELINE_KEYS,
     "final": (*BASELINE_KEYS, *FINAL_KEYS),

@@ -26,6 +26,7 @@ the budget, can still pass its score down to its sentences or sum them up):
    of step 3's values over the item's document — the items with the same
    ``metadata.doc_id`` and level, their active members (else all); evidence that the
    document is relevant. Items without ``doc_id`` are their own document (unchanged);
+   with ``document_scope: flat`` so is every item with a parent or child candidate;
 4. the transform (identity, power, reciprocal rank of step 3's value in the pooled
    order, ties in relevance order);
 5. times ``level_weights[level]`` (default 1);
@@ -50,7 +51,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 
 from .candidates import Candidate
-from .policy import Calibration, CalibrationGroup, DocumentScore, Objective, Transform
+from .policy import Calibration, CalibrationGroup, DocumentScope, DocumentScore, Objective, Transform
 
 __all__ = ["RELEVANCE_SCALE", "calibrated", "objective_values", "parents"]
 
@@ -144,14 +145,25 @@ def calibrated(how: Calibration, raw: Sequence[float], groups: Sequence[Sequence
     return out
 
 
-def _documents(cands: Sequence[Candidate], active: Sequence[int]) -> list[tuple[list[int], list[int]]]:
-    """The (document, level) groups of the items that carry ``metadata.doc_id``, each as
+def _in_hierarchy(parent: Sequence[int | None]) -> list[bool]:
+    """Whether each item has a parent or a child candidate."""
+    linked = [p is not None for p in parent]
+    for p in parent:
+        if p is not None:
+            linked[p] = True
+    return linked
+
+
+def _documents(cands: Sequence[Candidate], active: Sequence[int],
+               skip: Sequence[bool] | None = None) -> list[tuple[list[int], list[int]]]:
+    """The (document, level) groups of the items that carry ``metadata.doc_id`` (and are
+    not ``skip``-ped: ``document_scope: flat`` leaves hierarchy members out), each as
     (members, active members), in first-appearance order."""
     is_active = set(active)
     groups: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
     for i, c in enumerate(cands):
         doc = c.doc_id
-        if doc is None:
+        if doc is None or (skip is not None and skip[i]):
             continue
         members, on = groups.setdefault((doc, c.level), ([], []))
         members.append(i)
@@ -210,7 +222,9 @@ def objective_values(objective: Objective, cands: Sequence[Candidate], active: S
             if p is not None:
                 cal[i] = (1.0 - a) * cal[i] + a * cal[p]
 
-    documents = _documents(cands, active) if objective.uses_documents else []
+    documents = _documents(cands, active, _in_hierarchy(parents(cands, by_id))
+                           if objective.document_scope is DocumentScope.FLAT else None) \
+        if objective.uses_documents else []
     if objective.document_prior > 0:  # 3b. evidence that the item's document is relevant
         _document_prior(objective, cal, documents)
 

@@ -112,6 +112,15 @@ class DocumentScore(Enum):
     MAX = "max"
 
 
+class DocumentScope(Enum):
+    """Which items the objective's document steps apply to: ``all`` that carry a
+    ``doc_id``, or only ``flat`` ones (neither a parent nor a child candidate: the
+    hierarchy's inherit and coverage already carry a document's evidence for the others)."""
+
+    ALL = "all"
+    FLAT = "flat"
+
+
 class GroupBy(Enum):
     """What a "source" is for per-source caps (see :class:`SourceRule`)."""
 
@@ -362,6 +371,7 @@ class Objective:
     #: The r-th most valuable item (1-based) of a document and level is worth
     #: ``document_decay ** (r - 1)`` of its value: diminishing returns per document; 1 = off.
     document_decay: float = 1.0
+    document_scope: DocumentScope = DocumentScope.ALL
 
     @property
     def uses_documents(self) -> bool:
@@ -382,7 +392,7 @@ class Objective:
             "level_weights": dict(self.level_weights), "fill": self.fill}
         if self.uses_documents:
             out.update(document_prior=self.document_prior, document_score=self.document_score.value,
-                       document_decay=self.document_decay)
+                       document_decay=self.document_decay, document_scope=self.document_scope.value)
         return out
 
     def weight(self, score: float, rank: int) -> float:
@@ -408,11 +418,14 @@ class Objective:
 #: and every takeable item worth at least 1 (``fill``: the budget is not left unused);
 #: then (the second issue-11 study) 30 % of the mean of the item's document blended in
 #: and each further item of a document worth 0.7 of the one before (``metadata.doc_id``;
-#: items without it are unchanged), which lifted the sentences-only shape most.
+#: items without it are unchanged), for items outside a hierarchy only (``flat``: for
+#: the others inherit and coverage already carry the document), which lifted the
+#: sentences-only shape most.
 #: Without ``hierarchy.exclusive`` its coverage is off (see :func:`_assemble`).
 DEFAULT_OBJECTIVE = Objective(Transform.POWER, exponent=6.0, calibrate=Calibration.MAX,
                               calibrate_within=CalibrationGroup.LEVEL, inherit=0.15, coverage=True, fill=True,
-                              document_prior=0.3, document_score=DocumentScore.MEAN, document_decay=0.7)
+                              document_prior=0.3, document_score=DocumentScore.MEAN, document_decay=0.7,
+                              document_scope=DocumentScope.FLAT)
 #: The sum of raw relevance scores (the seed's objective): ``Objective(Transform.IDENTITY)``.
 PLAIN_IDENTITY = Objective(Transform.IDENTITY)
 #: The default objective before issue 11 (score / best active score, pooled, squared): ``Objective()``.
@@ -653,6 +666,7 @@ def _objective(obj: Mapping[str, Any]) -> Objective:
         float(obj.get("document_prior", base.document_prior)),
         DocumentScore(obj.get("document_score", base.document_score.value)),
         float(obj.get("document_decay", base.document_decay)),
+        DocumentScope(obj.get("document_scope", base.document_scope.value)),
     )
 
 

@@ -475,6 +475,10 @@ def _expected_values(f: _Facts) -> list[int]:
             if p is not None:
                 unit[i] = (1.0 - obj.inherit) * unit[i] + obj.inherit * unit[p]
     docs = _doc_groups(cands) if obj.document_prior > 0 or obj.document_decay < 1 else {}
+    if docs and obj.document_scope.value == "flat":  # leave out items with a parent or a child candidate
+        links = up if linked else _parent_links(f)[0]
+        tree = {i for i, p in enumerate(links) if p is not None} | {p for p in links if p is not None}
+        docs = {k: kept for k, members in docs.items() if (kept := [i for i in members if i not in tree])}
     if obj.document_prior > 0:  # the document's mean (or max) of its takeable items, else all of them
         share = obj.document_prior
         for members in docs.values():

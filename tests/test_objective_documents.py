@@ -18,7 +18,7 @@ from engine import allocate
 from engine.allocate import to_candidates
 from engine.errors import PolicyError
 from engine.objective import RELEVANCE_SCALE, objective_values
-from engine.policy import Calibration, CalibrationGroup, DocumentScore, Objective, Policy, Transform
+from engine.policy import Calibration, CalibrationGroup, DocumentScope, DocumentScore, Objective, Policy, Transform
 from engine.verify import verify
 
 S = RELEVANCE_SCALE
@@ -32,9 +32,11 @@ def policy(**spec: Any) -> Policy:
                                 "metadata": {"name": "documents", "revision": "1"}, "spec": body})
 
 
-def row(sid: str, rel: float, doc: str | None, size: int = 10, level: str = "SENTENCE") -> dict[str, Any]:
+def row(sid: str, rel: float, doc: str | None, size: int = 10, level: str = "SENTENCE",
+        parent: str | None = None) -> dict[str, Any]:
     meta = {"doc_id": doc} if doc is not None else {}
-    return {"source_id": sid, "content": sid[0] * size, "relevance_score": rel, "level": level, "metadata": meta}
+    return {"source_id": sid, "content": sid[0] * size, "relevance_score": rel, "level": level, "metadata": meta,
+            "parent_id": parent}
 
 
 def values(objective: Objective, rows: list[dict[str, Any]], active: Sequence[int] | None = None) -> list[int]:
@@ -82,6 +84,26 @@ def test_document_decay_breaks_ties_in_relevance_order() -> None:
     assert values(obj, rows) == [S // 2, S // 4, S]
 
 
+def test_scope_flat_leaves_items_with_a_parent_or_a_child_candidate_alone() -> None:
+    # "p" and its child "s1" are a hierarchy; "s2" (no parent candidate) is flat. All three
+    # share document A at level SENTENCE but "p", which is a PARAGRAPH.
+    rows = [row("p", 1.0, "A", level="PARAGRAPH"), {**row("s1", 0.9, "A"), "parent_id": "p"}, row("s2", 0.3, "A"),
+            row("s3", 0.6, "A")]
+    every = dataclasses.replace(FLAT, document_prior=1.0)
+    flat = dataclasses.replace(every, document_scope=DocumentScope.FLAT)
+    # all: s1, s2, s3 share the mean .6; flat: only s2 and s3 (mean .45), s1 keeps .9
+    assert values(every, rows) == [S, 600_000, 600_000, 600_000]
+    assert values(flat, rows) == [S, 900_000, 450_000, 450_000]
+    decay = dataclasses.replace(FLAT, document_decay=0.5, document_scope=DocumentScope.FLAT)
+    assert values(decay, rows) == [S, 900_000, 150_000, 600_000]
+    pol = policy(objective={"transform": "identity", "calibrate_within": "all", "document_prior": 1.0,
+                            "document_scope": "flat"}, hierarchy={"exclusive": True})
+    cands = to_candidates(rows)
+    alloc = allocate(cands, pol, check=False)
+    assert [d.value for d in alloc.decisions] == [S, 900_000, 450_000, 450_000]
+    assert verify(pol, cands, alloc) == ()
+
+
 def test_without_doc_ids_the_document_steps_change_nothing() -> None:
     rows = [row("x", 0.9, None), row("y", 0.3, None, level="PARAGRAPH"), row("w", 0.6, None)]
     for base in (FLAT, Objective(), Objective(Transform.RECIPROCAL_RANK, calibrate=Calibration.RANK)):
@@ -94,7 +116,8 @@ def test_the_keys_are_spelled_out_only_when_a_document_step_is_on() -> None:
     assert not {"document_prior", "document_score", "document_decay"} & set(plain.to_dict()["spec"]["objective"])
     on = policy(objective={"transform": "power", "exponent": 2, "document_prior": 0.3, "document_decay": 0.5})
     spelled = on.to_dict()["spec"]["objective"]
-    assert (spelled["document_prior"], spelled["document_score"], spelled["document_decay"]) == (0.3, "mean", 0.5)
+    assert (spelled["document_prior"], spelled["document_score"], spelled["document_decay"],
+            spelled["document_scope"]) == (0.3, "mean", 0.5, "all")
     assert on.objective == dataclasses.replace(plain.objective, document_prior=0.3, document_decay=0.5)
     assert on.digest != plain.digest
     # the effective policy reads back to the same objective (what replay and audit verify do)
@@ -147,13 +170,20 @@ def test_the_verifier_recomputes_the_document_steps(monkeypatch: pytest.MonkeyPa
         (v.code, v.items, v.message) for v in found]
 
 
+def _parent(data: st.DataObject, i: int, n: int) -> str | None:
+    """Another item as parent (cycles allowed: the objective ignores them), or none."""
+    j = data.draw(st.integers(0, n - 1))
+    return f"n{j}" if j != i and data.draw(st.booleans()) else None
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.data())
 def test_engine_and_verifier_agree_with_documents(data: st.DataObject) -> None:
     n = data.draw(st.integers(1, 12))
     rows = [row(f"n{i}", data.draw(st.sampled_from([0.0, 0.1, 0.5, 0.5, 0.9, 1.0, -0.1])),
                 data.draw(st.sampled_from(["A", "B", "C", None])), data.draw(st.integers(1, 60)),
-                level=data.draw(st.sampled_from(["PARAGRAPH", "SENTENCE"])))
+                level=data.draw(st.sampled_from(["PARAGRAPH", "SENTENCE"])),
+                parent=_parent(data, i, n))
             for i in range(n)]
     objective = {"transform": data.draw(st.sampled_from(["identity", "power", "reciprocal_rank"])),
                  "exponent": data.draw(st.sampled_from([2.0, 6.0])),
@@ -162,6 +192,8 @@ def test_engine_and_verifier_agree_with_documents(data: st.DataObject) -> None:
                  "document_prior": data.draw(st.sampled_from([0.0, 0.3, 1.0])),
                  "document_score": data.draw(st.sampled_from(["mean", "max"])),
                  "document_decay": data.draw(st.sampled_from([1.0, 0.5, 0.1])),
+                 "document_scope": data.draw(st.sampled_from(["all", "flat"])),
+                 "inherit": data.draw(st.sampled_from([0.0, 0.3])),
                  "fill": data.draw(st.booleans())}
     pol = policy(objective=objective, min_relevance=data.draw(st.sampled_from([0.0, 0.2])),
                  budget={"max_tokens": data.draw(st.integers(40, 150)), "separator": "|"})

@@ -538,7 +538,7 @@ def test_digests_are_stable() -> None:
     # (last: the default objective's document steps, issue 11; before: solver.time_limit_scope,
     # issue 13 part 2; the default objective chosen by bench/robustness.py, issue 11; the
     # solver log defaults to its digest only, issue 12 part 8).
-    assert Policy.default(8000).digest == "sha256:cc10ed4d368adbe64ae51f57ac5f817e6e3ac8e8822f6e2e15dffa4fcee52fde"
+    assert Policy.default(8000).digest == "sha256:29740d587d3ac2ff9a2867f3da91f3f30a2ebf3bed6e45196407a8f3302903b7"
 
 
 def test_digest_ignores_formatting_but_not_content(in_fixtures: Path) -> None:

@@ -201,7 +201,8 @@ def test_the_shipped_choice_is_the_engine_default() -> None:
     assert rb.engine_objective(rb.METHODS[rb.SHIPPED].variant) == DEFAULT_OBJECTIVE == Policy.default(100).objective
     # The default before the document steps is that objective without them.
     prev = rb.engine_objective(rb.METHODS[rb.PREVIOUS_SHIPPED].variant)
-    assert prev == dataclasses.replace(DEFAULT_OBJECTIVE, document_prior=0.0, document_decay=1.0)
+    assert prev == dataclasses.replace(DEFAULT_OBJECTIVE, document_prior=0.0, document_decay=1.0,
+                                       document_scope=rb.DocumentScope.ALL)
     # The previous default, as the protocol runs it, is the base objective.
     assert rb.engine_objective(rb.METHODS[rb.CURRENT_DEFAULT].variant) == rb.Objective()
 
