@@ -144,6 +144,8 @@ class Chunk:
     score: float
     parent_id: str | None
     covers: frozenset[Fact]
+    #: The document it comes from (every retriever returns one): ``metadata.doc_id``.
+    doc_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,8 +195,15 @@ def candidates(q: Question) -> tuple[Chunk, ...]:
 
 def budget_items(chunks: Sequence[Chunk]) -> list[BudgetItem]:
     """The chunks as the engine's public ``BudgetItem`` (token counts given, not recounted)."""
-    return [BudgetItem(c.content, c.score, c.tokens, c.source_id, c.level,
-                       {"parent_id": c.parent_id} if c.parent_id else {}) for c in chunks]
+    return [BudgetItem(c.content, c.score, c.tokens, c.source_id, c.level, _metadata(c)) for c in chunks]
+
+
+def _metadata(c: Chunk) -> dict[str, str]:
+    """``parent_id`` (the hierarchy link) and ``doc_id`` (the document), where set."""
+    meta = {"parent_id": c.parent_id} if c.parent_id else {}
+    if c.doc_id is not None:
+        meta["doc_id"] = c.doc_id
+    return meta
 
 
 # --------------------------------------------------------------------------- metrics

@@ -73,7 +73,7 @@ from engine import BudgetStrategy, IndexLevel, Node, Policy, SemanticSearch, all
 from engine.candidates import Candidate  # noqa: E402
 from engine.errors import CandidateError  # noqa: E402
 from engine.objective import objective_values  # noqa: E402
-from engine.policy import Calibration, CalibrationGroup, Hierarchy, Objective, Transform  # noqa: E402
+from engine.policy import Calibration, CalibrationGroup, DocumentScope, DocumentScore, Hierarchy, Objective, Transform  # noqa: E402
 
 RESULTS = REPO_ROOT / "bench" / "results"
 CACHE_DIR = RESULTS / "robustness"
@@ -180,7 +180,8 @@ def packing(chunks: Sequence[Chunk], budget: int, separator_tokens: int) -> Pack
 def engine_values(p: Packing, objective: Objective) -> tuple[int, ...]:
     """The engine's integer item values (``engine.objective.objective_values``, the very
     function the Problem uses) for the items of ``p``; the active ones are those that fit."""
-    cands = [Candidate(i, c.source_id, c.content, c.score, c.tokens, c.level, {}, c.parent_id, "")
+    cands = [Candidate(i, c.source_id, c.content, c.score, c.tokens, c.level,
+                       {"doc_id": c.doc_id} if c.doc_id is not None else {}, c.parent_id, "")
              for i, c in enumerate(p.chunks)]
     by_id = {c.source_id: c for c in cands}
     order = tuple(sorted(range(len(cands)), key=lambda i: (-cands[i].relevance_score, i)))
@@ -336,6 +337,24 @@ class Variant:
     coverage: bool = False
     level_weights: tuple[tuple[str, float], ...] = ()
     fill: bool = False
+    doc_prior: float = 0.0          # objective.document_prior (the item's document: metadata.doc_id)
+    doc_score: str = "mean"         # objective.document_score: mean | max
+    doc_decay: float = 1.0          # objective.document_decay
+    doc_scope: str = "all"          # objective.document_scope: all | flat (items outside the hierarchy)
+
+    @property
+    def cache_text(self) -> str:
+        """What the cell cache keys on: the variant's fields, the document ones only when
+        set (so cells cached before they existed stay valid)."""
+        base = (self.calibrate, self.within, self.transform, self.exponent, self.k, self.inherit, self.coverage,
+                self.level_weights, self.fill)
+        head = "Variant(" + ", ".join(f"{f}={v!r}" for f, v in zip(
+            ("calibrate", "within", "transform", "exponent", "k", "inherit", "coverage", "level_weights", "fill"),
+            base)) + ")"
+        if self.doc_prior or self.doc_decay < 1:
+            head += f"+doc({self.doc_prior!r}, {self.doc_score!r}, {self.doc_decay!r})"
+            head += "+flat" if self.doc_scope == "flat" else ""
+        return head
 
     @property
     def eligible(self) -> bool:
@@ -354,6 +373,12 @@ class Variant:
         parts += [f"{lv[0]}{w:g}" for lv, w in self.level_weights]
         if self.fill:
             parts.append("fill")
+        if self.doc_prior:
+            parts.append(f"doc{self.doc_prior:g}" + ("max" if self.doc_score == "max" else ""))
+        if self.doc_decay < 1:
+            parts.append(f"dec{self.doc_decay:g}")
+        if (self.doc_prior or self.doc_decay < 1) and self.doc_scope == "flat":
+            parts.append("flat")
         return "obj-" + "-".join(parts)
 
     @property
@@ -368,6 +393,12 @@ class Variant:
         bits += [f"{lv} x{w:g}" for lv, w in self.level_weights]
         if self.fill:
             bits.append("fill")
+        if self.doc_prior:
+            bits.append(f"document prior {self.doc_prior:g} ({self.doc_score})")
+        if self.doc_decay < 1:
+            bits.append(f"document decay {self.doc_decay:g}")
+        if (self.doc_prior or self.doc_decay < 1) and self.doc_scope == "flat":
+            bits.append("outside the hierarchy only")
         return "optimal + hierarchy, " + ", ".join(bits)
 
 
@@ -384,7 +415,9 @@ def engine_objective(v: Variant) -> Objective:
     """The engine Objective that computes ``v`` (engine/objective.py)."""
     return Objective(Transform(v.transform), exponent=v.exponent, k=v.k, calibrate=Calibration(v.calibrate),
                      calibrate_within=CalibrationGroup(v.within), inherit=v.inherit, coverage=v.coverage,
-                     level_weights=tuple(sorted(v.level_weights)), fill=v.fill)
+                     level_weights=tuple(sorted(v.level_weights)), fill=v.fill, document_prior=v.doc_prior,
+                     document_score=DocumentScore(v.doc_score), document_decay=v.doc_decay,
+                     document_scope=DocumentScope(v.doc_scope))
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,7 +466,8 @@ class Method:
     def fingerprint(self) -> str:
         """What the method does, for the cell cache (the key alone could be reused)."""
         peer = self.peer.__name__ if self.peer is not None else None
-        text = repr((CACHE_VERSION, ENGINE["on"], peer, self.strategy.value, self.exclusive, self.variant))
+        text = repr((CACHE_VERSION, ENGINE["on"], peer, self.strategy.value, self.exclusive, 0)).replace(
+            ", 0)", ", " + self.variant.cache_text + ")")
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -510,22 +544,43 @@ def _study3() -> list[Variant]:
 
 #: Stage 5: the finalists' leaders with ``fill`` (added after the 1024-token shortfall).
 FILL_VARIANTS = tuple(Variant("max", "level", "power", 6.0, inherit=a, coverage=True, fill=True) for a in (0.15, 0.2))
+#: Stage 6 (issue 11, sentences-only shortfall): the shipped default plus the document
+#: steps (each item carries its document id, metadata.doc_id): a document prior (mean or
+#: max of the document's items) and diminishing returns per document.
+DOC_VARIANTS = tuple(Variant("max", "level", "power", 6.0, inherit=0.15, coverage=True, fill=True, doc_prior=b,
+                             doc_score=agg, doc_decay=g)
+                     for b, agg, g in ((0.0, "mean", 0.5), (0.0, "mean", 0.7), (0.2, "mean", 1.0), (0.2, "mean", 0.5),
+                                       (0.2, "mean", 0.7), (0.3, "mean", 0.5), (0.3, "mean", 0.7), (0.4, "mean", 0.7),
+                                       (0.2, "max", 0.5), (0.3, "max", 0.5)))
+#: Stage 7: around stage 6's leader (document prior 0.3 of the mean, decay 0.7).
+DOC2_VARIANTS = tuple(Variant("max", "level", "power", e, inherit=a, coverage=True, fill=True, doc_prior=b,
+                              doc_score="mean", doc_decay=g)
+                      for e, a, b, g in ((6.0, 0.15, 0.3, 0.6), (6.0, 0.15, 0.3, 0.8), (6.0, 0.15, 0.25, 0.7),
+                                         (6.0, 0.15, 0.35, 0.7), (6.0, 0.1, 0.3, 0.7), (6.0, 0.2, 0.3, 0.7),
+                                         (8.0, 0.15, 0.3, 0.7), (5.0, 0.15, 0.3, 0.7))) + (
+    # the leader for items outside a hierarchy only (shipped: see README "Robustness")
+    Variant("max", "level", "power", 6.0, inherit=0.15, coverage=True, fill=True, doc_prior=0.3, doc_decay=0.7,
+            doc_scope="flat"),)
 STUDY_VARIANTS = tuple(_study())
 STUDY2_VARIANTS = tuple(_study2())
 STUDY3_VARIANTS = tuple(_study3())
 VARIANT_METHODS = tuple(variant_method(v) for v in dict.fromkeys((*SWEEP_VARIANTS, *STUDY_VARIANTS,
                                                                     *STUDY2_VARIANTS, *STUDY3_VARIANTS,
-                                                                    *FILL_VARIANTS)))
+                                                                    *FILL_VARIANTS, *DOC_VARIANTS,
+                                                                    *DOC2_VARIANTS)))
 METHODS: dict[str, Method] = {m.key: m for m in (*BASELINE_METHODS, *VARIANT_METHODS)}
 #: The protocol's choice on the tune split, shipped as ``engine.policy.DEFAULT_OBJECTIVE``.
-SHIPPED = "obj-max-p6-inh0.15-cov-fill"
+SHIPPED = "obj-max-p6-inh0.15-cov-fill-doc0.3-dec0.7-flat"
+#: The default before the document steps (shipped from the first issue-11 session on).
+PREVIOUS_SHIPPED = "obj-max-p6-inh0.15-cov-fill"
 #: The finalists: the leaders of the lexical stages, run under every scorer (the default run).
 FINAL_KEYS = ("obj-minmax-p6-inh0.2-cov", "obj-max-p6-inh0.15-cov", "obj-minmax-p6-inh0.15-cov",
               "obj-max-p6-inh0.2-cov", "obj-minmax-all-p4-inh0.2-cov", "obj-minmax-p4-inh0.2-cov",
               "obj-max-all-p6", "obj-max-p4-inh0.2-cov", "obj-max-all-p4-inh0.2-cov", "obj-max-all-p6-inh0.3",
               "obj-max-all-p3-inh0.3-cov", "obj-max-all-p4", "obj-minmax-p6-inh0.3-cov", "obj-minmax-p6-inh0.5-cov",
               "obj-max-p6-inh0.3-cov", "obj-minmax-p4-inh0.3-cov", "obj-max-p6-inh0.15-cov-fill",
-              "obj-max-p6-inh0.2-cov-fill")
+              "obj-max-p6-inh0.2-cov-fill", "obj-max-p6-inh0.15-cov-fill-doc0.3-dec0.7",
+              "obj-max-p6-inh0.2-cov-fill-doc0.3-dec0.7", "obj-max-p6-inh0.15-cov-fill-doc0.3-dec0.7-flat")
 METHOD_GROUPS = {
     "baselines": BASELINE_KEYS,
     "final": (*BASELINE_KEYS, *FINAL_KEYS),
@@ -534,6 +589,7 @@ METHOD_GROUPS = {
     "study": (*BASELINE_KEYS, *(v.key for v in STUDY_VARIANTS)),
     "study2": (*BASELINE_KEYS, *(v.key for v in STUDY2_VARIANTS)),
     "study3": (*BASELINE_KEYS, *(v.key for v in STUDY3_VARIANTS)),
+    "docs": (*BASELINE_KEYS, PREVIOUS_SHIPPED, *(v.key for v in (*DOC_VARIANTS, *DOC2_VARIANTS))),
 }
 
 
@@ -620,8 +676,9 @@ def shaped(chunks: Sequence[Chunk], scores: Mapping[str, float], shape: str) -> 
         if shape == "sentences" and c.level != SENTENCE:
             continue
         parent = c.parent_id if shape == "para+sent" else None
+        doc = c.parent_id if c.parent_id is not None else c.source_id  # the paragraph (Wikipedia article)
         out.append(Chunk(c.source_id, c.level, c.content, c.tokens, float(scores.get(c.source_id, 0.0)),
-                         parent, c.covers))
+                         parent, c.covers, doc))
     return tuple(out)
 
 
@@ -875,7 +932,8 @@ def report(cells: Mapping[str, Mapping[str, Mapping[str, tuple[float, int]]]], m
             out += [f"### {s}, {sh}", "", "| vs | " + " | ".join(map(str, budgets)) + " |",
                     "|---|" + "---:|" * len(budgets)]
             for m in methods:
-                if sh not in m.shapes or m.key == default or (m.candidate and m.key not in (CURRENT_DEFAULT,)):
+                if sh not in m.shapes or m.key == default or (m.candidate and m.key not in (CURRENT_DEFAULT,
+                                                                                               PREVIOUS_SHIPPED)):
                     continue
                 row = [_fmt_paired(paired(recalls(cells, default, (s, sh, b), rep),
                                           recalls(cells, m.key, (s, sh, b), rep))) for b in budgets]
@@ -968,7 +1026,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scorers", type=_csv(SCORERS, "scorer"), default=SCORERS)
     parser.add_argument("--shapes", type=_csv(SHAPES, "shape"), default=SHAPES)
     parser.add_argument("--methods", type=_methods, default=METHOD_GROUPS["final"],
-                        help="groups (final [default], baselines, core, sweep, study, study2, study3) or method keys; "
+                        help="groups (final [default], baselines, core, sweep, study, study2, study3, docs) or method keys; "
                              "baselines always run")
     parser.add_argument("--default", dest="default", default=None,
                         help="report this method as the default instead of the tune split's choice")
@@ -1029,7 +1087,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
         return 0
     # Stage 2, the report split: the baselines and the chosen default only.
-    methods = [m for m in methods if m.key in BASELINE_KEYS or m.key == default]
+    methods = [m for m in methods if m.key in BASELINE_KEYS or m.key in (default, PREVIOUS_SHIPPED)]
     cells = run_cells(questions, scores, methods, conds, args.cache / "cells", args.workers, not args.quiet)
     print(report(cells, methods, default, args.scorers, args.shapes, args.budgets, tune, rep, ranking))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,9 +22,17 @@ the budget, can still pass its score down to its sentences or sum them up):
 3. ``inherit`` a: an item whose nearest parent candidate exists gets
    ``(1 - a) * own + a * parent's`` (the parent's after its own step, so it propagates
    down a chain);
+3b. ``document_prior`` b: ``(1 - b) * own + b * the mean (or max, ``document_score``)``
+   of step 3's values over the item's document — the items with the same
+   ``metadata.doc_id`` and level, their active members (else all); evidence that the
+   document is relevant. Items without ``doc_id`` are their own document (unchanged);
+   with ``document_scope: flat`` so is every item with a parent or child candidate;
 4. the transform (identity, power, reciprocal rank of step 3's value in the pooled
    order, ties in relevance order);
 5. times ``level_weights[level]`` (default 1);
+5b. ``document_decay`` g: within each document and level, the r-th item (active ones
+   first, then by step 5's weight, ties in relevance order) is worth ``g ** (r - 1)`` of
+   it — diminishing returns, so the context spreads over documents;
 6. ``coverage``: an item with child candidates is worth the sum of its children's
    values (recursively down to the leaves) instead of its own;
 7. scaled: ``round(RELEVANCE_SCALE * w / max w over active items)``;
@@ -43,7 +51,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 
 from .candidates import Candidate
-from .policy import Calibration, CalibrationGroup, Objective, Transform
+from .policy import Calibration, CalibrationGroup, DocumentScope, DocumentScore, Objective, Transform
 
 __all__ = ["RELEVANCE_SCALE", "calibrated", "objective_values", "parents"]
 
@@ -143,6 +151,57 @@ def calibrated(how: Calibration, raw: Sequence[float], groups: Sequence[Sequence
     return out
 
 
+def _in_hierarchy(parent: Sequence[int | None]) -> list[bool]:
+    """Whether each item has a parent or a child candidate."""
+    linked = [p is not None for p in parent]
+    for p in parent:
+        if p is not None:
+            linked[p] = True
+    return linked
+
+
+def _documents(cands: Sequence[Candidate], active: Sequence[int],
+               skip: Sequence[bool] | None = None) -> list[tuple[list[int], list[int]]]:
+    """The (document, level) groups of the items that carry ``metadata.doc_id`` (and are
+    not ``skip``-ped: ``document_scope: flat`` leaves hierarchy members out), each as
+    (members, active members), in first-appearance order."""
+    is_active = set(active)
+    groups: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+    for i, c in enumerate(cands):
+        doc = c.doc_id
+        if doc is None or (skip is not None and skip[i]):
+            continue
+        members, on = groups.setdefault((doc, c.level), ([], []))
+        members.append(i)
+        if i in is_active:
+            on.append(i)
+    return list(groups.values())
+
+
+def _document_prior(objective: Objective, cal: list[float], documents: Sequence[tuple[list[int], list[int]]]) -> None:
+    """Step 3b, in place: ``(1 - b) * own + b * the document's mean (or max)`` of step 3's
+    values, the statistic over the group's active members (else all of them)."""
+    b = objective.document_prior
+    for members, on in documents:
+        basis = on or members
+        vals = [cal[i] for i in basis]
+        stat = max(vals) if objective.document_score is DocumentScore.MAX else sum(vals) / len(vals)
+        for i in members:
+            cal[i] = (1.0 - b) * cal[i] + b * stat
+
+
+def _document_decay(g: float, w: list[float], documents: Sequence[tuple[list[int], list[int]]],
+                    order: Sequence[int]) -> None:
+    """Step 5b, in place: the r-th item of each group (active ones first, then by weight,
+    ties in relevance order) is worth ``g ** (r - 1)`` of its weight."""
+    place = {j: r for r, j in enumerate(order)}
+    for members, on in documents:
+        is_on = set(on)
+        ranked = sorted(members, key=lambda i: (i not in is_on, -w[i], place.get(i, len(place) + i)))
+        for r, i in enumerate(ranked):
+            w[i] *= g ** r
+
+
 def objective_values(objective: Objective, cands: Sequence[Candidate], active: Sequence[int],
                      order: Sequence[int], by_id: Mapping[str, Candidate]) -> tuple[int, ...]:
     """The value of each candidate, ``RELEVANCE_SCALE`` for the best active one, 0 for
@@ -171,6 +230,16 @@ def objective_values(objective: Objective, cands: Sequence[Candidate], active: S
             if p is not None:
                 cal[i] = (1.0 - a) * cal[i] + a * cal[p]
 
+    if objective.uses_documents:
+        # The true parent links (``parent`` holds them whenever a link step is on).
+        links = parent if (objective.inherit > 0 or objective.coverage) else parents(cands, by_id)
+        documents = _documents(cands, active, _in_hierarchy(links)
+                               if objective.document_scope is DocumentScope.FLAT else None)
+    else:
+        documents = []
+    if objective.document_prior > 0:  # 3b. evidence that the item's document is relevant
+        _document_prior(objective, cal, documents)
+
     # Steps 4 and 5: Objective.weight, spelled out per transform (the same expressions).
     if objective.transform is Transform.POWER:
         e = objective.exponent
@@ -191,6 +260,9 @@ def objective_values(objective: Objective, cands: Sequence[Candidate], active: S
         for i, c in enumerate(cands):
             if c.level == level:
                 w[i] *= factor
+
+    if objective.document_decay < 1:  # 5b. diminishing returns per document
+        _document_decay(objective.document_decay, w, documents, order)
 
     if objective.coverage and linked:
         has_kids = [False] * n

@@ -495,6 +495,16 @@ def _unit_scores(how: Calibration, raw: Sequence[float], members: Sequence[int],
                 unit[i] = max(0.0, min(1.0, 1.0 - (above + equal / 2) / n))
 
 
+def _doc_groups(cands: Sequence[Candidate]) -> dict[tuple[str, str], list[int]]:
+    """The items with a string ``metadata.doc_id``, by (document, level), for the objective's document steps."""
+    out: dict[tuple[str, str], list[int]] = {}
+    for i, c in enumerate(cands):
+        doc = c.metadata.get("doc_id")
+        if isinstance(doc, str):
+            out.setdefault((doc, c.level), []).append(i)
+    return out
+
+
 def _expected_values(f: _Facts) -> list[int]:
     """Each item's value (by input index) by the verifier's own reading of ``spec.objective``: calibrate
     (against the group's takeable items, else all of it), inherit (parents first),
@@ -524,6 +534,18 @@ def _expected_values(f: _Facts) -> list[int]:
             p = up[i]
             if p is not None:
                 unit[i] = (1.0 - obj.inherit) * unit[i] + obj.inherit * unit[p]
+    docs = _doc_groups(cands) if obj.document_prior > 0 or obj.document_decay < 1 else {}
+    if docs and obj.document_scope.value == "flat":  # leave out items with a parent or a child candidate
+        links = up if linked else _parent_links(f)[0]
+        tree = {i for i, p in enumerate(links) if p is not None} | {p for p in links if p is not None}
+        docs = {k: kept for k, members in docs.items() if (kept := [i for i in members if i not in tree])}
+    if obj.document_prior > 0:  # the document's mean (or max) of its takeable items, else all of them
+        share = obj.document_prior
+        for members in docs.values():
+            seen = [unit[i] for i in members if takeable[i]] or [unit[i] for i in members]
+            evidence = max(seen) if obj.document_score.value == "max" else sum(seen) / len(seen)
+            for i in members:
+                unit[i] = (1.0 - share) * unit[i] + share * evidence
     if obj.transform is Transform.RECIPROCAL_RANK:
         place = sorted(range(n), key=lambda i: (-unit[i], -cands[i].relevance_score, i))
         rank = {i: r for r, i in enumerate(place, start=1)}
@@ -536,6 +558,11 @@ def _expected_values(f: _Facts) -> list[int]:
     w = [x if x > 0.0 else 0.0 for x in w]  # max(0.0, x)
     if factor:
         w = [x * factor[c.level] if c.level in factor else x for x, c in zip(w, cands)]
+    if obj.document_decay < 1:  # r-th of its document: takeable first, more weight, more relevant, earlier
+        for members in docs.values():
+            ranked = sorted(members, key=lambda i: (not takeable[i], -w[i], -cands[i].relevance_score, i))
+            for r, i in enumerate(ranked):
+                w[i] *= obj.document_decay ** r
     if obj.coverage and linked:
         kids: dict[int, list[int]] = {}
         for i, p in enumerate(up):

@@ -283,7 +283,8 @@ def test_the_keys_are_read_and_spelled_out_in_the_effective_policy() -> None:
     assert policy().to_dict()["spec"]["objective"] == {
         "transform": "power", "exponent": DEFAULT_OBJECTIVE.exponent, "k": 60, "calibrate": "max",
         "calibrate_within": "level", "inherit": DEFAULT_OBJECTIVE.inherit, "coverage": True, "level_weights": {},
-        "fill": True}
+        "fill": True, "document_prior": DEFAULT_OBJECTIVE.document_prior, "document_score": "mean",
+        "document_decay": DEFAULT_OBJECTIVE.document_decay, "document_scope": "flat"}
     assert Policy.default(100, objective=pol.objective).objective == pol.objective
 
 

@@ -5,6 +5,7 @@ scorers only: no dense model in the suite). Expectations are computed by hand.""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import random
@@ -168,11 +169,40 @@ def test_fast_path_selects_what_the_engine_selects(tiny: tuple[list, dict]) -> N
     assert got["identical"] >= got["selections"] - 8
 
 
+def test_both_shapes_keep_each_items_document_id(tiny: tuple[list, dict]) -> None:
+    """Regression: the sentences shape dropped the paragraph link and with it the only
+    trace of the document a sentence came from; every retriever returns it (doc_id)."""
+    questions, scores = tiny
+    base = qh.build_chunks(questions[0])
+    for shape in rb.SHAPES:
+        cands = rb.shaped(base, scores["bm25"][questions[0].qid], shape)
+        for c in cands:
+            want = c.source_id.split("#s")[0]  # the paragraph (the Wikipedia article)
+            assert c.doc_id == want
+        items = qh.budget_items(cands)
+        assert all(item.metadata["doc_id"] == c.doc_id for item, c in zip(items, cands))
+        assert all(("parent_id" in item.metadata) == (shape == "para+sent" and c.level == qh.SENTENCE)
+                   for item, c in zip(items, cands))
+
+
+def test_fast_path_selects_what_the_engine_selects_with_the_document_steps(tiny: tuple[list, dict]) -> None:
+    questions, scores = tiny
+    methods = [rb.METHODS[k] for k in (rb.SHIPPED, "obj-max-p6-inh0.15-cov-fill-doc0.3max-dec0.5")]
+    conds = [("bm25", sh, b) for sh in rb.SHAPES for b in (48, 96)]
+    got = rb.check_fast_path(questions, scores, methods, conds)
+    assert got["selections"] == 3 * 2 * 2 * 2
+    assert got["identical"] + got["tied"] == got["selections"], got["mismatches"]
+
+
 def test_the_shipped_choice_is_the_engine_default() -> None:
     from engine.policy import DEFAULT_OBJECTIVE, Policy
 
     assert rb.SHIPPED in rb.FINAL_KEYS
     assert rb.engine_objective(rb.METHODS[rb.SHIPPED].variant) == DEFAULT_OBJECTIVE == Policy.default(100).objective
+    # The default before the document steps is that objective without them.
+    prev = rb.engine_objective(rb.METHODS[rb.PREVIOUS_SHIPPED].variant)
+    assert prev == dataclasses.replace(DEFAULT_OBJECTIVE, document_prior=0.0, document_decay=1.0,
+                                       document_scope=rb.DocumentScope.ALL)
     # The previous default, as the protocol runs it, is the base objective.
     assert rb.engine_objective(rb.METHODS[rb.CURRENT_DEFAULT].variant) == rb.Objective()
 
