@@ -6,6 +6,8 @@ use, never a silent fallback to greedy."""
 from __future__ import annotations
 
 import subprocess
+
+import pytest
 import sys
 from pathlib import Path
 
@@ -75,3 +77,30 @@ def test_a_missing_ortools_is_a_solver_error_at_first_use_not_a_fallback() -> No
     assert lines[1] == "SolverError solver.ortools_unavailable $.spec.strategy"
     assert lines[2].startswith("OR-Tools' CP-SAT could not be imported (ModuleNotFoundError: ")
     assert lines[2].endswith("it is a required dependency of ctxbudget: reinstall it with `pip install 'ortools>=9.10'`")
+
+
+def test_the_first_import_is_not_counted_against_the_time_limit(monkeypatch: "pytest.MonkeyPatch") -> None:
+    """An import slower than the whole time limit still leaves the solver its limit: the
+    first decision of a process (or one on a loaded machine) is proven like the next,
+    not a fallback."""
+    import dataclasses
+    import time
+
+    import engine
+    from engine.candfile import load_candidates_file
+    from engine.candidates import from_mappings
+    from engine.compile import load_cp_model
+    from engine.policy import load_policy
+    from engine.strategies import cpsat
+
+    def slow_import():  # type: ignore[no-untyped-def]
+        time.sleep(0.6)
+        return load_cp_model()
+
+    policy = load_policy(str(SUPPORT))
+    policy = dataclasses.replace(policy, solver=dataclasses.replace(policy.solver, time_limit_s=0.5))
+    cands = from_mappings(load_candidates_file(str(SUPPORT_C)))
+    monkeypatch.setattr(cpsat, "load_cp_model", slow_import)
+    a = engine.allocate(cands, policy)
+    assert a.selection.status == "optimal"
+    assert a.fallback_reason is None
