@@ -54,15 +54,16 @@ _HEURISTICS = {
 def to_candidates(items: Iterable[Any]) -> tuple[Candidate, ...]:
     """Accept ``BudgetItem``s, ``Candidate``s or mappings in the candidates-file shape."""
     items = list(items)
-    if all(isinstance(x, Candidate) for x in items):
+    kinds = set(map(type, items))
+    if kinds <= {Candidate} or all(isinstance(x, Candidate) for x in items):
         return tuple(items)
-    if all(isinstance(x, BudgetItem) for x in items):
+    if kinds <= {BudgetItem} or all(isinstance(x, BudgetItem) for x in items):
         return from_budget_items(items)
-    if all(isinstance(x, Mapping) for x in items):
+    if kinds <= {dict} or all(isinstance(x, Mapping) for x in items):
         return from_mappings((x, None) for x in items)
-    kinds = sorted({type(x).__name__ for x in items})
+    names = sorted({kind.__name__ for kind in kinds})
     raise CandidateError("candidate.bad_type",
-                         f"candidates must all be BudgetItem, Candidate or mappings; got {', '.join(kinds)}")
+                         f"candidates must all be BudgetItem, Candidate or mappings; got {', '.join(names)}")
 
 
 def _check_limits(policy: Policy, cands: tuple[Candidate, ...]) -> None:
@@ -74,8 +75,14 @@ def _check_limits(policy: Policy, cands: tuple[Candidate, ...]) -> None:
             f"{len(cands):,} candidates exceed limits.max_candidates={limits.max_candidates:,} "
             f"(the first one over is {first_over.source_id!r}); send fewer or raise the limit in the policy",
             path=f"$[{first_over.index}]", location=first_over.location)
+    # A character is at most 4 UTF-8 bytes: only content longer than a quarter of the
+    # limit can be over it, and ASCII content is as many bytes as characters.
+    quarter = limits.max_item_bytes // 4
     for c in cands:
-        size = len(c.content.encode("utf-8"))
+        text = c.content
+        if len(text) <= quarter:
+            continue
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))
         if size > limits.max_item_bytes:
             raise CandidateError(
                 "candidate.too_large",

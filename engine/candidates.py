@@ -322,7 +322,21 @@ def make_candidate(
 
 
 def from_budget_items(items: Iterable[BudgetItem]) -> tuple[Candidate, ...]:
-    """Snapshot seed ``BudgetItem`` objects into validated candidates."""
+    """Snapshot seed ``BudgetItem`` objects into validated candidates (checked in bulk,
+    :mod:`engine.candbulk`; item by item when the bulk check finds something to report)."""
+    from .candbulk import bulk_candidates  # it builds on this module's checks
+
+    items = list(items)
+    if all(type(x) is BudgetItem for x in items):
+        fast = bulk_candidates([x.source_id for x in items], [x.content for x in items],
+                               [x.relevance_score for x in items], [x.token_count for x in items],
+                               [x.level for x in items], [x.metadata for x in items], None, None)
+        if fast is not None:
+            return fast
+    return _budget_items_one_by_one(items)
+
+
+def _budget_items_one_by_one(items: Iterable[BudgetItem]) -> tuple[Candidate, ...]:
     out = []
     for i, item in enumerate(items):
         if not isinstance(item, BudgetItem):
@@ -346,7 +360,23 @@ def from_budget_items(items: Iterable[BudgetItem]) -> tuple[Candidate, ...]:
 
 
 def from_mappings(rows: Iterable[tuple[Mapping[str, Any], Location | None]]) -> tuple[Candidate, ...]:
-    """Candidates from parsed file rows ``(mapping, location)`` (schema-checked already)."""
+    """Candidates from parsed file rows ``(mapping, location)`` (schema-checked already;
+    checked in bulk, :mod:`engine.candbulk`, item by item when the bulk check finds
+    something to report)."""
+    from .candbulk import bulk_candidates  # it builds on this module's checks
+
+    rows = list(rows)
+    maps = [row for row, _loc in rows]
+    if not set(map(type, maps)) <= {dict}:
+        return _mappings_one_by_one(rows)
+    fast = bulk_candidates([r.get("source_id") for r in maps], [r.get("content") for r in maps],
+                           [r.get("relevance_score") for r in maps], [r.get("token_count") for r in maps],
+                           [r.get("level", DEFAULT_LEVEL) for r in maps], [r.get("metadata") for r in maps],
+                           [r.get("parent_id") for r in maps], [loc for _row, loc in rows])
+    return fast if fast is not None else _mappings_one_by_one(rows)
+
+
+def _mappings_one_by_one(rows: Iterable[tuple[Mapping[str, Any], Location | None]]) -> tuple[Candidate, ...]:
     out = []
     for i, (row, loc) in enumerate(rows):
         out.append(

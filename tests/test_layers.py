@@ -18,7 +18,7 @@ STAGES: tuple[tuple[str, ...], ...] = (
     ("errors", "canonical", "reasons", "safeopen"),
     ("load", "encodings", "hftokenizer", "tokfiles", "tokens"),
     ("schema", "extends", "semantic", "policy"),
-    ("candidates", "candfile", "pins", "counts", "rules", "duplicates",
+    ("candidates", "candbulk", "candfile", "pins", "counts", "rules", "duplicates",
      "retrieval.formats", "retrieval.corpus", "retrieval.analyzer", "retrieval.bm25", "retrieval.index", "retrieval.build",
      "retrieval.search", "retrieval.convert", "retrieval.store"),
     ("objective",),
