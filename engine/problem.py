@@ -86,6 +86,16 @@ class Problem:
     #: and capacity), 0 without it.
     overhead_per_item: int = 0
     overhead_per_request: int = 0
+    #: The inputs as columns, built once in :func:`reduce` (input order), for strategies
+    #: and later stages that read a field of every item: ids, relevance scores, levels,
+    #: the index of each item's parent among the candidates (-1: none, or not a
+    #: candidate) and of its source group (its rank among the sorted group names; -1:
+    #: none). Empty only for a Problem built without them.
+    source_ids: tuple[str, ...] = ()
+    scores: tuple[float, ...] = ()
+    levels: tuple[str, ...] = ()
+    parent_index: tuple[int, ...] = ()
+    group_index: tuple[int, ...] = ()
 
     def overhead_tokens(self, items: int) -> int:
         """The chat overhead of a context of ``items`` chosen items."""
@@ -174,12 +184,17 @@ def pre_decide(policy: Policy, cands: Sequence[Candidate], tokens: Sequence[int]
                weights: Sequence[int], capacity: int,
                matched: Matched) -> tuple[dict[int, Reason], list[PinRule]]:
     """Decisions fixed before any strategy: blocked, pinned, below the relevance
-    threshold (the level's, else the global one), too large to fit alone."""
+    threshold (the level's, else the global one), too large to fit alone.
+
+    The items that can get one are found column by column (:func:`_flagged`); each of
+    them is then decided as one by one, in input order."""
     pre: dict[int, Reason] = {}
     pins: list[PinRule] = []
     loc = policy.location_of
     limit = policy.budget.limit_tokens
-    for i, c in enumerate(cands):
+    thresholds = _thresholds(policy, {c.level for c in cands})
+    for i in _flagged(cands, weights, capacity, matched, thresholds):
+        c = cands[i]
         b = matched.block_of[i]
         if b is not None:
             block = policy.blocked[b]
@@ -192,11 +207,7 @@ def pre_decide(policy: Policy, cands: Sequence[Candidate], tokens: Sequence[int]
             pins.append(PinRule(f"pinned[{c.source_id}]", path, loc(path),
                                 f"pinned {c.source_id!r} ({_fmt(tokens[i])} tokens)", i, p))
             continue
-        lvl = policy.level(c.level)
-        if lvl is not None and lvl.min_relevance is not None:
-            threshold, tpath = lvl.min_relevance, f"$.spec.levels.{c.level}.min_relevance"
-        else:
-            threshold, tpath = policy.min_relevance, "$.spec.min_relevance"
+        threshold, tpath = thresholds[c.level]
         if c.relevance_score < threshold:
             pre[i] = Reason(
                 ReasonCode.BELOW_MIN_RELEVANCE,
@@ -213,6 +224,35 @@ def pre_decide(policy: Policy, cands: Sequence[Candidate], tokens: Sequence[int]
                 {"tokens": tokens[i], "budget": limit},
             )
     return pre, pins
+
+
+def _thresholds(policy: Policy, levels: set[str]) -> dict[str, tuple[float, str]]:
+    """Each level's relevance threshold and its policy path: the level's own
+    ``min_relevance``, else the global one."""
+    out = {}
+    for name in levels:
+        lvl = policy.level(name)
+        if lvl is not None and lvl.min_relevance is not None:
+            out[name] = (lvl.min_relevance, f"$.spec.levels.{name}.min_relevance")
+        else:
+            out[name] = (policy.min_relevance, "$.spec.min_relevance")
+    return out
+
+
+def _flagged(cands: Sequence[Candidate], weights: Sequence[int], capacity: int, matched: Matched,
+             thresholds: Mapping[str, tuple[float, str]]) -> list[int]:
+    """The items that are blocked, pinned, below their threshold or too large, in input
+    order (every other item is left to the strategies)."""
+    flagged = {i for i, w in enumerate(weights) if w > capacity}
+    flagged.update(i for i, b in enumerate(matched.block_of) if b is not None)
+    flagged.update(i for i, p in enumerate(matched.pin_of) if p is not None)
+    floors = {t for t, _path in thresholds.values()}
+    if len(floors) == 1:
+        floor = floors.pop()
+        flagged.update(i for i, c in enumerate(cands) if c.relevance_score < floor)
+    else:
+        flagged.update(i for i, c in enumerate(cands) if c.relevance_score < thresholds[c.level][0])
+    return sorted(flagged)
 
 
 def budget_rule(policy: Policy, active: tuple[int, ...], weights: Sequence[int], capacity: int) -> LinearRule:
@@ -374,6 +414,32 @@ def _has_links(cands: Sequence[Candidate]) -> bool:
     return any(c.parent_id is not None or "ancestors" in c.metadata for c in cands)
 
 
+def _relevance_order(scores: Sequence[float]) -> tuple[int, ...]:
+    """Every index by relevance, highest first, ties in input order: the order of the key
+    ``(-score, index)`` (a reversed sort keeps equal items in their input order)."""
+    return tuple(sorted(range(len(scores)), key=scores.__getitem__, reverse=True))
+
+
+def _index_of(ids: Sequence[str | None], by_id: Mapping[str, Candidate]) -> tuple[int, ...]:
+    """Each id's candidate index, -1 for ``None`` or an id that is not a candidate."""
+    get = by_id.get
+    out = []
+    for pid in ids:
+        parent = get(pid) if pid is not None else None
+        out.append(parent.index if parent is not None else -1)
+    return tuple(out)
+
+
+def _group_index(group_of: Sequence[str | None]) -> tuple[int, ...]:
+    """Source groups as integers: each group's rank in sorted order (the order of the
+    source rules), -1 for an item in no group."""
+    names = sorted({g for g in group_of if g is not None})
+    if not names:
+        return (-1,) * len(group_of)
+    rank = {g: k for k, g in enumerate(names)}
+    return tuple(-1 if g is None else rank[g] for g in group_of)
+
+
 def reduce(policy: Policy, cands: tuple[Candidate, ...], *, counter: Counter | None = None,
            counted: Counted | None = None) -> Problem:
     """Build the Problem (``counter``: the policy's tokenizer if already resolved;
@@ -387,18 +453,24 @@ def reduce(policy: Policy, cands: tuple[Candidate, ...], *, counter: Counter | N
     tokens, sep = counted.tokens, counted.accounting.separator_tokens
     chat = policy.budget.message_overhead
     per_item, per_request = (0, 0) if chat is None else (chat.per_item_tokens, chat.per_request_tokens)
-    weights = tuple(t + sep + per_item for t in tokens)
+    extra = sep + per_item
+    weights = tuple(t + extra for t in tokens) if extra else tuple(tokens)
     capacity = policy.budget.limit_tokens + sep - per_request
-    by_id = {c.source_id: c for c in cands}
-    order = tuple(sorted(range(len(cands)), key=lambda i: (-cands[i].relevance_score, i)))
+    source_ids = tuple(c.source_id for c in cands)
+    scores = tuple(c.relevance_score for c in cands)
+    levels = tuple(c.level for c in cands)
+    parent_ids = tuple(c.parent_id for c in cands)
+    by_id = dict(zip(source_ids, cands))
+    order = _relevance_order(scores)
 
     matched = match_pins(policy, cands, by_id)
     pre, pins = pre_decide(policy, cands, tokens, weights, capacity, matched)
-    active = tuple(i for i in range(len(cands)) if i not in pre)
+    active = tuple(i for i in range(len(cands)) if i not in pre) if pre else tuple(range(len(cands)))
     values = objective_values(policy.objective, cands, active, order, by_id)
 
-    group_of = tuple(_group_key(policy, c, by_id) for c in cands)
-    linked = _has_links(cands)
+    group_of = tuple(_group_key(policy, c, by_id) for c in cands) if policy.sources is not None \
+        else (None,) * len(cands)
+    linked = any(p is not None for p in parent_ids) or _has_links(cands)
     constraints = (level_rules(policy, cands, active, tokens)
                    + source_rules(policy, active, tokens, group_of)
                    + (prefer_parent_rules(policy, cands, active, by_id) if linked else []))
@@ -431,4 +503,9 @@ def reduce(policy: Policy, cands: tuple[Candidate, ...], *, counter: Counter | N
         missing_pins=matched.missing,
         overhead_per_item=per_item,
         overhead_per_request=per_request,
+        source_ids=source_ids,
+        scores=scores,
+        levels=levels,
+        parent_index=_index_of(parent_ids, by_id) if linked else (-1,) * len(cands),
+        group_index=_group_index(group_of),
     )
