@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import sub
 from typing import Any, TypeAlias
 
 from .candidates import Candidate
@@ -119,9 +120,8 @@ def _caller_totals(counter: Counter, template: str, cands: Sequence[Candidate],
     """The caller's count of each rendered item in ``given``: its ``token_count`` plus
     the item's template overhead (the template rendered without content)."""
     if template == "{content}":
-        extra = [0] * len(given)
-    else:
-        extra = counter.count_many([template_overhead(template, cands[k]) for k in given])
+        return [int(cands[k].token_count or 0) for k in given]
+    extra = counter.count_many([template_overhead(template, cands[k]) for k in given])
     return [int(cands[k].token_count or 0) + e for k, e in zip(given, extra)]
 
 
@@ -153,23 +153,23 @@ def count_tokens(policy: Policy, cands: Sequence[Candidate], counter: Counter) -
     rendered = _rendered(counter, template, cands)
     # Disagreements compare like with like: the caller counted the content.
     if plain:
-        ours = [rendered[k] for k in given]
+        ours = rendered if len(given) == len(cands) else [rendered[k] for k in given]
     else:
         ours = counter.count_many([cands[k].content for k in given], hashes=[cands[k].sha256 for k in given])
     # Each item weighs the larger of our rendered count and the caller's.
-    tokens = list(rendered)
-    for k, theirs in zip(given, _caller_totals(counter, template, cands, given)):
-        tokens[k] = max(tokens[k], theirs)
-    disagree = under = largest = 0
-    largest_id: str | None = None
-    for k, own in zip(given, ours):
-        diff = int(cands[k].token_count or 0) - own
-        if diff == 0:
-            continue
-        disagree += 1
-        under += int(diff < 0)
-        if abs(diff) > abs(largest):
-            largest, largest_id = diff, cands[k].source_id
+    theirs = _caller_totals(counter, template, cands, given)
+    if len(given) == len(cands):
+        tokens = list(map(max, rendered, theirs))
+    else:
+        tokens = list(rendered)
+        for k, total in zip(given, theirs):
+            tokens[k] = max(tokens[k], total)
+    caller = theirs if plain else [int(cands[k].token_count or 0) for k in given]
+    diffs = list(map(sub, caller, ours))
+    disagree = len(diffs) - diffs.count(0)
+    under = sum(1 for d in diffs if d < 0) if disagree else 0
+    largest = max(diffs, key=abs, default=0)  # the first of the largest magnitude
+    largest_id = cands[given[diffs.index(largest)]].source_id if largest else None
     return Counted(tuple(tokens), TokenAccounting(
         mode=CountMode.MAX, checked=len(given), disagreements=disagree, undercounts=under,
         largest_difference=largest, largest_source_id=largest_id, **base))

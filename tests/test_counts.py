@@ -214,3 +214,39 @@ def test_fuzz_recounted_context_never_exceeds_the_budget(case: tuple[list[dict[s
     recount = TOK.count(alloc.context)
     assert recount == alloc.context_tokens <= policy.budget.limit_tokens
     assert alloc.budgeted_tokens <= policy.budget.limit_tokens
+
+
+def _reference_accounting(policy: Policy, cands: Any) -> tuple[list[int], tuple[int, int, int, str | None]]:
+    """Every item counted one by one, as count_tokens did before it worked on columns."""
+    template = policy.budget.template
+    tokens, diffs = [], []
+    for c in cands:
+        rendered = TOK.count(template.format(source_id=c.source_id, content=c.content, level=c.level))
+        if c.token_count is None:
+            tokens.append(rendered)
+            continue
+        extra = TOK.count(template.format(source_id=c.source_id, content="", level=c.level))
+        tokens.append(max(rendered, c.token_count + extra))
+        diffs.append((c.token_count - TOK.count(c.content), c.source_id))
+    largest, largest_id = 0, None
+    for d, sid in diffs:
+        if abs(d) > abs(largest):
+            largest, largest_id = d, sid
+    return tokens, (sum(1 for d, _ in diffs if d), sum(1 for d, _ in diffs if d < 0), largest, largest_id)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(st.tuples(st.sampled_from(["alpha beta", "gamma", "", "delta delta delta"]),
+                               st.one_of(st.none(), st.integers(0, 6))), max_size=8),
+       template=st.sampled_from(["{content}", "[{source_id}] {content}"]))
+def test_caller_count_accounting_matches_one_by_one(rows: list[tuple[str, int | None]], template: str) -> None:
+    policy = Policy.default(100, template=template)
+    cands = to_candidates([{"source_id": f"s{k}", "content": text, "relevance_score": 0.5,
+                            **({"token_count": n} if n is not None else {})} for k, (text, n) in enumerate(rows)])
+    counted = count_tokens(policy, cands, TOK)
+    tokens, (disagree, under, largest, largest_id) = _reference_accounting(policy, cands)
+    acc = counted.accounting
+    assert list(counted.tokens) == tokens
+    assert (acc.disagreements, acc.undercounts, acc.largest_difference, acc.largest_source_id) == \
+        (disagree, under, largest, largest_id)
+    assert acc.checked == acc.caller_counts == sum(1 for _, n in rows if n is not None)
