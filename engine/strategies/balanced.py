@@ -18,6 +18,8 @@ Deterministic: levels are visited by name, items by relevance then input order.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..policy import BudgetStrategy
 from ..problem import Problem
 from ..reasons import Reason, ReasonCode
@@ -38,6 +40,13 @@ def level_weights(problem: Problem, levels: list[str]) -> dict[str, float]:
     return out
 
 
+def _levels(problem: Problem) -> Sequence[str]:
+    """Each item's level: the Problem's column (a Problem built without it: the candidates')."""
+    if len(problem.levels) == len(problem.candidates):
+        return problem.levels
+    return [c.level for c in problem.candidates]
+
+
 def balanced(problem: Problem) -> Selection:
     """Balanced allocation (see module docstring)."""
     f = Filler(problem)
@@ -45,17 +54,20 @@ def balanced(problem: Problem) -> Selection:
         f.add(pin.index, Reason(ReasonCode.PINNED, f"matched {pin.path}", pin.path))
     order = relevance_order(problem)
     f.fill_minimums(order)
-    cands, w = problem.candidates, problem.weights
+    level_of, w = _levels(problem), problem.weights
     remaining = [i for i in order if i not in f.chosen]
-    levels = sorted({cands[i].level for i in remaining})
+    by_level: dict[str, list[int]] = {}
+    for i in remaining:
+        by_level.setdefault(level_of[i], []).append(i)
+    levels = sorted(by_level)
     weights = level_weights(problem, levels)
     total = sum(weights.values())
     left = problem.capacity - f.used[0]
     shares = {lv: int(left * weights[lv] / total) if total > 0 else 0 for lv in levels}
     spent = dict.fromkeys(levels, 0)
     for lv in levels:
-        for i in remaining:
-            if cands[i].level != lv or spent[lv] + w[i] > shares[lv]:
+        for i in by_level[lv]:  # the level's items, in relevance order
+            if spent[lv] + w[i] > shares[lv]:
                 continue
             if f.blocker(i) is None:
                 f.add(i, Reason(ReasonCode.SELECTED, f"within level {lv}'s share of {shares[lv]:,} tokens",

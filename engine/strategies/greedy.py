@@ -13,7 +13,7 @@ by value per token is within a fraction of a percent of optimal on the same inpu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from ..policy import BudgetStrategy
 from ..feasibility import Filler, cap_reason, relevance_order
@@ -22,10 +22,11 @@ from ..reasons import Reason, ReasonCode
 from . import Selection, objective_of
 
 def density_order(problem: Problem) -> list[int]:
-    """Active items by scaled value per token, then relevance order for ties."""
-    rank = {i: r for r, i in enumerate(problem.order)}
+    """Active items by scaled value per token, then relevance order for ties (a reversed
+    stable sort of the relevance order keeps equal densities in relevance order)."""
     w, v = problem.weights, problem.values
-    return sorted(relevance_order(problem), key=lambda i: (-(v[i] / max(1, w[i])), rank[i]))
+    density = [x / max(1, y) for x, y in zip(v, w)]
+    return sorted(relevance_order(problem), key=density.__getitem__, reverse=True)
 
 
 _SELECTED = Reason(ReasonCode.SELECTED, "fits every rule in strategy order")
@@ -52,27 +53,60 @@ def _only_budget(problem: Problem) -> bool:
 
 
 def _fast_fill(problem: Problem, order: Sequence[int], strategy: BudgetStrategy) -> Selection:
-    """The common case (budget only) without the bookkeeping of :class:`Filler`."""
+    """The common case (budget only) without the bookkeeping of :class:`Filler`: one pass
+    over the weights, stopped as soon as no item left can fit (every later item is then
+    refused with the same room left); the reasons are written when asked for."""
     w = problem.weights
     cap = problem.capacity
     used = 0
     chosen: list[int] = []
-    rejected: dict[int, Reason] = {}
-    budget = problem.budget
-    memo: dict[tuple[int, int], Reason] = {}  # reasons are frozen: share equal ones
-    for i in order:
+    refused: dict[int, int] = {}  # item -> budget used when it was refused
+    lightest = min((w[i] for i in order), default=0)
+    for pos, i in enumerate(order):
+        if cap - used < lightest:
+            refused.update(dict.fromkeys(order[pos:], used))
+            break
         if used + w[i] <= cap:
             used += w[i]
             chosen.append(i)
         else:
-            reason = memo.get((used, w[i]))
-            if reason is None:
-                reason = memo[(used, w[i])] = cap_reason(budget, used, w[i], problem)
-            rejected[i] = reason
-    reasons = dict.fromkeys(chosen, _SELECTED)
-    reasons.update(rejected)
+            refused[i] = used
     cs = frozenset(chosen)
-    return Selection(strategy, cs, reasons, "heuristic", objective_of(problem.values, cs))
+    return Selection(strategy, cs, FillReasons(problem, chosen, refused), "heuristic",
+                     objective_of(problem.values, cs))
+
+
+class FillReasons(Mapping[int, Reason]):
+    """The reasons of a budget-only fill, each built on first access: ``selected`` for a
+    chosen item, the budget's "needed N tokens, M left" for a refused one (equal reasons
+    shared). Iterates chosen items in fill order, then refused ones."""
+
+    def __init__(self, problem: Problem, chosen: list[int], refused: dict[int, int]) -> None:
+        self._problem = problem
+        self._chosen = dict.fromkeys(chosen, _SELECTED)
+        self._refused = refused
+        self._memo: dict[tuple[int, int], Reason] = {}
+
+    def __getitem__(self, i: int) -> Reason:
+        r = self._chosen.get(i)
+        if r is not None:
+            return r
+        used = self._refused[i]
+        need = self._problem.weights[i]
+        r = self._memo.get((used, need))
+        if r is None:
+            r = self._memo[(used, need)] = cap_reason(self._problem.budget, used, need, self._problem)
+        return r
+
+    def __contains__(self, i: object) -> bool:
+        return i in self._chosen or i in self._refused
+
+    def __iter__(self) -> Iterator[int]:
+        yield from self._chosen
+        yield from self._refused
+
+    def __len__(self) -> int:
+        return len(self._chosen) + len(self._refused)
 
 
 def greedy(problem: Problem) -> Selection:
