@@ -229,6 +229,15 @@ def test_resealed_records_with_wrong_typed_fields(tmp_path: Path, base: list[dic
     check(log, broken=False)
 
 
+def test_regression_input_items_that_is_not_a_list_is_reported_not_a_crash(
+        tmp_path: Path, base: list[dict[str, Any]]) -> None:
+    """A resealed record whose input.items is ``true``: audit report crashed with exit 1
+    ("'bool' object is not iterable"); now every command reports it (exit 0 or 6)."""
+    record = copy.deepcopy(base[0])
+    record["input"]["items"] = True
+    check(write(tmp_path, "items-true.jsonl", sealed([record, *base[1:]])), broken=False)
+
+
 def test_resealed_record_with_no_strategy_used_fails_its_checks(tmp_path: Path, base: list[dict[str, Any]]) -> None:
     """An allocated record whose strategy.used is null (only an infeasible decision has
     none) verified as intact, and replay reported it as "changed" (exit 7): the schema

@@ -143,6 +143,7 @@ def decision_items(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     candidates of an infeasible decision). Tolerates damaged records (skips non-objects)."""
     inp = record.get("input")
     rows = inp.get("items") if isinstance(inp, Mapping) else None
+    rows = rows if isinstance(rows, list) else None  # a hand-edited record may hold any JSON value here
     # a hand-edited id may be any JSON value: only strings are looked up
     by_id = {r["source_id"]: r for r in rows or () if isinstance(r, Mapping) and isinstance(r.get("source_id"), str)}
     items = record.get("items")
