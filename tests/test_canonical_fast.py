@@ -61,3 +61,57 @@ def test_types_json_has_no_form_for_still_fail_as_before() -> None:
         canonical_bytes({1: "int key"})
     with pytest.raises(rfc8785.CanonicalizationError):
         canonical_bytes(float("nan"))
+
+
+# ------------------------------------------------------------- the orjson route
+# Dicts and lists go through orjson first (engine.canonical._orjson_bytes): its floats are
+# rewritten where RFC 8785 writes them otherwise, and the bytes parsed back and compared.
+
+@settings(max_examples=300, deadline=None)
+@given(_json)
+def test_every_route_writes_the_same_bytes(value: Any) -> None:
+    from engine import canonical
+
+    expected = _reference(value)
+    fast = canonical._orjson_bytes(value) if type(value) in (dict, list) else None
+    if fast is not None:  # when the orjson route answers, it answers RFC 8785's bytes
+        assert fast == expected
+    saved = canonical._orjson
+    canonical._orjson = None  # the walk and the C encoder alone
+    try:
+        if isinstance(expected, bytes):
+            assert canonical_bytes(value) == expected
+        else:
+            with pytest.raises(expected):
+                canonical_bytes(value)
+    finally:
+        canonical._orjson = saved
+
+
+@pytest.mark.parametrize("value", [
+    {"a": "x:1.0,y", "b": 1.0},             # a string that looks like an integral float
+    ["[2.0]", 2.0, -0.0, {"k": "a,3.0}"}],
+    {"s": "n:1e+16,", "f": 1e16, "g": 8.2e-06},  # ... and like an exponent
+    {"t": ",5e-7]", "u": [5e-7, 1.5e21]},
+    {"\U0001f600": 1, "\ue000": 2, "a": [1.0]},  # keys past U+DFFF: UTF-16 order
+    {"e": "caf\u00e9 \U0001f600", "n": 3.0},
+])
+def test_orjson_route_never_rewrites_strings(value: Any) -> None:
+    from engine import canonical
+
+    fast = canonical._orjson_bytes(value)
+    assert fast is None or fast == rfc8785.dumps(value)
+    assert canonical_bytes(value) == rfc8785.dumps(value)
+
+
+def test_values_orjson_writes_but_json_has_no_form_for_still_fail() -> None:
+    import enum
+    import uuid
+
+    class Color(enum.Enum):
+        RED = 1
+
+    for value in ({"id": uuid.UUID(int=7)}, [Color.RED], {"n": float("nan")}, {"big": 2**60}):
+        with pytest.raises(rfc8785.CanonicalizationError):
+            canonical_bytes(value)
+    assert canonical_bytes({"t": (1, 2.0)}) == b'{"t":[1,2]}'  # a tuple as rfc8785 writes it

@@ -110,11 +110,15 @@ def nesting_exceeds(value: Any, limit: int = MAX_DEPTH) -> bool:
         node, depth = pop()
         if depth > limit:
             return True
-        for child in (node.values() if isinstance(node, Mapping) else node):
+        kind = type(node)  # exact types first: isinstance(list, Mapping) is slow
+        children = (node.values() if kind is dict else node if kind is list
+                    else node.values() if isinstance(node, Mapping) else node)
+        below = depth + 1
+        for child in children:
             kind = type(child)
             if kind is dict or kind is list or (
                     kind not in _SCALARS and isinstance(child, (Mapping, tuple))):
-                push((child, depth + 1))
+                push((child, below))
     return False
 
 

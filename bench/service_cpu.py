@@ -1,0 +1,179 @@
+"""CPU milliseconds per decision of the service, in-process, stage by stage.
+
+    .venv/bin/python -m bench.service_cpu                     # budget and rules, 300 each
+    .venv/bin/python -m bench.service_cpu --policy budget --requests 500 --json
+
+Drives the ASGI application directly (no socket, no client), one request at a time, 50
+candidates as in ``bench/load_service.py``, fsync on. The whole request is measured in
+process CPU time (every thread: the route runs on the thread pool), each stage in the
+CPU time of the thread that runs it (``time.thread_time``), by wrapping the functions the
+decide path calls. CPU time, not wall time: the machine's cores are shared, and other
+load inflates wall time but not the CPU a decision costs.
+
+Stages (each exclusive of the stages it calls, so they add up to the whole; ``http`` is
+what is left of the request: ASGI, routing, request parsing and validation, the hand-off
+to the thread pool, sending the response):
+
+- ``service``: the route's own work (``Service.decision`` less the stages below: the
+  policy folder check, the token, the request part, the answer's model);
+- ``candidates``: the service's rows into engine candidates (``from_mappings``);
+- ``allocate``: ``engine.allocate.allocate`` (counting, solving, verifying);
+- ``record``: the audit record (``engine.audit.record.build``) and its compact form;
+- ``archive``: the policy archived next to the log (a no-op once archived);
+- ``encode``: the record's canonical JSON (``encode_record``);
+- ``write``: the group commit: lock, tail, seal (hash), write, signing; ``fsync`` alone;
+- ``answer``: the response body (model and JSON); ``metrics``: the Prometheus updates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.load_service import HEAD, POLICIES, candidates
+
+#: (module, attribute, stage): the functions timed, where the decide path looks them up.
+WRAPPED = [
+    ("engine.service.app", "Service.decision", "service"),
+    ("engine.service.app", "from_mappings", "candidates"),
+    ("engine.decide", "allocate", "allocate"),
+    ("engine.audit.record", "build", "record"),
+    ("engine.audit.compact", "compact", "record"),
+    ("engine.audit.policies", "archive_policy", "archive"),
+    ("engine.audit.log", "encode_record", "encode"),
+    ("engine.audit.log", "_commit_group", "write"),
+    ("engine.service.metrics", "Metrics.decided", "metrics"),
+]
+
+
+_NESTED = threading.local()
+
+
+def _wrap(stage: str, fn: Callable[..., Any], totals: dict[str, float]) -> Callable[..., Any]:
+    """``fn`` timed in its thread's CPU time, exclusive of the stages it calls."""
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        stack: list[float] = _NESTED.__dict__.setdefault("stack", [])
+        stack.append(0.0)
+        t0 = time.thread_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent = time.thread_time() - t0
+            inner = stack.pop()
+            totals[stage] += spent - inner
+            if stack:
+                stack[-1] += spent
+    return timed
+
+
+_INSTALLED: dict[str, float] | None = None
+
+
+def _install() -> dict[str, float]:
+    """Wrap the stages once per process; the totals they add to."""
+    global _INSTALLED
+    if _INSTALLED is not None:
+        return _INSTALLED
+    import importlib
+
+    totals: dict[str, float] = defaultdict(float)
+    _INSTALLED = totals
+
+    for module, attr, stage in WRAPPED:
+        mod = importlib.import_module(module)
+        owner: Any = mod
+        name = attr
+        if "." in attr:
+            cls, name = attr.split(".")
+            owner = getattr(mod, cls)
+        setattr(owner, name, _wrap(stage, getattr(owner, name), totals))
+    from engine.service import models
+
+    models.Decision.model_dump_json = _wrap(  # type: ignore[method-assign]
+        "answer", models.Decision.model_dump_json, totals)
+    real_fsync = os.fsync
+    os.fsync = _wrap("fsync", real_fsync, totals)  # type: ignore[assignment]
+    return totals
+
+
+def run(policy: str, requests: int, *, stages: bool = True, warmup: int = 30) -> dict[str, Any]:
+    from engine.service.app import Service, Settings, create_app
+
+    totals: dict[str, float] = _install() if stages else defaultdict(float)
+    tmp = Path(tempfile.mkdtemp(prefix="ctxbudget-service-cpu-"))
+    (tmp / "policies").mkdir()
+    (tmp / "policies" / f"{policy}.yaml").write_text(HEAD.format(name=policy) + POLICIES[policy])
+    app = create_app(Service(Settings(tmp / "policies", tmp / "audit.jsonl")))
+    body = json.dumps({"candidates": candidates(50)}).encode()
+    path = f"/v1/decide/{policy}"
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2),
+             "headers": [(b"host", b"bench"), (b"content-type", b"application/json"),
+                         (b"content-length", str(len(body)).encode())]}
+
+    async def call() -> None:
+        sent: list[Any] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+        await app(dict(scope), receive, send)
+        if sent[0]["status"] != 200:
+            raise SystemExit(f"status {sent[0]['status']}: {sent[1].get('body', b'')[:300]!r}")
+
+    async def main() -> float:
+        for _ in range(warmup):
+            await call()
+        totals.clear()
+        c0 = time.process_time()
+        for _ in range(requests):
+            await call()
+        return time.process_time() - c0
+
+    cpu = asyncio.run(main())
+    ms = {k: 1000 * v / requests for k, v in totals.items()}
+    row: dict[str, Any] = {"policy": policy, "requests": requests, "cpu_ms": 1000 * cpu / requests}
+    if stages:
+        ms["http"] = row["cpu_ms"] - sum(ms.values())
+        row["stages_ms"] = ms
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--policy", choices=sorted(POLICIES), action="append")
+    ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--no-stages", action="store_true", help="the total only (no wrappers)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    rows = [run(p, args.requests, stages=not args.no_stages) for p in (args.policy or sorted(POLICIES))]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    order = ["http", "service", "candidates", "allocate", "record", "archive", "encode", "write", "fsync",
+             "answer", "metrics"]
+    for row in rows:
+        print(f"{row['policy']}: {row['cpu_ms']:.2f} ms CPU per decision ({row['requests']} requests)")
+        for stage in order:
+            if stage in row.get("stages_ms", {}):
+                print(f"  {stage:<11}{row['stages_ms'][stage]:7.2f} ms")
+    load = os.getloadavg()
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
