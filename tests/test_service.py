@@ -22,6 +22,7 @@ from engine.audit.log import AuditLog
 from engine.policy import load_policy
 from engine.service.app import Service, Settings, create_app
 from engine.service.auth import Tokens
+from engine.service.models import Decision
 from engine.service.openapi import text as openapi_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,6 +75,8 @@ def test_decide_answers_after_the_record_is_in_the_log(folder: Path, tmp_path: P
     (rec,) = records(tmp_path)
     assert rec["decision_id"] == body["decision_id"]
     assert (rec["request_id"], rec["requested_by"], rec["labels"]) == ("t-1", "svc:test", {"team": "qa"})
+    # the answer, built as a dict, is exactly the published Decision shape
+    assert Decision.model_validate(body).model_dump() == body
     assert rec["policy"]["digest"] == policy.digest
 
 

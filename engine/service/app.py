@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 from fastapi import Depends, FastAPI, Path as PathParam, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -39,8 +40,7 @@ from .auth import AccessError, Tokens
 from .bundle import Bundle, PolicyFolder, Served
 from .httperrors import ServiceError, error_body, status_for, without_paths
 from .metrics import CONTENT_TYPE_LATEST, Metrics
-from .models import (DecideRequest, Decision, ErrorBody, Health, Item, PolicyInfo, PolicyList, PolicyRef,
-                     Solver, Strategy)
+from .models import DecideRequest, Decision, ErrorBody, Health, PolicyInfo, PolicyList
 
 #: Server faults (5xx) are logged whole here; their answers name no server folder.
 _LOG = logging.getLogger("ctxbudget.serve")
@@ -175,11 +175,10 @@ class Service:
         return served
 
     def decide(self, product: str, body: DecideRequest, header: str | None) -> dict[str, Any]:
-        """The answer as a JSON-ready dict (see :meth:`decision`)."""
-        return self.decision(product, body, header).model_dump()
-
-    def decision(self, product: str, body: DecideRequest, header: str | None) -> Decision:
-        """Decide (the record fsynced first) and build the answer."""
+        """Decide (the record fsynced first) and build the answer: a JSON-ready dict of
+        the shape :class:`~engine.service.models.Decision` publishes (built as a dict, not
+        as models: the values come from the engine, and the schemathesis tests check every
+        answer against the document)."""
         served = self.served(product, header)
         if len(body.candidates) > self.settings.max_candidates:
             raise ServiceError("service.too_many_candidates", f"{len(body.candidates):,} candidates "
@@ -188,7 +187,8 @@ class Service:
                                path="$.candidates")
         policy = served.policy
         asked = Asked.of(body.request_id, body.requested_by, body.labels)
-        rows = [(c.model_dump(exclude_none=True), None) for c in body.candidates]
+        # One dump of the validated list (the fields sent; metadata as sent, nulls kept).
+        rows = [(row, None) for row in body.model_dump(exclude_none=True, include={"candidates"})["candidates"]]
         log = self._log(policy)
         t0 = time.perf_counter()
         try:
@@ -210,20 +210,25 @@ class Service:
         self.metrics.decided(product, "fallback" if fallback else a.selection.status,
                              time.perf_counter() - t0, fallback, a.timings, a.selection.gap)
 
-        def item(d: Any) -> Item:
-            return Item(source_id=d.source_id, tokens=d.tokens, reason=d.reason.code.value,
-                        evidence=d.reason.evidence, rule=d.reason.rule)
+        def items(decisions: Any) -> list[dict[str, Any]]:
+            return [{"source_id": d.source_id, "tokens": d.tokens, "reason": d.reason.code.value,
+                     "evidence": d.reason.evidence, "rule": d.reason.rule} for d in decisions]
 
-        return Decision(
-            decision_id=decided.record["decision_id"], product=product,
-            policy=PolicyRef(name=policy.name, revision=policy.revision, digest=policy.digest),
-            context=a.context, context_tokens=a.context_tokens, limit_tokens=a.limit_tokens,
-            included=[item(d) for d in a.included], excluded=[item(d) for d in a.excluded],
-            solver=Solver(status=a.selection.status, objective=a.selection.objective,
-                          best_bound=a.selection.bound, gap=a.selection.gap),
-            strategy=Strategy(requested=a.strategy_requested.value, used=a.strategy_used.value,
-                              fallback_reason=a.fallback_reason),
-            unmet=list(a.unmet), warnings=list(a.warnings))
+        sel = a.selection
+        return {
+            "decision_id": decided.record["decision_id"], "product": product,
+            "policy": {"name": policy.name, "revision": policy.revision, "digest": policy.digest},
+            "context": a.context, "context_tokens": a.context_tokens, "limit_tokens": a.limit_tokens,
+            "included": items(a.included), "excluded": items(a.excluded),
+            "solver": {"status": sel.status, "objective": sel.objective, "best_bound": sel.bound,
+                       "gap": sel.gap},
+            "strategy": {"requested": a.strategy_requested.value, "used": a.strategy_used.value,
+                         "fallback_reason": a.fallback_reason},
+            "unmet": list(a.unmet), "warnings": list(a.warnings)}
+
+    def decision(self, product: str, body: DecideRequest, header: str | None) -> Decision:
+        """:meth:`decide` as the published model (checked field by field)."""
+        return Decision.model_validate(self.decide(product, body, header))
 
     def shown(self, path: str | os.PathLike[str] | None) -> str | None:
         """A file as clients see it: relative to the policy folder when it is below it,
@@ -318,6 +323,12 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+def _json_bytes(value: Any) -> bytes:
+    """A JSON answer's bytes (a NaN or infinity, which no answer holds, would be null, as
+    pydantic writes it)."""
+    return orjson.dumps(value)
+
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text} for code, text in (
         (400, "malformed request (not JSON)"), (401, "no valid bearer token"),
@@ -400,8 +411,8 @@ def create_app(service: Service | None) -> FastAPI:
               responses=_pick(400, 401, 403, 404, 409, 413, 422, 503),
               summary="Decide which candidates go into the context under the product's policy")
     def decide_route(body: DecideRequest, product: str = _PRODUCT, auth: str | None = Depends(header)) -> Any:
-        # Serialised once, by the model itself (FastAPI would validate the answer again).
-        return Response(svc().decision(product, body, auth).model_dump_json(), media_type="application/json")
+        # Serialised once, here (FastAPI would validate and encode the answer again).
+        return Response(_json_bytes(svc().decide(product, body, auth)), media_type="application/json")
 
     @app.get("/v1/policies", response_model=PolicyList, responses=_pick(401),
              summary="The policies served (those the token opens), with revision, digest and load time")

@@ -1,5 +1,6 @@
 """The service's request and response shapes (pydantic): what the OpenAPI document
-publishes and what every answer is checked against before it is sent."""
+publishes. Requests are validated against them; the decide answer is built as a dict of
+the :class:`Decision` shape (tests check every answer against the document)."""
 
 from __future__ import annotations
 
