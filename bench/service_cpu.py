@@ -46,7 +46,9 @@ from bench.load_service import HEAD, POLICIES, candidates
 
 #: (module, attribute, stage): the functions timed, where the decide path looks them up.
 WRAPPED = [
-    ("engine.service.app", "Service.decision", "service"),
+    ("engine.service.app", "Service.decide", "service"),
+    ("engine.service.app", "Service.decision", "service"),  # older trees: the route's call
+    ("engine.service.app", "_json_bytes", "answer"),
     ("engine.service.app", "from_mappings", "candidates"),
     ("engine.decide", "allocate", "allocate"),
     ("engine.audit.record", "build", "record"),
@@ -100,11 +102,12 @@ def _install() -> dict[str, float]:
         if "." in attr:
             cls, name = attr.split(".")
             owner = getattr(mod, cls)
-        setattr(owner, name, _wrap(stage, getattr(owner, name), totals))
+        if hasattr(owner, name):  # (a tree before or after a change may lack one)
+            setattr(owner, name, _wrap(stage, getattr(owner, name), totals))
     from engine.service import models
 
     models.Decision.model_dump_json = _wrap(  # type: ignore[method-assign]
-        "answer", models.Decision.model_dump_json, totals)
+        "answer", models.Decision.model_dump_json, totals)  # how older trees wrote the answer
     real_fsync = os.fsync
     os.fsync = _wrap("fsync", real_fsync, totals)  # type: ignore[assignment]
     return totals
