@@ -11,21 +11,29 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from ..canonical import sha256_hex
+from ..errors import AuditError, Location
 from .lineformat import (
+    _NON_BMP,
+    _SURROGATE_ESCAPE,
     GENESIS_HASH,
     HASH_RE,
+    MAX_DEPTH,
     EnvelopeKind,
     LineEntry,
     LineStatus,
+    _reject_constant,
+    _shape_problem,
+    parse_envelope,
     scan_line,
 )
-from ..errors import AuditError, Location
 
 _SHOWN = 50  # problems listed by summary(); to_dict() has them all
 
@@ -393,3 +401,110 @@ def verify_bytes(data: bytes, *, log: str = "<bytes>", checkpoint: Checkpoint | 
         entries.append(scan_line(tail, len(lines) + 1, terminated=False))
     return check_chain(entries, log=log, checkpoint=checkpoint, from_seq=from_seq,
                        to_seq=to_seq)
+
+
+# --- one parse per line (the what-if and the record checks read every line once) -----
+
+_HEAD = b'{"hash":"sha256:'
+_HEAD_END = len(_HEAD) + 64  # the closing quote of the stored hash
+_SAFE_INT = 2**53 - 1
+_FAST_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _es6_small(value: float) -> str | None:
+    """RFC 8785 (ECMAScript) text of a float that ``repr`` writes as ``d.ddde-05`` or
+    ``e-06`` (ECMAScript writes those without an exponent); None for any other float."""
+    text = repr(value)
+    mantissa, _, exp = text.partition("e")
+    if exp not in ("-05", "-06"):
+        return None
+    sign = "-" if mantissa.startswith("-") else ""
+    digits = mantissa.lstrip("-").replace(".", "")
+    return f"{sign}0.{'0' * (-int(exp) - 1)}{digits}"
+
+
+def _unusual(value: Any, limit: int) -> bool:
+    """Whether parsed JSON (dicts and lists only) nests deeper than ``limit`` or holds an
+    integer beyond the exact range of JSON (which RFC 8785 reads as a float)."""
+    stack = [(value, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        node, depth = pop()
+        if depth > limit:
+            return True
+        for child in (node.values() if type(node) is dict else node):
+            kind = type(child)
+            if kind is dict or kind is list:
+                push((child, depth + 1))
+            elif kind is int and not -_SAFE_INT <= child <= _SAFE_INT:
+                return True
+    return False
+
+
+def _fast_scan(raw: bytes, line: int) -> tuple[LineEntry, dict[str, Any]] | None:
+    """:func:`scan_line` and :func:`parse_envelope` of a canonical, well-formed line in
+    one parse; None when the line needs the full route (anything unusual: then the
+    caller asks :func:`scan_line`, which says what is wrong). Accepts exactly what
+    ``scan_line`` accepts as OK: the stored hash is the SHA-256 of the line's own body,
+    and the body is the RFC 8785 form of what it parses to (checked by encoding it again
+    with the C encoder, each float written as RFC 8785 writes it)."""
+    if not raw.startswith(_HEAD) or raw[_HEAD_END:_HEAD_END + 2] != b'",':
+        return None
+    body = b"{" + raw[_HEAD_END + 2:]
+    stored = raw[9:_HEAD_END].decode("ascii", "replace")
+    if "sha256:" + sha256_hex(body) != stored:
+        return None
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not body.isascii() and _NON_BMP.search(text):
+        return None
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+        return None
+    swaps: dict[str, str] = {}
+    odd: list[str] = []
+
+    def parse_float(literal: str) -> float:
+        value = float(literal)
+        if literal != repr(value) or "e" in literal or value.is_integer():
+            es6 = _es6_small(value)
+            if es6 != literal or value.is_integer():
+                odd.append(literal)
+            else:
+                swaps[repr(value)] = literal
+        return value
+
+    try:
+        value = json.loads(text, parse_float=parse_float, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return None
+    if odd or type(value) is not dict or _unusual(value, MAX_DEPTH):
+        return None
+    try:
+        again = _FAST_JSON.encode(value)
+    except (ValueError, UnicodeEncodeError, RecursionError):
+        return None
+    for was, now in swaps.items():
+        again = again.replace(was, now)
+    if again != text or _shape_problem(value, stored):
+        return None
+    entry = LineEntry(line, LineStatus.OK, seq=value["seq"], prev_hash=value["prev_hash"],
+                      stored_hash=stored, computed_hash=stored, kind=value["kind"])
+    value["hash"] = stored
+    return entry, value
+
+
+def scan_parse(raw: bytes, line: int) -> tuple[LineEntry, dict[str, Any] | None]:
+    """What :func:`~engine.audit.lineformat.scan_line` says of one line (without its
+    ``\\n``) and, when the line is OK, its envelope as
+    :func:`~engine.audit.lineformat.parse_envelope` gives it: one parse for a canonical
+    line (about 3x quicker than the two), the full checks for any other."""
+    fast = _fast_scan(raw, line)
+    if fast is not None:
+        return fast
+    entry = scan_line(raw, line)
+    if entry.status is not LineStatus.OK:
+        return entry, None
+    env, _why = parse_envelope(raw)
+    return entry, env

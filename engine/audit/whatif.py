@@ -22,6 +22,7 @@ counted as unverified). Either makes the run not intact (the CLI exits 6).
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import socket
@@ -35,7 +36,8 @@ from ..policy import Policy
 from .records import check_record_notes, env_secret
 from .replay import replay
 from .whatifdiff import ChangedDecision, GroupDiff, Observed, group_key
-from .whatifshard import Shard, ShardCheck, iter_shards, log_bytes, read_shard, seam_problem, shard_bytes_for
+from .whatifshard import (Shard, ShardCheck, ShardStream, iter_shards, log_bytes, read_shard, seam_problem,
+                          shard_bytes_for)
 
 __all__ = ["RunInfo", "ShardResult", "Task", "WhatIf", "collect", "run_shard", "whatif", "windowed"]
 
@@ -85,38 +87,74 @@ def _cpu_s() -> float:
     return use.ru_utime + use.ru_stime
 
 
-def run_shard(shard: Shard, task: Task) -> ShardResult:
-    """One task: verify ``shard``'s chain, then check and replay each of its decisions
-    (those of ``task.only_policy``) under ``task.policy``. Runs in any worker: it reads
-    the shard itself and returns plain values."""
-    started, cpu = time.perf_counter(), _cpu_s()
-    policy = Policy.from_record(task.policy)
-    secret = env_secret([])
-    check, envelopes = read_shard(shard)
-    groups: dict[tuple[str, str], GroupDiff] = {}
-    changed: list[ChangedDecision] = []
-    failed: list[tuple[str, int | None, str, str]] = []
-    skipped: dict[str, int] = {}
+_POLICIES: dict[str, Policy] = {}
+
+
+def _task_policy(task: Task) -> Policy:
+    """The task's policy, built once per worker process (keyed by its JSON)."""
+    key = json.dumps(task.policy, sort_keys=True)
+    policy = _POLICIES.get(key)
+    if policy is None:
+        if len(_POLICIES) > 8:
+            _POLICIES.clear()
+        policy = _POLICIES[key] = Policy.from_record(task.policy)
+    return policy
+
+
+@dataclass(slots=True)
+class _Acc:
+    """One shard's results while it is replayed."""
+
+    groups: dict[tuple[str, str], GroupDiff] = field(default_factory=dict)
+    changed: list[ChangedDecision] = field(default_factory=list)
+    failed: list[tuple[str, int | None, str, str]] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def _replay_into(acc: _Acc, envelopes: Iterable[Mapping[str, Any]], log: str, task: Task, policy: Policy,
+                 secret: Any) -> None:
     for env in envelopes:
         rec, seq = env["record"], env.get("seq")
         name = str((rec.get("policy") or {}).get("name")) if isinstance(rec.get("policy"), Mapping) else "?"
         if task.only_policy is not None and name != task.only_policy:
-            skipped[name] = skipped.get(name, 0) + 1
+            acc.skipped[name] = acc.skipped.get(name, 0) + 1
             continue
-        group = groups.setdefault(group_key(rec), GroupDiff())
+        group = acc.groups.setdefault(group_key(rec), GroupDiff())
         found, _notes = check_record_notes(rec, seq, secret)
         if found:
             group.add_failed()
-            failed.append((shard.log, seq, str(rec.get("decision_id", "?")),
-                           " ".join(sorted({f.code for f in found}))))
+            acc.failed.append((log, seq, str(rec.get("decision_id", "?")),
+                               " ".join(sorted({f.code for f in found}))))
             continue
         seen = Observed()
         result = replay(rec, policy, seq=seq, findings=(), observe=seen)
-        row = group.add(rec, result, seen, shard.log)
+        row = group.add(rec, result, seen, log)
         if row is not None:
-            changed.append(row)
-    return ShardResult(shard.index, check, groups, tuple(changed), tuple(failed), _worker(),
-                       _peak_rss_kib(), time.perf_counter() - started, _cpu_s() - cpu, skipped)
+            acc.changed.append(row)
+
+
+def run_shard(shard: Shard, task: Task) -> ShardResult:
+    """One task: read ``shard`` once, and check and replay each of its decisions (those
+    of ``task.only_policy``) under ``task.policy`` as long as its chain verifies
+    (:class:`~engine.audit.whatifshard.ShardStream`: a record is used only after its line
+    and every line before it in the shard are intact and chained to the shard's anchor).
+    A shard whose chain fails contributes nothing but its check. Runs in any worker: it
+    reads the shard itself and returns plain values."""
+    started, cpu = time.perf_counter(), _cpu_s()
+    policy = _task_policy(task)
+    secret = env_secret([])
+    stream = ShardStream(shard)
+    acc = _Acc()
+    _replay_into(acc, stream, shard.log, task, policy, secret)
+    check = stream.check
+    assert check is not None
+    if not stream.complete:
+        acc = _Acc()  # nothing of a shard that is not intact is used ...
+        if check.ok:  # ... unless the full check finds it intact after all: read it the two-pass way
+            check, envelopes = read_shard(shard)
+            _replay_into(acc, envelopes, shard.log, task, policy, secret)
+    return ShardResult(shard.index, check, acc.groups, tuple(acc.changed), tuple(acc.failed), _worker(),
+                       _peak_rss_kib(), time.perf_counter() - started, _cpu_s() - cpu, acc.skipped)
 
 
 @dataclass(frozen=True, slots=True)

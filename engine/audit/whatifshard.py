@@ -28,13 +28,13 @@ from typing import Any
 from ..errors import AuditError, Location
 from ..safeopen import NotAFile, SymlinkRefused, dir_handle, open_below
 from .compact import expand
-from .lineformat import EnvelopeKind, LineStatus, parse_envelope, scan_line
+from .lineformat import GENESIS_HASH, EnvelopeKind, LineStatus, parse_envelope, scan_line
 from .log import AuditLog
 from .policies import PolicyArchive
 from .records import with_archived_policy
-from .verify import check_chain
+from .verify import check_chain, scan_parse
 
-__all__ = ["DEFAULT_SHARD_BYTES", "Shard", "ShardCheck", "iter_shards", "log_bytes", "plan", "read_shard",
+__all__ = ["DEFAULT_SHARD_BYTES", "Shard", "ShardCheck", "ShardStream", "iter_shards", "log_bytes", "plan", "read_shard",
            "seam_problem", "shard_bytes_for", "verify_shard"]
 
 #: Bytes per shard when nothing else decides (a few thousand decisions of a typical log).
@@ -258,10 +258,51 @@ def verify_shard(shard: Shard) -> ShardCheck:
     return ShardCheck(problems, link, decisions)
 
 
+class ShardStream:
+    """One pass over a shard: each line read and parsed once
+    (:func:`engine.audit.verify.scan_parse`), its decision envelopes yielded (expanded,
+    with their archived policies) only while every line so far is intact and chains to
+    the anchor, seq by seq; then :attr:`check`. At the first line that does not (a
+    damaged, missing or extra line) it stops yielding, and :attr:`check` is the full
+    verification of the shard (:func:`verify_shard`: the verifier's ``check_chain``
+    and its problems). :attr:`complete` says whether every envelope was yielded; a
+    caller that used some of a shard that turns out not to be intact discards them."""
+
+    def __init__(self, shard: Shard) -> None:
+        self.shard = shard
+        self.check: ShardCheck | None = None
+        self.complete = False
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        shard = self.shard
+        archive = PolicyArchive(Path(shard.log), Path(shard.log).parent)
+        head = shard.anchor if shard.anchored else None
+        if head is None and shard.anchored:
+            head = (0, GENESIS_HASH)
+        decisions, last = 0, None
+        for number, raw in _lines(shard):
+            entry, env = scan_parse(raw, number)
+            if head is None and entry.status is LineStatus.OK and entry.seq and entry.prev_hash:
+                head = (entry.seq - 1, entry.prev_hash)  # the shard's chain starts where its first record says
+            if (env is None or head is None or entry.seq != head[0] + 1 or entry.prev_hash != head[1]
+                    or entry.stored_hash is None):
+                self.check = verify_shard(shard)
+                return
+            head = last = (entry.seq, entry.stored_hash)
+            if env["kind"] != EnvelopeKind.DECISION.value:
+                continue
+            decisions += 1
+            env["record"] = expand(env["record"])
+            yield with_archived_policy(env, archive)
+        self.check = ShardCheck((), last, decisions)
+        self.complete = True
+
+
 def read_shard(shard: Shard) -> tuple[ShardCheck, Iterator[dict[str, Any]]]:
-    """Verify ``shard``, then (second pass, lazily) its decision envelopes, each record
-    expanded and carrying its effective policy (from the log's archive when the record
-    does not). Nothing is yielded from a shard whose chain fails."""
+    """Verify ``shard`` (first pass), then (second pass, lazily) its decision envelopes,
+    each record expanded and carrying its effective policy (from the log's archive when
+    the record does not). Nothing is yielded from a shard whose chain fails. (The
+    what-if reads a shard once, with :class:`ShardStream`.)"""
     check = verify_shard(shard)
 
     def envelopes() -> Iterator[dict[str, Any]]:
