@@ -385,7 +385,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
                              "pass --key PUB to check it")
         else:
             notes = [(f"{args.checkpoint} (external)", n) for _, n in load_notes(Path(args.checkpoint))]
-    checks = check_log(AuditLog(args.log, signer=None), cp)
+    checks = check_log(AuditLog(args.log, signer=None), cp, keep=False)  # records checked as read, dropped
     report = checks.chain
     signed = None
     if args.key:  # every segment's checkpoints; a pruned span is signed or it is not

@@ -390,6 +390,14 @@ class LogChecks:
     archive_problems: tuple[ArchiveProblem, ...] = ()
     #: The digests the archive holds (each file verified against its name).
     archived: tuple[str, ...] = ()
+    #: Decision records checked, when ``decisions`` was not kept (``check_log(keep=False)``).
+    checked: int | None = None
+    #: Records partly not checkable, when ``unchecked`` lists only the first of them.
+    unchecked_records: int | None = None
+
+    @property
+    def records_checked(self) -> int:
+        return len(self.decisions) if self.checked is None else self.checked
 
     @property
     def ok(self) -> bool:
@@ -401,7 +409,7 @@ class LogChecks:
         return self.by_seq.get(seq if isinstance(seq, int) else None, ())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"records_checked": len(self.decisions),
+        return {"records_checked": self.records_checked,
                 "records_failed": len({f.seq for f in self.record_findings}),
                 "findings": [f.to_dict() for f in self.record_findings],
                 "not_checkable": [{"seq": seq, "note": n} for seq, n in self.unchecked],
@@ -411,9 +419,10 @@ class LogChecks:
 
     def summary(self) -> str:
         failed = len({f.seq for f in self.record_findings})
-        lines = [f"record checks: {len(self.decisions)} decision records checked, {failed} failed"]
+        lines = [f"record checks: {self.records_checked} decision records checked, {failed} failed"]
         if self.unchecked:
-            seqs = len({seq for seq, _ in self.unchecked})
+            seqs = (len({seq for seq, _ in self.unchecked}) if self.unchecked_records is None
+                    else self.unchecked_records)
             lines.append(f"  {seqs} record(s) partly not checkable: {self.unchecked[0][1]}")
         lines += [f"  {f}" for f in self.record_findings[:50]]
         if self.archived or self.archive_problems:
@@ -435,11 +444,20 @@ def env_secret(notes: list[tuple[int | None, str]]) -> AuditSecret | None:
         return None
 
 
+#: Notes on what could not be checked that a streaming check lists (all are counted).
+NOTES_LISTED = 1000
+
+
 def check_log(log: AuditLog, checkpoint: Mapping[str, Any] | None = None,
-              secret: AuditSecret | None = None) -> LogChecks:
+              secret: AuditSecret | None = None, *, keep: bool = True) -> LogChecks:
     """Verify ``log``'s chain (with ``checkpoint`` if given) and check every decision
     record in it; unreadable lines are listed, never fatal. Keyed digests are recomputed
-    with ``secret`` (default: the one ``CTXBUDGET_AUDIT_SECRET`` names, if any)."""
+    with ``secret`` (default: the one ``CTXBUDGET_AUDIT_SECRET`` names, if any).
+
+    ``keep=False`` (``audit verify``): each record is checked as it is read and dropped,
+    so memory does not grow with the records (``decisions`` stays empty, ``checked``
+    counts them; at most :data:`NOTES_LISTED` notes are listed); what is held is the
+    chain verifier's line digests, a few hundred bytes a line."""
     notes: list[tuple[int | None, str]] = []
     if secret is None:
         secret = env_secret(notes)
@@ -448,13 +466,32 @@ def check_log(log: AuditLog, checkpoint: Mapping[str, Any] | None = None,
     archived, archive_problems = archive.check()
     decisions: list[dict[str, Any]] = []
     unreadable: list[tuple[int, str]] = []
+    problem_seqs = {p.seq for p in chain.problems}
+    ids: dict[int | None, Any] = {}
+    by_seq: dict[int | None, tuple[Finding, ...]] = {}
+    checked, noted, last_noted = 0, len(notes), object()
     for number, env, why in log.scan():
         if env is None:
             unreadable.append((number, why or f"line {number} is unreadable"))
         elif env.get("kind") == "decision":
-            decisions.append(with_archived_policy(env, archive))
-    ids = {e.get("seq"): e["record"].get("decision_id") for e in decisions}
-    by_seq: dict[int | None, tuple[Finding, ...]] = dict(check_envelopes(decisions, secret, notes))
+            env = with_archived_policy(env, archive)
+            if keep:
+                decisions.append(env)
+                continue
+            checked += 1
+            seq = env.get("seq") if isinstance(env.get("seq"), int) else None
+            if seq in problem_seqs:
+                ids[seq] = env["record"].get("decision_id") if isinstance(env.get("record"), Mapping) else None
+            found, why_not = check_record_notes(env.get("record", {}), seq, secret)
+            if why_not:
+                noted += seq != last_noted
+                last_noted = seq
+                notes.extend((seq, n) for n in why_not[:max(0, NOTES_LISTED - len(notes))])
+            if found:
+                by_seq[seq] = by_seq.get(seq, ()) + found
+    if keep:
+        ids = {e.get("seq"): e["record"].get("decision_id") for e in decisions}
+        by_seq = dict(check_envelopes(decisions, secret, notes))
     record_findings = tuple(f for fs in by_seq.values() for f in fs)
     for p in chain.problems:
         if p.seq in ids:
@@ -463,7 +500,7 @@ def check_log(log: AuditLog, checkpoint: Mapping[str, Any] | None = None,
                 f"chain.{p.kind.value}", p.seq, did if isinstance(did, str) else None, "$",
                 f"line {p.line}: {p.message}"),)
     return LogChecks(chain, by_seq, record_findings, tuple(unreadable), tuple(decisions), tuple(notes),
-                     archive_problems, archived)
+                     archive_problems, archived, None if keep else checked, None if keep else noted)
 
 
 def with_archived_policy(env: dict[str, Any], archive: PolicyArchive) -> dict[str, Any]:
