@@ -521,19 +521,26 @@ def cmd_audit_whatif(args: argparse.Namespace) -> int:
     else 7 when a decision cannot be replayed or, with --fail-on-diff, would change;
     else 0."""
     from .audit.whatif import whatif
-    from .audit.whatifout import ChangedParquet, write_groups_parquet, write_json
+    from .audit.whatifout import ChangedIds, ChangedParquet, write_groups_parquet, write_json
     from .policy import load_policy
 
     policy = load_policy(args.policy)
     workers = args.workers if args.workers is not None else len(os.sched_getaffinity(0))
     sink = ChangedParquet(args.changed_parquet) if args.changed_parquet else None
+    ids = ChangedIds(args.changed_ids) if args.changed_ids else None
+    sinks = [s for s in (sink, ids) if s is not None]
+
+    def on_changed(changed: Sequence[Any]) -> None:
+        for s in sinks:
+            s.add(changed)
+
     try:
         diff = whatif(args.logs, policy, workers=workers, dask=args.dask, shard_bytes=args.shard_bytes,
-                      on_changed=sink.add if sink else None, all_policies=args.all_policies,
-                      keep_ids=not args.no_ids)
+                      on_changed=on_changed if sinks else None, all_policies=args.all_policies,
+                      keep_ids=not (args.no_ids or ids))
     except BaseException:
-        if sink is not None:
-            sink.abort()
+        for s in sinks:
+            s.abort()
         raise
     _out(json.dumps(diff.to_dict(), indent=2) if args.json else diff.summary())
     if args.out:
@@ -543,6 +550,8 @@ def cmd_audit_whatif(args: argparse.Namespace) -> int:
         _err(f"wrote {write_groups_parquet(diff, args.parquet)} group row(s) to {args.parquet}")
     if sink is not None:
         _err(f"wrote {sink.close():,} changed decision row(s) to {args.changed_parquet}")
+    if ids is not None:
+        _err(f"wrote {ids.close():,} changed decision id(s) to {args.changed_ids}")
     total = diff.total()
     if not diff.intact:
         return EXIT_LOG_NOT_INTACT
@@ -921,6 +930,8 @@ def build_parser() -> argparse.ArgumentParser:
     aw.add_argument("--changed-parquet", metavar="FILE", help="write one row per changed decision as Parquet")
     aw.add_argument("--all-policies", action="store_true", help="replay every decision under the new policy "
                     "(default: only those recorded under its name)")
+    aw.add_argument("--changed-ids", metavar="FILE", help="write the changed decision ids here, one a line, "
+                    "as they come (the diff then does not hold them: memory does not grow with the log)")
     aw.add_argument("--no-ids", action="store_true", help="leave the changed decision ids out of the diff "
                     "(they grow with the log; --changed-parquet streams them)")
     aw.add_argument("--json", action="store_true", help="print the diff as JSON instead of the summary")

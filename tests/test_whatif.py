@@ -296,6 +296,14 @@ def test_cli_writes_json_and_parquet(tmp_path: Path, logged: tuple[Path, Path],
     code = cli.main(["audit", "whatif", str(log), "--policy", str(new_path), "--workers", "1", "--fail-on-diff"])
     capsys.readouterr()
     assert code == 7
+    listed, again = tmp_path / "changed.txt", tmp_path / "again.json"
+    code = cli.main(["audit", "whatif", str(log), "--policy", str(new_path), "--workers", "2", "--out", str(again),
+                     "--changed-ids", str(listed)])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    assert listed.read_text().splitlines() == ids and f"wrote {len(ids)} changed decision id(s) to {listed}" in err
+    held = json.loads(again.read_text())
+    assert held["changed_decision_ids"] is None and held["total"] == doc["total"]
 
 
 def test_bad_options_say_how_to_fix_them(logged: tuple[Path, Path], capsys: pytest.CaptureFixture[str],

@@ -17,7 +17,7 @@ from ..errors import UsageError
 from .whatif import WhatIf
 from .whatifdiff import ChangedDecision
 
-__all__ = ["CHANGED_COLUMNS", "GROUP_COLUMNS", "ChangedParquet", "group_rows", "write_groups_parquet",
+__all__ = ["CHANGED_COLUMNS", "GROUP_COLUMNS", "ChangedIds", "ChangedParquet", "group_rows", "write_groups_parquet",
            "write_json"]
 
 GROUP_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -142,4 +142,32 @@ class ChangedParquet:
 
     def abort(self) -> None:
         self.writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+class ChangedIds:
+    """The changed decision ids, one per line in log order, written as the shards come
+    back (``--changed-ids``: the diff then does not hold them): pass :meth:`add` as
+    ``whatif(on_changed=...)``, then :meth:`close` (renames the file into place) or
+    :meth:`abort`."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        _check_out(self.path, "--changed-ids")
+        self.tmp = _tmp(self.path)
+        self.file = open(self.tmp, "w", encoding="utf-8")
+        self.rows = 0
+
+    def add(self, changed: Sequence[ChangedDecision]) -> None:
+        self.file.write("".join(f"{c.decision_id}\n" for c in changed))
+        self.rows += len(changed)
+
+    def close(self) -> int:
+        """Close and rename into place; the number of ids."""
+        self.file.close()
+        os.replace(self.tmp, self.path)
+        return self.rows
+
+    def abort(self) -> None:
+        self.file.close()
         self.tmp.unlink(missing_ok=True)
