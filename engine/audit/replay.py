@@ -28,7 +28,7 @@ from typing import Any
 
 from ..allocate import allocate
 from ..allocation import Allocation
-from ..candidates import make_candidate
+from ..candidates import from_mappings, make_candidate
 from ..canonical import sha256_hex
 from ..counts import policy_tokenizer
 from ..errors import EngineError, InfeasibleError
@@ -120,8 +120,23 @@ def _candidates(record: Mapping[str, Any], policy: Policy, stored: bool) -> list
         tokens = dict(zip((r["source_id"] for r in record["input"]["items"]), counted or []))
     else:
         tokens = {it["source_id"]: it["tokens"] for it in record.get("items", [])}
+    rows = record["input"]["items"]
+    if template == "{content}" and not stored:  # no overhead: each count is the recorded one
+        given = []
+        for row in rows:
+            count = row["token_count"]
+            if count is None:
+                if row["source_id"] not in tokens:
+                    raise _Unreplayable(f"the token count of {row['source_id']!r} is not recorded and its "
+                                        "content is not stored; set audit.store_content to make such "
+                                        "decisions replayable")
+                count = max(0, tokens[row["source_id"]])
+            given.append(({"source_id": row["source_id"], "content": row.get("content", ""),
+                           "relevance_score": row["relevance_score"], "token_count": count, "level": row["level"],
+                           "metadata": row.get("metadata") or {}, "parent_id": row.get("parent_id")}, None))
+        return list(from_mappings(given))  # in bulk (engine.candidates)
     out = []
-    for k, row in enumerate(record["input"]["items"]):
+    for k, row in enumerate(rows):
         cand = make_candidate(
             k, source_id=row["source_id"], content=row.get("content", ""),
             relevance_score=row["relevance_score"], token_count=row["token_count"], level=row["level"],
