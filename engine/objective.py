@@ -230,7 +230,7 @@ def objective_values(objective: Objective, cands: Sequence[Candidate], active: S
             if p is not None:
                 cal[i] = (1.0 - a) * cal[i] + a * cal[p]
 
-    if objective.uses_documents:
+    if objective.uses_documents and any("doc_id" in c.metadata for c in cands):
         # The true parent links (``parent`` holds them whenever a link step is on).
         links = parent if (objective.inherit > 0 or objective.coverage) else parents(cands, by_id)
         documents = _documents(cands, active, _in_hierarchy(links)
