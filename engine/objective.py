@@ -246,14 +246,11 @@ def objective_values(objective: Objective, cands: Sequence[Candidate], active: S
         w = [max(0.0, float(max(x, 0.0) ** e)) for x in cal]
     elif objective.transform is Transform.IDENTITY:
         w = [max(0.0, float(x)) for x in cal]
-    else:
-        if objective.transform is Transform.RECIPROCAL_RANK:
-            ranked = sorted(order, key=lambda j: -cal[j])  # stable: ties keep the relevance order
-            rank = [0] * n
-            for r, j in enumerate(ranked):
-                rank[j] = r + 1
-        else:
-            rank = [1] * n
+    else:  # reciprocal rank: 1 / (k + rank by calibrated score)
+        ranked = sorted(order, key=lambda j: -cal[j])  # stable: ties keep the relevance order
+        rank = [0] * n
+        for r, j in enumerate(ranked):
+            rank[j] = r + 1
         weight = objective.weight
         w = [max(0.0, weight(cal[i], rank[i])) for i in range(n)]
     for level, factor in objective.level_weights:
