@@ -59,29 +59,44 @@ class Violation:
 
 @dataclass(frozen=True, slots=True)
 class _Facts:
-    """What the verifier derives from (policy, candidates) alone, once."""
+    """What the verifier derives from (policy, candidates) alone, once. Per-item facts
+    are columns by input position (``ids[i]``, ``tok[i]``...); ``pos`` maps an id to it."""
 
     policy: Policy
     cands: tuple[Candidate, ...]
     by_id: Mapping[str, Candidate]
-    tokens: Mapping[str, int]
+    ids: list[str]
+    pos: Mapping[str, int]
+    scores: list[float]
+    levels: list[str]
+    tok_list: list[int]
     sep_tokens: int
     pinned: Mapping[str, str]
     unmatched: tuple[Matcher, ...]
     blocked: Mapping[str, str]
-    floor: Mapping[str, tuple[float, str]]
+    floor_list: list[tuple[float, str]]
+    takeable: list[bool]
+    linked: bool
     tok: Tokenizer
     recount_binds: bool
     group: Mapping[str, object]
 
+    @property
+    def tokens(self) -> dict[str, int]:
+        """Each item's token count by id."""
+        return dict(zip(self.ids, self.tok_list))
 
-def _item_tokens(policy: Policy, cands: Sequence[Candidate], tok: Tokenizer) -> dict[str, int]:
-    """Each item as the budget counts it. Ours: the rendered text counted. A caller's: its
-    ``token_count`` for the content plus the template rendered around an empty content.
-    ``budget.counts: max`` weighs the larger of the two, ``caller`` the caller's."""
+
+def _item_tokens(policy: Policy, cands: Sequence[Candidate], tok: Tokenizer) -> list[int]:
+    """Each item (by input position) as the budget counts it. Ours: the rendered text
+    counted. A caller's: its ``token_count`` for the content plus the template rendered
+    around an empty content. ``budget.counts: max`` weighs the larger of the two,
+    ``caller`` the caller's."""
     b = policy.budget
     trust = b.counts is CountMode.CALLER
-    mine = [c for c in cands if c.token_count is None or not trust]
+    counts = [c.token_count for c in cands]
+    need = [i for i, t in enumerate(counts) if t is None] if trust else []
+    mine = [cands[i] for i in need] if trust else cands
     if b.template == "{content}" and isinstance(tok, (TiktokenCounter, HfCounter, Utf8BytesCounter)):
         # The rendered text is the content: its digest (made from the content when the
         # candidate was made, an input fact, not the engine's) keys the count cache, so
@@ -89,21 +104,29 @@ def _item_tokens(policy: Policy, cands: Sequence[Candidate], tok: Tokenizer) -> 
         counted = tok.count_many([c.content for c in mine], hashes=[c.sha256 for c in mine])
     else:
         counted = _count_distinct(tok, render_all(b.template, [(c.source_id, c.content, c.level) for c in mine]))
-    ours = dict(zip((c.source_id for c in mine), counted))
-    given = [c for c in cands if c.token_count is not None]
+    if trust:  # ours only where the caller gave no count
+        ours: list[int] = [0] * len(cands)
+        for i, n in zip(need, counted):
+            ours[i] = n
+    else:
+        ours = list(counted)
+    given = [i for i, t in enumerate(counts) if t is not None]
+    if not given:
+        return ours
     if not {name for is_field, name in parse_template(b.template) if is_field} - {"content"}:
         # Without {source_id} or {level} the template around an empty content is one text.
-        extra = tok.count(render(b.template, source_id="", content="", level="")) if given else 0
-        for c in given:
-            theirs = c.token_count + extra  # type: ignore[operator]  # given: not None
-            if trust or theirs > ours[c.source_id]:
-                ours[c.source_id] = theirs
-        return ours
-    around = _count_distinct(tok, render_all(b.template, [(c.source_id, "", c.level) for c in given]))
-    for c, extra in zip(given, around):
-        theirs = (c.token_count or 0) + extra
-        if trust or theirs > ours[c.source_id]:
-            ours[c.source_id] = theirs
+        extra = tok.count(render(b.template, source_id="", content="", level=""))
+        around: Sequence[int] = [extra] * len(given)
+    else:
+        around = _count_distinct(tok, render_all(b.template, [(cands[i].source_id, "", cands[i].level)
+                                                              for i in given]))
+    if len(given) == len(cands):
+        theirs = [t + e for t, e in zip(counts, around)]  # type: ignore[operator]  # all given
+        return theirs if trust else list(map(max, ours, theirs))
+    for i, extra in zip(given, around):
+        theirs_i = counts[i] + extra  # type: ignore[operator]  # given: not None
+        if trust or theirs_i > ours[i]:
+            ours[i] = theirs_i
     return ours
 
 
@@ -119,6 +142,7 @@ def _count_distinct(tok: Tokenizer, texts: Sequence[str]) -> list[int]:
 
 def _facts(policy: Policy, cands: Sequence[Candidate], tok: Tokenizer) -> _Facts:
     b = policy.budget
+    cands = tuple(cands)
     tokens = _item_tokens(policy, cands, tok)
     pinned: dict[str, str] = {}
     blocked: dict[str, str] = {}
@@ -132,15 +156,31 @@ def _facts(policy: Policy, cands: Sequence[Candidate], tok: Tokenizer) -> _Facts
             if selects(m, c.source_id, c.metadata):
                 blocked[c.source_id] = m.path
                 break
+    ids = [c.source_id for c in cands]
+    scores = [c.relevance_score for c in cands]
+    levels = [c.level for c in cands]
     # The context's own recount binds too, unless the policy trusts caller counts.
     trusted = b.counts is CountMode.CALLER and any(c.token_count is not None for c in cands)
     floors = {lv.name: (lv.min_relevance, f"$.spec.levels.{lv.name}.min_relevance")
               for lv in policy.levels if lv.min_relevance is not None}
     default = (policy.min_relevance, "$.spec.min_relevance")
-    by_id = {c.source_id: c for c in cands}
-    return _Facts(policy, tuple(cands), by_id, tokens, tok.count(b.separator) if b.separator else 0,
+    floor = [floors.get(lv, default) for lv in levels] if floors else [default] * len(cands)
+    # Could the item be taken at all (not blocked; pinned, or above its floor and not
+    # larger than the whole budget alone)? Prefer-parent counts only such children.
+    room = b.limit_tokens - b.overhead_tokens(1)
+    if floors:
+        takeable = [s >= fl[0] and t <= room for s, fl, t in zip(scores, floor, tokens)]
+    else:
+        low = default[0]
+        takeable = [s >= low and t <= room for s, t in zip(scores, tokens)]
+    if pinned or blocked:
+        takeable = [s not in blocked and (s in pinned or ok) for s, ok in zip(ids, takeable)]
+    linked = any(c.parent_id is not None or (c.metadata and "ancestors" in c.metadata) for c in cands)
+    by_id = dict(zip(ids, cands))
+    return _Facts(policy, cands, by_id, ids, {s: i for i, s in enumerate(ids)}, scores, levels, tokens,
+                  tok.count(b.separator) if b.separator else 0,
                   pinned, tuple(m for m in policy.pinned if m.path not in hit), blocked,
-                  {c.source_id: floors.get(c.level, default) for c in cands}, tok, not trusted,
+                  floor, takeable, linked, tok, not trusted,
                   {} if policy.sources is None else {c.source_id: _group(policy, by_id, c) for c in cands})
 
 
@@ -162,12 +202,7 @@ def _ancestors(by_id: Mapping[str, Candidate], c: Candidate) -> list[str]:
 def _eligible(f: _Facts, c: Candidate) -> bool:
     """Could ``c`` be taken at all (not blocked; pinned, or above its floor and not
     larger than the whole budget)? Prefer-parent counts only such children."""
-    if c.source_id in f.blocked:
-        return False
-    if c.source_id in f.pinned:
-        return True
-    b = f.policy.budget
-    return c.relevance_score >= f.floor[c.source_id][0] and f.tokens[c.source_id] + b.overhead_tokens(1) <= b.limit_tokens
+    return f.takeable[f.pos[c.source_id]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +235,7 @@ class _View:
     recount: int | None
     order: tuple[str, ...]  # the included ids in input order
     cols: _Columns | None = None  # the allocation's decisions (None: a bare selection)
+    at: tuple[int, ...] = ()  # the included items' input positions, in input order
 
 
 # --------------------------------------------------------------------------- checkers
@@ -212,7 +248,7 @@ def check_accounting(v: _View) -> list[Violation]:
     out = []
     cols = v.cols or _Columns.of(a.decisions)
     ids = cols.ids
-    want = [c.source_id for c in f.cands]
+    want = f.ids
     if ids != want or (cols.indices is not None and cols.indices != list(range(len(ids)))):
         odd = sorted(set(ids) ^ set(want)) or [x for x, y in zip(ids, want) if x != y][:1]
         out.append(Violation("accounting.decisions", "$", tuple(odd),
@@ -224,8 +260,8 @@ def check_accounting(v: _View) -> list[Violation]:
             or {ids[i] for i in order if 0 <= i < n} != v.inc):
         out.append(Violation("accounting.context_order", "$", v.order,
                              "the context order does not hold each included item exactly once"))
-    tokens = f.tokens
-    if ids != want or cols.tokens != [tokens[s] for s in want]:  # else every count is the verifier's
+    if ids != want or cols.tokens != f.tok_list:  # else every count is the verifier's
+        tokens = f.tokens
         for s, t in zip(ids, cols.tokens):
             if s in tokens and t != tokens[s]:
                 out.append(Violation("accounting.tokens", "$.spec.budget", (s,),
@@ -263,7 +299,8 @@ def check_budget(v: _View) -> list[Violation]:
     b = f.policy.budget
     limit = b.limit_tokens
     overhead = b.overhead_tokens(len(v.inc))
-    total = sum(f.tokens[s] for s in v.inc) + f.sep_tokens * max(0, len(v.inc) - 1) + overhead
+    tok = f.tok_list
+    total = sum(tok[i] for i in v.at) + f.sep_tokens * max(0, len(v.inc) - 1) + overhead
     plus = f" (with {overhead} of chat overhead)" if b.message_overhead is not None else ""
     out = []
     if total > limit:
@@ -282,12 +319,13 @@ def check_budget(v: _View) -> list[Violation]:
 def check_min_relevance(v: _View) -> list[Violation]:
     f = v.facts
     out = []
-    for s in v.order:
-        c = f.by_id[s]
-        floor, path = f.floor[s]
-        if s not in f.pinned and c.relevance_score < floor:
+    ids, scores, floors = f.ids, f.scores, f.floor_list
+    for i in v.at:
+        floor, path = floors[i]
+        if scores[i] < floor and ids[i] not in f.pinned:
+            s = ids[i]
             out.append(Violation("min_relevance.below", path, (s,),
-                                 f"{s!r} is included with relevance {c.relevance_score} < {floor}"))
+                                 f"{s!r} is included with relevance {scores[i]} < {floor}"))
     return out
 
 
@@ -302,10 +340,16 @@ def _minimum_excused(v: _View, label: str) -> bool:
 
 def check_levels(v: _View) -> list[Violation]:
     f = v.facts
-    out = []
+    out: list[Violation] = []
+    if not f.policy.levels:
+        return out
+    by_level: dict[str, list[int]] = {}
+    for i in v.at:
+        by_level.setdefault(f.levels[i], []).append(i)
     for lv in f.policy.levels:
-        mine = tuple(s for s in v.order if f.by_id[s].level == lv.name)
-        toks = sum(f.tokens[s] for s in mine)
+        at = by_level.get(lv.name, [])
+        mine = tuple(f.ids[i] for i in at)
+        toks = sum(f.tok_list[i] for i in at)
         for field, got, lo, hi in (("min_items", len(mine), lv.min_items, None),
                                    ("max_items", len(mine), None, lv.max_items),
                                    ("min_tokens", toks, lv.min_tokens, None),
@@ -349,7 +393,7 @@ def check_sources(v: _View) -> list[Violation]:
         groups.setdefault(f.group[s], []).append(s)
     out = []
     for members in groups.values():
-        n, t = len(members), sum(f.tokens[s] for s in members)
+        n, t = len(members), sum(f.tok_list[f.pos[s]] for s in members)
         name = f"the source of {members[0]!r}"
         if rule.max_items_per_source is not None and n > rule.max_items_per_source:
             out.append(Violation("sources.max_items", "$.spec.sources.max_items_per_source", tuple(members),
@@ -387,7 +431,7 @@ def check_blocked(v: _View) -> list[Violation]:
 
 def check_hierarchy(v: _View) -> list[Violation]:
     f = v.facts
-    if not f.policy.hierarchy.exclusive:
+    if not f.policy.hierarchy.exclusive or not f.linked:  # no item names a parent or ancestors
         return []
     return [Violation("hierarchy.exclusive", "$.spec.hierarchy.exclusive", (a, s),
                       f"{s!r} is included together with its ancestor {a!r}")
@@ -425,16 +469,18 @@ def _parent_links(f: _Facts) -> tuple[list[int | None], list[int]]:
     """Each item's nearest ancestor that is a candidate (``None``: a root, or on a cycle
     of links, whose links are ignored), and the items children first. Peeling: an item
     no remaining item names as parent goes next; what never peels lies on a cycle."""
-    cands, by_id = f.cands, f.by_id
+    cands, pos = f.cands, f.pos
+    if not f.linked:  # no links: the peeling below takes every item, last first
+        return [None] * len(cands), list(range(len(cands) - 1, -1, -1))
     up: list[int | None] = []
     for c in cands:
         given = c.metadata.get("ancestors") if c.metadata else None
         if given is not None and is_sequence(given) and all(isinstance(a, str) for a in given):
-            near = next((a for a in given if a != c.source_id and a in by_id), None)
+            near = next((a for a in given if a != c.source_id and a in pos), None)
         else:  # the first link of the parent_id chain (_ancestors) is the only one that can be a candidate
             pid = c.parent_id
-            near = pid if pid is not None and pid != c.source_id and pid in by_id else None
-        up.append(None if near is None else by_id[near].index)
+            near = pid if pid is not None and pid != c.source_id and pid in pos else None
+        up.append(None if near is None else pos[near])
     if all(x is None for x in up):  # no links: the peeling below takes every item, last first
         return up, list(range(len(cands) - 1, -1, -1))
     named = [0] * len(cands)
@@ -465,8 +511,15 @@ def _unit_scores(how: Calibration, raw: Sequence[float], members: Sequence[int],
     scores = [raw[i] for i in basis]
     if how is Calibration.MAX:
         best = max(scores)
-        for i in members:
-            unit[i] = 0.0 if best <= 0 else min(1.0, raw[i] / best)
+        if best <= 0:
+            vals = [0.0] * len(members)
+        else:  # min(1.0, raw[i] / best)
+            vals = [q if (q := raw[i] / best) < 1.0 else 1.0 for i in members]
+        if len(members) == len(unit):  # every item, in input order
+            unit[:] = vals
+        else:
+            for i, q in zip(members, vals):
+                unit[i] = q
     elif how is Calibration.MINMAX:
         low, high = min(scores), max(scores)
         for i in members:
@@ -499,9 +552,11 @@ def _doc_groups(cands: Sequence[Candidate]) -> dict[tuple[str, str], list[int]]:
     """The items with a string ``metadata.doc_id``, by (document, level), for the objective's document steps."""
     out: dict[tuple[str, str], list[int]] = {}
     for i, c in enumerate(cands):
-        doc = c.metadata.get("doc_id")
-        if isinstance(doc, str):
-            out.setdefault((doc, c.level), []).append(i)
+        meta = c.metadata
+        if meta:
+            doc = meta.get("doc_id")
+            if isinstance(doc, str):
+                out.setdefault((doc, c.level), []).append(i)
     return out
 
 
@@ -511,16 +566,14 @@ def _expected_values(f: _Facts) -> list[int]:
     transform, level weight, coverage (children summed in input order), scale, fill."""
     obj, cands = f.policy.objective, f.cands
     n = len(cands)
-    raw = [c.relevance_score if c.relevance_score > 0 else 0.0 for c in cands]
-    blocked, pinned, floor, tokens = f.blocked, f.pinned, f.floor, f.tokens
-    limit = f.policy.budget.limit_tokens - f.policy.budget.overhead_tokens(1)  # the room for one item alone
-    takeable = [s not in blocked and (s in pinned or (c.relevance_score >= floor[s][0] and tokens[s] <= limit))
-                for c in cands for s in (c.source_id,)]  # _eligible, inlined: this runs per item
+    scores, levels = f.scores, f.levels
+    raw = [s if s > 0 else 0.0 for s in scores]
+    takeable = f.takeable
     groups: dict[str, list[int]] = {"": list(range(n))}
     if obj.calibrate_within is CalibrationGroup.LEVEL:
         groups = {}
-        for c in cands:
-            groups.setdefault(c.level, []).append(c.index)
+        for i, lv in enumerate(levels):
+            groups.setdefault(lv, []).append(i)
     unit = [0.0] * n
     for members in groups.values():
         basis = [i for i in members if takeable[i]] or members
@@ -547,7 +600,7 @@ def _expected_values(f: _Facts) -> list[int]:
             for i in members:
                 unit[i] = (1.0 - share) * unit[i] + share * evidence
     if obj.transform is Transform.RECIPROCAL_RANK:
-        place = sorted(range(n), key=lambda i: (-unit[i], -cands[i].relevance_score, i))
+        place = sorted(range(n), key=lambda i: (-unit[i], -scores[i], i))
         rank = {i: r for r, i in enumerate(place, start=1)}
         w = [1.0 / (obj.k + rank[i]) for i in range(n)]
     elif obj.transform is Transform.POWER:
@@ -557,10 +610,10 @@ def _expected_values(f: _Facts) -> list[int]:
     factor = dict(obj.level_weights)
     w = [x if x > 0.0 else 0.0 for x in w]  # max(0.0, x)
     if factor:
-        w = [x * factor[c.level] if c.level in factor else x for x, c in zip(w, cands)]
+        w = [x * factor[lv] if lv in factor else x for x, lv in zip(w, levels)]
     if obj.document_decay < 1:  # r-th of its document: takeable first, more weight, more relevant, earlier
         for members in docs.values():
-            ranked = sorted(members, key=lambda i: (not takeable[i], -w[i], -cands[i].relevance_score, i))
+            ranked = sorted(members, key=lambda i: (not takeable[i], -w[i], -scores[i], i))
             for r, i in enumerate(ranked):
                 w[i] *= obj.document_decay ** r
     if obj.coverage and linked:
@@ -572,10 +625,13 @@ def _expected_values(f: _Facts) -> list[int]:
             if i in kids:
                 w[i] = sum(w[j] for j in kids[i])
     top = max((x for x, ok in zip(w, takeable) if ok), default=0.0)
-    scaled = [int(round(1_000_000 * x / top)) if ok and top > 0 else 0 for x, ok in zip(w, takeable)]
-    if obj.fill:  # every takeable item is worth at least 1
-        scaled = [max(1, x) if ok else x for x, ok in zip(scaled, takeable)]
-    return scaled
+    if top <= 0:  # nothing takeable has weight: 0, or 1 with fill (every takeable item is worth at least 1)
+        least = 1 if obj.fill else 0
+        return [least if ok else 0 for ok in takeable]
+    if obj.fill:
+        return [(x if (x := int(round(1_000_000 * w_i / top))) > 1 else 1) if ok else 0
+                for w_i, ok in zip(w, takeable)]
+    return [int(round(1_000_000 * w_i / top)) if ok else 0 for w_i, ok in zip(w, takeable)]
 
 
 def check_objective(v: _View) -> list[Violation]:
@@ -592,11 +648,11 @@ def check_objective(v: _View) -> list[Violation]:
     if not all(0 <= i < len(ids) for i in chosen):
         return []  # accounting's business
     want = _expected_values(f)
+    n, fids, takeable = len(f.cands), f.ids, f.takeable
     out = [Violation("objective.value", "$.spec.objective", (ids[i],),
                      f"{ids[i]!r} is valued {values[i]}; the objective gives it {want[i]}")
            for i in chosen
-           if i < len(f.cands) and ids[i] == f.cands[i].source_id and values[i] != want[i]
-           and _eligible(f, f.cands[i])]
+           if i < n and values[i] != want[i] and ids[i] == fids[i] and takeable[i]]
     total = sum(values[i] for i in chosen)
     if a.selection.objective != total:
         out.append(Violation("objective.total", "$.spec.objective", tuple(ids[i] for i in chosen),
@@ -659,11 +715,15 @@ class Verifier:
     def __init__(self, policy: Policy, cands: Sequence[Candidate], *, tokenizer: Tokenizer | None = None) -> None:
         self.facts = _facts(policy, cands, tokenizer or policy_tokenizer(policy))
 
-    def _order(self, inc: frozenset[str]) -> tuple[str, ...]:
-        if len(inc) * 8 < len(self.facts.cands):  # few included: sort them by input index
-            by_id = self.facts.by_id
-            return tuple(sorted(inc, key=lambda s: by_id[s].index))
-        return tuple(c.source_id for c in self.facts.cands if c.source_id in inc)
+    def _order(self, inc: frozenset[str]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """The included ids in input order, and their input positions."""
+        f = self.facts
+        if len(inc) * 8 < len(f.cands):  # few included: sort them by input index
+            at = tuple(sorted(map(f.pos.__getitem__, inc)))
+        else:
+            at = tuple(i for i, s in enumerate(f.ids) if s in inc)
+        ids = f.ids
+        return tuple(ids[i] for i in at), at
 
     def _run(self, view: _View, first: bool = False) -> tuple[Violation, ...]:
         out: list[Violation] = []
@@ -680,7 +740,8 @@ class Verifier:
         if unknown:
             return (Violation("accounting.decisions", "$", tuple(unknown),
                               "the allocation includes items that are not candidates"),)
-        return self._run(_View(self.facts, inc, alloc, self.facts.tok.count(alloc.context), self._order(inc), cols))
+        order, at = self._order(inc)
+        return self._run(_View(self.facts, inc, alloc, self.facts.tok.count(alloc.context), order, cols, at))
 
     def selection(self, included: Iterable[str], *, first: bool = False) -> tuple[Violation, ...]:
         """Violations of a bare set of included ids (every minimum hard, as OPTIMAL);
@@ -688,7 +749,8 @@ class Verifier:
         inc = frozenset(included)
         if not inc <= self.facts.by_id.keys():
             raise ValueError(f"not candidates: {sorted(inc - self.facts.by_id.keys())}")
-        return self._run(_View(self.facts, inc, None, None, self._order(inc)), first)
+        order, at = self._order(inc)
+        return self._run(_View(self.facts, inc, None, None, order, None, at), first)
 
 
 def verify(policy: Policy, cands: Sequence[Candidate], alloc: Allocation, *,
