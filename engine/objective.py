@@ -49,6 +49,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
+from operator import attrgetter
 
 from .candidates import Candidate
 from .policy import Calibration, CalibrationGroup, DocumentScope, DocumentScore, Objective, Transform
@@ -58,6 +59,9 @@ __all__ = ["RELEVANCE_SCALE", "calibrated", "objective_values", "parents"]
 #: Values are ``round(RELEVANCE_SCALE * weight / max_weight)``: CP-SAT needs integer
 #: coefficients, so objective weights keep 6 significant digits relative to the best item.
 RELEVANCE_SCALE = 1_000_000
+
+_SCORE = attrgetter("relevance_score")
+_LEVEL = attrgetter("level")
 
 
 def parents(cands: Sequence[Candidate], by_id: Mapping[str, Candidate]) -> list[int | None]:
@@ -113,23 +117,38 @@ def calibrated(how: Calibration, raw: Sequence[float], groups: Sequence[Sequence
                active: Sequence[int]) -> list[float]:
     """Step 2: each raw score in [0, 1] within its group (``groups`` partition the
     indices; statistics from the group's active members, else all of them)."""
-    out = [0.0] * len(raw)
-    is_active = bytearray(len(raw))
-    for i in active:
-        is_active[i] = 1
+    n_all = len(raw)
+    out = [0.0] * n_all
+    every = len(active) == n_all  # every item active (``active`` holds distinct indices)
+    is_active = bytearray(b"\x01") * n_all if every else bytearray(n_all)
+    if not every:
+        for i in active:
+            is_active[i] = 1
     for members in groups:
-        base = [i for i in members if is_active[i]]
+        # The one group of every item, in input order (its statistics: all of ``raw``).
+        whole = type(members) is range and members == range(n_all)
+        if how is Calibration.MAX and whole and (every or not active):
+            if n_all:
+                hi = max(raw)
+                if hi > 0:  # else every value stays 0.0
+                    out = [1.0 if (x := r / hi) > 1.0 else x for r in raw]  # min(x, 1.0)
+            continue
+        base = list(members) if every else [i for i in members if is_active[i]]
         everyone = not base  # no active member: the group's statistics come from all of it
         if everyone:
             base = list(members)
         if not base:
             continue
         if how is Calibration.MAX:
-            hi = max(raw[i] for i in base)
+            hi = max([raw[i] for i in base])
             if hi > 0:  # else every value stays 0.0
-                for i in members:
-                    x = raw[i] / hi
-                    out[i] = 1.0 if x > 1.0 else x  # min(x, 1.0)
+                # min(x, 1.0) of x = raw[i] / hi
+                vals = [1.0 if (x := r / hi) > 1.0 else x for r in (raw if whole else [raw[i] for i in members])]
+                if whole:
+                    out = vals
+                else:
+                    for i, x in zip(members, vals):
+                        out[i] = x
         elif how is Calibration.MINMAX:
             lo, hi = min(raw[i] for i in base), max(raw[i] for i in base)
             for i in members:
@@ -208,14 +227,20 @@ def objective_values(objective: Objective, cands: Sequence[Candidate], active: S
     inactive ones (see the module docstring for the steps). ``order`` is every input
     index by relevance, best first (ties by input order)."""
     n = len(cands)
-    raw = [max(0.0, c.relevance_score) for c in cands]
+    scores = list(map(_SCORE, cands))
+    levels = list(map(_LEVEL, cands))
+    raw = [s if s > 0.0 else 0.0 for s in scores]  # max(0.0, s)
     if objective.calibrate_within is CalibrationGroup.LEVEL:
-        by_level: dict[str, list[int]] = {}
-        for i, c in enumerate(cands):
-            by_level.setdefault(c.level, []).append(i)
-        groups: list[list[int]] = [by_level[k] for k in sorted(by_level)]
+        names = set(levels)
+        if len(names) == 1:  # one level: its group is every item
+            groups: list[list[int]] | list[range] = [range(n)]
+        else:
+            by_level: dict[str, list[int]] = {}
+            for i, lv in enumerate(levels):
+                by_level.setdefault(lv, []).append(i)
+            groups = [by_level[k] for k in sorted(by_level)]
     else:
-        groups = [list(range(n))]
+        groups = [range(n)]
     cal = calibrated(objective.calibrate, raw, groups, active)
 
     linked = objective.inherit > 0 or objective.coverage
@@ -241,11 +266,13 @@ def objective_values(objective: Objective, cands: Sequence[Candidate], active: S
         _document_prior(objective, cal, documents)
 
     # Steps 4 and 5: Objective.weight, spelled out per transform (the same expressions).
+    # ``y if y > 0.0 else 0.0`` is max(0.0, y) (y a float: same value, NaN included); a
+    # negative zero base gives the same weight as a zero one (0.0 in the end, or 1.0 at e = 0).
     if objective.transform is Transform.POWER:
         e = objective.exponent
-        w = [max(0.0, float(max(x, 0.0) ** e)) for x in cal]
+        w = [y if (y := float((x if x > 0.0 else 0.0) ** e)) > 0.0 else 0.0 for x in cal]
     elif objective.transform is Transform.IDENTITY:
-        w = [max(0.0, float(x)) for x in cal]
+        w = [y if (y := float(x)) > 0.0 else 0.0 for x in cal]
     else:  # reciprocal rank: 1 / (k + rank by calibrated score)
         ranked = sorted(order, key=lambda j: -cal[j])  # stable: ties keep the relevance order
         rank = [0] * n
@@ -254,11 +281,11 @@ def objective_values(objective: Objective, cands: Sequence[Candidate], active: S
         weight = objective.weight
         w = [max(0.0, weight(cal[i], rank[i])) for i in range(n)]
     for level, factor in objective.level_weights:
-        for i, c in enumerate(cands):
-            if c.level == level:
+        for i, lv in enumerate(levels):
+            if lv == level:
                 w[i] *= factor
 
-    if objective.document_decay < 1:  # 5b. diminishing returns per document
+    if objective.document_decay < 1 and documents:  # 5b. diminishing returns per document
         _document_decay(objective.document_decay, w, documents, order)
 
     if objective.coverage and linked:
@@ -275,13 +302,18 @@ def objective_values(objective: Objective, cands: Sequence[Candidate], active: S
                 covered[p] += own
         w = covered
 
-    top = max((w[i] for i in active), default=0.0)
+    every = len(active) == n  # every item active (distinct indices)
+    top = (max(w) if n else 0.0) if every else max((w[i] for i in active), default=0.0)
+    scale = RELEVANCE_SCALE
+    if every and top > 0:
+        if objective.fill:  # 8. anything that can be taken beats empty space
+            return tuple([v if (v := int(round(scale * x / top))) >= 1 else 1 for x in w])
+        return tuple([int(round(scale * x / top)) for x in w])
     values = [0] * n
     if top > 0:
-        scale = RELEVANCE_SCALE
         for i in active:
             values[i] = int(round(scale * w[i] / top))
-    if objective.fill:  # 8. anything that can be taken beats empty space
+    if objective.fill:
         for i in active:
             if values[i] < 1:
                 values[i] = 1

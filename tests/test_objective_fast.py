@@ -205,7 +205,9 @@ def cases(draw: Any) -> tuple[Objective, tuple[Candidate, ...], list[int], list[
                           level_weights=tuple(sorted(draw(st.dictionaries(st.sampled_from(LEVELS),
                                                                           st.sampled_from([0.0, 0.5, 2.0]))).items())),
                           fill=draw(st.booleans()))
-    active = sorted(draw(st.sets(st.integers(0, n - 1))) if n else set())
+    # Every item active (the common case, with its own fast paths), or a random subset.
+    everyone = draw(st.booleans())
+    active = list(range(n)) if everyone else sorted(draw(st.sets(st.integers(0, n - 1))) if n else set())
     order = sorted(range(n), key=lambda i: (-cands[i].relevance_score, i))
     return objective, cands, active, order
 
@@ -228,10 +230,16 @@ def test_the_reference_and_the_engine_agree_at_scale_without_links() -> None:
                             "level": rng.choice(LEVELS)} for i in range(2000)])
     by_id = {c.source_id: c for c in cands}
     order = sorted(range(len(cands)), key=lambda i: (-cands[i].relevance_score, i))
-    active = [i for i in range(len(cands)) if rng.random() < 0.8]
-    for transform in Transform:
-        for coverage in (False, True):
-            obj = Objective(transform, exponent=6.0, calibrate_within=CalibrationGroup.LEVEL, inherit=0.15,
-                            coverage=coverage, fill=True)
-            assert objective_values(obj, cands, active, order, by_id) == \
-                ref_objective_values(obj, cands, active, order, by_id)
+    some = [i for i in range(len(cands)) if rng.random() < 0.8]
+    one_level = to_candidates([{"source_id": c.source_id, "content": "x", "relevance_score": c.relevance_score}
+                               for c in cands])
+    for pool in (cands, one_level):
+        by_id = {c.source_id: c for c in pool}
+        for active in (some, list(range(len(pool)))):
+            for transform in Transform:
+                for coverage, within, fill in ((False, CalibrationGroup.LEVEL, True), (True, CalibrationGroup.LEVEL, True),
+                                               (False, CalibrationGroup.ALL, False)):
+                    obj = Objective(transform, exponent=6.0, calibrate_within=within, inherit=0.15,
+                                    coverage=coverage, fill=fill)
+                    assert objective_values(obj, pool, active, order, by_id) == \
+                        ref_objective_values(obj, pool, active, order, by_id)
