@@ -62,12 +62,17 @@ RELEVANCE_SCALE = 1_000_000
 
 _SCORE = attrgetter("relevance_score")
 _LEVEL = attrgetter("level")
+_PARENT = attrgetter("parent_id")
+_META = attrgetter("metadata")
 
 
 def parents(cands: Sequence[Candidate], by_id: Mapping[str, Candidate]) -> list[int | None]:
     """Each item's nearest parent candidate (input index), ``None`` for roots and for
     items on a cycle of parent links."""
     out: list[int | None] = [None] * len(cands)
+    if list(map(_PARENT, cands)).count(None) == len(cands) and \
+            not any("ancestors" in m for m in map(_META, cands) if m):
+        return out  # no item names a parent or ancestors (the common case: one pass each)
     for i, c in enumerate(cands):
         if c.parent_id is None and (not c.metadata or "ancestors" not in c.metadata):
             continue  # a root (the common case, checked without the lookups below)
@@ -246,7 +251,7 @@ def objective_values(objective: Objective, cands: Sequence[Candidate], active: S
     linked = objective.inherit > 0 or objective.coverage
     parent = parents(cands, by_id) if linked else [None] * n
     # Without any link, steps 3 and 6 change nothing: they are skipped.
-    linked = linked and any(p is not None for p in parent)
+    linked = linked and parent.count(None) != n
     depth = _depths(parent) if linked else [0] * n
     if objective.inherit > 0 and linked:
         a = objective.inherit
@@ -255,7 +260,7 @@ def objective_values(objective: Objective, cands: Sequence[Candidate], active: S
             if p is not None:
                 cal[i] = (1.0 - a) * cal[i] + a * cal[p]
 
-    if objective.uses_documents and any("doc_id" in c.metadata for c in cands):
+    if objective.uses_documents and any("doc_id" in m for m in map(_META, cands) if m):
         # The true parent links (``parent`` holds them whenever a link step is on).
         links = parent if (objective.inherit > 0 or objective.coverage) else parents(cands, by_id)
         documents = _documents(cands, active, _in_hierarchy(links)

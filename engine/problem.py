@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from types import MappingProxyType
 
 from .candidates import Candidate
@@ -138,6 +139,10 @@ class Problem:
         return None
 
 
+_ID, _SCORE, _LEVEL, _PARENT, _META = (attrgetter(name) for name in
+                                       ("source_id", "relevance_score", "level", "parent_id", "metadata"))
+
+
 def _fmt(n: int) -> str:
     return f"{n:,}"
 
@@ -192,7 +197,7 @@ def pre_decide(policy: Policy, cands: Sequence[Candidate], tokens: Sequence[int]
     pins: list[PinRule] = []
     loc = policy.location_of
     limit = policy.budget.limit_tokens
-    thresholds = _thresholds(policy, {c.level for c in cands})
+    thresholds = _thresholds(policy, set(map(_LEVEL, cands)))
     for i in _flagged(cands, weights, capacity, matched, thresholds):
         c = cands[i]
         b = matched.block_of[i]
@@ -249,7 +254,7 @@ def _flagged(cands: Sequence[Candidate], weights: Sequence[int], capacity: int, 
     floors = {t for t, _path in thresholds.values()}
     if len(floors) == 1:
         floor = floors.pop()
-        flagged.update(i for i, c in enumerate(cands) if c.relevance_score < floor)
+        flagged.update(i for i, s in enumerate(map(_SCORE, cands)) if s < floor)
     else:
         flagged.update(i for i, c in enumerate(cands) if c.relevance_score < thresholds[c.level][0])
     return sorted(flagged)
@@ -259,7 +264,9 @@ def budget_rule(policy: Policy, active: tuple[int, ...], weights: Sequence[int],
     """Rendered tokens plus one separator per chosen item, within ``capacity``."""
     limit = policy.budget.limit_tokens
     return LinearRule("budget", RuleKind.BUDGET, "$.spec.budget", policy.location_of("$.spec.budget"),
-                      f"budget {_fmt(limit)} tokens", active, tuple(weights[i] for i in active), None, capacity)
+                      f"budget {_fmt(limit)} tokens", active,
+                      tuple(weights) if len(active) == len(weights) else tuple(weights[i] for i in active),
+                      None, capacity)
 
 
 def level_rules(policy: Policy, cands: Sequence[Candidate], active: tuple[int, ...],
@@ -411,7 +418,7 @@ def prefer_parent_rules(policy: Policy, cands: Sequence[Candidate], active: tupl
 
 def _has_links(cands: Sequence[Candidate]) -> bool:
     """Exclusivity can only bind when some item names a parent (or its ancestors)."""
-    return any(c.parent_id is not None or "ancestors" in c.metadata for c in cands)
+    return any(c.parent_id is not None for c in cands) or any("ancestors" in m for m in map(_META, cands) if m)
 
 
 def _relevance_order(scores: Sequence[float]) -> tuple[int, ...]:
@@ -456,10 +463,10 @@ def reduce(policy: Policy, cands: tuple[Candidate, ...], *, counter: Counter | N
     extra = sep + per_item
     weights = tuple(t + extra for t in tokens) if extra else tuple(tokens)
     capacity = policy.budget.limit_tokens + sep - per_request
-    source_ids = tuple(c.source_id for c in cands)
-    scores = tuple(c.relevance_score for c in cands)
-    levels = tuple(c.level for c in cands)
-    parent_ids = tuple(c.parent_id for c in cands)
+    source_ids = tuple(map(_ID, cands))
+    scores = tuple(map(_SCORE, cands))
+    levels = tuple(map(_LEVEL, cands))
+    parent_ids = tuple(map(_PARENT, cands))
     by_id = dict(zip(source_ids, cands))
     order = _relevance_order(scores)
 
@@ -470,7 +477,7 @@ def reduce(policy: Policy, cands: tuple[Candidate, ...], *, counter: Counter | N
 
     group_of = tuple(_group_key(policy, c, by_id) for c in cands) if policy.sources is not None \
         else (None,) * len(cands)
-    linked = any(p is not None for p in parent_ids) or _has_links(cands)
+    linked = parent_ids.count(None) != len(parent_ids) or _has_links(cands)
     constraints = (level_rules(policy, cands, active, tokens)
                    + source_rules(policy, active, tokens, group_of)
                    + (prefer_parent_rules(policy, cands, active, by_id) if linked else []))
