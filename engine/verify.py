@@ -27,6 +27,7 @@ import bisect
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from .allocation import Allocation, Decisions
@@ -55,6 +56,9 @@ class Violation:
 
 
 # --------------------------------------------------------------------------- facts
+
+_ID, _SCORE, _LEVEL, _PARENT, _META, _TOKENS = (
+    attrgetter(name) for name in ("source_id", "relevance_score", "level", "parent_id", "metadata", "token_count"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +98,7 @@ def _item_tokens(policy: Policy, cands: Sequence[Candidate], tok: Tokenizer) -> 
     ``caller`` the caller's."""
     b = policy.budget
     trust = b.counts is CountMode.CALLER
-    counts = [c.token_count for c in cands]
+    counts: list[int | None] = list(map(_TOKENS, cands))
     need = [i for i, t in enumerate(counts) if t is None] if trust else []
     mine = [cands[i] for i in need] if trust else cands
     if b.template == "{content}" and isinstance(tok, (TiktokenCounter, HfCounter, Utf8BytesCounter)):
@@ -156,11 +160,11 @@ def _facts(policy: Policy, cands: Sequence[Candidate], tok: Tokenizer) -> _Facts
             if selects(m, c.source_id, c.metadata):
                 blocked[c.source_id] = m.path
                 break
-    ids = [c.source_id for c in cands]
-    scores = [c.relevance_score for c in cands]
-    levels = [c.level for c in cands]
+    ids = list(map(_ID, cands))
+    scores = list(map(_SCORE, cands))
+    levels = list(map(_LEVEL, cands))
     # The context's own recount binds too, unless the policy trusts caller counts.
-    trusted = b.counts is CountMode.CALLER and any(c.token_count is not None for c in cands)
+    trusted = b.counts is CountMode.CALLER and list(map(_TOKENS, cands)).count(None) != len(cands)
     floors = {lv.name: (lv.min_relevance, f"$.spec.levels.{lv.name}.min_relevance")
               for lv in policy.levels if lv.min_relevance is not None}
     default = (policy.min_relevance, "$.spec.min_relevance")
@@ -175,7 +179,8 @@ def _facts(policy: Policy, cands: Sequence[Candidate], tok: Tokenizer) -> _Facts
         takeable = [s >= low and t <= room for s, t in zip(scores, tokens)]
     if pinned or blocked:
         takeable = [s not in blocked and (s in pinned or ok) for s, ok in zip(ids, takeable)]
-    linked = any(c.parent_id is not None or (c.metadata and "ancestors" in c.metadata) for c in cands)
+    linked = list(map(_PARENT, cands)).count(None) != len(cands) \
+        or any("ancestors" in m for m in map(_META, cands) if m)
     by_id = dict(zip(ids, cands))
     return _Facts(policy, cands, by_id, ids, {s: i for i, s in enumerate(ids)}, scores, levels, tokens,
                   tok.count(b.separator) if b.separator else 0,
@@ -624,11 +629,14 @@ def _expected_values(f: _Facts) -> list[int]:
         for i in kids_first:
             if i in kids:
                 w[i] = sum(w[j] for j in kids[i])
-    top = max((x for x, ok in zip(w, takeable) if ok), default=0.0)
+    everyone = all(takeable)
+    top = (max(w) if n else 0.0) if everyone else max((x for x, ok in zip(w, takeable) if ok), default=0.0)
     if top <= 0:  # nothing takeable has weight: 0, or 1 with fill (every takeable item is worth at least 1)
         least = 1 if obj.fill else 0
         return [least if ok else 0 for ok in takeable]
     if obj.fill:
+        if everyone:
+            return [x if (x := int(round(1_000_000 * w_i / top))) > 1 else 1 for w_i in w]
         return [(x if (x := int(round(1_000_000 * w_i / top))) > 1 else 1) if ok else 0
                 for w_i, ok in zip(w, takeable)]
     return [int(round(1_000_000 * w_i / top)) if ok else 0 for w_i, ok in zip(w, takeable)]
