@@ -21,6 +21,7 @@ so the optimum and its tie-break are the ones the CP-SAT model would prove.
 from __future__ import annotations
 
 import time
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -75,12 +76,16 @@ def forest(active: tuple[int, ...], pairs: list[tuple[int, int]]) -> dict[int, i
 
 
 Option = tuple[int, int, tuple[int, ...]]  # (weight, profit, the items)
+_WEIGHT, _PROFIT = itemgetter(0), itemgetter(1)
 
 
 def _undominated(opts: list[Option]) -> list[Option]:
     """The options no other option dominates (weighs no more, earns at least as much),
     weight ascending."""
-    opts.sort(key=lambda o: (o[0], -o[1]))
+    # By weight, then profit descending (two stable sorts: the order of the key
+    # ``(weight, -profit)``, equal options in their given order).
+    opts.sort(key=_PROFIT, reverse=True)
+    opts.sort(key=_WEIGHT)
     out: list[Option] = []
     best = None
     for o in opts:
@@ -145,24 +150,23 @@ def solve(problem: Problem) -> Selection | None:
     pad = np.empty(2 * (cap + 1), dtype=np.int64)
     pad[:cap + 1] = low
     for r in roots:
-        opts = [o for o in options[r] if o[0] > 0 or o[1] > 0]
-        if not opts:
+        # Row 0 is the root's "nothing" (best itself): the first maximum, so an option is
+        # picked only where it earns strictly more than leaving the root out.
+        opts = [(0, 0, ())] + [o for o in options[r] if o[0] > 0 or o[1] > 0]
+        if len(opts) == 1:
             continue
-        ow = np.fromiter((o[0] for o in opts), dtype=np.int64, count=len(opts))
-        op = np.fromiter((o[1] for o in opts), dtype=np.int64, count=len(opts))
+        wp = np.array([o[:2] for o in opts], dtype=np.int64)
         pad[cap + 1:] = best
-        cand = pad[(cap + 1 - ow)[:, None] + grid] + op[:, None]
-        arg = cand.argmax(axis=0)
-        top = cand.max(axis=0)  # cand[arg, x]
-        better = top > best
-        pick = np.where(better, arg, -1)
-        best = np.maximum(top, best)
+        cand = pad[(cap + 1 - wp[:, :1]) + grid]
+        cand += wp[:, 1:]
+        pick = cand.argmax(axis=0)
+        best = cand[pick, grid]
         picks.append((pick, opts))
     chosen: list[int] = []
     x = cap
     for pick, opts in reversed(picks):
         k = int(pick[x])
-        if k >= 0:
+        if k > 0:
             chosen.extend(opts[k][2])
             x -= opts[k][0]
     picked = frozenset(chosen)
