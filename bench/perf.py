@@ -42,6 +42,7 @@ if __package__ in (None, ""):  # run as a file: make ``bench`` and ``engine`` im
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import baselines as bl
+from bench import harness
 from bench.harness import REPO, Timing, machine, measure, write_json
 from bench.instances import KINDS, Instance, all_rules, budget_only, seed_of, word_text
 from engine import BudgetStrategy, allocate
@@ -93,10 +94,12 @@ def cold_counts() -> None:
     """Empty the shared tokenizer's count cache before a timed ``allocate``: each request
     assembles a context never counted before, and the cache would otherwise answer the
     recount of the assembled text from the previous repetition. (Private attributes:
-    the engine has no public way to clear it; harmless if they change — then a no-op.)"""
+    the engine has no public way to clear it; the cache is a plain dict now — an earlier
+    version of this function looked for the ``_data`` of an older cache class and had
+    silently become a no-op, so counts stayed warm.)"""
     cache = getattr(get_tokenizer("cl100k_base"), "_cache", None)
-    data = getattr(cache, "_data", None)
-    if data is not None:
+    data = getattr(cache, "_data", cache)
+    if isinstance(data, dict):
         data.clear()
 
 
@@ -374,12 +377,12 @@ def run_rag(cfg: Config) -> dict[str, Any]:
     for _ in range(reps):
         for r, rk in zip(requests, ranked):
             cold_counts()
-            t0 = time.perf_counter()
+            t0 = harness.CLOCK()  # the run's clock (--cpu-time: CPU time), both sides
             a = allocate(r, policy)
-            ours.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
+            ours.append(harness.CLOCK() - t0)
+            t0 = harness.CLOCK()
             langchain_reduce_k(rk, RAG_BUDGET, enc.encode)
-            peer.append(time.perf_counter() - t0)
+            peer.append(harness.CLOCK() - t0)
             statuses.add(a.selection.status if a.fallback_reason is None else "fallback")
             solvers.add(str(a.selection.stats.get("solver")))
             values_ok &= a.selection.bound == a.selection.objective
