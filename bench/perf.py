@@ -90,6 +90,10 @@ FULL = Config(False, (100, 1_000, 10_000, 100_000), (1_000, 10_000), (1_000, 10_
 QUICK = Config(True, (30, 200), (200,), (200,), 2_000, 0.2, 2, 1.0, 1.0, 50_000_000, 60.0)
 
 
+#: Whether :func:`cold_counts` empties the cache (``--warm-counts``: no).
+COLD_COUNTS = True
+
+
 def cold_counts() -> None:
     """Empty the shared tokenizer's count cache before a timed ``allocate``: each request
     assembles a context never counted before, and the cache would otherwise answer the
@@ -97,6 +101,8 @@ def cold_counts() -> None:
     the engine has no public way to clear it; the cache is a plain dict now — an earlier
     version of this function looked for the ``_data`` of an older cache class and had
     silently become a no-op, so counts stayed warm.)"""
+    if not COLD_COUNTS:
+        return
     cache = getattr(get_tokenizer("cl100k_base"), "_cache", None)
     data = getattr(cache, "_data", cache)
     if isinstance(data, dict):
@@ -601,7 +607,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu-time", action="store_true",
                     help="time each run by the process's CPU time (all threads) instead of the wall clock: "
                          "for a loaded machine (forked baseline runs stay wall time)")
+    ap.add_argument("--warm-counts", action="store_true",
+                    help="keep the token-count cache between runs (what this harness measured, unknowingly, "
+                         "until cold_counts was fixed): for comparing with figures taken that way")
     args = ap.parse_args(argv)
+    global COLD_COUNTS
+    COLD_COUNTS = not args.warm_counts
     if args.cpu_time:
         import bench.harness
 
@@ -628,6 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     verdicts = goals(cases, targets())
     meta.update(mode="quick" if cfg.quick else "full", total_s=time.perf_counter() - t0,
                 clock="cpu (process_time)" if args.cpu_time else "wall (perf_counter)",
+                token_counts="warm (cache kept between runs)" if args.warm_counts else "cold (cache emptied per run)",
                 load_average_at_end=os.getloadavg(), config=cfg.__dict__)
     failures = check_failures(cases)
     doc = {"meta": meta, "goals": verdicts, "cases": cases, "check_failures": failures}
@@ -649,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(out, doc)
     print("\n## Issue 13 goals (before: the issue's figures; after: this run)\n\n"
           + md_table(rows13, ["goal", "target", "before", "after", "pass"]))
-    print(f"\n{meta['mode']} run, clock {meta['clock']}, {meta['total_s']:.0f} s, load average {meta['load_average_at_start'][0]:.2f} -> "
+    print(f"\n{meta['mode']} run, clock {meta['clock']}, token counts {meta['token_counts']}, {meta['total_s']:.0f} s, load average {meta['load_average_at_start'][0]:.2f} -> "
           f"{meta['load_average_at_end'][0]:.2f}; JSON: {out}")
     return 1 if failures else 0
 
