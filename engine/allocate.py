@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from operator import attrgetter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -40,6 +41,8 @@ from .policy import BudgetStrategy, Fallback, Policy, TimeLimitScope
 from .problem import Problem, reduce
 from .strategies import Selection, balanced, cpsat, greedy
 from .verify import verify
+
+_CONTENT = attrgetter("content")
 
 #: Time kept back from the solver per candidate for the stages after it.
 POST_SOLVE_S_PER_ITEM = 6e-6
@@ -78,6 +81,8 @@ def _check_limits(policy: Policy, cands: tuple[Candidate, ...]) -> None:
     # A character is at most 4 UTF-8 bytes: only content longer than a quarter of the
     # limit can be over it, and ASCII content is as many bytes as characters.
     quarter = limits.max_item_bytes // 4
+    if max(map(len, map(_CONTENT, cands)), default=0) <= quarter:  # one C-level pass: nothing can be over
+        return
     for c in cands:
         text = c.content
         if len(text) <= quarter:

@@ -327,7 +327,7 @@ def from_budget_items(items: Iterable[BudgetItem]) -> tuple[Candidate, ...]:
     from .candbulk import bulk_candidates  # it builds on this module's checks
 
     items = list(items)
-    if all(type(x) is BudgetItem for x in items):
+    if set(map(type, items)) <= {BudgetItem}:
         fast = bulk_candidates([x.source_id for x in items], [x.content for x in items],
                                [x.relevance_score for x in items], [x.token_count for x in items],
                                [x.level for x in items], [x.metadata for x in items], None, None)
