@@ -9,16 +9,19 @@ rule, at most one item of each chain and every pin.
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import time
 from types import SimpleNamespace
 from typing import cast
 
 import bruteforce as bf
+from benchload import load_bench
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.allocate import to_candidates
 from engine.problem import Problem, reduce
 from engine.strategies import cpsat, lpround
 
@@ -127,9 +130,10 @@ def test_applies_by_size_and_limit_alone() -> None:
     assert lpround.expected_s(big) == pytest.approx(10_000 * lpround.LP_S_PER_ITEM)
 
 
-def _rules_problem() -> Problem:
-    for kind in ("mixed", "quotas", "chains", "caps_prefix"):
-        for seed in range(20):
+def _rule_problems() -> list[Problem]:
+    out = []
+    for kind in ("mixed", "quotas", "chains", "caps_prefix", "prefer_parent", "pins"):
+        for seed in range(30):
             try:
                 policy, cands = bf.instance(kind, seed)
                 p = reduce(policy, cands)
@@ -137,21 +141,84 @@ def _rules_problem() -> Problem:
                 continue
             if (cpsat.trivial_choice(p) is None and len(p.active) >= 6 and not cpsat.knapsack.applies(p)
                     and not cpsat.treeknap.applies(p) and _optimum(p) is not None):
-                return p
-    raise AssertionError("no rule-bearing instance found")
+                out.append(p)
+    return out
 
 
-def test_cpsat_records_the_lp(monkeypatch: pytest.MonkeyPatch) -> None:
-    p = _rules_problem()
+def _rules_problem() -> Problem:
+    """All rules at n = 300 (bench/instances.py): hierarchy, quotas, source caps, pins and
+    a block, where the rounded LP beats the heuristics (checked below)."""
+    instances = load_bench("instances", as_name="bench_instances_lp")
+    inst = instances.all_rules(300, "mixed")
+    return reduce(inst.policy, to_candidates(inst.items))
+
+
+def test_cpsat_searches_the_lp_neighbourhood(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lpround, "LP_MIN_ITEMS", 0)
-    sel = cpsat.solve(p)
+    p = _rules_problem()
     lp = lpround.solve(p)
-    assert lp is not None
-    assert sel.status == "optimal" and sel.objective == _optimum(p)  # CP-SAT still proves it
+    assert lp is not None and lp.chosen is not None
+    assert lp.objective > cpsat.best_heuristic(p).objective
+    sel = cpsat.solve(p, time_limit_s=10.0)
     proof = sel.stats["proof"]
-    assert proof["proven"] and proof["lp"]["bound"] == lp.bound >= sel.objective
-    assert proof["lp"]["method"].startswith("LP relaxation (GLOP)")
-    assert sel.stats["hint"] in ("lp_rounding", "greedy", "density")
+    assert sel.stats["hint"] == "lp_rounding" and _feasible(p, sel.chosen)
+    assert lp.objective <= sel.objective <= lp.bound == proof["lp"]["bound"]
+    # The neighbourhood's CP-SAT bound is no bound of the problem: never "optimal".
+    assert sel.status == "feasible" and sel.bound == max(sel.objective, lp.bound) and not proof["proven"]
+    assert proof["method"].startswith("CP-SAT search of the LP relaxation's neighbourhood")
+    assert proof["stopped_by"] == "the LP's neighbourhood searched completely (reproducible)"
+    assert sel.stats["neighbourhood"]["free"] == len(lp.neighbourhood()) < len(p.active)
+    assert sel.chosen <= lp.neighbourhood()
+    assert cpsat.solve(p, time_limit_s=10.0).chosen == sel.chosen  # reproducible
+
+
+def test_small_models_keep_the_whole_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the heuristics are as good as the rounded LP, CP-SAT searches the whole model
+    and proves it (brute force agrees); the LP's bound is recorded next to the proof."""
+    monkeypatch.setattr(lpround, "LP_MIN_ITEMS", 0)
+    checked = 0
+    for p in _rule_problems():
+        opt = _optimum(p)
+        lp = lpround.solve(p)
+        assert lp is not None and opt is not None
+        sel = cpsat.solve(p)
+        if sel.stats["hint"] == "lp_rounding":
+            continue
+        assert sel.status == "optimal" and sel.objective == opt and sel.stats["proof"]["proven"]
+        assert sel.stats["proof"]["lp"]["bound"] == lp.bound >= opt
+        checked += 1
+    assert checked >= 5
+
+
+def test_restricted_model_is_the_neighbourhood() -> None:
+    from engine.compile import compile_problem
+    from engine.strategies import params as cpsat_params
+
+    rng = random.Random(3)
+    checked = 0
+    for kind, seed, p in PROBLEMS:
+        only = frozenset(i for i in p.active if i in p.pinned or rng.random() < 0.6)
+        best = None
+        for k in range(len(only) + 1):
+            for combo in itertools.combinations(sorted(only), k):
+                s = frozenset(combo)
+                if _feasible(p, s):
+                    val = sum(p.values[i] for i in s)
+                    best = val if best is None or val > best else best
+        cm = compile_problem(p, only=only)
+        assert set(cm.take) == only
+        params = cpsat_params.parameters(p.settings, deterministic_s=5.0, wall_s=10.0)
+        solver = cpsat_params.solver(params)
+        code = cpsat_params.run(solver, cm.model)
+        status = cpsat._status(code)
+        if best is None:
+            assert status == "infeasible", (kind, seed)
+            continue
+        assert status == "optimal", (kind, seed)
+        chosen = frozenset(i for i, var in cm.take.items() if solver.boolean_value(var))
+        assert _feasible(p, chosen) and sum(p.values[i] for i in chosen) == best, (kind, seed)
+        checked += 1
+    assert checked >= 20
 
 
 def test_no_time_left_gives_the_rounded_lp_answer(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -161,15 +228,16 @@ def test_no_time_left_gives_the_rounded_lp_answer(monkeypatch: pytest.MonkeyPatc
     heuristic = cpsat.best_heuristic(p)
     monkeypatch.setattr(lpround, "LP_MIN_ITEMS", 0)
     real = lpround.solve
+    # The LP runs although the time is spent (as on a machine that slowed down after the
+    # check): without its wall-clock net, so that it finishes.
+    monkeypatch.setattr(lpround, "expected_s", lambda problem: -math.inf)
     monkeypatch.setattr(lpround, "solve", lambda problem, wall_s=None: real(problem))
     sel = cpsat.solve(p, deadline=time.perf_counter() - 1.0)  # the call's time is already spent
-    if lp.objective > heuristic.objective:
-        assert sel.status == "feasible" and sel.chosen == lp.chosen and sel.bound == max(lp.objective, lp.bound)
-        assert sel.stats["solver"] == "glop"
-        assert "before CP-SAT's search" in sel.stats["proof"]["stopped_by"]
-        assert _feasible(p, sel.chosen)
-    else:  # the LP answer is no better than the heuristics': the façade's fallback decides
-        assert sel.status == "deadline"
+    assert lp.objective > heuristic.objective
+    assert sel.status == "feasible" and sel.chosen == lp.chosen and sel.bound == max(lp.objective, lp.bound)
+    assert sel.stats["solver"] == "glop"
+    assert "before CP-SAT's search" in sel.stats["proof"]["stopped_by"]
+    assert _feasible(p, sel.chosen)
 
 
 def test_lp_is_deterministic() -> None:

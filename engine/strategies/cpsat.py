@@ -62,6 +62,8 @@ def stopped_by(status: str, stats: dict[str, Any], params: dict[str, Any]) -> st
     the wall-clock safety net (a loaded machine: the answer may differ run to run)."""
     if stats.get("status") == "optimal within relative_gap_limit":
         return "relative gap limit (reproducible)"
+    if stats.get("status") == "optimal in the LP's neighbourhood":
+        return "the LP's neighbourhood searched completely (reproducible)"
     if status == "optimal":
         return "proof of optimality"
     det, det_max = stats.get("deterministic_time") or 0.0, params["max_deterministic_time"]
@@ -148,7 +150,11 @@ def solve(problem: Problem, *, time_limit_s: float | None = None,
             lp = lpround.solve(problem, left)
     lp_answer = lp.chosen if lp is not None and lp.objective > hint.objective else None
     start = hint.chosen if lp_answer is None else lp_answer
-    cm = compile_problem(problem)
+    # With an LP answer, CP-SAT searches the LP's neighbourhood (RINS): the items the LP
+    # takes no part of are left out of the model. CP-SAT closes this small model within
+    # the limit, where on the whole model it never leaves the root; its bound is then the
+    # neighbourhood's, so the answer's bound is the LP's (CP-SAT's own is not one).
+    cm = compile_problem(problem, only=None if lp is None or lp_answer is None else lp.neighbourhood())
     for i, var in cm.take.items():
         cm.model.add_hint(var, 1 if i in start else 0)
     now = time.perf_counter()
@@ -197,7 +203,13 @@ def solve(problem: Problem, *, time_limit_s: float | None = None,
     # OPTIMAL when a relative_gap_limit is met too: only a closed bound is "optimal" here.
     slack = problem.capacity if cm.tie_break else 0  # the token term is at most the capacity
     bound = max(obj, int(solver.best_objective_bound + slack) // cm.multiplier)
-    if lp is not None and lp.bound < bound:
+    if lp is not None and lp_answer is not None:
+        stats["neighbourhood"] = {"free": len(lp.neighbourhood()), "status": status, "objective": obj}
+        if status == "optimal":
+            stats["status"] = "optimal in the LP's neighbourhood"
+        status, bound = "feasible", max(obj, lp.bound)  # a bound of the neighbourhood only
+        stats["bound_from"] = "lp"
+    elif lp is not None and lp.bound < bound:
         bound = max(obj, lp.bound)  # the LP's proven bound is the tighter one
         stats["bound_from"] = "lp"
     if status != "optimal" and lp is not None and lp_answer is not None and lp.objective > obj:
@@ -215,7 +227,10 @@ def solve(problem: Problem, *, time_limit_s: float | None = None,
         stats["kept_heuristic"] = True
         chosen, obj = hint.chosen, hint.objective
     method = "CP-SAT search (its proof of optimality, or its best bound at the limit)"
-    if stats.get("bound_from") == "lp":
+    if "neighbourhood" in stats:
+        method = ("CP-SAT search of the LP relaxation's neighbourhood (items the LP takes no part of fixed "
+                  "out); the bound is the LP relaxation's (from GLOP's duals)")
+    elif stats.get("bound_from") == "lp":
         method = "CP-SAT search at the limit; the bound is the LP relaxation's (from GLOP's duals), tighter than CP-SAT's"
     stats["proof"] = {"method": method,
                       "proven": status == "optimal", "bound": max(bound, obj),

@@ -68,6 +68,13 @@ class LpAnswer:
     chosen: frozenset[int] | None
     objective: int
     fractional: int
+    #: Items the LP takes any part of: with ``chosen``, the neighbourhood CP-SAT searches.
+    support: frozenset[int] = frozenset()
+
+    def neighbourhood(self) -> frozenset[int]:
+        """The items left free in CP-SAT's search of the LP's neighbourhood (every other
+        item is fixed out): the rounded answer and every item the LP takes a part of."""
+        return (self.chosen or frozenset()) | self.support
 
 
 def cliques(pairs: Iterable[tuple[int, int]]) -> list[list[int]]:
@@ -151,10 +158,11 @@ def solve(problem: Problem, wall_s: float | None = None) -> LpAnswer | None:
     bound = _safe_bound(problem, sets, duals[:n_rules], duals[n_rules:])
     chosen = _round(problem, sets, xs)
     frac = sum(1 for val in xs.values() if 1e-6 < val < WHOLE)
+    support = frozenset(i for i, val in xs.items() if val > 1e-6)
     lp_value = float(solver.objective_value())
     if chosen is None:
-        return LpAnswer(bound, lp_value, None, 0, frac)
-    return LpAnswer(bound, lp_value, chosen, sum(v[i] for i in chosen), frac)
+        return LpAnswer(bound, lp_value, None, 0, frac, support)
+    return LpAnswer(bound, lp_value, chosen, sum(v[i] for i in chosen), frac, support)
 
 
 def _safe_bound(problem: Problem, sets: list[list[int]], rule_duals: list[float], set_duals: list[float]) -> int:
