@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -148,21 +148,43 @@ def fingerprint(problem: Problem) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def compile_problem(problem: Problem, *, guarded: bool = False, objective: bool = True) -> CompiledModel:
-    """Build the CP-SAT model of ``problem`` (see module docstring)."""
+def compile_problem(problem: Problem, *, guarded: bool = False, objective: bool = True,
+                    only: frozenset[int] | None = None) -> CompiledModel:
+    """Build the CP-SAT model of ``problem`` (see module docstring). ``only``: the model of
+    the neighbourhood where every active item outside ``only`` is left out (not taken):
+    each rule over its members in ``only``, the same objective multiplier; it must hold
+    every pin."""
     model = load_cp_model().CpModel()
     cands = problem.candidates
-    take = {i: model.new_bool_var(f"take[{cands[i].source_id}]") for i in problem.active}
+    active = problem.active if only is None else tuple(i for i in problem.active if i in only)
+    take = {i: model.new_bool_var(f"take[{cands[i].source_id}]") for i in active}
     cm = CompiledModel(model, take)
     for rule in problem.linear_rules:
+        if only is not None:
+            rule = _restricted(rule, take)
         RULE_COMPILERS[rule.kind](cm, rule, guarded)
     for pin in problem.pins:
         RULE_COMPILERS[RuleKind.PINNED](cm, pin, guarded)
     for chain in problem.chains:
+        if only is not None:
+            members = tuple(m for m in chain.members if m in take)
+            if len(members) < 2:
+                continue  # at most one of one item (or none) holds whatever is chosen
+            chain = replace(chain, members=members)
         RULE_COMPILERS[chain.kind](cm, chain, guarded)
     if objective:
-        _objective(cm, problem)
+        _objective(cm, problem, active)
     return cm
+
+
+def _restricted(rule: LinearRule, take: dict[int, Any]) -> LinearRule:
+    """``rule`` over its members that have a variable (the others are not taken: 0)."""
+    if all(m in take for m in rule.members):
+        return rule
+    if rule.coefs is None:
+        return replace(rule, members=tuple(m for m in rule.members if m in take))
+    kept = [(m, a) for m, a in zip(rule.members, rule.coefs) if m in take]
+    return replace(rule, members=tuple(m for m, _ in kept), coefs=tuple(a for _, a in kept))
 
 
 def objective_multiplier(problem: Problem) -> int:
@@ -174,9 +196,9 @@ def objective_multiplier(problem: Problem) -> int:
     return t if total_value * t + problem.capacity < OBJECTIVE_LIMIT else 1
 
 
-def _objective(cm: CompiledModel, problem: Problem) -> None:
+def _objective(cm: CompiledModel, problem: Problem, active: tuple[int, ...] | None = None) -> None:
     v, w = problem.values, problem.weights
-    active = problem.active
+    active = problem.active if active is None else active
     cm.multiplier = objective_multiplier(problem)
     cm.tie_break = cm.multiplier > 1
     t = cm.multiplier

@@ -97,6 +97,14 @@ class _CachedCounter:
             if len(self._cache) > CACHE_ENTRIES:
                 del self._cache[next(iter(self._cache))]
 
+    def _put_many(self, items: dict[str, int]) -> None:
+        """:meth:`_put` of each item in order, under one acquisition of the lock."""
+        cache = self._cache
+        with self._lock:
+            cache.update(items)
+            while len(cache) > CACHE_ENTRIES:
+                del cache[next(iter(cache))]
+
     def count(self, text: str) -> int:
         """Tokens in ``text`` (cached by content hash)."""
         key = content_sha256(text)
@@ -130,8 +138,7 @@ class _CachedCounter:
         if not first:
             return found  # type: ignore[return-value]  # no None in it
         values = dict(zip(first, self._raw_count_many([texts[k] for k in first.values()])))
-        for key, value in values.items():
-            self._put(key, value)
+        self._put_many(values)
         return [values[key] if value is None else value for key, value in zip(keys, found)]
 
     @property

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from typing import Any, Callable
@@ -26,7 +27,7 @@ from ..compile import compile_problem, fingerprint, load_cp_model
 from ..policy import BudgetStrategy
 from ..problem import Problem
 from ..reasons import Reason, ReasonCode
-from . import Selection, knapsack, objective_of, treeknap
+from . import Selection, knapsack, lpround, objective_of, treeknap
 from . import params as cpsat_params
 from .greedy import best_heuristic
 
@@ -61,6 +62,8 @@ def stopped_by(status: str, stats: dict[str, Any], params: dict[str, Any]) -> st
     the wall-clock safety net (a loaded machine: the answer may differ run to run)."""
     if stats.get("status") == "optimal within relative_gap_limit":
         return "relative gap limit (reproducible)"
+    if stats.get("status") == "optimal in the LP's neighbourhood":
+        return "the LP's neighbourhood searched completely (reproducible)"
     if status == "optimal":
         return "proof of optimality"
     det, det_max = stats.get("deterministic_time") or 0.0, params["max_deterministic_time"]
@@ -76,6 +79,28 @@ def _shared_reasons(problem: Problem, chosen: Iterable[int], why: str) -> dict[i
     pinned = problem.pinned
     pin, sel = Reason(ReasonCode.PINNED, why), Reason(ReasonCode.SELECTED, why)
     return {i: pin if i in pinned else sel for i in chosen}
+
+
+def _lp_stats(lp: lpround.LpAnswer) -> dict[str, Any]:
+    """What the LP relaxation gave (the audit record's ``solver.proof.lp``)."""
+    return {"method": "LP relaxation (GLOP), conflict pairs as cliques; bound from its duals",
+            "bound": lp.bound, "lp_objective": lp.lp_objective,
+            "rounded_objective": lp.objective if lp.chosen is not None else None,
+            "fractional": lp.fractional}
+
+
+def _lp_only(problem: Problem, lp: lpround.LpAnswer, chosen: frozenset[int], spent: float) -> Selection:
+    """The rounded LP answer when the limit left no time for CP-SAT's search."""
+    obj = lp.objective
+    stats: dict[str, Any] = {
+        "solver": "glop", "status": "feasible", "build_and_solve_s": spent, "hint": "lp_rounding",
+        "hint_objective": obj, "model_fingerprint": fingerprint(problem),
+        "proof": {"method": "LP relaxation (GLOP): its rounded answer, and the bound from its duals",
+                  "proven": False, "bound": max(obj, lp.bound),
+                  "stopped_by": "the time limit, before CP-SAT's search: not reproducible run to run",
+                  "lp": _lp_stats(lp)}}
+    reasons = _shared_reasons(problem, chosen, "part of the best selection found in the time limit")
+    return Selection(BudgetStrategy.OPTIMAL, chosen, reasons, "feasible", obj, max(obj, lp.bound), stats=stats)
 
 
 def solve(problem: Problem, *, time_limit_s: float | None = None,
@@ -113,13 +138,32 @@ def solve(problem: Problem, *, time_limit_s: float | None = None,
     hint = best_heuristic(problem)
     if on_hint is not None:  # the façade reuses it if it has to fall back
         on_hint(hint)
-    cm = compile_problem(problem)
+    # A large model gets the LP relaxation first (deterministic: by size and limit alone):
+    # its rounded answer is the hint when it beats the heuristics, its bound caps CP-SAT's.
+    lp = None
+    if lpround.applies(problem, limit):
+        now = time.perf_counter()
+        left = min(limit - (now - t0), (deadline or math.inf) - now)
+        # Its build cannot be interrupted: on a machine too loaded to finish it in the time
+        # left, the call keeps its limit and goes on without it (recorded: no ``proof.lp``).
+        if left >= lpround.expected_s(problem):
+            lp = lpround.solve(problem, left)
+    lp_answer = lp.chosen if lp is not None and lp.objective > hint.objective else None
+    start = hint.chosen if lp_answer is None else lp_answer
+    # With an LP answer, CP-SAT searches the LP's neighbourhood (RINS): the items the LP
+    # takes no part of are left out of the model. CP-SAT closes this small model within
+    # the limit, where on the whole model it never leaves the root; its bound is then the
+    # neighbourhood's, so the answer's bound is the LP's (CP-SAT's own is not one).
+    cm = compile_problem(problem, only=None if lp is None or lp_answer is None else lp.neighbourhood())
     for i, var in cm.take.items():
-        cm.model.add_hint(var, 1 if i in hint.chosen else 0)
+        cm.model.add_hint(var, 1 if i in start else 0)
     now = time.perf_counter()
     remaining = limit - (now - t0)
     if deadline is not None:
         remaining = min(remaining, deadline - now)
+    if remaining <= 0 and lp is not None and lp_answer is not None:
+        # No time left for the search: the rounded LP answer, with the LP's proven bound.
+        return _lp_only(problem, lp, lp_answer, now - t0)
     if remaining <= 0:
         return Selection(BudgetStrategy.OPTIMAL, frozenset(), {}, "deadline", 0, None,
                          stats={"solver": "cp-sat", "status": "deadline", "build_and_solve_s": now - t0})
@@ -141,13 +185,15 @@ def solve(problem: Problem, *, time_limit_s: float | None = None,
         "parameters": params,
         "model_fingerprint": fingerprint(problem),
         "tie_break": cm.tie_break,
-        "hint": hint.strategy.value,
-        "hint_objective": hint.objective,
+        "hint": hint.strategy.value if lp is None or lp_answer is None else "lp_rounding",
+        "hint_objective": hint.objective if lp is None or lp_answer is None else lp.objective,
         "build_and_solve_s": time.perf_counter() - t0,
     }
     if status == "model_invalid":
         # CP-SAT's own explanation; its first line names the problem, the rest is the proto.
         stats["invalid_reason"] = cm.model.validate().split("\n", 1)[0].rstrip(" {:")
+    if lp is not None:
+        stats["lp"] = _lp_stats(lp)
     if status not in ("optimal", "feasible"):
         return Selection(BudgetStrategy.OPTIMAL, frozenset(), {}, status, 0, None,
                          stats=stats, log_lines=tuple(lines))
@@ -157,6 +203,19 @@ def solve(problem: Problem, *, time_limit_s: float | None = None,
     # OPTIMAL when a relative_gap_limit is met too: only a closed bound is "optimal" here.
     slack = problem.capacity if cm.tie_break else 0  # the token term is at most the capacity
     bound = max(obj, int(solver.best_objective_bound + slack) // cm.multiplier)
+    if lp is not None and lp_answer is not None:
+        stats["neighbourhood"] = {"free": len(lp.neighbourhood()), "status": status, "objective": obj}
+        if status == "optimal":
+            stats["status"] = "optimal in the LP's neighbourhood"
+        status, bound = "feasible", max(obj, lp.bound)  # a bound of the neighbourhood only
+        stats["bound_from"] = "lp"
+    elif lp is not None and lp.bound < bound:
+        bound = max(obj, lp.bound)  # the LP's proven bound is the tighter one
+        stats["bound_from"] = "lp"
+    if status != "optimal" and lp is not None and lp_answer is not None and lp.objective > obj:
+        # At the limit the rounded LP answer (every rule checked exactly) may be the best.
+        stats["kept_lp_rounding"] = True
+        chosen, obj = lp_answer, lp.objective
     if status == "optimal" and bound > obj and problem.settings.relative_gap > 0:
         status = "feasible"
         stats["status"] = "optimal within relative_gap_limit"
@@ -167,9 +226,17 @@ def solve(problem: Problem, *, time_limit_s: float | None = None,
         # when it meets every minimum (one that leaves a minimum unmet is not a solution).
         stats["kept_heuristic"] = True
         chosen, obj = hint.chosen, hint.objective
-    stats["proof"] = {"method": "CP-SAT search (its proof of optimality, or its best bound at the limit)",
+    method = "CP-SAT search (its proof of optimality, or its best bound at the limit)"
+    if "neighbourhood" in stats:
+        method = ("CP-SAT search of the LP relaxation's neighbourhood (items the LP takes no part of fixed "
+                  "out); the bound is the LP relaxation's (from GLOP's duals)")
+    elif stats.get("bound_from") == "lp":
+        method = "CP-SAT search at the limit; the bound is the LP relaxation's (from GLOP's duals), tighter than CP-SAT's"
+    stats["proof"] = {"method": method,
                       "proven": status == "optimal", "bound": max(bound, obj),
                       "stopped_by": stopped_by(status, stats, params)}
+    if lp is not None:
+        stats["proof"]["lp"] = stats.pop("lp")
     reasons = _shared_reasons(problem, chosen, "part of the optimal selection" if status == "optimal"
                               else "part of the best selection found in the time limit")
     return Selection(BudgetStrategy.OPTIMAL, chosen, reasons, status, obj, max(bound, obj),

@@ -1,0 +1,40 @@
+"""A batch count fills the cache as one-by-one counting does (engine/tokens.py puts a
+batch's counts under one acquisition of the lock): same entries, same order, the oldest
+evicted first at the bound."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine import tokens
+from engine.tokens import TiktokenCounter, get_tokenizer
+
+
+def _fresh() -> TiktokenCounter:
+    shared = get_tokenizer("cl100k_base")
+    assert isinstance(shared, TiktokenCounter)
+    return TiktokenCounter(shared.name, shared.encoding)
+
+
+@pytest.mark.parametrize("bound", [3, 5, 100])
+def test_batch_fills_the_cache_like_one_by_one(monkeypatch: pytest.MonkeyPatch, bound: int) -> None:
+    monkeypatch.setattr(tokens, "CACHE_ENTRIES", bound)
+    texts = [f"text number {k} " * (k + 1) for k in range(8)]
+    warm = ["already here", texts[2]]
+    one, batch = _fresh(), _fresh()
+
+    def put_each(items: dict[str, int]) -> None:  # the previous code: one _put per count
+        for key, value in items.items():
+            one._put(key, value)
+
+    one._put_many = put_each  # type: ignore[method-assign]
+    for counter in (one, batch):
+        for t in warm:
+            counter.count(t)
+    counts = batch.count_many(texts + texts[:3])
+    assert one.count_many(texts + texts[:3]) == counts
+    assert counts == [len(batch.encoding.encode_ordinary(t)) for t in texts + texts[:3]]
+    assert list(batch._cache.items()) == list(one._cache.items())
+    assert len(batch._cache) == min(bound, len(set(warm + texts)))
+    if bound < len(texts):  # the bound was reached: the oldest went first
+        assert list(batch._cache) == [tokens.content_sha256(t) for t in texts[-bound:]]
