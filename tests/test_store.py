@@ -88,7 +88,7 @@ def test_regression_pack_index_does_not_reindex_per_query(corpus: Path, tmp_path
     assert "4 files indexed (3 skipped)" in err
 
 
-def test_pack_index_takes_require_context_and_refuses_a_dense_scorer(corpus: Path, tmp_path: Path,
+def test_pack_index_takes_require_context_and_refuses_hybrid_without_embeddings(corpus: Path, tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     policy, ix = write_policy(tmp_path), str(tmp_path / "ix")
     assert run(capsys, "index", "build", str(corpus), "--out", ix)[0] == 0
@@ -98,9 +98,8 @@ def test_pack_index_takes_require_context_and_refuses_a_dense_scorer(corpus: Pat
     code, out, err = run(capsys, "pack", "--policy", policy, "--query", "cache", "--index", ix,
                          "--scorer", "hybrid")
     assert code == 2 and out == ""
-    assert ("pack.index_scorer: $.scorer: scorer 'hybrid' cannot search a prebuilt index: it keeps only BM25 "
-            "state, no embeddings; use --scorer bm25 with --index, or give the files (PATH...) instead of "
-            "--index to index them in memory") in err
+    assert (f"pack.index_scorer: {ix}: $.scorer: scorer 'hybrid' needs embeddings in the index, and {ix} keeps "
+            f"only BM25 state; build it with `ctxbudget index build PATH... --out {ix} --scorer hybrid`") in err
     code, _, err = run(capsys, "pack", "--policy", policy, "--query", "cache", "--index", ix, "--scorer", "bm25")
     assert code == 0 and "search results" in err
 

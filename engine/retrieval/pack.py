@@ -4,7 +4,8 @@
 plain text, each also gzip-compressed; :mod:`engine.retrieval.build`) into the
 hierarchical index, or load a prebuilt one (``index=``, :mod:`engine.retrieval.store`),
 search them (``scorer``: ``bm25``, or ``dense``/``hybrid`` with the ``ctxbudget[dense]``
-extra or an ``embedder`` of the caller's; a prebuilt index is searched with ``bm25``),
+extra or an ``embedder`` of the caller's; a prebuilt index, with the embeddings it was
+built with: ``index build --scorer dense``),
 turn the results into candidate rows (:mod:`engine.retrieval.convert`, the conversion the seed's
 ``create_budget_items_from_search`` uses too), add the nodes the policy pins that search
 did not return, and decide under the policy. Token counts are left to the engine, which
@@ -148,26 +149,21 @@ class Indexed:
     corpus: tuple[CorpusFile, ...]
     seconds: float
     skipped: tuple[Skipped, ...] = ()
-    stored_searcher: Callable[[], SemanticSearch] | None = None
+    stored_searcher: Callable[..., SemanticSearch] | None = None
 
     def searcher(self, scorer: str | Scorer = "bm25", embedder: Embedder | None = None) -> SemanticSearch:
         """The search over :attr:`index`: a new :class:`SemanticSearch`, or a stored
-        index's own (BM25 only: it keeps no embeddings).
+        index's own (its BM25 state, and for ``dense``/``hybrid`` its embeddings).
 
         Raises:
-            CandidateError: ``search.bad_scorer``; ``pack.index_scorer`` for ``dense``
-                or ``hybrid`` over a stored index; what :class:`SemanticSearch` raises.
+            CandidateError: ``search.bad_scorer``; for a stored index, ``pack.index_scorer``
+                (``dense`` or ``hybrid`` over an index built without embeddings) and
+                ``pack.index_embedder``; what :class:`SemanticSearch` raises.
         """
         chosen = _parse_scorer(scorer)
         if self.stored_searcher is None:
             return SemanticSearch(self.index, scorer=chosen, embedder=embedder)
-        if chosen is not Scorer.BM25:
-            raise CandidateError(
-                "pack.index_scorer",
-                f"scorer {chosen.value!r} cannot search a prebuilt index: it keeps only BM25 state, no "
-                "embeddings; use --scorer bm25 with --index, or give the files (PATH...) instead of "
-                "--index to index them in memory", path="$.scorer")
-        return self.stored_searcher()
+        return self.stored_searcher(chosen, embedder)
 
 
 def indexed_of(built: Built, paths: Sequence[str | Path] = (), started: float | None = None) -> Indexed:
@@ -217,8 +213,9 @@ def pack(policy: Policy, query: str, paths: Sequence[str | Path], *, top_k: int 
 
     ``scorer``: ``"bm25"`` (default), ``"dense"`` or ``"hybrid"``; the last two need the
     ``ctxbudget[dense]`` extra (``CandidateError`` ``search.dense_unavailable`` without
-    it) unless ``embedder`` (texts → embedding rows) is given, and cannot search a
-    prebuilt ``index`` (``pack.index_scorer``). ``require_context``: raise
+    it) unless ``embedder`` (texts → embedding rows) is given; over a prebuilt ``index``
+    they need its stored embeddings (``pack.index_scorer`` otherwise) and the model that
+    made them (``pack.index_embedder``). ``require_context``: raise
     :class:`~engine.errors.NoContextError` (``pack.no_context``) when the context holds
     no retrieved item; the decision is recorded first."""
     t0 = time.perf_counter()

@@ -18,7 +18,10 @@ Layout of an index folder (format :data:`FORMAT_VERSION`)::
                          byte range is in the manifest, ``text_bytes``)
     levels/<LEVEL>/      per searched level: the BM25 postings (:mod:`engine.retrieval.bm25`:
                          terms.txt, indptr/indices/tf/lengths .npy, memory-mapped on load)
-                         and rows.npy (which nodes, in the order the level indexes them)
+                         and rows.npy (which nodes, in the order the level indexes them);
+                         with embeddings (``index build --scorer dense|hybrid``) also
+                         embeddings.npy: float32 unit rows in that order, memory-mapped;
+                         the manifest's ``embeddings`` names the model and the width
 
 Loading reads the manifest, the node table and the ids, and memory-maps the postings; a
 query reads the postings of its own terms, and node objects (with the text of their
@@ -31,7 +34,9 @@ Updating (``build`` onto an existing index): every file is hashed; files whose S
 doc_id and format are unchanged keep their stored nodes (not re-read as text, not
 re-parsed); changed and added files are parsed; removed ones dropped. BM25 statistics
 (document frequencies, average lengths) are corpus-wide, so the levels' BM25 state is
-recomputed from all nodes each time. A different format version or analyzer setting
+recomputed from all nodes each time. Embeddings, once an index has them, are kept: the
+nodes of unchanged files keep their vectors (same model), the others are embedded. A
+different format version or analyzer setting
 rebuilds everything and says why. The new index is written beside the old one and swapped
 in, so a failed build leaves the old index as it was.
 """
@@ -59,6 +64,8 @@ FORMAT_NAME = "ctxbudget-index"
 #: Bumped whenever the layout or the meaning of a stored value changes.
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
+#: Per level, the unit embeddings of its nodes (float32, rows in the level's order).
+EMBEDDINGS = "embeddings.npy"
 _LEVEL_CODES = {lv: i for i, lv in enumerate(IndexLevel)}
 _LEVELS_BY_CODE = list(IndexLevel)
 _REBUILD = "ctxbudget index build PATH... --out {index}"
@@ -80,13 +87,18 @@ class BuildReport:
     corpus_bytes: int
     seconds: float
     rebuilt_because: str | None = None
+    #: The model whose embeddings the index keeps (``None``: BM25 only), and how many
+    #: nodes this build embedded (the rest kept their stored vectors).
+    embeddings: str | None = None
+    embedded: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "added": list(self.added), "changed": list(self.changed),
                 "removed": list(self.removed), "unchanged": len(self.unchanged),
                 "skipped": [s.to_dict() for s in self.skipped], "documents": self.documents,
                 "nodes": self.nodes, "bytes_read": self.bytes_read, "corpus_bytes": self.corpus_bytes,
-                "seconds": round(self.seconds, 3), "rebuilt_because": self.rebuilt_because}
+                "seconds": round(self.seconds, 3), "rebuilt_because": self.rebuilt_because,
+                "embeddings": self.embeddings, "embedded": self.embedded}
 
 
 def _error(code: str, index: Path, message: str, fix: str) -> CandidateError:
@@ -274,13 +286,51 @@ class StoredIndex:
     def documents(self) -> tuple[Node, ...]:
         return tuple(self.node(d) for d in self._doc_ids)
 
-    def searcher(self) -> Any:
-        """A :class:`SemanticSearch` (BM25) over the stored levels, their postings memory-mapped."""
+    @property
+    def embeddings(self) -> dict[str, Any] | None:
+        """What the manifest says of the stored embeddings (``model``, ``dim``,
+        ``dtype``), or ``None`` when the index keeps none (built with ``--scorer bm25``)."""
+        found = self.manifest.get("embeddings")
+        return found if isinstance(found, dict) else None
+
+    def searcher(self, scorer: Any = "bm25", embedder: Any = None) -> Any:
+        """A :class:`SemanticSearch` over the stored levels, their postings (and, for
+        ``dense``/``hybrid``, their embeddings) memory-mapped. The query is embedded by
+        ``embedder``, default the ``ctxbudget[dense]`` model; it must be the one that
+        embedded the nodes (its name is in the manifest).
+
+        Raises:
+            CandidateError: ``search.bad_scorer``; ``pack.index_scorer`` (``dense`` or
+                ``hybrid`` over an index without embeddings); ``search.dense_unavailable``;
+                ``pack.index_embedder`` (another embedder than the index's);
+                ``index.corrupt``.
+        """
         import numpy as np
 
         from . import bm25, search
 
+        chosen = search._parse_scorer(scorer)
+        vectors_meta = self.embeddings
+        embed = None
+        if chosen is not search.Scorer.BM25:
+            if vectors_meta is None:
+                raise CandidateError(
+                    "pack.index_scorer",
+                    f"scorer {chosen.value!r} needs embeddings in the index, and {self.folder} keeps only BM25 "
+                    f"state; build it with `ctxbudget index build PATH... --out {self.folder} --scorer "
+                    f"{chosen.value}` (the {search.DENSE_EXTRA.split()[-1]} extra), or use --scorer bm25",
+                    path="$.scorer", location=Location(str(self.folder)))
+            embed = embedder if embedder is not None else search._load_dense_embedder(chosen)
+            if search.embedder_name(embed) != vectors_meta.get("model"):
+                raise CandidateError(
+                    "pack.index_embedder",
+                    f"the index {self.folder} was embedded with {vectors_meta.get('model')!r}, and the query "
+                    f"would be embedded with {search.embedder_name(embed)!r}: their vectors cannot be compared; "
+                    f"rebuild the index with this model (`ctxbudget index build PATH... --out {self.folder} "
+                    f"--scorer {chosen.value}`) or query it with the model it was built with",
+                    path="$.embedder", location=Location(str(self.folder)))
         levels = []
+        vectors = []
         for name in self.manifest["levels"]:
             folder = self.folder / "levels" / name["level"]
             try:
@@ -295,18 +345,32 @@ class StoredIndex:
                              f"rebuild it with `{_REBUILD.format(index=self.folder)}`")
             level = IndexLevel(name["level"])
             levels.append(search._LevelIndex(level, _LevelNodes(self, rows.tolist()), postings))
+            if embed is not None and vectors_meta is not None:
+                try:
+                    unit = np.load(folder / EMBEDDINGS, mmap_mode="r", allow_pickle=False)
+                except (OSError, ValueError) as exc:
+                    raise _error("index.corrupt", self.folder, f"{folder}: the embeddings cannot be read ({exc})",
+                                 f"rebuild it with `{_REBUILD.format(index=self.folder)} --scorer "
+                                 f"{chosen.value}`") from None
+                if unit.shape != (len(rows), vectors_meta.get("dim")) or unit.dtype != np.float32:
+                    raise _error("index.corrupt", self.folder,
+                                 f"{folder}: {EMBEDDINGS} holds {unit.dtype} {unit.shape} for {len(rows)} rows "
+                                 f"of width {vectors_meta.get('dim')}",
+                                 f"rebuild it with `{_REBUILD.format(index=self.folder)} --scorer "
+                                 f"{chosen.value}`")
+                vectors.append(unit)
         # The searcher is SemanticSearch itself, its per-level state loaded instead of
         # computed: the ranking and calibration code is the one pack PATH runs.
         s: Any = object.__new__(search.SemanticSearch)
-        s.scorer = search.Scorer.BM25
+        s.scorer = chosen
         s.levels = tuple(lv.level for lv in levels)
         s.analyzer = search.DEFAULT_ANALYZER
         s.calibration = search.CALIBRATION
         s.headings = search.HEADING_WEIGHTS
         s.hybrid_bm25_weight = search.HYBRID_BM25_WEIGHT
         s._levels = tuple(levels)
-        s._embed = None
-        s._vectors = ()
+        s._embed = embed
+        s._vectors = tuple(vectors)
         return s
 
 
@@ -413,15 +477,28 @@ def _old_nodes(store: StoredIndex, doc: int) -> list[Node]:
     return [store.node_at(r) for r in range(lo, hi)]
 
 
-def build_index(paths: Sequence[str | Path], out: str | Path, progress: Progress | None = None) -> BuildReport:
+def build_index(paths: Sequence[str | Path], out: str | Path, progress: Progress | None = None, *,
+                scorer: str = "bm25", embedder: Any = None,
+                embed_progress: Progress | None = None) -> BuildReport:
     """Build or update the index in ``out`` from the files under ``paths``.
+
+    ``scorer`` ``"dense"`` or ``"hybrid"`` also stores every searched node's embedding
+    (``embedder``, default the ``ctxbudget[dense]`` model), so that ``pack --index``
+    can score with them; an index that keeps embeddings keeps them on every update
+    (the nodes of unchanged files keep their vectors when the model is the same; the
+    rest are embedded). ``embed_progress(done, total, "embedding")`` is called per batch.
 
     Raises:
         CandidateError: ``pack.missing_path``, ``pack.no_files``, ``pack.no_documents``,
+            ``search.bad_scorer``, ``search.dense_unavailable`` (embeddings asked for or
+            kept, and no model; raised before anything is read), ``search.bad_embedding``,
             or ``index.not_an_index`` when ``out`` exists and is not an index (nothing is
             overwritten).
     """
+    from .search import Scorer, _load_dense_embedder, _parse_scorer
+
     t0 = time.perf_counter()
+    chosen = _parse_scorer(scorer)
     target = Path(out)
     old: StoredIndex | None = None
     rebuilt: str | None = None
@@ -440,6 +517,12 @@ def build_index(paths: Sequence[str | Path], out: str | Path, progress: Progress
                 old = StoredIndex(target, manifest)
             except CandidateError as exc:
                 rebuilt = f"{exc.code}: {exc.message.split('; ')[0]}"
+    kept = old.embeddings if old is not None else _raw_embeddings(target)
+    embed = None
+    if chosen is not Scorer.BM25 or kept is not None:
+        embed = embedder if embedder is not None else _load_dense_embedder(
+            chosen, None if chosen is not Scorer.BM25 else
+            f"the index {target} keeps embeddings ({kept and kept.get('model')}), so updating it")
     sources, unsupported = walk(paths)
     ids = doc_ids(sources)
     previous: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
@@ -494,7 +577,11 @@ def build_index(paths: Sequence[str | Path], out: str | Path, progress: Progress
     for e in entries:
         if e.nodes:
             index.add_nodes(e.nodes, e.doc_id)
-    _write(target, index, entries, unsupported)
+    vectors = None
+    if embed is not None:
+        reuse = {e.doc_id for e in entries if e.fate == "unchanged" and e.nodes}
+        vectors = _Vectors(embed, old if kept is not None else None, reuse, embed_progress)
+    _write(target, index, entries, unsupported, vectors)
     skipped = tuple(e.skipped for e in entries if e.skipped is not None) + tuple(unsupported)
     return BuildReport(
         str(target),
@@ -503,10 +590,85 @@ def build_index(paths: Sequence[str | Path], out: str | Path, progress: Progress
         removed,
         tuple(e.source.path for e in entries if e.fate == "unchanged"),
         skipped, sum(1 for e in entries if e.nodes), len(index.nodes), bytes_read,
-        sum(e.size_read for e in entries), time.perf_counter() - t0, rebuilt)
+        sum(e.size_read for e in entries), time.perf_counter() - t0, rebuilt,
+        vectors.model if vectors is not None else None, vectors.embedded if vectors is not None else 0)
 
 
-def _write(target: Path, index: HierarchicalIndex, entries: list[_Entry], unsupported: list[Skipped]) -> None:
+def _raw_embeddings(target: Path) -> dict[str, Any] | None:
+    """The ``embeddings`` entry of an index's manifest that cannot be loaded as it is
+    (another format or settings: it is rebuilt, and keeps embeddings if it had them)."""
+    try:
+        found = json.loads((target / MANIFEST).read_text(encoding="utf-8")).get("embeddings")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+class _Vectors:
+    """The embeddings of a build: the nodes of ``reuse`` documents keep the vectors the
+    ``old`` index stored for them when it was embedded by the same model; the rest are
+    embedded."""
+
+    def __init__(self, embed: Any, old: StoredIndex | None, reuse: set[str], progress: Progress | None) -> None:
+        from .search import embedder_name
+
+        self.embed, self.model, self.progress = embed, embedder_name(embed), progress
+        meta = old.embeddings if old is not None else None
+        self.old = old if meta is not None and meta.get("model") == self.model else None
+        self.reuse = reuse if self.old is not None else set()
+        self.embedded = 0
+        self.dim: int | None = None
+
+    def _old_rows(self, level: IndexLevel) -> tuple[dict[str, int], Any] | None:
+        import numpy as np
+
+        if self.old is None or level.value not in {lv["level"] for lv in self.old.manifest["levels"]}:
+            return None
+        folder = self.old.folder / "levels" / level.value
+        try:
+            rows = np.load(folder / "rows.npy", allow_pickle=False).tolist()
+            unit = np.load(folder / EMBEDDINGS, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError):
+            return None  # unreadable: everything is embedded again
+        if unit.shape[0] != len(rows) or unit.dtype != np.float32:
+            return None
+        ids = self.old._ids
+        return {ids[r]: j for j, r in enumerate(rows)}, unit
+
+    def of(self, level: IndexLevel, nodes: Sequence[Node]) -> Any:
+        """The unit rows (float32) of ``nodes``, in order."""
+        import numpy as np
+
+        from .search import embed_nodes
+
+        old = self._old_rows(level) if self.reuse else None
+        take = [None if old is None or n.doc_id not in self.reuse else old[0].get(n.node_id) for n in nodes]
+        todo = [i for i, t in enumerate(take) if t is None]
+        report = self.progress
+
+        def step(done: int, total: int) -> None:
+            if report is not None:
+                report(done, total, f"{level.value} nodes")
+
+        fresh = embed_nodes(self.embed, [nodes[i].content for i in todo], progress=step)
+        self.embedded += len(todo)
+        dim = fresh.shape[1] if todo else (old[1].shape[1] if old is not None else 0)
+        if self.dim is not None and dim != self.dim:
+            raise CandidateError("search.bad_embedding", f"the embedder returned rows of width {dim} for "
+                                 f"{level.value} nodes after width {self.dim}; it must always return the same width",
+                                 path="$.embedder")
+        self.dim = dim
+        out = np.empty((len(nodes), dim), dtype=np.float32)
+        if todo:
+            out[todo] = fresh
+        kept = [(i, t) for i, t in enumerate(take) if t is not None]
+        if kept and old is not None:
+            out[[i for i, _ in kept]] = old[1][[t for _, t in kept]]
+        return out
+
+
+def _write(target: Path, index: HierarchicalIndex, entries: list[_Entry], unsupported: list[Skipped],
+           vectors: _Vectors | None = None) -> None:
     import numpy as np
 
     from . import bm25
@@ -560,6 +722,8 @@ def _write(target: Path, index: HierarchicalIndex, entries: list[_Entry], unsupp
                     allow_pickle=False)
             if postings is not None:
                 bm25.save(postings, folder)
+            if vectors is not None:
+                np.save(folder / EMBEDDINGS, vectors.of(level, nodes), allow_pickle=False)
             levels.append({"level": level.value, "nodes": len(nodes), "terms": postings is not None})
         skipped = [{"root": roots.index(os.path.abspath(e.source.root)), "path": e.source.path,
                     "reason": e.skipped.reason} for e in entries if e.skipped is not None]
@@ -573,6 +737,8 @@ def _write(target: Path, index: HierarchicalIndex, entries: list[_Entry], unsupp
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "roots": roots, "files": files, "skipped": skipped, "settings": _settings(),
             "levels": levels, "counts": counts,
+            "embeddings": None if vectors is None else {"model": vectors.model, "dim": vectors.dim,
+                                                        "dtype": "float32", "unit": True},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         _swap(tmp, target)
