@@ -330,3 +330,15 @@ def test_saved_postings_score_bit_for_bit_as_built(tmp_path: Path) -> None:
     for cols in ([0], [1, 2], [2, 1, 0, 3]):
         assert loaded.scores(cols, 1.5, 0.75).tolist() == built.scores(cols, 1.5, 0.75).tolist()
     assert built.scores([2], 1.5, 0.75)[1] == 0.0 and built.avgdl == 2.0
+
+
+def test_the_stemmer_version_in_the_settings_is_the_installed_distribution_s() -> None:
+    """The version is read from the dist-info folder beside the module (no importlib.metadata
+    scan per query); it must be the one importlib.metadata reports."""
+    from importlib import metadata
+
+    from engine.retrieval.analyzer import DEFAULT_ANALYZER, _version
+
+    assert _version("PyStemmer", "Stemmer") == metadata.version("PyStemmer")
+    assert DEFAULT_ANALYZER.settings()["stemmer"]["version"] == metadata.version("PyStemmer")
+    assert _version("PyStemmer", "json") == metadata.version("PyStemmer")  # no dist-info there: the fallback
