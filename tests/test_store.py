@@ -342,3 +342,26 @@ def test_the_stemmer_version_in_the_settings_is_the_installed_distribution_s() -
     assert _version("PyStemmer", "Stemmer") == metadata.version("PyStemmer")
     assert DEFAULT_ANALYZER.settings()["stemmer"]["version"] == metadata.version("PyStemmer")
     assert _version("PyStemmer", "json") == metadata.version("PyStemmer")  # no dist-info there: the fallback
+
+
+def test_built_postings_are_those_of_the_in_memory_search(corpus: Path) -> None:
+    """A build lays terms out as id ranges (no per-node lists); the postings must be
+    those SemanticSearch builds from each node's terms with its heading weights."""
+    from engine.retrieval import bm25
+    from engine.retrieval.search import DEFAULT_ANALYZER, with_headings
+    from engine.retrieval.store import _level_states
+
+    (corpus / "guide" / "deep.md").write_text("# Top\n\nIntro words.\n\n## Mid **bold** title\n\nMid text. More "
+                                              "text.\n\n### Low\n\n- item one\n- item two readFile\n\n# \n\nUntitled.\n")
+    index = build_in_memory([corpus]).index
+    states = _level_states(index)
+    assert [lv.value for lv, _, _ in states] == ["SECTION", "PARAGRAPH", "SENTENCE"]
+    for level, nodes, got in states:
+        assert nodes == [n for n in index.nodes.values() if n.level is level]
+        terms = [DEFAULT_ANALYZER.terms(n.content) for n in nodes]
+        want = bm25.build(with_headings(nodes, terms, index, DEFAULT_ANALYZER))
+        assert got is not None and want is not None
+        assert list(got.terms._terms) == sorted(want.terms, key=want.terms.__getitem__)
+        for name in ("indptr", "indices", "tf", "lengths"):
+            assert getattr(got, name).tolist() == getattr(want, name).tolist(), (level, name)
+        assert (got.n, got.avgdl) == (want.n, want.avgdl)

@@ -116,6 +116,23 @@ def build(corpus: Sequence[Sequence[str]]) -> Postings | None:
                     lengths.astype(np.int32), n, float(total) / n)
 
 
+def build_from_ids(cols: np.ndarray, rows: np.ndarray, lengths: np.ndarray, vocab: Sequence[str]) -> Postings | None:
+    """:func:`build` from term ids: node ``rows[k]`` holds term ``vocab[cols[k]]`` once
+    per k; ``vocab`` sorted, ``lengths`` each node's count of terms. The same postings
+    as :func:`build` over the nodes' term lists (the vocabulary is the terms present)."""
+    n = len(lengths)
+    total = int(lengths.sum())
+    if total == 0:
+        return None
+    present = np.unique(cols)
+    col = np.searchsorted(present, cols).astype(np.int64)
+    keys, counts = np.unique(col * n + rows, return_counts=True)
+    indptr = np.searchsorted(keys // n, np.arange(len(present) + 1, dtype=np.int64)).astype(np.int64)
+    terms = [vocab[i] for i in present.tolist()]
+    return Postings(_SortedTerms(terms), indptr, (keys % n).astype(np.int32), counts.astype(np.int32),
+                    np.asarray(lengths).astype(np.int32), n, float(total) / n)
+
+
 def save(postings: Postings, folder: Path) -> None:
     """Write ``postings`` into ``folder`` (the files of the module doc)."""
     terms = postings.terms

@@ -49,6 +49,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from itertools import chain
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -747,21 +748,8 @@ def _write(target: Path, index: HierarchicalIndex, entries: list[_Entry], unsupp
         raise
 
 
-def node_terms(index: HierarchicalIndex) -> dict[str, list[str]]:
-    """The BM25 terms of every node below the documents, each character analysed once.
-
-    A node's terms are those of its own text outside its children plus its children's
-    (a paragraph's are its sentences', a section's its paragraphs' and sub-sections'):
-    the analysis (``Analyzer.terms``: words, camelCase parts, stop words, stemming) works word by word
-    and children never split a word, so this is the bag of terms of the node's whole text
-    that :class:`SemanticSearch` computes, at a fraction of the work (a section's text
-    is part of every enclosing section's)."""
-    from .analyzer import analyze_many
-
-    # First the texts to analyse (leaves whole, the rest their text outside children),
-    # analysed in one batch; then each node's terms, children before parents.
-    order = [n for n in index.nodes.values() if n.level is not IndexLevel.DOCUMENT]
-    kids_of = {n.node_id: index.children(n.node_id) for n in order}
+def _own_texts(order: Sequence[Node], kids_of: Mapping[str, Sequence[Node]]) -> list[str]:
+    """Each node's text outside its children (a leaf's whole text), gaps joined by newlines."""
     own_texts = []
     for node in order:
         kids = kids_of[node.node_id]
@@ -774,7 +762,24 @@ def node_terms(index: HierarchicalIndex) -> dict[str, list[str]]:
             pos = kid.end - node.start
         gaps.append(node.content[pos:])
         own_texts.append("\n".join(g for g in gaps if g.strip()))
-    own_terms = analyze_many(own_texts)
+    return own_texts
+
+
+def node_terms(index: HierarchicalIndex) -> dict[str, list[str]]:
+    """The BM25 terms of every node below the documents, each character analysed once.
+
+    A node's terms are those of its own text outside its children plus its children's
+    (a paragraph's are its sentences', a section's its paragraphs' and sub-sections'):
+    the analysis (``Analyzer.terms``: words, camelCase parts, stop words, stemming) works word by word
+    and children never split a word, so this is the bag of terms of the node's whole text
+    that :class:`SemanticSearch` computes, at a fraction of the work (a section's text
+    is part of every enclosing section's). A build does not make these lists: it takes
+    the same bags as ranges of one array of term ids (:func:`_level_states`)."""
+    from .analyzer import analyze_many
+
+    order = [n for n in index.nodes.values() if n.level is not IndexLevel.DOCUMENT]
+    kids_of = {n.node_id: index.children(n.node_id) for n in order}
+    own_terms = analyze_many(_own_texts(order, kids_of))
     terms: dict[str, list[str]] = {}
     for node, own in zip(reversed(order), reversed(own_terms)):
         out = list(own)
@@ -784,21 +789,94 @@ def node_terms(index: HierarchicalIndex) -> dict[str, list[str]]:
     return terms
 
 
+def _segments(starts: Any, ends: Any) -> Any:
+    """The positions ``starts[i] .. ends[i] - 1`` for every i, one after another."""
+    import numpy as np
+
+    lens = ends - starts
+    total = int(lens.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    shift = np.repeat(starts - np.concatenate(([0], np.cumsum(lens)[:-1])), lens)
+    out: Any = shift + np.arange(total, dtype=np.int64)
+    return out
+
+
 def _level_states(index: HierarchicalIndex) -> list[tuple[IndexLevel, list[Node], Any]]:
     """Per searched level (as :class:`SemanticSearch` builds them): its nodes and the
-    BM25 postings of their terms (``None`` when no node has a term)."""
-    from . import bm25, search
+    BM25 postings of their terms (``None`` when no node has a term).
 
-    terms = node_terms(index)
+    The postings are those ``bm25.build(with_headings(nodes, terms))`` gives (a test
+    holds them equal), built from arrays: every node's own text (outside its children)
+    is analysed once and its terms laid out as term ids in one array, in reading order;
+    a node's subtree is a contiguous run of that order, so its bag of terms is one range
+    of the array, and its section title's terms (BM25F heading weights) another range,
+    taken once or more. No per-node term list is made."""
+    import numpy as np
+
+    from . import bm25, search
+    from .analyzer import analyze_many
+
+    analyzer = search.DEFAULT_ANALYZER
+    own_w, context_w = search.HEADING_WEIGHTS
+    order = [n for n in index.nodes.values() if n.level is not IndexLevel.DOCUMENT]
+    kids_of = {n.node_id: index.children(n.node_id) for n in order}
+    own_terms = analyze_many(_own_texts(order, kids_of), analyzer)
+    pos_of = {n.node_id: i for i, n in enumerate(order)}
+    # Subtree sizes (children come after their parent in reading order).
+    size = [1] * len(order)
+    for i in range(len(order) - 1, -1, -1):
+        parent = pos_of.get(order[i].parent_id or "")
+        if parent is not None:
+            size[parent] += size[i]
+    # Nearest section of each node (itself for a section) and its title's terms.
+    section_at = [-1] * len(order)
+    for i, n in enumerate(order):
+        if n.level is IndexLevel.SECTION:
+            section_at[i] = i
+        else:
+            parent = pos_of.get(n.parent_id or "")
+            section_at[i] = section_at[parent] if parent is not None else -1
+    titled = [i for i, n in enumerate(order) if n.level is IndexLevel.SECTION and n.title]
+    title_terms = analyzer.terms_many([order[i].title or "" for i in titled])
+    vocab = sorted(set(chain.from_iterable(own_terms)) | set(chain.from_iterable(title_terms)))
+    id_of = {t: i for i, t in enumerate(vocab)}
+    flat = np.fromiter(map(id_of.__getitem__, chain.from_iterable(own_terms)), dtype=np.int64,
+                       count=sum(map(len, own_terms)))
+    off = np.zeros(len(order) + 1, dtype=np.int64)
+    np.cumsum([len(t) for t in own_terms], out=off[1:])
+    t_flat = np.fromiter(map(id_of.__getitem__, chain.from_iterable(title_terms)), dtype=np.int64,
+                         count=sum(map(len, title_terms)))
+    t_off = np.zeros(len(titled) + 1, dtype=np.int64)
+    np.cumsum([len(t) for t in title_terms], out=t_off[1:])
+    title_no = np.full(len(order), -1, dtype=np.int64)
+    title_no[titled] = np.arange(len(titled))
+    section_arr = np.array(section_at, dtype=np.int64)
+    size_arr = np.array(size, dtype=np.int64)
+    level_arr = np.array([_LEVEL_CODES[n.level] for n in order], dtype=np.int64)
     out = []
     for level in search.DEFAULT_LEVELS:
-        nodes = [n for n in index.nodes.values() if n.level is level]
-        if not nodes:
+        rows_at = np.flatnonzero(level_arr == _LEVEL_CODES[level])
+        if len(rows_at) == 0:
             continue
-        # The postings SemanticSearch builds (its _build_level) from the same terms.
-        level_terms = search.with_headings(nodes, [terms[n.node_id] for n in nodes], index,
-                                           search.DEFAULT_ANALYZER)
-        out.append((level, nodes, bm25.build(level_terms)))
+        nodes = [order[i] for i in rows_at.tolist()]
+        n = len(rows_at)
+        starts, ends = off[rows_at], off[rows_at + size_arr[rows_at]]
+        cols = [flat[_segments(starts, ends)]]
+        rows = [np.repeat(np.arange(n, dtype=np.int64), ends - starts)]
+        lengths = ends - starts
+        times = own_w if level is IndexLevel.SECTION else context_w
+        sec = section_arr[rows_at]
+        tno = np.where(sec >= 0, title_no[np.maximum(sec, 0)], -1)
+        has = tno >= 0
+        t_starts = np.where(has, t_off[np.maximum(tno, 0)], 0)
+        t_ends = np.where(has, t_off[np.maximum(tno, 0) + 1], 0)
+        for _ in range(times):
+            cols.append(t_flat[_segments(t_starts, t_ends)])
+            rows.append(np.repeat(np.arange(n, dtype=np.int64), t_ends - t_starts))
+        lengths = lengths + times * (t_ends - t_starts)
+        out.append((level, nodes, bm25.build_from_ids(np.concatenate(cols), np.concatenate(rows), lengths,
+                                                      vocab)))
     return out
 
 
