@@ -64,9 +64,10 @@ def _version(dist: str, module: str | None = None) -> str:
     from importlib import import_module
 
     if module is not None:
-        found = getattr(import_module(module), "__file__", None)
+        found: str | None = getattr(import_module(module), "__file__", None)
         if found:
             prefix = dist.lower().replace("-", "_") + "-"
+            names: list[str]
             try:
                 names = os.listdir(os.path.dirname(found))
             except OSError:

@@ -686,14 +686,15 @@ def _write(target: Path, index: HierarchicalIndex, entries: list[_Entry], unsupp
         row_of = {nid: i for i, nid in enumerate(index.nodes)}
         doc_of = {d.doc_id: i for i, d in enumerate(index.documents())}
         titles: list[str] = []
-        table = np.empty((len(row_of), 6), dtype=np.int64)
-        for i, n in enumerate(index.nodes.values()):
+        cells: list[tuple[int, int, int, int, int, int]] = []
+        for n in index.nodes.values():
             title = -1
             if n.title is not None:
                 titles.append(n.title)
                 title = len(titles) - 1
-            table[i] = (_LEVEL_CODES[n.level], doc_of[n.doc_id], n.start, n.end,
-                        row_of[n.parent_id] if n.parent_id is not None else -1, title)
+            cells.append((_LEVEL_CODES[n.level], doc_of[n.doc_id], n.start, n.end,
+                          row_of[n.parent_id] if n.parent_id is not None else -1, title))
+        table = np.array(cells, dtype=np.int64).reshape(len(cells), 6)
         np.save(tmp / "nodes.npy", table, allow_pickle=False)
         (tmp / "ids.txt").write_text("\n".join(index.nodes), encoding="utf-8")
         (tmp / "titles.json").write_text(json.dumps(titles, ensure_ascii=False), encoding="utf-8")
@@ -820,7 +821,8 @@ def _level_states(index: HierarchicalIndex) -> list[tuple[IndexLevel, list[Node]
     analyzer = search.DEFAULT_ANALYZER
     own_w, context_w = search.HEADING_WEIGHTS
     order = [n for n in index.nodes.values() if n.level is not IndexLevel.DOCUMENT]
-    kids_of = {n.node_id: index.children(n.node_id) for n in order}
+    nodes_by_id, child_ids = index.nodes, index._children
+    kids_of = {n.node_id: [nodes_by_id[c] for c in child_ids[n.node_id]] for n in order}
     own_terms = analyze_many(_own_texts(order, kids_of), analyzer)
     pos_of = {n.node_id: i for i, n in enumerate(order)}
     # Subtree sizes (children come after their parent in reading order).
@@ -860,10 +862,10 @@ def _level_states(index: HierarchicalIndex) -> list[tuple[IndexLevel, list[Node]
         if len(rows_at) == 0:
             continue
         nodes = [order[i] for i in rows_at.tolist()]
-        n = len(rows_at)
+        count = len(rows_at)
         starts, ends = off[rows_at], off[rows_at + size_arr[rows_at]]
         cols = [flat[_segments(starts, ends)]]
-        rows = [np.repeat(np.arange(n, dtype=np.int64), ends - starts)]
+        rows = [np.repeat(np.arange(count, dtype=np.int64), ends - starts)]
         lengths = ends - starts
         times = own_w if level is IndexLevel.SECTION else context_w
         sec = section_arr[rows_at]
@@ -873,7 +875,7 @@ def _level_states(index: HierarchicalIndex) -> list[tuple[IndexLevel, list[Node]
         t_ends = np.where(has, t_off[np.maximum(tno, 0) + 1], 0)
         for _ in range(times):
             cols.append(t_flat[_segments(t_starts, t_ends)])
-            rows.append(np.repeat(np.arange(n, dtype=np.int64), t_ends - t_starts))
+            rows.append(np.repeat(np.arange(count, dtype=np.int64), t_ends - t_starts))
         lengths = lengths + times * (t_ends - t_starts)
         out.append((level, nodes, bm25.build_from_ids(np.concatenate(cols), np.concatenate(rows), lengths,
                                                       vocab)))
