@@ -834,7 +834,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--index", metavar="INDEX", help="a prebuilt index (`ctxbudget index build`) instead of PATHs")
     k.add_argument("--out", metavar="FILE", help="also write the assembled context to this file")
     k.add_argument("--json", action="store_true", help="print the decision as JSON instead of the context")
-    k.add_argument("--top-k", type=int, default=50, metavar="N", help="search results to consider (default 50)")
+    k.add_argument("--top-k", type=int, metavar="N",
+                   help="search results to consider (default: one per 15 tokens of the budget, 50 to 200)")
     k.add_argument("--scorer", choices=["bm25", "dense", "hybrid"], default="bm25",
                    help="relevance: bm25 (default), dense or hybrid (the last two need "
                         "pip install 'ctxbudget[dense]'; with --index, an index built with --scorer dense)")
