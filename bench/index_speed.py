@@ -103,14 +103,21 @@ def phases(index: Path, policy: Path, question: str) -> dict[str, tuple[float, f
     lap("load index + check files")
     searcher = built.searcher()  # type: ignore[misc]
     lap("load BM25 state")
-    results = searcher.search(question, top_k=50)
+    from engine.policy import load_policy
+    lap("import policy")
+    loaded = load_policy(str(policy))
+    lap("load policy")
+    from engine.retrieval.pack import default_top_k
+    results = searcher.search(question, top_k=default_top_k(loaded))
     lap("search")
     rows, _ = search_rows(results, built.index)
     lap("candidate rows")
     from engine.decide import decide
-    from engine.policy import load_policy
-    lap("import policy + decide (solver)")
-    decide(rows, load_policy(str(policy)))
+    lap("import decide (solver)")
+    from engine.counts import policy_tokenizer
+    policy_tokenizer(loaded)
+    lap("load the policy's tokenizer")
+    decide(rows, loaded)
     lap("decide")
     return out
 
