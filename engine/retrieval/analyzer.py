@@ -171,6 +171,14 @@ class Analyzer:
         the whole text, matching :data:`TOKEN_PATTERN`, dropping stopwords and stemming."""
         if not texts:
             return []
+        runs, known = self.runs_many(texts)
+        get = known.__getitem__
+        return [list(chain.from_iterable(map(get, rs))) for rs in runs]
+
+    def runs_many(self, texts: Sequence[str]) -> tuple[list[list[str]], dict[str, tuple[str, ...]]]:
+        """The word runs of each text and each distinct run's terms: what
+        :meth:`terms_many` joins (a text's terms are its runs' terms in order), for a
+        caller that maps runs to term ids without making every text's term list."""
         runs = [_RUN.findall(t) for t in texts]
         cache = _RUN_CACHE.setdefault((self.stemmer, self.stopwords, self.split_identifiers), {})
         known: dict[str, tuple[str, ...]] = {}
@@ -186,8 +194,7 @@ class Analyzer:
             if len(cache) + len(new) > 1_000_000:  # a bound for long-running processes
                 cache.clear()
             cache.update((r, known[r]) for r in new)
-        get = known.__getitem__
-        return [list(chain.from_iterable(map(get, rs))) for rs in runs]
+        return runs, known
 
     def _analyse_runs(self, runs: list[str]) -> list[tuple[str, ...]]:
         """The terms of each word run (camelCase parts, lower case, stopwords, stems)."""

@@ -124,10 +124,16 @@ def build_from_ids(cols: np.ndarray, rows: np.ndarray, lengths: np.ndarray, voca
     total = int(lengths.sum())
     if total == 0:
         return None
-    present = np.unique(cols)
-    col = np.searchsorted(present, cols).astype(np.int64)
-    keys, counts = np.unique(col * n + rows, return_counts=True)
-    indptr = np.searchsorted(keys // n, np.arange(len(present) + 1, dtype=np.int64)).astype(np.int64)
+    # One key per (term, node): sorted by term id (the vocabulary's order), then node;
+    # int32 when it fits, which sorts faster.
+    wide = len(vocab) * n >= 2**31
+    dtype: Any = np.int64 if wide else np.int32
+    packed: Any = cols.astype(dtype) * n + rows.astype(dtype)
+    keys, counts = np.unique(packed, return_counts=True)
+    key_cols = keys // n
+    first = np.flatnonzero(np.concatenate(([True], key_cols[1:] != key_cols[:-1])))
+    present = key_cols[first]
+    indptr = np.append(first, len(keys)).astype(np.int64)
     terms = [vocab[i] for i in present.tolist()]
     return Postings(_SortedTerms(terms), indptr, (keys % n).astype(np.int32), counts.astype(np.int32),
                     np.asarray(lengths).astype(np.int32), n, float(total) / n)

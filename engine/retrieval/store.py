@@ -816,14 +816,15 @@ def _level_states(index: HierarchicalIndex) -> list[tuple[IndexLevel, list[Node]
     import numpy as np
 
     from . import bm25, search
-    from .analyzer import analyze_many
 
     analyzer = search.DEFAULT_ANALYZER
     own_w, context_w = search.HEADING_WEIGHTS
     order = [n for n in index.nodes.values() if n.level is not IndexLevel.DOCUMENT]
     nodes_by_id, child_ids = index.nodes, index._children
     kids_of = {n.node_id: [nodes_by_id[c] for c in child_ids[n.node_id]] for n in order}
-    own_terms = analyze_many(_own_texts(order, kids_of), analyzer)
+    own_texts = _own_texts(order, kids_of)
+    # Each distinct word run analysed once (analyze_many's terms: a blank text has none).
+    own_runs, run_terms = analyzer.runs_many([t if t.strip() else "" for t in own_texts])
     pos_of = {n.node_id: i for i, n in enumerate(order)}
     # Subtree sizes (children come after their parent in reading order).
     size = [1] * len(order)
@@ -841,12 +842,15 @@ def _level_states(index: HierarchicalIndex) -> list[tuple[IndexLevel, list[Node]
             section_at[i] = section_at[parent] if parent is not None else -1
     titled = [i for i, n in enumerate(order) if n.level is IndexLevel.SECTION and n.title]
     title_terms = analyzer.terms_many([order[i].title or "" for i in titled])
-    vocab = sorted(set(chain.from_iterable(own_terms)) | set(chain.from_iterable(title_terms)))
+    vocab = sorted(set(chain.from_iterable(run_terms.values())) | set(chain.from_iterable(title_terms)))
     id_of = {t: i for i, t in enumerate(vocab)}
-    flat = np.fromiter(map(id_of.__getitem__, chain.from_iterable(own_terms)), dtype=np.int64,
-                       count=sum(map(len, own_terms)))
+    run_ids = {r: [id_of[t] for t in terms] for r, terms in run_terms.items()}
+    run_len = {r: len(ids) for r, ids in run_ids.items()}
+    lens = [sum(map(run_len.__getitem__, rs)) for rs in own_runs]
+    flat = np.fromiter(chain.from_iterable(map(run_ids.__getitem__, chain.from_iterable(own_runs))),
+                       dtype=np.int64, count=sum(lens))
     off = np.zeros(len(order) + 1, dtype=np.int64)
-    np.cumsum([len(t) for t in own_terms], out=off[1:])
+    np.cumsum(lens, out=off[1:])
     t_flat = np.fromiter(map(id_of.__getitem__, chain.from_iterable(title_terms)), dtype=np.int64,
                          count=sum(map(len, title_terms)))
     t_off = np.zeros(len(titled) + 1, dtype=np.int64)
