@@ -11,7 +11,9 @@ CPU is the child's user + system time from ``resource.getrusage``):
    and MB per CPU second (what the machine could do without other load).
 2. the same build again after one file changed: the incremental update.
 3. ``ctxbudget pack --policy P --query Q --index INDEX`` for each question, ``--runs``
-   times after a warm-up: median and min milliseconds, CLI start-up included.
+   times after a warm-up: median and min milliseconds, CLI start-up included (with
+   bytecode written and read, as an installed package has it: the children run without
+   ``PYTHONDONTWRITEBYTECODE``).
 4. ``ctxbudget pack --policy P --query Q PATH...`` once: what every query cost before.
 5. in-process, the phases of one ``pack --index`` (load, searcher, search, rows, decide),
    wall and CPU milliseconds: where the end-to-end time goes.
@@ -54,6 +56,10 @@ spec:
   hierarchy: {exclusive: true}
 """
 
+#: The children may write bytecode, as an installed package has it: with
+#: PYTHONDONTWRITEBYTECODE set (some shells and CI images set it) every process would
+#: compile the whole engine from source again (~100 ms CPU of every pack --index).
+_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 _SCRIPT = Path(sys.executable).parent / "ctxbudget"
 _CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "engine.cli"]
 
@@ -62,7 +68,7 @@ def _run(argv: list[str]) -> tuple[float, float, subprocess.CompletedProcess[str
     """Wall and CPU seconds of one child process, and its result (it must exit 0)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=_ENV)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -97,14 +103,21 @@ def phases(index: Path, policy: Path, question: str) -> dict[str, tuple[float, f
     lap("load index + check files")
     searcher = built.searcher()  # type: ignore[misc]
     lap("load BM25 state")
-    results = searcher.search(question, top_k=50)
+    from engine.policy import load_policy
+    lap("import policy")
+    loaded = load_policy(str(policy))
+    lap("load policy")
+    from engine.retrieval.pack import default_top_k
+    results = searcher.search(question, top_k=default_top_k(loaded))
     lap("search")
     rows, _ = search_rows(results, built.index)
     lap("candidate rows")
     from engine.decide import decide
-    from engine.policy import load_policy
-    lap("import policy + decide (solver)")
-    decide(rows, load_policy(str(policy)))
+    lap("import decide (solver)")
+    from engine.counts import policy_tokenizer
+    policy_tokenizer(loaded)
+    lap("load the policy's tokenizer")
+    decide(rows, loaded)
     lap("decide")
     return out
 

@@ -10,7 +10,7 @@ when no retrieved item is in the context; 130 on Ctrl-C,
     ctxbudget allocate --policy P --candidates C [--format json|context] [--audit-log L]
     ctxbudget pack --policy P --query Q PATH...|--index INDEX [--out F] [--json] [--audit-log L]
                    [--scorer bm25|dense|hybrid] [--require-context] [--verbose]
-    ctxbudget index build PATH... --out INDEX [--json] [--verbose]
+    ctxbudget index build PATH... --out INDEX [--scorer bm25|dense|hybrid] [--json] [--verbose]
         (both: [--request-id ID] [--requested-by WHO] [--label KEY=VALUE]...)
     ctxbudget audit verify LOG [--checkpoint F]  ctxbudget audit checkpoint LOG --out F
     ctxbudget audit replay LOG [--policy P [--fail-on-diff]]  ctxbudget audit show LOG [--decision ID] [--json]
@@ -306,7 +306,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
 def cmd_index_build(args: argparse.Namespace) -> int:
     from .retrieval.store import build_index
 
-    report = build_index(args.paths, args.out, progress=_progress("indexing"))
+    report = build_index(args.paths, args.out, progress=_progress("indexing"), scorer=args.scorer,
+                         embed_progress=_progress("embedding", "nodes"))
     if args.json:
         _out(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     elif args.verbose:
@@ -320,21 +321,36 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     _err(f"index {report.index}: {report.documents} documents, {report.nodes} nodes; "
          f"{len(report.added)} added, {len(report.changed)} changed, {len(report.removed)} removed, "
          f"{len(report.unchanged)} unchanged; {mb:.2f} MB in {report.seconds:.2f} s "
-         f"({mb / max(report.seconds, 1e-9):.2f} MB/s)")
+         f"({mb / max(report.seconds, 1e-9):.2f} MB/s)"
+         + (f"; embeddings: {report.embeddings}, {report.embedded} node(s) embedded" if report.embeddings else ""))
     return 0
 
 
 #: Without a terminal, a progress line every this many files (and at the end).
 PROGRESS_EVERY_FILES = 100
+#: Without a terminal, batch progress (embedding nodes) only for this many nodes or more.
+PROGRESS_EVERY_NODES = 1000
 
 
-def _progress(what: str) -> Any:
+def _progress(what: str, unit: str = "files") -> Any:
     """``progress(done, total, name)`` for long indexing: a ``\\r`` bar redrawn in place
     when stderr is a terminal; otherwise (a log file, a pipe) one plain line every
     :data:`PROGRESS_EVERY_FILES` files and at the end, only for corpora that large, so a
-    redirected stderr never fills with redraws."""
+    redirected stderr never fills with redraws. Another ``unit`` (``"nodes"``, counted in
+    batches) gets a plain line per call."""
     started = time.monotonic()
     tty = sys.stderr.isatty()
+    if unit != "files":
+        def batches(done: int, total: int, name: str) -> None:
+            if tty:
+                bar = "#" * int(30 * done / max(total, 1))
+                sys.stderr.write(f"\r{what} [{bar:<30}] {done}/{total} {name[-40:]:<40}")
+                if done == total:
+                    sys.stderr.write("\n")
+            elif total >= PROGRESS_EVERY_NODES:
+                _err(f"{what}: {done}/{total} {name} ({time.monotonic() - started:.1f} s)")
+
+        return batches
 
     def progress(done: int, total: int, name: str) -> None:
         if tty:
@@ -818,10 +834,11 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--index", metavar="INDEX", help="a prebuilt index (`ctxbudget index build`) instead of PATHs")
     k.add_argument("--out", metavar="FILE", help="also write the assembled context to this file")
     k.add_argument("--json", action="store_true", help="print the decision as JSON instead of the context")
-    k.add_argument("--top-k", type=int, default=50, metavar="N", help="search results to consider (default 50)")
+    k.add_argument("--top-k", type=int, metavar="N",
+                   help="search results to consider (default: one per 15 tokens of the budget, 50 to 200)")
     k.add_argument("--scorer", choices=["bm25", "dense", "hybrid"], default="bm25",
                    help="relevance: bm25 (default), dense or hybrid (the last two need "
-                        "pip install 'ctxbudget[dense]'; not with --index)")
+                        "pip install 'ctxbudget[dense]'; with --index, an index built with --scorer dense)")
     k.add_argument("--require-context", action="store_true",
                    help="exit 8 (after recording the decision) when no retrieved item is in the context")
     k.add_argument("--verbose", action="store_true", help="list every file skipped, with its reason")
@@ -837,6 +854,9 @@ def build_parser() -> argparse.ArgumentParser:
                  "INDEX: only changed and added files are parsed again, removed ones dropped")
     ib.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to index")
     ib.add_argument("--out", required=True, metavar="INDEX", help="the index folder (created or updated)")
+    ib.add_argument("--scorer", choices=["bm25", "dense", "hybrid"], default="bm25",
+                    help="dense or hybrid: also store every node's embedding, for `pack --index --scorer "
+                         "dense|hybrid` (needs pip install 'ctxbudget[dense]'; kept on later updates)")
     ib.add_argument("--json", action="store_true", help="print what changed as JSON")
     ib.add_argument("--verbose", action="store_true", help="list the files added, changed, removed and skipped")
     ib.set_defaults(func=cmd_index_build)

@@ -253,3 +253,26 @@ def test_an_unknown_scorer_is_a_usage_error(capsys: pytest.CaptureFixture[str], 
     code, _, err = run(capsys, "pack", "--policy", str(example_policy(tmp_path)), "--query", "refund", str(CORPUS),
                        "--scorer", "tfidf")
     assert code == 2 and "invalid choice: 'tfidf'" in err
+
+
+# --------------------------------------------------------------------------- top_k
+
+
+def test_the_results_considered_grow_with_the_budget(policy: Policy, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """50 results starved a 1,500-token context on real documentation (the answer's
+    passages ranked 50-100); the default is one per 15 tokens of the budget, 50 to 200."""
+    from engine.retrieval.pack import default_top_k
+
+    assert [default_top_k(policy.replace(max_tokens=t)) for t in (256, 600, 750, 1500, 2999, 9000)] == [
+        50, 50, 50, 100, 199, 200]
+    packed = pack(policy.replace(max_tokens=1500), "refund annual plan", [CORPUS])
+    assert packed.retrieval is not None and packed.retrieval.top_k == 100
+    log = tmp_path / "a.jsonl"
+    path = example_policy(tmp_path, **{"max_tokens: 600": "max_tokens: 3000"})
+    for extra, want in (([], 200), (["--top-k", "7"], 7)):
+        code, _, _ = run(capsys, "pack", "--policy", str(path), "--query", "refund annual plan", str(CORPUS),
+                         "--audit-log", str(log), *extra)
+        assert code == 0
+        rec = json.loads(log.read_text().splitlines()[-1])
+        assert rec.get("record", rec)["retrieval"]["top_k"] == want

@@ -88,7 +88,7 @@ def test_regression_pack_index_does_not_reindex_per_query(corpus: Path, tmp_path
     assert "4 files indexed (3 skipped)" in err
 
 
-def test_pack_index_takes_require_context_and_refuses_a_dense_scorer(corpus: Path, tmp_path: Path,
+def test_pack_index_takes_require_context_and_refuses_hybrid_without_embeddings(corpus: Path, tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     policy, ix = write_policy(tmp_path), str(tmp_path / "ix")
     assert run(capsys, "index", "build", str(corpus), "--out", ix)[0] == 0
@@ -98,9 +98,8 @@ def test_pack_index_takes_require_context_and_refuses_a_dense_scorer(corpus: Pat
     code, out, err = run(capsys, "pack", "--policy", policy, "--query", "cache", "--index", ix,
                          "--scorer", "hybrid")
     assert code == 2 and out == ""
-    assert ("pack.index_scorer: $.scorer: scorer 'hybrid' cannot search a prebuilt index: it keeps only BM25 "
-            "state, no embeddings; use --scorer bm25 with --index, or give the files (PATH...) instead of "
-            "--index to index them in memory") in err
+    assert (f"pack.index_scorer: {ix}: $.scorer: scorer 'hybrid' needs embeddings in the index, and {ix} keeps "
+            f"only BM25 state; build it with `ctxbudget index build PATH... --out {ix} --scorer hybrid`") in err
     code, _, err = run(capsys, "pack", "--policy", policy, "--query", "cache", "--index", ix, "--scorer", "bm25")
     assert code == 0 and "search results" in err
 
@@ -331,3 +330,38 @@ def test_saved_postings_score_bit_for_bit_as_built(tmp_path: Path) -> None:
     for cols in ([0], [1, 2], [2, 1, 0, 3]):
         assert loaded.scores(cols, 1.5, 0.75).tolist() == built.scores(cols, 1.5, 0.75).tolist()
     assert built.scores([2], 1.5, 0.75)[1] == 0.0 and built.avgdl == 2.0
+
+
+def test_the_stemmer_version_in_the_settings_is_the_installed_distribution_s() -> None:
+    """The version is read from the dist-info folder beside the module (no importlib.metadata
+    scan per query); it must be the one importlib.metadata reports."""
+    from importlib import metadata
+
+    from engine.retrieval.analyzer import DEFAULT_ANALYZER, _version
+
+    assert _version("PyStemmer", "Stemmer") == metadata.version("PyStemmer")
+    assert DEFAULT_ANALYZER.settings()["stemmer"]["version"] == metadata.version("PyStemmer")
+    assert _version("PyStemmer", "json") == metadata.version("PyStemmer")  # no dist-info there: the fallback
+
+
+def test_built_postings_are_those_of_the_in_memory_search(corpus: Path) -> None:
+    """A build lays terms out as id ranges (no per-node lists); the postings must be
+    those SemanticSearch builds from each node's terms with its heading weights."""
+    from engine.retrieval import bm25
+    from engine.retrieval.search import DEFAULT_ANALYZER, with_headings
+    from engine.retrieval.store import _level_states
+
+    (corpus / "guide" / "deep.md").write_text("# Top\n\nIntro words.\n\n## Mid **bold** title\n\nMid text. More "
+                                              "text.\n\n### Low\n\n- item one\n- item two readFile\n\n# \n\nUntitled.\n")
+    index = build_in_memory([corpus]).index
+    states = _level_states(index)
+    assert [lv.value for lv, _, _ in states] == ["SECTION", "PARAGRAPH", "SENTENCE"]
+    for level, nodes, got in states:
+        assert nodes == [n for n in index.nodes.values() if n.level is level]
+        terms = [DEFAULT_ANALYZER.terms(n.content) for n in nodes]
+        want = bm25.build(with_headings(nodes, terms, index, DEFAULT_ANALYZER))
+        assert got is not None and want is not None
+        assert list(got.terms._terms) == sorted(want.terms, key=want.terms.__getitem__)
+        for name in ("indptr", "indices", "tf", "lengths"):
+            assert getattr(got, name).tolist() == getattr(want, name).tolist(), (level, name)
+        assert (got.n, got.avgdl) == (want.n, want.avgdl)

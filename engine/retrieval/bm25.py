@@ -116,6 +116,29 @@ def build(corpus: Sequence[Sequence[str]]) -> Postings | None:
                     lengths.astype(np.int32), n, float(total) / n)
 
 
+def build_from_ids(cols: np.ndarray, rows: np.ndarray, lengths: np.ndarray, vocab: Sequence[str]) -> Postings | None:
+    """:func:`build` from term ids: node ``rows[k]`` holds term ``vocab[cols[k]]`` once
+    per k; ``vocab`` sorted, ``lengths`` each node's count of terms. The same postings
+    as :func:`build` over the nodes' term lists (the vocabulary is the terms present)."""
+    n = len(lengths)
+    total = int(lengths.sum())
+    if total == 0:
+        return None
+    # One key per (term, node): sorted by term id (the vocabulary's order), then node;
+    # int32 when it fits, which sorts faster.
+    wide = len(vocab) * n >= 2**31
+    dtype: Any = np.int64 if wide else np.int32
+    packed: Any = cols.astype(dtype) * n + rows.astype(dtype)
+    keys, counts = np.unique(packed, return_counts=True)
+    key_cols = keys // n
+    first = np.flatnonzero(np.concatenate(([True], key_cols[1:] != key_cols[:-1])))
+    present = key_cols[first]
+    indptr = np.append(first, len(keys)).astype(np.int64)
+    terms = [vocab[i] for i in present.tolist()]
+    return Postings(_SortedTerms(terms), indptr, (keys % n).astype(np.int32), counts.astype(np.int32),
+                    np.asarray(lengths).astype(np.int32), n, float(total) / n)
+
+
 def save(postings: Postings, folder: Path) -> None:
     """Write ``postings`` into ``folder`` (the files of the module doc)."""
     terms = postings.terms

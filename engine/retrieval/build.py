@@ -39,7 +39,7 @@ class Built:
     skipped: tuple[Skipped, ...]
     #: Makes the searcher over ``index`` (a stored index brings its BM25 state);
     #: ``None``: build a ``SemanticSearch`` over ``index``.
-    searcher: Callable[[], Any] | None = None
+    searcher: Callable[..., Any] | None = None
 
     @property
     def files(self) -> tuple[str, ...]:

