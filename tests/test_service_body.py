@@ -85,3 +85,45 @@ def test_each_body_gets_fastapis_answer(raw: bytes, content_type: str | None) ->
 def test_any_json_value_gets_fastapis_answer(value: Any) -> None:
     raw = json.dumps({"candidates": [value]} if not isinstance(value, dict) else value).encode()
     assert _ours(raw, "application/json") == _theirs(raw, "application/json")
+
+
+def _answers(client: TestClient) -> list[tuple[int, Any]]:
+    """Status and body (decision id left out) of one request of each kind."""
+    out = []
+    for product, headers, raw in [
+            ("help", {"Authorization": "Bearer help-token-0123456789"}, json.dumps({"candidates": [ROW]}).encode()),
+            ("help", {"Authorization": "Bearer help-token-0123456789"}, b'{"candidates": ['),
+            ("help", {"Authorization": "Bearer help-token-0123456789"}, json.dumps({"candidates": [{}]}).encode()),
+            ("help", {"Authorization": "bearer   help-token-0123456789  "}, json.dumps({"candidates": [ROW]}).encode()),
+            ("help", {}, json.dumps({"candidates": [ROW]}).encode()),
+            ("help", {"Authorization": "Basic help-token-0123456789"}, json.dumps({"candidates": [ROW]}).encode()),
+            ("legal", {"Authorization": "Bearer help-token-0123456789"}, json.dumps({"candidates": [ROW]}).encode()),
+            ("nobody", {"Authorization": "Bearer help-token-0123456789"}, json.dumps({"candidates": [ROW]}).encode()),
+            ("help", {"Authorization": "Bearer help-token-0123456789", "content-type": "text/plain"},
+             json.dumps({"candidates": [ROW]}).encode())]:
+        r = client.post(f"/v1/decide/{product}", content=raw,
+                        headers={"content-type": "application/json", **headers})
+        body = r.json()
+        if isinstance(body, dict):
+            body.pop("decision_id", None)
+        out.append((r.status_code, body, r.headers.get("www-authenticate"), r.headers["content-type"]))
+    return out
+
+
+def test_the_fast_decide_path_answers_as_the_route_does(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.service import app as service_app
+    from engine.service.auth import Tokens
+
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    for name in ("help", "legal"):
+        (folder / f"{name}.yaml").write_text(
+            f"apiVersion: ctxbudget/v1\nkind: BudgetPolicy\nmetadata: {{name: {name}, revision: 'r1'}}\n"
+            "spec:\n  budget: {max_tokens: 400}\n  audit: {store_content: true}\n")
+    tokens = Tokens.parse(json.dumps({"help": ["help-token-0123456789"], "legal": ["legal-token-0123456789"]}), "t")
+    app = service_app.create_app(service_app.Service(service_app.Settings(
+        folder, tmp_path / "audit.jsonl", tokens=tokens)))
+    fast = _answers(TestClient(app))
+    assert [a[0] for a in fast] == [200, 400, 422, 200, 401, 401, 403, 403, 422]
+    monkeypatch.setattr(service_app, "decide_product", lambda scope: None)  # every request to the route
+    assert _answers(TestClient(app)) == fast

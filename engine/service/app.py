@@ -28,6 +28,7 @@ from fastapi import Depends, FastAPI, Path as PathParam, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -287,13 +288,31 @@ class Service:
                               problems=problems)
 
 
+#: ``(scope, body, receive, send)``: answers a request whose whole body was read.
+Answer = Callable[[Scope, bytes, Receive, Send], Awaitable[None]]
+_DECIDE_PREFIX = "/v1/decide/"
+
+
+def decide_product(scope: Scope) -> str | None:
+    """The product of a ``POST /v1/decide/{product}`` request (what the route's path
+    matches: one non-empty segment), else None."""
+    path: str = scope.get("path", "")
+    if scope.get("method") != "POST" or scope.get("root_path") or not path.startswith(_DECIDE_PREFIX):
+        return None
+    product = path[len(_DECIDE_PREFIX):]
+    return product if product and "/" not in product else None
+
+
 class BodyLimit:
     """Reads a request body only up to ``max_bytes`` (413 beyond it, before any parsing),
-    then hands the buffered body on."""
+    then hands the buffered body on: to ``decide`` for a decide request (the route's
+    work without FastAPI's routing and dependency machinery, which cost more CPU per
+    request than the audit append: see :func:`create_app`), else to the application."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, decide: Answer | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.decide = decide
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
@@ -322,6 +341,9 @@ class BodyLimit:
             await JSONResponse(error_body(exc), status_code=413)(scope, receive, send)
             return
         body = b"".join(chunks)
+        if self.decide is not None and decide_product(scope) is not None:
+            await self.decide(scope, body, receive, send)
+            return
         sent = False
 
         async def replay() -> Message:
@@ -461,8 +483,7 @@ def create_app(service: Service | None) -> FastAPI:
         # async: FastAPI runs a plain def dependency on the thread pool (a hop per request)
         return None if cred is None else f"{cred.scheme} {cred.credentials}"
 
-    @app.exception_handler(EngineError)
-    async def engine_error(_: Request, exc: EngineError) -> JSONResponse:
+    def engine_answer(exc: EngineError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AccessError) and exc.status == 401 else None
         status, body = status_for(exc), error_body(exc)
         if status >= 500 and service is not None:  # a server fault: name no server folder
@@ -470,8 +491,7 @@ def create_app(service: Service | None) -> FastAPI:
             body = without_paths(body, service.folders())
         return JSONResponse(body, status_code=status, headers=headers)
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    def invalid_answer(exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
         malformed = any(e.get("type") == "json_invalid" for e in errors)
         issues = [_issue(e, 400 if malformed else 422) for e in errors[:50]]
@@ -481,10 +501,21 @@ def create_app(service: Service | None) -> FastAPI:
         err.issues = tuple(issues) or (err,)
         return JSONResponse(error_body(err), status_code=err.status)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    def http_answer(exc: StarletteHTTPException) -> JSONResponse:
         err = ServiceError(f"http.{exc.status_code}", str(exc.detail), exc.status_code)
         return JSONResponse(error_body(err), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(EngineError)
+    async def engine_error(_: Request, exc: EngineError) -> JSONResponse:
+        return engine_answer(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return invalid_answer(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return http_answer(exc)
 
     @app.exception_handler(Exception)
     async def bug(_: Request, exc: Exception) -> JSONResponse:
@@ -497,13 +528,45 @@ def create_app(service: Service | None) -> FastAPI:
               summary="Decide which candidates go into the context under the product's policy")
     async def decide_route(request: Request, product: str = _PRODUCT,
                            auth: str | None = Depends(header)) -> Any:
-        # The body is read here and validated on the thread pool with the decision
-        # (parse_request: the same answers as a declared DecideRequest body, one hop to
-        # the pool); the answer is serialised once (FastAPI would validate and encode it again).
-        s = svc()
+        # What the document publishes; requests are answered by decide_fast (below),
+        # which BodyLimit hands every decide request to, with this route's own code.
         raw = await request.body()
-        out = await run_in_threadpool(s.decide_raw, product, raw, request.headers.get("content-type"), auth)
-        return Response(out, media_type="application/json")
+        return Response(await decided(product, raw, request.headers.get("content-type"), auth),
+                        media_type="application/json")
+
+    async def decided(product: str, raw: bytes, content_type: str | None, auth: str | None) -> bytes:
+        # The body is validated on the thread pool with the decision (parse_request: the
+        # same answers as a declared DecideRequest body; one hop to the pool); the answer
+        # is serialised once (FastAPI would validate and encode it again).
+        s = svc()
+        return await run_in_threadpool(s.decide_raw, product, raw, content_type, auth)
+
+    async def decide_fast(scope: Scope, raw: bytes, receive: Receive, send: Send) -> None:
+        """``decide_route`` as a plain ASGI answer: the same work and the same answers
+        (the error handlers above; anything else is left to the server-error handler,
+        as in a route), without the router, the dependency solver and the exception
+        middleware in between (tests/test_service.py runs every case through it)."""
+        product = decide_product(scope)
+        assert product is not None
+        authorization = content_type = None
+        for key, value in scope.get("headers") or ():
+            if key == b"authorization" and authorization is None:
+                authorization = value.decode("latin-1")
+            elif key == b"content-type" and content_type is None:
+                content_type = value.decode("latin-1")
+        scheme, credentials = get_authorization_scheme_param(authorization)
+        auth = f"{scheme} {credentials}" if authorization and scheme and credentials \
+            and scheme.lower() == "bearer" else None  # what HTTPBearer(auto_error=False) gives
+        response: Response
+        try:
+            response = Response(await decided(product, raw, content_type, auth), media_type="application/json")
+        except EngineError as exc:
+            response = engine_answer(exc)
+        except RequestValidationError as exc:
+            response = invalid_answer(exc)
+        except StarletteHTTPException as exc:
+            response = http_answer(exc)
+        await response(scope, receive, send)
 
     @app.get("/v1/policies", response_model=PolicyList, responses=_pick(401),
              summary="The policies served (those the token opens), with revision, digest and load time")
@@ -552,5 +615,5 @@ def create_app(service: Service | None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     max_bytes = service.settings.max_body_bytes if service else DEFAULT_MAX_BODY_BYTES
-    app.add_middleware(BodyLimit, max_bytes=max_bytes)
+    app.add_middleware(BodyLimit, max_bytes=max_bytes, decide=decide_fast)
     return app
