@@ -171,3 +171,18 @@ def test_compact_of_every_kind_of_record_is_the_previous_one(
     for env in log:
         full = expand(env["record"])
         assert repr(compact(full)) == repr(old_compact(full))
+
+
+def test_a_serving_process_freezes_its_start_up_objects_and_collects_young_ones_less_often() -> None:
+    import gc
+
+    from engine.service.run import GC_YOUNG_THRESHOLD, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
+        assert gc.get_freeze_count() > 0  # what was allocated until now is out of the collections
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
