@@ -2,11 +2,18 @@
 
     .venv/bin/python -m bench.service_cpu                     # budget and rules, 5 x 200 each
     .venv/bin/python -m bench.service_cpu --policy budget --rounds 10 --json
+    .venv/bin/python -m bench.service_cpu --base /tmp/main-tree      # A/B: that tree, then this one
+
+``--base TREE`` measures the engine of another checkout (e.g. ``git archive main | tar -x
+-C /tmp/main-tree``) against this one in one run: each round runs one subprocess per
+tree, alternately, and the least round of each is shown with their ratio (the load on
+the cores changes during a run; alternating gives both trees the same share of it).
 
 Each figure is the least over the rounds (other load on the cores only adds to it).
 
 Drives the ASGI application directly (no socket, no client), one request at a time, 50
-candidates as in ``bench/load_service.py``, fsync on. The whole request is measured in
+candidates as in ``bench/load_service.py``, fsync on, the garbage collector set up as
+``ctxbudget serve`` sets it (``engine.service.run.tune_gc``, where the tree has it). The whole request is measured in
 process CPU time (every thread: the route runs on the thread pool), each stage in the
 CPU time of the thread that runs it (``time.thread_time``), by wrapping the functions the
 decide path calls. CPU time, not wall time: the machine's cores are shared, and other
@@ -16,6 +23,7 @@ Stages (each exclusive of the stages it calls, so they add up to the whole; ``ht
 what is left of the request: ASGI, routing, request parsing and validation, the hand-off
 to the thread pool, sending the response):
 
+- ``parse``: the request body validated (newer trees; older ones validate in ``http``);
 - ``service``: the route's own work (``Service.decision`` less the stages below: the
   policy folder check, the token, the request part, the answer's model);
 - ``candidates``: the service's rows into engine candidates (``from_mappings``);
@@ -33,6 +41,7 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -48,6 +57,8 @@ from bench.load_service import HEAD, POLICIES, candidates
 WRAPPED = [
     ("engine.service.app", "Service.decide", "service"),
     ("engine.service.app", "Service.decision", "service"),  # older trees: the route's call
+    ("engine.service.app", "Service.decide_raw", "service"),  # newer trees: the route's call
+    ("engine.service.app", "parse_request", "parse"),
     ("engine.service.app", "_json_bytes", "answer"),
     ("engine.service.app", "from_mappings", "candidates"),
     ("engine.decide", "allocate", "allocate"),
@@ -55,6 +66,7 @@ WRAPPED = [
     ("engine.audit.compact", "compact", "record"),
     ("engine.audit.policies", "archive_policy", "archive"),
     ("engine.audit.log", "encode_record", "encode"),
+    ("engine.audit.log", "encode_record_parsed", "encode"),  # newer trees: the append's call
     ("engine.audit.log", "_commit_group", "write"),
     ("engine.service.metrics", "Metrics.decided", "metrics"),
 ]
@@ -126,6 +138,10 @@ def run(policy: str, requests: int, *, stages: bool = True, warmup: int = 30,
     (tmp / "policies").mkdir()
     (tmp / "policies" / f"{policy}.yaml").write_text(HEAD.format(name=policy) + POLICIES[policy])
     app = create_app(Service(Settings(tmp / "policies", tmp / "audit.jsonl")))
+    from engine.service import run as service_run
+
+    if hasattr(service_run, "tune_gc"):  # what `ctxbudget serve` does once the app is built
+        service_run.tune_gc()
     body = json.dumps({"candidates": candidates(50)}).encode()
     path = f"/v1/decide/{policy}"
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
@@ -177,6 +193,40 @@ def run(policy: str, requests: int, *, stages: bool = True, warmup: int = 30,
     return row
 
 
+def _one_round(tree: Path, policy: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One round of this script in a subprocess on ``tree``'s engine (its folder first on
+    the path, so ``engine`` and ``bench.load_service`` are that tree's)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--policy", policy, "--rounds", "1",
+           "--requests", str(args.requests), "--concurrency", str(args.concurrency), "--json"]
+    if args.no_stages:
+        cmd.append("--no-stages")
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    out = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"the round on {tree} failed:\n{out.stderr[-2000:]}")
+    row: dict[str, Any] = json.loads(out.stdout)[0]
+    return row
+
+
+def compare(base: Path, policies: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Least CPU per decision (and per stage) of ``base`` and of this tree, alternating."""
+    here = Path(__file__).resolve().parent.parent
+    rows = []
+    for policy in policies:
+        best: dict[str, dict[str, Any]] = {}
+        for _ in range(args.rounds):
+            for name, tree in (("base", base), ("this", here)):
+                got = _one_round(tree, policy, args)
+                keep = best.setdefault(name, {"cpu_ms": got["cpu_ms"], "stages_ms": {}})
+                keep["cpu_ms"] = min(keep["cpu_ms"], got["cpu_ms"])
+                for k, v in got.get("stages_ms", {}).items():
+                    keep["stages_ms"][k] = min(keep["stages_ms"].get(k, v), v)
+        rows.append({"policy": policy, "rounds": args.rounds, "requests": args.requests,
+                     "concurrency": args.concurrency, "base": best["base"], "this": best["this"],
+                     "ratio": best["this"]["cpu_ms"] / best["base"]["cpu_ms"]})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--policy", choices=sorted(POLICIES), action="append")
@@ -186,13 +236,32 @@ def main(argv: list[str] | None = None) -> int:
                     help="requests in flight at once (default 1; 8: do the fsyncs batch?)")
     ap.add_argument("--no-stages", action="store_true", help="the total only (no wrappers)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--base", type=Path, help="another checkout to compare with (A/B in one run)")
     args = ap.parse_args(argv)
+    if args.base is not None:
+        rows = compare(args.base.resolve(), args.policy or sorted(POLICIES), args)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            order = ["http", "parse", "service", "candidates", "allocate", "record", "archive", "encode", "write",
+                     "fsync", "answer", "metrics"]
+            for row in rows:
+                b, t = row["base"], row["this"]
+                print(f"{row['policy']}: {b['cpu_ms']:.2f} -> {t['cpu_ms']:.2f} ms CPU per decision "
+                      f"(x{row['ratio']:.2f}; least of {row['rounds']} alternating rounds of {row['requests']}, "
+                      f"{row['concurrency']} at a time)")
+                for stage in order:
+                    if stage in b["stages_ms"] or stage in t["stages_ms"]:
+                        print(f"  {stage:<11}{b['stages_ms'].get(stage, 0.0):7.2f} {t['stages_ms'].get(stage, 0.0):7.2f} ms")
+        load = os.getloadavg()
+        print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", file=sys.stderr)
+        return 0
     rows = [run(p, args.requests, stages=not args.no_stages, repeat=args.rounds,
                 concurrency=args.concurrency) for p in (args.policy or sorted(POLICIES))]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    order = ["http", "service", "candidates", "allocate", "record", "archive", "encode", "write", "fsync",
+    order = ["http", "parse", "service", "candidates", "allocate", "record", "archive", "encode", "write", "fsync",
              "answer", "metrics"]
     for row in rows:
         print(f"{row['policy']}: {row['cpu_ms']:.2f} ms CPU per decision (least of {row['rounds']} rounds "

@@ -47,10 +47,21 @@ def canonical_bytes(value: Any) -> bytes:
     other plain values a fast one (:func:`_plain_copy`, then the C JSON encoder, whose
     bytes are RFC 8785's for them: property tests check every route agrees); anything
     else (other types, keys past U+D7FF, lone surrogates) goes through ``rfc8785``."""
+    return canonical_bytes_parsed(value)[0]
+
+
+def canonical_bytes_parsed(value: Any) -> tuple[bytes, Any]:
+    """:func:`canonical_bytes` and, when the orjson route wrote them, the value parsed
+    back from those bytes (its check), which is what a reader of the bytes gets (else
+    ``None``): a writer that must return what it stored need not parse it again."""
     if _orjson is not None and type(value) in _CONTAINERS:
-        fast = _orjson_bytes(value)
+        fast = _orjson_bytes_parsed(value)
         if fast is not None:
             return fast
+    return _other_routes(value), None
+
+
+def _other_routes(value: Any) -> bytes:
     floats: list[float] = []
     try:
         text = _FAST_ENCODER.encode(_plain_copy(value, floats))
@@ -84,6 +95,12 @@ def _refuse(value: Any) -> Any:
 
 
 def _orjson_bytes(value: Any) -> bytes | None:
+    """:func:`_orjson_bytes_parsed`'s bytes."""
+    found = _orjson_bytes_parsed(value)
+    return None if found is None else found[0]
+
+
+def _orjson_bytes_parsed(value: Any) -> tuple[bytes, Any] | None:
     """RFC 8785 bytes of a plain dict or list by way of orjson, or None (take the other
     routes). orjson writes strings, integers and keys below U+E000 as RFC 8785 does and
     floats with their shortest digits; where RFC 8785 writes a float otherwise (an
@@ -106,7 +123,7 @@ def _orjson_bytes(value: Any) -> bytes | None:
         back = _orjson.loads(out)
     except ValueError:  # pragma: no cover - a rewrite never breaks the syntax
         return None
-    return out if back == value else None
+    return (out, back) if back == value else None
 
 
 def _rewrite(out: bytes, pattern: re.Pattern[bytes], *, integral: bool) -> bytes:

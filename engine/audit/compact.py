@@ -94,14 +94,25 @@ def _defaults(items: list[dict[str, Any]]) -> dict[str, Any]:
     numbers: dict[str, dict[str, Any]] = {}
     evidence: dict[str, str] = {}
     for code, group in sorted(groups.items()):
-        counted = Counter(repr(it.get("rule")) for it in group)
-        top = counted.most_common(1)[0][0]
-        rules[code] = next(it.get("rule") for it in group if repr(it.get("rule")) == top)
+        first_rule = group[0].get("rule")
+        if all(_same_rule(it.get("rule"), first_rule) for it in group):
+            rules[code] = first_rule  # one rule for the whole group (the usual case)
+        else:
+            counted = Counter(repr(it.get("rule")) for it in group)
+            top = counted.most_common(1)[0][0]
+            rules[code] = next(it.get("rule") for it in group if repr(it.get("rule")) == top)
         first = group[0].get("numbers")
         if isinstance(first, dict):
-            shared = {k: v for k, v in first.items()
-                      if all(isinstance(it.get("numbers"), dict) and k in it["numbers"]
-                             and _same(it["numbers"][k], v) for it in group)}
+            shared = dict(first)
+            for it in group[1:]:
+                if not shared:
+                    break
+                theirs = it.get("numbers")
+                if not isinstance(theirs, dict):
+                    shared = {}
+                    break
+                for k in [k for k, v in shared.items() if k not in theirs or not _same(theirs[k], v)]:
+                    del shared[k]
             if shared:
                 numbers[code] = shared
             ev = group[0].get("evidence")
@@ -112,28 +123,45 @@ def _defaults(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {"rule": rules, "numbers": numbers, "evidence": evidence}
 
 
-def _compact_item(it: dict[str, Any], row: Mapping[str, Any] | None,
-                  defaults: Mapping[str, Any]) -> dict[str, Any]:
+def _same_rule(a: Any, b: Any) -> bool:
+    """Whether two rules count as one in :func:`_defaults` (equal ``repr``; the common
+    case, both the same string or both None, without building the reprs)."""
+    if a is b or (type(a) is str and type(b) is str and a == b):
+        return True
+    return repr(a) == repr(b)
+
+
+_CONTAINER_TYPES = (dict, list)
+
+
+def _compact_item(it: dict[str, Any], row: Mapping[str, Any] | None, rules: Mapping[str, Any],
+                  shared_numbers: Mapping[str, dict[str, Any]], templates: Mapping[str, str]) -> dict[str, Any]:
     code = str(it.get("reason"))
     out = {k: v for k, v in it.items() if k not in _DERIVED}
     for key, row_key in _FROM_ROW:
-        if key in it and (row is None or row_key not in row or not _same(it[key], row[row_key])):
-            out[key] = it[key]
-    if "decision" in it and it["decision"] != _decision(code):
+        if key in it:
+            a = it[key]
+            if row is not None and row_key in row:
+                b = row[row_key]
+                if a is b or (type(a) is type(b) and (
+                        _same(a, b) if type(a) in _CONTAINER_TYPES else bool(a == b))):
+                    continue
+            out[key] = a
+    if "decision" in it and it["decision"] != ("included" if code in _INCLUDING else "excluded"):
         out["decision"] = it["decision"]
-    if "rule" in it and (code not in defaults["rule"] or not _same(it["rule"], defaults["rule"][code])):
+    if "rule" in it and (code not in rules or not _same(it["rule"], rules[code])):
         out["rule"] = it["rule"]
     numbers = it.get("numbers")
-    shared = defaults["numbers"].get(code, {})
     if "numbers" in it:
-        if not isinstance(numbers, dict) or not all(k in numbers for k in shared):
+        shared = shared_numbers.get(code)
+        if not isinstance(numbers, dict) or (shared is not None and not all(k in numbers for k in shared)):
             out["numbers"] = numbers
         else:
-            rest = {k: v for k, v in numbers.items() if k not in shared}
+            rest = dict(numbers) if shared is None else {k: v for k, v in numbers.items() if k not in shared}
             if rest:
                 out["numbers"] = rest
     if "evidence" in it:
-        template = defaults["evidence"].get(code)
+        template = templates.get(code)
         if template is None or not isinstance(numbers, dict) or _render(template, numbers) != it["evidence"]:
             out["evidence"] = it["evidence"]
     return out
@@ -151,16 +179,22 @@ def compact(record: Mapping[str, Any]) -> dict[str, Any]:
         new_rows = []
         for r in inp["items"]:
             rows[str(r.get("source_id"))] = r
-            new_rows.append({k: v for k, v in r.items()
-                             if not (k in _NULLABLE_ROW_KEYS and v is None)
-                             and not (k == "level" and v == level)})
+            new = dict(r)
+            if "token_count" in new and new["token_count"] is None:
+                del new["token_count"]
+            if "parent_id" in new and new["parent_id"] is None:
+                del new["parent_id"]
+            if "level" in new and new["level"] == level:
+                del new["level"]
+            new_rows.append(new)
         out["input"] = {**inp, "items": new_rows}
         if level is not None:
             out["input"]["default_level"] = level
     items = record.get("items")
     if isinstance(items, list) and items:
         defaults = _defaults(items)
-        out["items"] = [_compact_item(it, rows.get(str(it.get("source_id"))), defaults)
+        rules, shared, templates = defaults["rule"], defaults["numbers"], defaults["evidence"]
+        out["items"] = [_compact_item(it, rows.get(str(it.get("source_id"))), rules, shared, templates)
                         for it in items]
         out["item_defaults"] = defaults
     return out

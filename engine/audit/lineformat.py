@@ -33,7 +33,7 @@ from typing import Any, Mapping
 
 import rfc8785
 
-from ..canonical import canonical_bytes, sha256_hex
+from ..canonical import canonical_bytes, canonical_bytes_parsed, sha256_hex
 from ..errors import AuditError
 
 GENESIS_HASH = "sha256:" + "0" * 64
@@ -72,6 +72,12 @@ def encode_record(record: Mapping[str, Any]) -> bytes:
     """RFC 8785 bytes of a decision record. Raises :class:`AuditError`
     ``audit.bad_record`` with the JSON path of the first value that is not JSON-ready
     (NaN, inf, integers beyond 2**53, non-str keys, other types)."""
+    return encode_record_parsed(record)[0]
+
+
+def encode_record_parsed(record: Mapping[str, Any]) -> tuple[bytes, Any]:
+    """:func:`encode_record`, and the record as a reader of those bytes parses it when
+    the encoder had it at hand (its own check), else ``None``."""
     if not isinstance(record, Mapping):
         raise AuditError("audit.bad_record",
                          f"a record is a JSON object, got {type(record).__name__}")
@@ -79,7 +85,7 @@ def encode_record(record: Mapping[str, Any]) -> bytes:
         raise AuditError("audit.bad_record", f"record nests deeper than {MAX_DEPTH - 1} "
                          "levels; flatten it (readers refuse deeper lines)")
     try:
-        return canonical_bytes(record)
+        return canonical_bytes_parsed(record)
     except (rfc8785.CanonicalizationError, ValueError, TypeError) as exc:
         path, why = _json_problem(record) or ("$", str(exc))
         raise AuditError("audit.bad_record", f"record is not JSON-ready: {why}",

@@ -75,6 +75,7 @@ from .lineformat import (
     EnvelopeKind,
     LineStatus,
     encode_record,
+    encode_record_parsed,
     parse_envelope,
     scan_line,
     seal,
@@ -138,6 +139,28 @@ def _remember_link(line: bytes, seq: int) -> None:
         _LINKS[key] = (seq, _stored_hash(line))
         while len(_LINKS) > _LINKS_KEPT:
             del _LINKS[next(iter(_LINKS))]
+
+
+class _Encoded(bytes):
+    """A record's encoded bytes with the record as parsed from them (what the envelope
+    returned for it holds, without parsing the sealed line again)."""
+
+    parsed: Any
+
+    def __new__(cls, data: bytes, parsed: Any) -> _Encoded:
+        self = super().__new__(cls, data)
+        self.parsed = parsed
+        return self
+
+
+def _envelope(line: bytes, kind: EnvelopeKind, prev: str, seq: int, record: bytes) -> dict[str, Any]:
+    """The stored envelope of a line :func:`seal` wrote: parsed, or (a record encoded by
+    :meth:`AuditLog.append`) assembled from its parts (the same values)."""
+    if isinstance(record, _Encoded):
+        return {"hash": _stored_hash(line), "kind": kind.value, "prev_hash": prev,
+                "record": record.parsed, "seq": seq}
+    out: dict[str, Any] = _loads(line)
+    return out
 
 
 class _Waiter:
@@ -404,7 +427,8 @@ class AuditLog:
         lists, mappings; no NaN/inf). Raises :class:`AuditError`: ``audit.bad_record``
         (path of the bad value), ``audit.open_failed``, ``audit.locked``,
         ``audit.write_failed``, ``audit.corrupt_tail``."""
-        return _commit_group(self, encode_record(record))  # encoded before taking the lock
+        data, parsed = encode_record_parsed(record)  # encoded before taking the lock
+        return _commit_group(self, data if parsed is None else _Encoded(data, parsed))
 
     def recover(self) -> dict[str, Any] | None:
         """Move a torn last line aside and record that, without appending a decision.
@@ -521,8 +545,10 @@ class AuditLog:
                 "torn_sha256": "sha256:" + sha256_hex(torn), "moved_to": moved,
                 "detected_at": self.clock()}))
         link = _stored_hash(lines[-1]) if lines else prev
+        envelopes = [_loads(line) for line in lines]  # the header and recovery lines
         for one in records:
             lines.append(seal(seq + len(lines) + 1, link, kind, one))
+            envelopes.append(_envelope(lines[-1], kind, link, seq + len(lines), one))
             link = _stored_hash(lines[-1])
         if lines:
             signer = self.active_signer()  # a bad key fails before the write
@@ -531,7 +557,7 @@ class AuditLog:
             if signer is not None:  # still under the lock: notes in log order
                 signer.after_append(self.path.with_name(name), fd, end, lines, dir_fd)
             _remember_link(lines[-1], seq + len(lines))
-        return [_loads(line) for line in lines]
+        return envelopes
 
     def _last_link(self, last: bytes | None, end: int) -> tuple[int, str]:
         """(seq, hash) of the last complete line, checked before anything chains to it

@@ -18,6 +18,7 @@ host its own log (docs/service-scale-out.md).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from collections.abc import Callable
@@ -30,10 +31,27 @@ from ..errors import UsageError
 from .app import Service, Settings, create_app
 from .auth import Tokens
 
-__all__ = ["ENV_CONFIG", "serve", "worker_app"]
+__all__ = ["ENV_CONFIG", "GC_YOUNG_THRESHOLD", "serve", "tune_gc", "worker_app"]
 
 #: How the parent hands a worker process its settings (JSON of the serve options).
 ENV_CONFIG = "CTXBUDGET_SERVE_CONFIG"
+#: Allocations (net of frees) between two young-generation collections in a serving
+#: process (CPython's default is 700). A decision allocates thousands of short-lived
+#: dicts and lists that reference counting frees; at 700 the collector ran about once
+#: per decision for nothing (~0.2 ms each, plus full collections over every object the
+#: imports made). Cyclic garbage, if any, is still collected, 10,000 allocations later.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """Set up a serving process's garbage collector (once the application is built):
+    everything allocated so far (modules, schemas, policies) is frozen out of the
+    collections, and the young generation is collected every
+    :data:`GC_YOUNG_THRESHOLD` net allocations."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def _settings(config: dict[str, Any]) -> Settings:
@@ -49,7 +67,9 @@ def worker_app() -> Any:
     if not text:
         raise UsageError("service.no_config", f"{ENV_CONFIG} is not set; start the workers with "
                          "`ctxbudget serve --workers N`, which sets it")
-    return create_app(Service(_settings(json.loads(text))))
+    app = create_app(Service(_settings(json.loads(text))))
+    tune_gc()
+    return app
 
 
 def serve(*, policies: str, host: str, port: int, audit_log: str | None, tokens: str | None,
@@ -72,7 +92,9 @@ def serve(*, policies: str, host: str, port: int, audit_log: str | None, tokens:
     announce(f"serving {len(products)} product(s) ({', '.join(products)}) on http://{host}:{port}{each} "
              f"with {auth}; POST /v1/decide/{{product}}, GET /health, /metrics, /v1/policies")
     if workers == 1:
-        uvicorn.run(create_app(service), host=host, port=port, log_level="warning", access_log=False)
+        app = create_app(service)
+        tune_gc()
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
         return 0
     os.environ[ENV_CONFIG] = json.dumps(config)
     uvicorn.run("engine.service.run:worker_app", factory=True, workers=workers, host=host, port=port,
