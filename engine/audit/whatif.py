@@ -36,8 +36,8 @@ from ..policy import Policy
 from .records import check_record_notes, env_secret
 from .replay import replay
 from .whatifdiff import ChangedDecision, GroupDiff, Observed, group_key
-from .whatifshard import (Shard, ShardCheck, ShardStream, iter_shards, log_bytes, read_shard, seam_problem,
-                          shard_bytes_for)
+from .whatifshard import (Shard, ShardCheck, ShardStream, iter_shards, log_bytes, read_shard, record_policy_name,
+                          seam_problem, shard_bytes_for)
 
 __all__ = ["RunInfo", "ShardResult", "Task", "WhatIf", "collect", "run_shard", "whatif", "windowed"]
 
@@ -115,8 +115,7 @@ def _replay_into(acc: _Acc, envelopes: Iterable[Mapping[str, Any]], log: str, ta
                  secret: Any) -> None:
     for env in envelopes:
         rec, seq = env["record"], env.get("seq")
-        name = str((rec.get("policy") or {}).get("name")) if isinstance(rec.get("policy"), Mapping) else "?"
-        if task.only_policy is not None and name != task.only_policy:
+        if task.only_policy is not None and (name := record_policy_name(rec)) != task.only_policy:
             acc.skipped[name] = acc.skipped.get(name, 0) + 1
             continue
         group = acc.groups.setdefault(group_key(rec), GroupDiff())
@@ -143,9 +142,10 @@ def run_shard(shard: Shard, task: Task) -> ShardResult:
     started, cpu = time.perf_counter(), _cpu_s()
     policy = _task_policy(task)
     secret = env_secret([])
-    stream = ShardStream(shard)
+    stream = ShardStream(shard, task.only_policy)
     acc = _Acc()
     _replay_into(acc, stream, shard.log, task, policy, secret)
+    acc.skipped = stream.skipped
     check = stream.check
     assert check is not None
     if not stream.complete:
