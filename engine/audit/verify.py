@@ -453,8 +453,6 @@ def _unusual(value: Any, limit: int) -> bool:
 #: routes) and some exponents (orjson "6.5e-6", "1e+16"; RFC 8785 "0.0000065",
 #: "10000000000000000": rewritten, :func:`_es6_exponents`).
 _INTEGRAL_FLOAT = re.compile(rb"\.0[,\]}]")
-#: orjson reads an integer literal past 64 bits (19 digits may be) as a float (``json.loads``: an int).
-_LONG_DIGITS = re.compile(rb"[:,[]-?[0-9]{19,}[,\]}]")
 _EXPONENT_TAIL = re.compile(rb"e[-+][0-9]+(?=[,\]}])")  # orjson always writes the sign
 _NUMBER_CHARS = frozenset(b"0123456789.-")
 _PAST_SURROGATES = re.compile(rb"[\xee-\xf4]")
@@ -477,11 +475,13 @@ def _nests_within(body: bytes, limit: int) -> bool:
     return not s
 
 
-def _es6_exponents(out: bytes) -> bytes:
+def _es6_exponents(out: bytes) -> bytes | None:
     """orjson's bytes with each exponent float where a value stands written as RFC 8785
     (ECMAScript) writes it. Text that looks like one inside a string is rewritten too;
     that only makes the bytes differ from the line's (the line then takes the other
-    routes): bytes equal to the line's parse back to the line's value."""
+    routes): bytes equal to the line's parse back to the line's value. None when a float
+    is one RFC 8785 writes as an integer (1e16 to 1e21): ``json.loads`` reads that
+    literal as an int, orjson (past 64 bits) as a float, so the other routes decide."""
     parts: list[bytes] = []
     last = 0
     for m in _EXPONENT_TAIL.finditer(out):
@@ -495,6 +495,8 @@ def _es6_exponents(out: bytes) -> bytes:
             new = (_es6_small(value) or "").encode() or rfc8785.dumps(value)
         except (ValueError, rfc8785.CanonicalizationError):
             continue
+        if new.lstrip(b"-").isdigit():
+            return None
         parts += (out[last:start], new)
         last = m.end()
     if not parts:
@@ -507,24 +509,23 @@ def _orjson_scan(body: bytes) -> dict[str, Any] | None:
     """The parsed body of a line when orjson reads it and writes it back (its exponent
     floats as RFC 8785 writes them) byte for byte, and it nests at most
     :data:`~engine.audit.lineformat.MAX_DEPTH` levels and holds no integer beyond the
-    exact range (``OPT_STRICT_INTEGER`` refuses to write those, and an integer of 19 digits
-    or more, which orjson reads as a float, is not tried) and nothing else
+    exact range (``OPT_STRICT_INTEGER`` refuses to write those; one past 64 bits, which
+    orjson reads as a float, is found by :func:`_es6_exponents`) and nothing else
     orjson writes otherwise than RFC 8785 (an integral float; a character past U+DFFF,
     whose keys RFC 8785 sorts in UTF-16 order); else None. The bytes are then the RFC
     8785 form of the value, and the value is what ``json.loads`` gives (integers within
     range, floats correctly rounded)."""
-    if _orjson is None or _INTEGRAL_FLOAT.search(body) is not None or _LONG_DIGITS.search(body) is not None:
+    if _orjson is None or _INTEGRAL_FLOAT.search(body) is not None:
         return None
     if not body.isascii() and _PAST_SURROGATES.search(body) is not None:
         return None
     try:
         value = _orjson.loads(body)
-        again = _orjson.dumps(value, option=_orjson.OPT_SORT_KEYS | _orjson.OPT_STRICT_INTEGER)
+        written = _orjson.dumps(value, option=_orjson.OPT_SORT_KEYS | _orjson.OPT_STRICT_INTEGER)
     except (TypeError, ValueError):  # orjson's errors are ValueError / TypeError
         return None
-    if b"e-" in again or b"e+" in again:
-        again = _es6_exponents(again)
-    if again != body or type(value) is not dict or not _nests_within(body, MAX_DEPTH):
+    again = _es6_exponents(written) if b"e-" in written or b"e+" in written else written
+    if again is None or again != body or type(value) is not dict or not _nests_within(body, MAX_DEPTH):
         return None
     return value
 
