@@ -305,3 +305,33 @@ def rec_at(value: Any, path: tuple[Any, ...]) -> Any:
     for step in path:
         value = value[step]
     return value
+
+
+@pytest.mark.parametrize("edit", [
+    lambda rows, items: items[-1].update(tokens=True), lambda rows, items: items[-1].update(tokens=-1),
+    lambda rows, items: items[-1].update(tokens=float("nan")), lambda rows, items: items[-1].update(value=-0.5),
+    lambda rows, items: items[-1].update(reason="made_up"), lambda rows, items: items[-1].update(decision=1),
+    lambda rows, items: items[-1].update(decision=["included"]), lambda rows, items: items[-1].update(content_sha256="XY"),
+    lambda rows, items: items[-1].update(extra=1), lambda rows, items: items[-1].pop("rule"),
+    lambda rows, items: rows[-1].update(source_id=""), lambda rows, items: rows[-1].update(level=3),
+    lambda rows, items: rows[-1].update(token_count=1.5), lambda rows, items: rows[-1].update(parent_id=True),
+    lambda rows, items: rows.append([]), lambda rows, items: rows[-1].pop("content", None),
+    lambda rows, items: None,
+], ids=["bool-tokens", "negative", "nan", "negative-float", "enum", "enum-type", "enum-unhashable", "pattern",
+        "extra", "missing", "min-length", "type", "integer", "null-or-string", "not-object", "optional-gone",
+        "valid"])
+def test_the_column_check_of_the_per_item_arrays_agrees_with_jsonschema(tmp_path: Path, edit: Any) -> None:
+    """The per-item arrays are checked column by column (recordschema ``_columns``): an
+    edit to the last row of a many-row record is caught wherever jsonschema catches it,
+    and a valid record passes without jsonschema."""
+    from engine.audit.recordschema import _columns, _record_check
+
+    rec = allocated(AuditLog(tmp_path / "a.jsonl"), True)
+    rows, items = rec["input"]["items"], rec["items"]
+    assert len(rows) >= 3 and len(items) >= 3
+    edit(rows, items)
+    valid = jsonschema.Draft202012Validator(SCHEMA).is_valid(rec)
+    assert _record_check()(rec) is valid
+    columns = _columns(SCHEMA["properties"]["items"]["items"], SCHEMA["$defs"])
+    assert columns is not None and columns(items) is jsonschema.Draft202012Validator(
+        {"$defs": SCHEMA["$defs"], **SCHEMA["properties"]["items"]}).is_valid(items)

@@ -343,3 +343,28 @@ def test_the_report_shows_a_whatif_section(tmp_path: Path, logged: tuple[Path, P
     (tmp_path / "bad.json").write_text("[1]")
     code = cli.main(["audit", "report", str(log), "--out", str(html), "--whatif", str(tmp_path / "bad.json")])
     assert code == 2 and "not a what-if diff (a JSON object)" in capsys.readouterr().err
+
+
+def test_a_contentless_record_gets_its_candidates_in_bulk_as_item_by_item(logged: tuple[Path, Path],
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replay builds a content-less decision's candidates in bulk under a template with
+    an overhead (the support policy's ``[{source_id}] {content}``): recorded count minus
+    the template's own tokens, as the item-by-item route computes them, field for field;
+    and a record the bulk route cannot take (a count not recorded) goes item by item."""
+    from engine.audit import replay as rp
+
+    log, new_path = logged
+    policy = load_policy(new_path)
+    assert policy.budget.template != "{content}"
+    records = [e["record"] for e in AuditLog(log) if e["kind"] == "decision"
+               and e["record"]["policy"]["name"] == policy.name]
+    bulk = [rp._candidates(r, policy, False) for r in records]
+    tokens = [{it["source_id"]: it["tokens"] for it in r["items"]} for r in records]
+    tok = rp.policy_tokenizer(policy)
+    assert all(rp._bulk_candidates(r["input"]["items"], t, policy.budget.template, tok) is not None
+               for r, t in zip(records, tokens))  # the bulk route was taken
+    monkeypatch.setattr(rp, "_bulk_candidates", lambda *args: None)
+    assert bulk == [rp._candidates(r, policy, False) for r in records]
+    assert all(c.token_count is not None for cands in bulk for c in cands)
+    monkeypatch.undo()
+    assert rp._bulk_candidates(records[0]["input"]["items"], {}, policy.budget.template, tok) is None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -132,6 +133,7 @@ def _compile(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> Row:
     extra = schema.get("additionalProperties", True)
     extra_check = None if isinstance(extra, bool) else _compile(extra, defs)
     item_check = _compile(schema["items"], defs) if "items" in schema else None
+    rows_check = _columns(schema["items"], defs) if "items" in schema else None
     max_props = schema.get("maxProperties")
     name_check = _compile(schema["propertyNames"], defs) if "propertyNames" in schema else None
 
@@ -153,10 +155,88 @@ def _compile(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> Row:
                 elif extra is False or (extra_check is not None and not extra_check(v)):
                     return False
         elif item_check is not None and isinstance(value, list):
-            return all(map(item_check, value))
+            return (rows_check is not None and rows_check(value)) or all(map(item_check, value))
         return True
 
     return check
+
+
+_FLAT_ROW = {"type", "properties", "required", "additionalProperties", "description", "title"}
+
+
+def _column_check(schema: Mapping[str, Any]) -> Row | None:
+    """A conservative test of a whole column (the values one property takes over the rows
+    of an array) against a property schema of ``type``/``enum`` and ``minLength``,
+    ``minimum``, ``pattern``: True only when :func:`_value_check` is True for every
+    value; None when the schema is not of that kind. Whole-column expressions (types as a
+    set, the enum as a set of (type, value) pairs, lengths by one ``min``), so a column
+    costs a few C-level passes."""
+    if not set(schema) <= _SIMPLE or ("type" not in schema and "enum" not in schema):
+        return None
+    names = schema.get("type")
+    kinds = None if names is None else frozenset(
+        t for n in ([names] if isinstance(names, str) else names) for t in _EXACT[n])
+    pairs = None
+    if "enum" in schema:
+        try:
+            pairs = frozenset((type(e), e) for e in schema["enum"])
+        except TypeError:
+            return None
+    pattern = re.compile(schema["pattern"]).search if "pattern" in schema else None
+    min_length, minimum = schema.get("minLength", 0), schema.get("minimum")
+
+    def check(column: Any) -> bool:
+        types = set(map(type, column))
+        if kinds is not None and not types <= kinds:
+            return False
+        if pairs is not None:
+            try:
+                if not set(zip(map(type, column), column)) <= pairs:
+                    return False
+            except TypeError:  # an unhashable value: not a member
+                return False
+        if (pattern is not None or min_length) and str in types:
+            strings = column if types == {str} else [v for v in column if type(v) is str]
+            if min(map(len, strings)) < min_length or (pattern is not None and not all(map(pattern, strings))):
+                return False
+        if minimum is not None and types & {int, float}:
+            if any(v < minimum for v in column if type(v) is int or type(v) is float):
+                return False
+        return True
+
+    return check
+
+
+def _columns(schema: Any, defs: Mapping[str, Any]) -> Row | None:
+    """For an array of flat objects (an item schema of ``type: object``, properties that
+    :func:`_column_check` compiles, ``required`` and ``additionalProperties: false``,
+    such as the per-candidate rows of a record): a test of the whole array column by
+    column, True only when the row test of :func:`_compile` accepts every row; None for
+    any other item schema. (A rejected array is tried row by row, then by jsonschema.)"""
+    ref = _LOCAL_REF.match(str(schema.get("$ref", ""))) if isinstance(schema, Mapping) else None
+    if ref and ref.group(1) in defs and set(schema) <= {"$ref", "description", "title"}:
+        schema = defs[ref.group(1)]
+    if (not isinstance(schema, Mapping) or not set(schema) <= _FLAT_ROW or schema.get("type") != "object"
+            or schema.get("additionalProperties") is not False or not isinstance(schema.get("properties"), Mapping)):
+        return None
+    checks = {k: _column_check(v) for k, v in schema["properties"].items()}
+    if None in checks.values():
+        return None
+    required, known = frozenset(schema.get("required", ())), frozenset(checks)
+    by_column = [(k, c, k in required) for k, c in checks.items()]
+
+    def rows_ok(rows: Any) -> bool:
+        if not set(map(type, rows)) <= {dict}:
+            return False
+        if not all(required <= keys <= known for keys in set(map(frozenset, rows))):
+            return False
+        for key, check, always in by_column:
+            column = list(map(itemgetter(key), rows)) if always else [r[key] for r in rows if key in r]
+            if column and not check(column):  # type: ignore[misc]
+                return False
+        return True
+
+    return rows_ok
 
 
 @lru_cache(maxsize=1)

@@ -28,6 +28,7 @@ from typing import Any
 
 from ..allocate import allocate
 from ..allocation import Allocation
+from ..candbulk import bulk_candidates
 from ..candidates import from_mappings, make_candidate
 from ..canonical import sha256_hex
 from ..counts import policy_tokenizer
@@ -135,6 +136,10 @@ def _candidates(record: Mapping[str, Any], policy: Policy, stored: bool) -> list
                            "relevance_score": row["relevance_score"], "token_count": count, "level": row["level"],
                            "metadata": row.get("metadata") or {}, "parent_id": row.get("parent_id")}, None))
         return list(from_mappings(given))  # in bulk (engine.candidates)
+    if not stored:
+        bulk = _bulk_candidates(rows, tokens, template, tok)
+        if bulk is not None:
+            return bulk
     out = []
     for k, row in enumerate(rows):
         cand = make_candidate(
@@ -150,6 +155,36 @@ def _candidates(record: Mapping[str, Any], policy: Policy, stored: bool) -> list
             cand = replace(cand, token_count=max(0, tokens[cand.source_id] - overhead))
         out.append(cand)
     return out
+
+
+def _bulk_candidates(rows: list[Any], tokens: Mapping[str, int], template: str, tok: Any) -> list[Any] | None:
+    """The candidates of a content-less decision under a template with an overhead, in
+    bulk (:func:`engine.candbulk.bulk_candidates`): each recorded rendered count minus
+    the template rendered without content (``counts.template_overhead``: the item's id
+    and level), counted in one call. None — the item-by-item route decides, with its
+    errors in its order — when a row is not plain (an id or level not a string, a count
+    missing from the record) or the bulk check finds something to report."""
+    try:
+        sids = [r["source_id"] for r in rows]
+        levels = [r["level"] for r in rows]
+        given = [r["token_count"] for r in rows]
+        if not set(map(type, sids)) | set(map(type, levels)) <= {str}:
+            return None
+        missing = [s for s, c in zip(sids, given) if c is None]
+        if any(s not in tokens for s in missing):
+            return None
+        if missing:
+            need = [(k, template.format(source_id=s, content="", level=lv))
+                    for k, (s, lv, c) in enumerate(zip(sids, levels, given)) if c is None]
+            overheads = tok.count_many([text for _k, text in need])
+            for (k, _text), overhead in zip(need, overheads):
+                given[k] = max(0, tokens[sids[k]] - overhead)
+        cands = bulk_candidates(sids, [r.get("content", "") for r in rows], [r["relevance_score"] for r in rows],
+                                given, levels, [r.get("metadata") or {} for r in rows],
+                                [r.get("parent_id") for r in rows], None)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+        return None  # a malformed row: the item-by-item route says which, as it always has
+    return list(cands) if cands is not None else None
 
 
 class _Unreplayable(Exception):

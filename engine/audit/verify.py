@@ -18,7 +18,14 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import rfc8785
+
 from ..canonical import sha256_hex
+
+try:  # the quickest route of scan_parse (orjson is a dependency; without it the json one)
+    import orjson as _orjson
+except ImportError:  # pragma: no cover
+    _orjson = None  # type: ignore[assignment]
 from ..errors import AuditError, Location
 from .lineformat import (
     _NON_BMP,
@@ -441,6 +448,88 @@ def _unusual(value: Any, limit: int) -> bool:
     return False
 
 
+#: orjson writes numbers and strings as RFC 8785 does but for an integral float (orjson
+#: "2.0", RFC 8785 "2": a line holding one, or text like it in a string, takes the other
+#: routes) and some exponents (orjson "6.5e-6", "1e+16"; RFC 8785 "0.0000065",
+#: "10000000000000000": rewritten, :func:`_es6_exponents`).
+_INTEGRAL_FLOAT = re.compile(rb"\.0[,\]}]")
+_EXPONENT_TAIL = re.compile(rb"e[-+][0-9]+(?=[,\]}])")  # orjson always writes the sign
+_NUMBER_CHARS = frozenset(b"0123456789.-")
+_PAST_SURROGATES = re.compile(rb"[\xee-\xf4]")
+_BRACKETS = bytes.maketrans(b"[{]}", b"(())")
+_NOT_STRUCTURE = bytes(set(range(256)) - set(b'[]{}"'))
+
+
+def _nests_within(body: bytes, limit: int) -> bool:
+    """Whether valid JSON ``body`` nests at most ``limit`` levels (``{}`` is 1), as
+    :func:`~engine.audit.lineformat.nesting_exceeds` of its value says, from the bytes:
+    escapes out, then brackets and quotes only, strings out, one kind of bracket, and one
+    level of empty pairs removed per round (``bytes.replace`` is one left-to-right pass:
+    a pair it uncovers waits for the next round)."""
+    s = body.replace(b"\\\\", b"").replace(b'\\"', b"").translate(_BRACKETS, _NOT_STRUCTURE)
+    s = b"".join(s.split(b'"')[::2])  # every quote left delimits a string: the odd parts are strings
+    for _ in range(limit):
+        if not s:
+            return True
+        s = s.replace(b"()", b"")
+    return not s
+
+
+def _es6_exponents(out: bytes) -> bytes | None:
+    """orjson's bytes with each exponent float where a value stands written as RFC 8785
+    (ECMAScript) writes it. Text that looks like one inside a string is rewritten too;
+    that only makes the bytes differ from the line's (the line then takes the other
+    routes): bytes equal to the line's parse back to the line's value. None when a float
+    is one RFC 8785 writes as an integer (1e16 to 1e21): ``json.loads`` reads that
+    literal as an int, orjson (past 64 bits) as a float, so the other routes decide."""
+    parts: list[bytes] = []
+    last = 0
+    for m in _EXPONENT_TAIL.finditer(out):
+        start = m.start()
+        while start > 0 and out[start - 1] in _NUMBER_CHARS:
+            start -= 1
+        if start == m.start() or start == 0 or out[start - 1] not in b":,[":
+            continue  # not a number where a value stands: inside a string
+        try:
+            value = float(out[start:m.end()])
+            new = (_es6_small(value) or "").encode() or rfc8785.dumps(value)
+        except (ValueError, rfc8785.CanonicalizationError):
+            continue
+        if new.lstrip(b"-").isdigit():
+            return None
+        parts += (out[last:start], new)
+        last = m.end()
+    if not parts:
+        return out
+    parts.append(out[last:])
+    return b"".join(parts)
+
+
+def _orjson_scan(body: bytes) -> dict[str, Any] | None:
+    """The parsed body of a line when orjson reads it and writes it back (its exponent
+    floats as RFC 8785 writes them) byte for byte, and it nests at most
+    :data:`~engine.audit.lineformat.MAX_DEPTH` levels and holds no integer beyond the
+    exact range (``OPT_STRICT_INTEGER`` refuses to write those; one past 64 bits, which
+    orjson reads as a float, is found by :func:`_es6_exponents`) and nothing else
+    orjson writes otherwise than RFC 8785 (an integral float; a character past U+DFFF,
+    whose keys RFC 8785 sorts in UTF-16 order); else None. The bytes are then the RFC
+    8785 form of the value, and the value is what ``json.loads`` gives (integers within
+    range, floats correctly rounded)."""
+    if _orjson is None or _INTEGRAL_FLOAT.search(body) is not None:
+        return None
+    if not body.isascii() and _PAST_SURROGATES.search(body) is not None:
+        return None
+    try:
+        value = _orjson.loads(body)
+        written = _orjson.dumps(value, option=_orjson.OPT_SORT_KEYS | _orjson.OPT_STRICT_INTEGER)
+    except (TypeError, ValueError):  # orjson's errors are ValueError / TypeError
+        return None
+    again = _es6_exponents(written) if b"e-" in written or b"e+" in written else written
+    if again is None or again != body or type(value) is not dict or not _nests_within(body, MAX_DEPTH):
+        return None
+    return value
+
+
 def _fast_scan(raw: bytes, line: int) -> tuple[LineEntry, dict[str, Any]] | None:
     """:func:`scan_line` and :func:`parse_envelope` of a canonical, well-formed line in
     one parse; None when the line needs the full route (anything unusual: then the
@@ -454,6 +543,14 @@ def _fast_scan(raw: bytes, line: int) -> tuple[LineEntry, dict[str, Any]] | None
     stored = raw[9:_HEAD_END].decode("ascii", "replace")
     if "sha256:" + sha256_hex(body) != stored:
         return None
+    quick = _orjson_scan(body)
+    if quick is not None:
+        if _shape_problem(quick, stored):
+            return None
+        entry = LineEntry(line, LineStatus.OK, seq=quick["seq"], prev_hash=quick["prev_hash"],
+                          stored_hash=stored, computed_hash=stored, kind=quick["kind"])
+        quick["hash"] = stored
+        return entry, quick
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:

@@ -36,10 +36,10 @@ from ..policy import Policy
 from .records import check_record_notes, env_secret
 from .replay import replay
 from .whatifdiff import ChangedDecision, GroupDiff, Observed, group_key
-from .whatifshard import (Shard, ShardCheck, ShardStream, iter_shards, log_bytes, read_shard, seam_problem,
-                          shard_bytes_for)
+from .whatifshard import (Shard, ShardCheck, ShardStream, iter_shards, log_bytes, read_shard, record_policy_name,
+                          seam_problem, shard_bytes_for)
 
-__all__ = ["RunInfo", "ShardResult", "Task", "WhatIf", "collect", "run_shard", "whatif", "windowed"]
+__all__ = ["RunInfo", "ShardResult", "Task", "WhatIf", "collect", "run_shard", "warm", "whatif", "windowed"]
 
 #: Failing records listed by name in the result (every one is counted).
 FAILED_LISTED = 1000
@@ -101,6 +101,19 @@ def _task_policy(task: Task) -> Policy:
     return policy
 
 
+def warm(task: Task) -> None:
+    """Do in this process what every worker does before its first decision: build the
+    task's policy, load its tokenizer, import the solver (about 0.7 s of CPU time). A
+    pool forks its workers after it, so they start with it done; a Dask worker can run
+    it once (``client.run``)."""
+    import importlib
+
+    from ..counts import policy_tokenizer
+
+    policy_tokenizer(_task_policy(task))
+    importlib.import_module("ortools.sat.python.cp_model")
+
+
 @dataclass(slots=True)
 class _Acc:
     """One shard's results while it is replayed."""
@@ -115,8 +128,7 @@ def _replay_into(acc: _Acc, envelopes: Iterable[Mapping[str, Any]], log: str, ta
                  secret: Any) -> None:
     for env in envelopes:
         rec, seq = env["record"], env.get("seq")
-        name = str((rec.get("policy") or {}).get("name")) if isinstance(rec.get("policy"), Mapping) else "?"
-        if task.only_policy is not None and name != task.only_policy:
+        if task.only_policy is not None and (name := record_policy_name(rec)) != task.only_policy:
             acc.skipped[name] = acc.skipped.get(name, 0) + 1
             continue
         group = acc.groups.setdefault(group_key(rec), GroupDiff())
@@ -143,9 +155,10 @@ def run_shard(shard: Shard, task: Task) -> ShardResult:
     started, cpu = time.perf_counter(), _cpu_s()
     policy = _task_policy(task)
     secret = env_secret([])
-    stream = ShardStream(shard)
+    stream = ShardStream(shard, task.only_policy)
     acc = _Acc()
     _replay_into(acc, stream, shard.log, task, policy, secret)
+    acc.skipped = stream.skipped
     check = stream.check
     assert check is not None
     if not stream.complete:
@@ -167,11 +180,25 @@ class RunInfo:
     seconds: float
     peak_rss_kib: Mapping[str, int]  # per worker (host/process id)
     cpu_seconds: float = 0.0  # the shard tasks' CPU time, all workers
+    cpu_seconds_per_worker: Mapping[str, float] = field(default_factory=dict)  # shard tasks, per worker
+    caller_cpu_seconds: float = 0.0  # this process's own CPU time outside the shard tasks (planning, merging)
+
+    @property
+    def parallel_speedup(self) -> float:
+        """The speed-up the CPU times allow: all the tasks' CPU time over the busiest
+        worker's plus the caller's own (what the wall would show on cores nobody else
+        uses; 1.0 inline)."""
+        busiest = max(self.cpu_seconds_per_worker.values(), default=0.0)
+        span = busiest + self.caller_cpu_seconds
+        return (self.cpu_seconds + self.caller_cpu_seconds) / span if span > 0 else 1.0
 
     def to_dict(self) -> dict[str, Any]:
         rss = dict(sorted(self.peak_rss_kib.items()))
         return {"engine": self.engine, "workers": self.workers, "shards": self.shards,
                 "seconds": round(self.seconds, 3), "cpu_seconds": round(self.cpu_seconds, 3),
+                "cpu_seconds_per_worker": {k: round(v, 3) for k, v in sorted(self.cpu_seconds_per_worker.items())},
+                "caller_cpu_seconds": round(self.caller_cpu_seconds, 3),
+                "cpu_bound_speedup": round(self.parallel_speedup, 3),
                 "peak_rss_kib_per_worker": rss, "peak_rss_kib_max": max(rss.values(), default=0)}
 
 
@@ -255,6 +282,10 @@ class WhatIf:
             lines.append(f"run: {r.engine}, {r.workers} worker(s), {r.shards} shard(s), {r.seconds:.1f} s "
                          f"({rate:,.0f} decisions/s; {per_cpu:,.0f} per CPU second), peak RSS {max(r.peak_rss_kib.values(), default=0) / 1024:,.0f} "
                          "MiB per worker at most")
+            if r.workers > 1:
+                busy = ", ".join(f"{v:,.1f}" for _k, v in sorted(r.cpu_seconds_per_worker.items()))
+                lines.append(f"cpu: {busy} s per worker, {r.caller_cpu_seconds:,.1f} s in this process: "
+                             f"x{r.parallel_speedup:.2f} over one worker on cores nobody else uses")
         if not self.intact:
             lines.append(f"NOT INTACT: {len(self.problems)} chain problem(s), {self.unverified} decision(s) "
                          f"not replayed, {self.failed_count} record(s) failing their checks")
@@ -318,9 +349,12 @@ def _pool_map(shards: Iterable[Shard], task: Task, workers: int,
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    ctx = multiprocessing.get_context(_start_method(start_method))
+    method = _start_method(start_method)
+    if method == "fork":
+        warm(task)  # once here, not once per worker: forked workers inherit it
+    ctx = multiprocessing.get_context(method)
     if ctx.get_start_method() == "forkserver":
-        ctx.set_forkserver_preload(["engine.audit.whatif"])
+        ctx.set_forkserver_preload(["engine.audit.whatif", "ortools.sat.python.cp_model"])
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         yield from windowed(lambda s: pool.submit(run_shard, s, task), lambda f: f.result(), shards, 3 * workers)
 
@@ -353,7 +387,7 @@ def whatif(logs: Sequence[str | os.PathLike[str]], policy: Policy, *, workers: i
     if shard_bytes is not None and (isinstance(shard_bytes, bool) or shard_bytes < 1):
         raise UsageError("whatif.bad_shard_bytes", f"--shard-bytes must be a whole number >= 1, got "
                          f"{shard_bytes!r}", path="$.shard_bytes")
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), _cpu_s()
     problems: list[str] = []
     shards = iter_shards(logs, shard_bytes or shard_bytes_for(log_bytes(logs), workers), problems)
     task = Task(policy.to_dict(), None if all_policies else policy.name)
@@ -366,23 +400,26 @@ def whatif(logs: Sequence[str | os.PathLike[str]], policy: Policy, *, workers: i
     else:
         results, engine = _pool_map(shards, task, workers, start_method), "pool"
     return collect(policy, logs, results, problems, engine=engine, workers=workers, keep_ids=keep_ids,
-                   on_changed=on_changed, started=started)
+                   on_changed=on_changed, started=started, started_cpu=started_cpu)
 
 
 def collect(policy: Policy, logs: Sequence[str | os.PathLike[str]],
             results: Iterable[tuple[Shard, ShardResult]], problems: Sequence[str] = (), *,
             engine: str = "other", workers: int = 1, keep_ids: bool = True,
             on_changed: Callable[[Sequence[ChangedDecision]], None] | None = None,
-            started: float | None = None) -> WhatIf:
+            started: float | None = None, started_cpu: float | None = None) -> WhatIf:
     """Fold (shard, :func:`run_shard` result) pairs, **in shard order**, into a
     :class:`WhatIf`, checking each seam between two shards (:func:`seam_problem`). The
     pool and Dask runners use it; so can any other engine that runs ``run_shard``
     (``docs/whatif.md``: Ray, Spark). ``problems``: the planner's; ``started``: when the
-    run began (``time.perf_counter()``; None: the run's seconds are the tasks' own)."""
+    run began (``time.perf_counter()``; None: the run's seconds are the tasks' own);
+    ``started_cpu``: this process's CPU time then (``_cpu_s()``; for the caller's own CPU
+    time in :class:`RunInfo`)."""
     out = WhatIf({"name": policy.name, "product": policy.product, "revision": policy.revision,
                   "digest": policy.digest, "file": policy.file},
                  tuple(str(p) for p in logs), problems=list(problems), keep_ids=keep_ids)
     rss: dict[str, int] = {}
+    per_worker: dict[str, float] = {}
     cpu, count, busy = 0.0, 0, 0.0
     previous: tuple[Shard, ShardCheck] | None = None
     for shard, res in results:
@@ -391,8 +428,12 @@ def collect(policy: Policy, logs: Sequence[str | os.PathLike[str]],
         previous, count, cpu, busy = (shard, res.check), count + 1, cpu + res.cpu_seconds, busy + res.seconds
         out.fold(res)
         rss[res.worker] = max(rss.get(res.worker, 0), res.peak_rss_kib)
+        per_worker[res.worker] = per_worker.get(res.worker, 0.0) + res.cpu_seconds
         if on_changed is not None and res.changed:
             on_changed(res.changed)
     seconds = busy if started is None else time.perf_counter() - started
-    out.run = RunInfo(engine, workers, count, seconds, rss, cpu)
+    own = 0.0
+    if started_cpu is not None:  # this process's CPU, less the tasks it ran itself (inline)
+        own = max(0.0, _cpu_s() - started_cpu - sum(v for k, v in per_worker.items() if k == _worker()))
+    out.run = RunInfo(engine, workers, count, seconds, rss, cpu, per_worker, own)
     return out

@@ -20,7 +20,7 @@ last. What the chain does not cover — segment headers' tree roots, signatures 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from .records import with_archived_policy
 from .verify import check_chain, scan_parse
 
 __all__ = ["DEFAULT_SHARD_BYTES", "Shard", "ShardCheck", "ShardStream", "iter_shards", "log_bytes", "plan", "read_shard",
-           "seam_problem", "shard_bytes_for", "verify_shard"]
+           "record_policy_name", "seam_problem", "shard_bytes_for", "verify_shard"]
 
 #: Bytes per shard when nothing else decides (a few thousand decisions of a typical log).
 DEFAULT_SHARD_BYTES = 8 * 1024 * 1024
@@ -266,10 +266,14 @@ class ShardStream:
     damaged, missing or extra line) it stops yielding, and :attr:`check` is the full
     verification of the shard (:func:`verify_shard`: the verifier's ``check_chain``
     and its problems). :attr:`complete` says whether every envelope was yielded; a
-    caller that used some of a shard that turns out not to be intact discards them."""
+    caller that used some of a shard that turns out not to be intact discards them.
+    ``only_policy``: yield only the decisions recorded under that policy name; the others
+    are verified all the same and counted in :attr:`skipped` (by name), not expanded."""
 
-    def __init__(self, shard: Shard) -> None:
+    def __init__(self, shard: Shard, only_policy: str | None = None) -> None:
         self.shard = shard
+        self.only_policy = only_policy
+        self.skipped: dict[str, int] = {}
         self.check: ShardCheck | None = None
         self.complete = False
 
@@ -280,6 +284,7 @@ class ShardStream:
         if head is None and shard.anchored:
             head = (0, GENESIS_HASH)
         decisions, last = 0, None
+        only, skipped = self.only_policy, self.skipped
         for number, raw in _lines(shard):
             entry, env = scan_parse(raw, number)
             if head is None and entry.status is LineStatus.OK and entry.seq and entry.prev_hash:
@@ -292,10 +297,19 @@ class ShardStream:
             if env["kind"] != EnvelopeKind.DECISION.value:
                 continue
             decisions += 1
+            if only is not None and (name := record_policy_name(env["record"])) != only:
+                skipped[name] = skipped.get(name, 0) + 1  # verified, counted, never expanded
+                continue
             env["record"] = expand(env["record"])
             yield with_archived_policy(env, archive)
         self.check = ShardCheck((), last, decisions)
         self.complete = True
+
+
+def record_policy_name(record: Any) -> str:
+    """The policy name a decision record was made under (``"?"`` when it names none)."""
+    pol = record.get("policy") if isinstance(record, Mapping) else None
+    return str(pol.get("name")) if isinstance(pol, Mapping) else "?"
 
 
 def read_shard(shard: Shard) -> tuple[ShardCheck, Iterator[dict[str, Any]]]:
