@@ -341,6 +341,7 @@ class Variant:
     doc_score: str = "mean"         # objective.document_score: mean | max
     doc_decay: float = 1.0          # objective.document_decay
     doc_scope: str = "all"          # objective.document_scope: all | flat (items outside the hierarchy)
+    zmix: float = 0.0               # objective.zscore_weight: c ** (1 - x) * zscore ** x
 
     @property
     def cache_text(self) -> str:
@@ -354,6 +355,8 @@ class Variant:
         if self.doc_prior or self.doc_decay < 1:
             head += f"+doc({self.doc_prior!r}, {self.doc_score!r}, {self.doc_decay!r})"
             head += "+flat" if self.doc_scope == "flat" else ""
+        if self.zmix:
+            head += f"+zmix({self.zmix!r})"
         return head
 
     @property
@@ -365,7 +368,8 @@ class Variant:
     @property
     def key(self) -> str:
         t = {"identity": "id", "power": f"p{self.exponent:g}", "reciprocal_rank": f"rr{self.k}"}[self.transform]
-        parts = [self.calibrate + ("" if self.within == "level" else "-all"), t]
+        parts = [self.calibrate + ("" if self.within == "level" else "-all") + (f"-z{self.zmix:g}" if self.zmix else ""),
+                 t]
         if self.inherit:
             parts.append(f"inh{self.inherit:g}")
         if self.coverage:
@@ -383,7 +387,8 @@ class Variant:
 
     @property
     def label(self) -> str:
-        bits = [f"calibrate {self.calibrate}" + ("" if self.within == "level" else " (pooled)"),
+        bits = [f"calibrate {self.calibrate}" + ("" if self.within == "level" else " (pooled)")
+                + (f" x zscore^{self.zmix:g}" if self.zmix else ""),
                 {"identity": "identity", "power": f"power {self.exponent:g}",
                  "reciprocal_rank": f"reciprocal rank k={self.k}"}[self.transform]]
         if self.inherit:
@@ -417,7 +422,7 @@ def engine_objective(v: Variant) -> Objective:
                      calibrate_within=CalibrationGroup(v.within), inherit=v.inherit, coverage=v.coverage,
                      level_weights=tuple(sorted(v.level_weights)), fill=v.fill, document_prior=v.doc_prior,
                      document_score=DocumentScore(v.doc_score), document_decay=v.doc_decay,
-                     document_scope=DocumentScope(v.doc_scope))
+                     document_scope=DocumentScope(v.doc_scope), zscore_weight=v.zmix)
 
 
 @dataclass(frozen=True, slots=True)
@@ -561,13 +566,36 @@ DOC2_VARIANTS = tuple(Variant("max", "level", "power", e, inherit=a, coverage=Tr
     # the leader for items outside a hierarchy only (shipped: see README "Robustness")
     Variant("max", "level", "power", 6.0, inherit=0.15, coverage=True, fill=True, doc_prior=0.3, doc_decay=0.7,
             doc_scope="flat"),)
+#: Stage 8 (issue 11, the five short sentences cells): ``calibrate: zscore`` (each score as
+#: exp((score - best) / sd) of its level: a dense scorer's narrow band and BM25's wide range
+#: give comparable values, where max-calibration compresses the first) with a milder power,
+#: around the document steps' leader; the tune-split harness study found the prior and the
+#: decay stronger under it.
+ZSCORE_VARIANTS = tuple(Variant("zscore", "level", "power", e, inherit=a, coverage=True, fill=True, doc_prior=b,
+                                doc_decay=g, doc_scope="flat")
+                        for e, a, b, g in ((2.0, 0.15, 0.3, 0.5), (2.0, 0.15, 0.3, 0.6), (2.0, 0.15, 0.4, 0.4),
+                                           (2.0, 0.15, 0.4, 0.5), (2.0, 0.15, 0.4, 0.6), (2.5, 0.15, 0.4, 0.5),
+                                           (3.0, 0.15, 0.3, 0.5), (2.0, 0.3, 0.4, 0.5), (1.5, 0.15, 0.4, 0.5)))
+#: Stage 9: the calibrated score as a geometric blend of max and zscore
+#: (``zscore_weight``): zscore alone lost at 128 tokens under BM25 in the harness study.
+ZMIX_VARIANTS = tuple(Variant("max", "level", "power", e, inherit=0.15, coverage=True, fill=True, doc_prior=b,
+                              doc_decay=g, doc_scope="flat", zmix=x)
+                      for x, e, b, g in ((0.5, 3.0, 0.4, 0.5), (0.5, 3.0, 0.4, 0.6), (0.5, 3.0, 0.3, 0.5),
+                                         (0.5, 4.0, 0.4, 0.5), (0.3, 4.0, 0.4, 0.5), (0.7, 3.0, 0.4, 0.5),
+                                         (0.5, 3.0, 0.3, 0.7))) + tuple(
+    # stage 9b: around its leader (x 0.3, power 4, prior 0.4, decay 0.5)
+    Variant("max", "level", "power", e, inherit=0.15, coverage=True, fill=True, doc_prior=b, doc_decay=g,
+            doc_scope="flat", zmix=x)
+    for x in (0.2, 0.3, 0.4) for e in (4.0, 5.0) for b, g in ((0.4, 0.5), (0.3, 0.6))
+    if (x, e, b, g) != (0.3, 4.0, 0.4, 0.5))
 STUDY_VARIANTS = tuple(_study())
 STUDY2_VARIANTS = tuple(_study2())
 STUDY3_VARIANTS = tuple(_study3())
 VARIANT_METHODS = tuple(variant_method(v) for v in dict.fromkeys((*SWEEP_VARIANTS, *STUDY_VARIANTS,
                                                                     *STUDY2_VARIANTS, *STUDY3_VARIANTS,
                                                                     *FILL_VARIANTS, *DOC_VARIANTS,
-                                                                    *DOC2_VARIANTS)))
+                                                                    *DOC2_VARIANTS, *ZSCORE_VARIANTS,
+                                                                    *ZMIX_VARIANTS)))
 METHODS: dict[str, Method] = {m.key: m for m in (*BASELINE_METHODS, *VARIANT_METHODS)}
 #: The protocol's choice on the tune split, shipped as ``engine.policy.DEFAULT_OBJECTIVE``.
 SHIPPED = "obj-max-p6-inh0.15-cov-fill-doc0.3-dec0.7-flat"
@@ -590,6 +618,8 @@ METHOD_GROUPS = {
     "study2": (*BASELINE_KEYS, *(v.key for v in STUDY2_VARIANTS)),
     "study3": (*BASELINE_KEYS, *(v.key for v in STUDY3_VARIANTS)),
     "docs": (*BASELINE_KEYS, PREVIOUS_SHIPPED, *(v.key for v in (*DOC_VARIANTS, *DOC2_VARIANTS))),
+    "zscore": (*BASELINE_KEYS, SHIPPED, *(v.key for v in ZSCORE_VARIANTS)),
+    "zmix": (*BASELINE_KEYS, SHIPPED, *(v.key for v in ZMIX_VARIANTS)),
 }
 
 
@@ -1026,7 +1056,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scorers", type=_csv(SCORERS, "scorer"), default=SCORERS)
     parser.add_argument("--shapes", type=_csv(SHAPES, "shape"), default=SHAPES)
     parser.add_argument("--methods", type=_methods, default=METHOD_GROUPS["final"],
-                        help="groups (final [default], baselines, core, sweep, study, study2, study3, docs) or method keys; "
+                        help="groups (final [default], baselines, core, sweep, study, study2, study3, docs, zscore, zmix) or method keys; "
                              "baselines always run")
     parser.add_argument("--default", dest="default", default=None,
                         help="report this method as the default instead of the tune split's choice")

@@ -14,11 +14,15 @@ the budget, can still pass its score down to its sentences or sum them up):
    or all items pooled): ``max`` divides by the group's best score, ``minmax`` maps the
    group's range onto [0, 1] (all equal: 1), ``rank`` is ``1 - (r - 1) / n`` with ``r``
    the item's 1-based rank in the group (ties: the mean of their ranks), so any
-   strictly increasing rescoring gives the same values. The group's statistics come
-   from its *active* items — a blocked or oversized item does not move the others'
+   strictly increasing rescoring gives the same values; ``zscore`` is
+   ``exp((raw - best) / sd)`` with ``sd`` the group's population standard deviation
+   (all equal: 1 for the best, 0 below), unchanged by any positive rescaling and
+   shift. The group's statistics come from its *active* items — a blocked or oversized item does not move the others'
    values, and with the defaults every value is what the engine always computed — or
    from all its items when none is active; items outside them are mapped the same way
    and clipped to [0, 1];
+2b. ``zscore_weight`` x: the calibrated value c becomes ``c ** (1 - x) * z ** x`` with
+   ``z`` the item's ``zscore`` value (same group and statistics);
 3. ``inherit`` a: an item whose nearest parent candidate exists gets
    ``(1 - a) * own + a * parent's`` (the parent's after its own step, so it propagates
    down a chain);
@@ -47,6 +51,7 @@ on it count as roots), so the result does not depend on where a cycle is entered
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from operator import attrgetter
@@ -54,7 +59,7 @@ from operator import attrgetter
 from .candidates import Candidate
 from .policy import Calibration, CalibrationGroup, DocumentScope, DocumentScore, Objective, Transform
 
-__all__ = ["RELEVANCE_SCALE", "calibrated", "objective_values", "parents"]
+__all__ = ["RELEVANCE_SCALE", "calibrated", "objective_values", "parents", "zscore_spread"]
 
 #: Values are ``round(RELEVANCE_SCALE * weight / max_weight)``: CP-SAT needs integer
 #: coefficients, so objective weights keep 6 significant digits relative to the best item.
@@ -118,6 +123,14 @@ def _depths(parent: Sequence[int | None]) -> list[int]:
     return depth
 
 
+def zscore_spread(scores: Sequence[float]) -> float:
+    """The population standard deviation of ``scores`` (``calibrate: zscore``), summed
+    with :func:`math.fsum` so the verifier's own computation gives the same float."""
+    n = len(scores)
+    mu = math.fsum(scores) / n
+    return math.sqrt(math.fsum((x - mu) * (x - mu) for x in scores) / n)
+
+
 def calibrated(how: Calibration, raw: Sequence[float], groups: Sequence[Sequence[int]],
                active: Sequence[int]) -> list[float]:
     """Step 2: each raw score in [0, 1] within its group (``groups`` partition the
@@ -159,6 +172,11 @@ def calibrated(how: Calibration, raw: Sequence[float], groups: Sequence[Sequence
             for i in members:
                 x = raw[i]
                 out[i] = (1.0 if x >= hi else 0.0) if hi == lo else min(max((x - lo) / (hi - lo), 0.0), 1.0)
+        elif how is Calibration.ZSCORE:
+            hi, sd = max(raw[i] for i in base), zscore_spread([raw[i] for i in base])
+            for i in members:
+                x = raw[i]
+                out[i] = (1.0 if x >= hi else 0.0) if sd == 0.0 else min(math.exp((x - hi) / sd), 1.0)
         else:
             pop = sorted(raw[i] for i in base)
             n = len(pop)
@@ -247,6 +265,10 @@ def objective_values(objective: Objective, cands: Sequence[Candidate], active: S
     else:
         groups = [range(n)]
     cal = calibrated(objective.calibrate, raw, groups, active)
+    if objective.zscore_weight > 0:  # 2b. the distance to the best in standard deviations too
+        x = objective.zscore_weight
+        z = calibrated(Calibration.ZSCORE, raw, groups, active)
+        cal = [c ** (1.0 - x) * zi ** x for c, zi in zip(cal, z)]
 
     linked = objective.inherit > 0 or objective.coverage
     parent = parents(cands, by_id) if linked else [None] * n

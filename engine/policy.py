@@ -90,11 +90,15 @@ class Transform(Enum):
 class Calibration(Enum):
     """How a query's raw scores become [0, 1] before the transform (see
     :mod:`engine.objective`): ``max`` (score / best), ``minmax`` (the range onto [0, 1]),
-    ``rank`` (mid-rank share: scale-free, any monotone scorer gives the same values)."""
+    ``rank`` (mid-rank share: scale-free, any monotone scorer gives the same values),
+    ``zscore`` (``exp((score - best) / standard deviation)``: unchanged by any positive
+    rescaling and shift of the scores, so a cosine scorer's compressed range and BM25's
+    wide one give comparable values)."""
 
     MAX = "max"
     MINMAX = "minmax"
     RANK = "rank"
+    ZSCORE = "zscore"
 
 
 class CalibrationGroup(Enum):
@@ -372,6 +376,10 @@ class Objective:
     #: ``document_decay ** (r - 1)`` of its value: diminishing returns per document; 1 = off.
     document_decay: float = 1.0
     document_scope: DocumentScope = DocumentScope.ALL
+    #: Issue 11, calibration: x in [0, 1]; the calibrated score c becomes
+    #: ``c ** (1 - x) * z ** x`` with z the item's ``calibrate: zscore`` value (so the
+    #: distance to the best counts in standard deviations too); 0 = off (the base).
+    zscore_weight: float = 0.0
 
     @property
     def uses_documents(self) -> bool:
@@ -393,6 +401,8 @@ class Objective:
         if self.uses_documents:
             out.update(document_prior=self.document_prior, document_score=self.document_score.value,
                        document_decay=self.document_decay, document_scope=self.document_scope.value)
+        if self.zscore_weight > 0:  # spelled out only when on: other policies keep their digests
+            out["zscore_weight"] = self.zscore_weight
         return out
 
     def weight(self, score: float, rank: int) -> float:
@@ -667,6 +677,7 @@ def _objective(obj: Mapping[str, Any]) -> Objective:
         DocumentScore(obj.get("document_score", base.document_score.value)),
         float(obj.get("document_decay", base.document_decay)),
         DocumentScope(obj.get("document_scope", base.document_scope.value)),
+        float(obj.get("zscore_weight", base.zscore_weight)),
     )
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
@@ -532,6 +533,14 @@ def _unit_scores(how: Calibration, raw: Sequence[float], members: Sequence[int],
                 unit[i] = 1.0 if raw[i] >= high else 0.0
             else:
                 unit[i] = max(0.0, min(1.0, (raw[i] - low) / (high - low)))
+    elif how is Calibration.ZSCORE:  # exp of the distance to the best in standard deviations
+        best, centre = max(scores), math.fsum(scores) / len(scores)
+        spread = math.sqrt(math.fsum((x - centre) * (x - centre) for x in scores) / len(scores))
+        for i in members:
+            if spread == 0.0:
+                unit[i] = 1.0 if raw[i] >= best else 0.0
+            else:
+                unit[i] = min(1.0, math.exp((raw[i] - best) / spread))
     else:
         n = len(basis)
         ranked = sorted(basis, key=lambda i: -raw[i])
@@ -584,6 +593,14 @@ def _expected_values(f: _Facts) -> list[int]:
         basis = [i for i in members if takeable[i]] or members
         if basis:  # no candidates at all: nothing to calibrate
             _unit_scores(obj.calibrate, raw, members, basis, unit)
+    if obj.zscore_weight > 0:  # blended with the zscore calibration of the same groups
+        spread = [0.0] * n
+        for members in groups.values():
+            basis = [i for i in members if takeable[i]] or members
+            if basis:
+                _unit_scores(Calibration.ZSCORE, raw, members, basis, spread)
+        mix = obj.zscore_weight
+        unit = [u ** (1.0 - mix) * z ** mix for u, z in zip(unit, spread)]
     linked = obj.inherit > 0 or obj.coverage
     up, kids_first = _parent_links(f) if linked else ([None] * n, list(range(n)))
     linked = linked and any(p is not None for p in up)  # no link: inherit and coverage change nothing

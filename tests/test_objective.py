@@ -304,7 +304,7 @@ def _load(tmp_path: Path, objective: str, extra: str = "") -> Policy:
      "would count them twice; set hierarchy.exclusive: true, or remove coverage"),
     ("    inherit: 1.5\n", "", "policy.out_of_range", "$.spec.objective.inherit", 7, "must be <= 1; got 1.5"),
     ("    calibrate: ranks\n", "", "policy.bad_value", "$.spec.objective.calibrate", 7,
-     "must be one of: max, minmax, rank; got 'ranks' — did you mean 'rank'?"),
+     "must be one of: max, minmax, rank, zscore; got 'ranks' — did you mean 'rank'?"),
     ("    level_weights: {SENTENCE: -1}\n", "", "policy.out_of_range", "$.spec.objective.level_weights.SENTENCE", 7,
      "must be >= 0; got -1"),
 ])
