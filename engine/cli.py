@@ -781,7 +781,29 @@ def _errors_option() -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: The top-level commands, in the order ``ctxbudget --help`` lists them.
+COMMANDS = ("policy", "allocate", "pack", "index", "serve", "audit")
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names (its first word that is not a top-level option), or
+    ``None`` when it names none that exists (then the whole parser reports it)."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--errors":
+            skip = True
+        elif not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; ``only``: build just that command's options (what
+    ``main`` does for a command line that names one: a full parser costs ~20 ms of
+    start-up, most of it options of other commands). Parsing a command line that names
+    ``only`` gives the same namespace either way (tests/test_cli.py checks)."""
     common = _errors_option()
 
     def command(group: Any, name: str, text: str) -> argparse.ArgumentParser:
@@ -801,230 +823,238 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser,
                            title="commands", help="`ctxbudget COMMAND --help` lists its options")
 
-    pol = command(sub, "policy", "validate or render policy files").add_subparsers(
-        dest="sub", required=True, metavar="SUBCOMMAND", parser_class=_Parser, title="subcommands",
-        help="`ctxbudget policy SUBCOMMAND --help` lists its options")
-    v = command(pol, "validate", "validate policy files, and that no two claim one name and revision "
-                "with different texts (exit 2 on any error)")
-    v.add_argument("files", nargs="+", metavar="FILE", help="policy files (YAML), or folders of them")
-    v.set_defaults(func=cmd_policy_validate)
-    r = command(pol, "render", "print the effective policy (after extends) and its digest")
-    r.add_argument("file", metavar="FILE", help="policy file (YAML)")
-    r.set_defaults(func=cmd_policy_render)
+    if only in (None, "policy"):
+        pol = command(sub, "policy", "validate or render policy files").add_subparsers(
+            dest="sub", required=True, metavar="SUBCOMMAND", parser_class=_Parser, title="subcommands",
+            help="`ctxbudget policy SUBCOMMAND --help` lists its options")
+        v = command(pol, "validate", "validate policy files, and that no two claim one name and revision "
+                    "with different texts (exit 2 on any error)")
+        v.add_argument("files", nargs="+", metavar="FILE", help="policy files (YAML), or folders of them")
+        v.set_defaults(func=cmd_policy_validate)
+        r = command(pol, "render", "print the effective policy (after extends) and its digest")
+        r.add_argument("file", metavar="FILE", help="policy file (YAML)")
+        r.set_defaults(func=cmd_policy_render)
 
-    a = command(sub, "allocate", "allocate candidates under a policy")
-    a.add_argument("--policy", required=True, metavar="FILE", help="policy file (YAML)")
-    a.add_argument("--candidates", required=True, metavar="FILE",
-                   help="candidates: JSON Lines or a JSON array")
-    a.add_argument("--format", choices=["json", "context"], default="json",
-                   help="print the decision as JSON (default) or only the assembled context")
-    a.add_argument("--compact", action="store_true",
-                   help="with --format json: the same JSON on one line, not indented (quicker for "
-                   "large decisions read by a program)")
-    a.add_argument("--strategy", choices=STRATEGIES, help="override the policy's strategy")
-    a.add_argument("--audit-log", metavar="FILE",
-                   help="append the audit record here (default: the policy's audit.log, if any)")
-    _add_request_options(a)
-    a.set_defaults(func=cmd_allocate)
+    if only in (None, "allocate"):
+        a = command(sub, "allocate", "allocate candidates under a policy")
+        a.add_argument("--policy", required=True, metavar="FILE", help="policy file (YAML)")
+        a.add_argument("--candidates", required=True, metavar="FILE",
+                       help="candidates: JSON Lines or a JSON array")
+        a.add_argument("--format", choices=["json", "context"], default="json",
+                       help="print the decision as JSON (default) or only the assembled context")
+        a.add_argument("--compact", action="store_true",
+                       help="with --format json: the same JSON on one line, not indented (quicker for "
+                       "large decisions read by a program)")
+        a.add_argument("--strategy", choices=STRATEGIES, help="override the policy's strategy")
+        a.add_argument("--audit-log", metavar="FILE",
+                       help="append the audit record here (default: the policy's audit.log, if any)")
+        _add_request_options(a)
+        a.set_defaults(func=cmd_allocate)
 
-    k = command(sub, "pack", "index files, search, and pack the best context for a query")
-    k.add_argument("--policy", required=True, metavar="FILE", help="policy file (YAML)")
-    k.add_argument("--query", required=True, help="the question to retrieve context for")
-    k.add_argument("paths", nargs="*", metavar="PATH", help="files or folders to index (or --index)")
-    k.add_argument("--index", metavar="INDEX", help="a prebuilt index (`ctxbudget index build`) instead of PATHs")
-    k.add_argument("--out", metavar="FILE", help="also write the assembled context to this file")
-    k.add_argument("--json", action="store_true", help="print the decision as JSON instead of the context")
-    k.add_argument("--top-k", type=int, metavar="N",
-                   help="search results to consider (default: one per 15 tokens of the budget, 50 to 200)")
-    k.add_argument("--scorer", choices=["bm25", "dense", "hybrid"], default="bm25",
-                   help="relevance: bm25 (default), dense or hybrid (the last two need "
-                        "pip install 'ctxbudget[dense]'; with --index, an index built with --scorer dense)")
-    k.add_argument("--require-context", action="store_true",
-                   help="exit 8 (after recording the decision) when no retrieved item is in the context")
-    k.add_argument("--verbose", action="store_true", help="list every file skipped, with its reason")
-    k.add_argument("--audit-log", metavar="FILE",
-                   help="append the audit record here (default: the policy's audit.log, if any)")
-    _add_request_options(k)
-    k.set_defaults(func=cmd_pack)
+    if only in (None, "pack"):
+        k = command(sub, "pack", "index files, search, and pack the best context for a query")
+        k.add_argument("--policy", required=True, metavar="FILE", help="policy file (YAML)")
+        k.add_argument("--query", required=True, help="the question to retrieve context for")
+        k.add_argument("paths", nargs="*", metavar="PATH", help="files or folders to index (or --index)")
+        k.add_argument("--index", metavar="INDEX", help="a prebuilt index (`ctxbudget index build`) instead of PATHs")
+        k.add_argument("--out", metavar="FILE", help="also write the assembled context to this file")
+        k.add_argument("--json", action="store_true", help="print the decision as JSON instead of the context")
+        k.add_argument("--top-k", type=int, metavar="N",
+                       help="search results to consider (default: one per 15 tokens of the budget, 50 to 200)")
+        k.add_argument("--scorer", choices=["bm25", "dense", "hybrid"], default="bm25",
+                       help="relevance: bm25 (default), dense or hybrid (the last two need "
+                            "pip install 'ctxbudget[dense]'; with --index, an index built with --scorer dense)")
+        k.add_argument("--require-context", action="store_true",
+                       help="exit 8 (after recording the decision) when no retrieved item is in the context")
+        k.add_argument("--verbose", action="store_true", help="list every file skipped, with its reason")
+        k.add_argument("--audit-log", metavar="FILE",
+                       help="append the audit record here (default: the policy's audit.log, if any)")
+        _add_request_options(k)
+        k.set_defaults(func=cmd_pack)
 
-    ix = command(sub, "index", "build a persistent index of a corpus for `pack --index`").add_subparsers(
-        dest="sub", required=True, metavar="SUBCOMMAND", parser_class=_Parser, title="subcommands",
-        help="`ctxbudget index SUBCOMMAND --help` lists its options")
-    ib = command(ix, "build", "index files (Markdown, RST, HTML, text; each also .gz) into INDEX, or update "
-                 "INDEX: only changed and added files are parsed again, removed ones dropped")
-    ib.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to index")
-    ib.add_argument("--out", required=True, metavar="INDEX", help="the index folder (created or updated)")
-    ib.add_argument("--scorer", choices=["bm25", "dense", "hybrid"], default="bm25",
-                    help="dense or hybrid: also store every node's embedding, for `pack --index --scorer "
-                         "dense|hybrid` (needs pip install 'ctxbudget[dense]'; kept on later updates)")
-    ib.add_argument("--json", action="store_true", help="print what changed as JSON")
-    ib.add_argument("--verbose", action="store_true", help="list the files added, changed, removed and skipped")
-    ib.set_defaults(func=cmd_index_build)
+    if only in (None, "index"):
+        ix = command(sub, "index", "build a persistent index of a corpus for `pack --index`").add_subparsers(
+            dest="sub", required=True, metavar="SUBCOMMAND", parser_class=_Parser, title="subcommands",
+            help="`ctxbudget index SUBCOMMAND --help` lists its options")
+        ib = command(ix, "build", "index files (Markdown, RST, HTML, text; each also .gz) into INDEX, or update "
+                     "INDEX: only changed and added files are parsed again, removed ones dropped")
+        ib.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to index")
+        ib.add_argument("--out", required=True, metavar="INDEX", help="the index folder (created or updated)")
+        ib.add_argument("--scorer", choices=["bm25", "dense", "hybrid"], default="bm25",
+                        help="dense or hybrid: also store every node's embedding, for `pack --index --scorer "
+                             "dense|hybrid` (needs pip install 'ctxbudget[dense]'; kept on later updates)")
+        ib.add_argument("--json", action="store_true", help="print what changed as JSON")
+        ib.add_argument("--verbose", action="store_true", help="list the files added, changed, removed and skipped")
+        ib.set_defaults(func=cmd_index_build)
 
-    sv = command(sub, "serve", "serve decisions over HTTP, one policy per product (needs the serve "
-                 "extra: pip install 'ctxbudget[serve]')")
-    sv.add_argument("--policies", required=True, metavar="DIR",
-                    help="folder of policy files, one per product (the file stem names the product)")
-    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    sv.add_argument("--port", type=int, default=8181, help="port (default 8181)")
-    sv.add_argument("--audit-log", metavar="FILE",
-                    help="one audit log for every product (default: each policy's audit.log)")
-    sv.add_argument("--tokens", metavar="FILE", help="bearer tokens per product (JSON: product -> "
-                    "[tokens]); default: $CTXBUDGET_SERVE_TOKENS, else no authentication")
-    sv.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024, metavar="N",
-                    help="largest request body accepted (413 beyond; default 16 MiB)")
-    sv.add_argument("--max-candidates", type=int, default=10_000, metavar="N",
-                    help="most candidates per request (413 beyond; default 10000)")
-    sv.add_argument("--workers", type=int, default=1, metavar="N",
-                    help="worker processes on the one port, all writing the one audit log under its "
-                    "lock (default 1; about one per core)")
-    sv.set_defaults(func=cmd_serve)
+    if only in (None, "serve"):
+        sv = command(sub, "serve", "serve decisions over HTTP, one policy per product (needs the serve "
+                     "extra: pip install 'ctxbudget[serve]')")
+        sv.add_argument("--policies", required=True, metavar="DIR",
+                        help="folder of policy files, one per product (the file stem names the product)")
+        sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+        sv.add_argument("--port", type=int, default=8181, help="port (default 8181)")
+        sv.add_argument("--audit-log", metavar="FILE",
+                        help="one audit log for every product (default: each policy's audit.log)")
+        sv.add_argument("--tokens", metavar="FILE", help="bearer tokens per product (JSON: product -> "
+                        "[tokens]); default: $CTXBUDGET_SERVE_TOKENS, else no authentication")
+        sv.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024, metavar="N",
+                        help="largest request body accepted (413 beyond; default 16 MiB)")
+        sv.add_argument("--max-candidates", type=int, default=10_000, metavar="N",
+                        help="most candidates per request (413 beyond; default 10000)")
+        sv.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="worker processes on the one port, all writing the one audit log under its "
+                        "lock (default 1; about one per core)")
+        sv.set_defaults(func=cmd_serve)
 
-    au = command(sub, "audit", "verify, checkpoint, replay or show an audit log").add_subparsers(
-        dest="sub", required=True, metavar="SUBCOMMAND", parser_class=_Parser, title="subcommands",
-        help="`ctxbudget audit SUBCOMMAND --help` lists its options")
-    av = command(au, "verify", "check the log's hash chain and every record's digests, order and "
-                 "token totals (exit 6 when it is not intact)")
-    av.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
-    av.add_argument("--checkpoint", metavar="FILE",
-                    help="a checkpoint exported earlier (JSON), or a signed checkpoint note kept "
-                    "elsewhere (with --key): also detects a cut tail or a rolled-back log")
-    av.add_argument("--key", metavar="PUB", help="verifier key (audit keygen's .pub): check every "
-                    "signed checkpoint, their consistency and the unsigned tail")
-    av.add_argument("--log-name", metavar="NAME", help="the log's name in its checkpoints' origin "
-                    "(default: the file name; for a renamed log)")
-    av.add_argument("--max-unsigned", type=int, default=0, metavar="N",
-                    help="records allowed after the last signed checkpoint (default 0)")
-    av.add_argument("--json", action="store_true", help="print the report as JSON")
-    av.set_defaults(func=cmd_audit_verify)
-    ak = command(au, "keygen", "create an Ed25519 signing key (private PEM 0600 + verifier key)")
-    ak.add_argument("--out", required=True, metavar="DIR", help="folder for <name>.key and <name>.pub "
-                    "(outside every log folder)")
-    ak.add_argument("--name", default="ctxbudget-audit", help="key name (no spaces, no '+')")
-    ak.set_defaults(func=cmd_audit_keygen)
-    asx = command(au, "secret", "create the secret (32 random bytes, mode 0600) that keys the "
-                  "digests of content a log does not store")
-    asx.add_argument("--out", required=True, metavar="FILE", help="the secret file to create (never "
-                     "overwritten; outside every log folder), then named by CTXBUDGET_AUDIT_SECRET")
-    asx.set_defaults(func=cmd_audit_secret)
-    ar2 = command(au, "rotate", "hand a log over to a new signing key (a note signed by both keys)")
-    ar2.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
-    ar2.add_argument("--new-key", required=True, metavar="KEY", help="the new private key (audit keygen)")
-    ar2.add_argument("--old-key", metavar="KEY", help="the current private key (default: CTXBUDGET_AUDIT_KEY)")
-    ar2.set_defaults(func=cmd_audit_rotate)
-    ap = command(au, "prove", "print an inclusion proof of one decision against a signed checkpoint")
-    ap.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
-    ap.add_argument("decision_id", metavar="DECISION_ID", help="the decision to prove (`audit show` lists ids)")
-    ap.add_argument("--out", metavar="FILE", help="write the proof bundle (JSON) here")
-    ap.set_defaults(func=cmd_audit_prove)
-    aq = command(au, "check-proof", "check a proof bundle with the public key alone (exit 6 if invalid)")
-    aq.add_argument("proof", metavar="PROOF", help="a bundle from `audit prove`")
-    aq.add_argument("--key", required=True, metavar="PUB", help="verifier key (.pub)")
-    aq.set_defaults(func=cmd_audit_check_proof)
-    ac = command(au, "checkpoint", "export the log's last sequence number and hash, to keep elsewhere")
-    ac.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
-    ac.add_argument("--out", required=True, metavar="FILE", help="where to write the checkpoint (JSON)")
-    ac.set_defaults(func=cmd_audit_checkpoint)
-    ar = command(au, "replay", "check and re-run every logged decision and compare (exit 7 on any "
-                 "difference; what-if with --policy)")
-    ar.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
-    ar.add_argument("--policy", metavar="FILE", help="replay under this policy instead of the logged one")
-    ar.add_argument("--fail-on-diff", action="store_true",
-                    help="with --policy: exit 7 when any decision would change (default: report only)")
-    ar.add_argument("--json", action="store_true", help="print one JSON object per decision")
-    ar.set_defaults(func=cmd_audit_replay)
-    aw = command(au, "whatif", "replay every decision of the logs under a new policy, sharded over a process "
-                 "pool or a Dask cluster, and print what would change per product and revision (exit 6 if "
-                 "not intact; 7 with --fail-on-diff)")
-    aw.add_argument("logs", nargs="+", metavar="LOG", help="audit logs (JSON Lines; their segments are read too)")
-    aw.add_argument("--policy", required=True, metavar="FILE", help="the new policy (YAML)")
-    aw.add_argument("--workers", type=int, metavar="N", help="worker processes (default: one per CPU; 1 runs "
-                    "in this process); with --dask local, the cluster's workers")
-    aw.add_argument("--dask", metavar="ADDRESS", help="run on a Dask cluster: a scheduler address "
-                    "(tcp://host:8786) or 'local' (needs the dask extra: pip install 'ctxbudget[dask]')")
-    aw.add_argument("--shard-bytes", type=int, metavar="N", help="bytes of log per task (default: about "
-                    "eight tasks per worker, at most 8 MiB)")
-    aw.add_argument("--out", metavar="FILE", help="write the diff as JSON here")
-    aw.add_argument("--parquet", metavar="FILE", help="write one row per product and revision as Parquet "
-                    "(needs the export extra)")
-    aw.add_argument("--changed-parquet", metavar="FILE", help="write one row per changed decision as Parquet")
-    aw.add_argument("--all-policies", action="store_true", help="replay every decision under the new policy "
-                    "(default: only those recorded under its name)")
-    aw.add_argument("--changed-ids", metavar="FILE", help="write the changed decision ids here, one a line, "
-                    "as they come (the diff then does not hold them: memory does not grow with the log)")
-    aw.add_argument("--no-ids", action="store_true", help="leave the changed decision ids out of the diff "
-                    "(they grow with the log; --changed-parquet streams them)")
-    aw.add_argument("--json", action="store_true", help="print the diff as JSON instead of the summary")
-    aw.add_argument("--fail-on-diff", action="store_true", help="exit 7 when any decision would change")
-    aw.set_defaults(func=cmd_audit_whatif)
-    ash = command(au, "show", "print logged decisions for a reviewer")
-    ash.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
-    ash.add_argument("--decision", metavar="ID", help="only this decision id (exit 2 if the log has none)")
-    ash.add_argument("--json", action="store_true", help="print JSON Lines: one log envelope per line")
-    ash.set_defaults(func=cmd_audit_show)
-    apr = command(au, "prune", "remove whole closed segments older than the retention period, "
-                  "recorded by a signed prune record (never the active segment)")
-    apr.add_argument("log", metavar="LOG", help="audit log (JSON Lines; its segments are found next to it)")
-    apr.add_argument("--policy", metavar="FILE", help="take the period from spec.audit.retention_days")
-    apr.add_argument("--retention-days", type=int, metavar="N", help="the retention period in days")
-    when = apr.add_mutually_exclusive_group()
-    when.add_argument("--before", metavar="DATE", help="prune segments whose records are all before this "
-                      "ISO 8601 date or time (instead of now minus the period)")
-    when.add_argument("--now", metavar="DATE", help="the date the period is counted back from (default: now)")
-    apr.add_argument("--dry-run", action="store_true", help="list what would be removed; change nothing")
-    apr.add_argument("--allow-short-retention", action="store_true",
-                     help="allow keeping less than six months (the EU AI Act's minimum, Art. 19/26(6))")
-    apr.add_argument("--unsigned", action="store_true",
-                     help="prune a log that is never signed (no CTXBUDGET_AUDIT_KEY): the prune record "
-                     "is then protected by the hash chain only")
-    apr.set_defaults(func=cmd_audit_prune)
-    aqy = command(au, "query", "find decisions across logs: which ones sent a source or document to "
-                  "the model, when, under which policy (exit 6 if a match fails its checks or a log is not intact)")
-    aqy.add_argument("logs", nargs="+", metavar="LOG", help="audit logs (JSON Lines)")
-    aqy.add_argument("--source-id", action="append", metavar="ID",
-                     help="items with this source id (shell glob; repeat for any of several)")
-    aqy.add_argument("--doc", action="append", metavar="DOC",
-                     help="items from this document (metadata doc_id or doc; shell glob)")
-    aqy.add_argument("--any-decision", action="store_true",
-                     help="with --source-id/--doc: match excluded items too (default: included only)")
-    aqy.add_argument("--since", metavar="WHEN", help="decisions at or after this ISO 8601 date or time (UTC "
-                     "unless an offset is given)")
-    aqy.add_argument("--until", metavar="WHEN", help="decisions at or before this ISO 8601 date (the whole "
-                     "day) or time")
-    aqy.add_argument("--policy", action="append", metavar="NAME", help="decisions under this policy name")
-    aqy.add_argument("--revision", action="append", metavar="REV", help="decisions under this policy revision")
-    aqy.add_argument("--status", action="append", choices=QUERY_STATUSES,
-                     help="decisions with this verdict (solver status, or infeasible)")
-    aqy.add_argument("--reason", action="append", metavar="CODE",
-                     help="items with this reason code (e.g. over_budget, pinned)")
-    aqy.add_argument("--request-id", action="append", metavar="ID",
-                     help="decisions made for this request id (shell glob; repeat for any of several)")
-    aqy.add_argument("--requested-by", action="append", metavar="WHO",
-                     help="decisions asked for by this caller (shell glob)")
-    aqy.add_argument("--json", action="store_true", help="print JSON Lines: one matching decision per line")
-    aqy.set_defaults(func=cmd_audit_query)
-    aex = command(au, "export", "write decisions (or their items) as a flat CSV or Parquet table "
-                  "for DuckDB or Spark, each row marked with its checks")
-    aex.add_argument("logs", nargs="+", metavar="LOG", help="audit logs (JSON Lines)")
-    aex.add_argument("--format", choices=["csv", "parquet"], default="csv",
-                     help="csv (default) or parquet (needs the export extra: pyarrow)")
-    aex.add_argument("--out", required=True, metavar="FILE", help="the file to write")
-    aex.add_argument("--items", action="store_true", help="one row per item of each decision instead of "
-                     "one per decision")
-    aex.set_defaults(func=cmd_audit_export)
-    arp = command(au, "report", "write one self-contained offline HTML report for a reviewer: verdicts, budgets, "
-                  "items and reasons, checks and signatures, an overview with filters (exit 6 if not intact)")
-    arp.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
-    arp.add_argument("--out", required=True, metavar="FILE", help="the HTML file to write")
-    arp.add_argument("--decision", metavar="ID", help="only this decision id (exit 2 if the log has none)")
-    arp.add_argument("--key", metavar="PUB", help="verifier key (.pub): mark each record signed or in the unsigned tail")
-    arp.add_argument("--log-name", metavar="NAME", help="the log's name in its checkpoints' origin (default: file name)")
-    arp.add_argument("--max-items", type=int, default=50, metavar="N",
-                     help="included and excluded items shown per decision, each (default 50; the rest are counted)")
-    arp.add_argument("--max-decisions", type=int, default=500, metavar="N",
-                     help="decisions with a detail card (default 500; all are counted and listed)")
-    arp.add_argument("--whatif", metavar="DIFF", help="add a what-if section: the diff `audit whatif --out` wrote")
-    arp.set_defaults(func=cmd_audit_report)
+    if only in (None, "audit"):
+        au = command(sub, "audit", "verify, checkpoint, replay or show an audit log").add_subparsers(
+            dest="sub", required=True, metavar="SUBCOMMAND", parser_class=_Parser, title="subcommands",
+            help="`ctxbudget audit SUBCOMMAND --help` lists its options")
+        av = command(au, "verify", "check the log's hash chain and every record's digests, order and "
+                     "token totals (exit 6 when it is not intact)")
+        av.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
+        av.add_argument("--checkpoint", metavar="FILE",
+                        help="a checkpoint exported earlier (JSON), or a signed checkpoint note kept "
+                        "elsewhere (with --key): also detects a cut tail or a rolled-back log")
+        av.add_argument("--key", metavar="PUB", help="verifier key (audit keygen's .pub): check every "
+                        "signed checkpoint, their consistency and the unsigned tail")
+        av.add_argument("--log-name", metavar="NAME", help="the log's name in its checkpoints' origin "
+                        "(default: the file name; for a renamed log)")
+        av.add_argument("--max-unsigned", type=int, default=0, metavar="N",
+                        help="records allowed after the last signed checkpoint (default 0)")
+        av.add_argument("--json", action="store_true", help="print the report as JSON")
+        av.set_defaults(func=cmd_audit_verify)
+        ak = command(au, "keygen", "create an Ed25519 signing key (private PEM 0600 + verifier key)")
+        ak.add_argument("--out", required=True, metavar="DIR", help="folder for <name>.key and <name>.pub "
+                        "(outside every log folder)")
+        ak.add_argument("--name", default="ctxbudget-audit", help="key name (no spaces, no '+')")
+        ak.set_defaults(func=cmd_audit_keygen)
+        asx = command(au, "secret", "create the secret (32 random bytes, mode 0600) that keys the "
+                      "digests of content a log does not store")
+        asx.add_argument("--out", required=True, metavar="FILE", help="the secret file to create (never "
+                         "overwritten; outside every log folder), then named by CTXBUDGET_AUDIT_SECRET")
+        asx.set_defaults(func=cmd_audit_secret)
+        ar2 = command(au, "rotate", "hand a log over to a new signing key (a note signed by both keys)")
+        ar2.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
+        ar2.add_argument("--new-key", required=True, metavar="KEY", help="the new private key (audit keygen)")
+        ar2.add_argument("--old-key", metavar="KEY", help="the current private key (default: CTXBUDGET_AUDIT_KEY)")
+        ar2.set_defaults(func=cmd_audit_rotate)
+        ap = command(au, "prove", "print an inclusion proof of one decision against a signed checkpoint")
+        ap.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
+        ap.add_argument("decision_id", metavar="DECISION_ID", help="the decision to prove (`audit show` lists ids)")
+        ap.add_argument("--out", metavar="FILE", help="write the proof bundle (JSON) here")
+        ap.set_defaults(func=cmd_audit_prove)
+        aq = command(au, "check-proof", "check a proof bundle with the public key alone (exit 6 if invalid)")
+        aq.add_argument("proof", metavar="PROOF", help="a bundle from `audit prove`")
+        aq.add_argument("--key", required=True, metavar="PUB", help="verifier key (.pub)")
+        aq.set_defaults(func=cmd_audit_check_proof)
+        ac = command(au, "checkpoint", "export the log's last sequence number and hash, to keep elsewhere")
+        ac.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
+        ac.add_argument("--out", required=True, metavar="FILE", help="where to write the checkpoint (JSON)")
+        ac.set_defaults(func=cmd_audit_checkpoint)
+        ar = command(au, "replay", "check and re-run every logged decision and compare (exit 7 on any "
+                     "difference; what-if with --policy)")
+        ar.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
+        ar.add_argument("--policy", metavar="FILE", help="replay under this policy instead of the logged one")
+        ar.add_argument("--fail-on-diff", action="store_true",
+                        help="with --policy: exit 7 when any decision would change (default: report only)")
+        ar.add_argument("--json", action="store_true", help="print one JSON object per decision")
+        ar.set_defaults(func=cmd_audit_replay)
+        aw = command(au, "whatif", "replay every decision of the logs under a new policy, sharded over a process "
+                     "pool or a Dask cluster, and print what would change per product and revision (exit 6 if "
+                     "not intact; 7 with --fail-on-diff)")
+        aw.add_argument("logs", nargs="+", metavar="LOG", help="audit logs (JSON Lines; their segments are read too)")
+        aw.add_argument("--policy", required=True, metavar="FILE", help="the new policy (YAML)")
+        aw.add_argument("--workers", type=int, metavar="N", help="worker processes (default: one per CPU; 1 runs "
+                        "in this process); with --dask local, the cluster's workers")
+        aw.add_argument("--dask", metavar="ADDRESS", help="run on a Dask cluster: a scheduler address "
+                        "(tcp://host:8786) or 'local' (needs the dask extra: pip install 'ctxbudget[dask]')")
+        aw.add_argument("--shard-bytes", type=int, metavar="N", help="bytes of log per task (default: about "
+                        "eight tasks per worker, at most 8 MiB)")
+        aw.add_argument("--out", metavar="FILE", help="write the diff as JSON here")
+        aw.add_argument("--parquet", metavar="FILE", help="write one row per product and revision as Parquet "
+                        "(needs the export extra)")
+        aw.add_argument("--changed-parquet", metavar="FILE", help="write one row per changed decision as Parquet")
+        aw.add_argument("--all-policies", action="store_true", help="replay every decision under the new policy "
+                        "(default: only those recorded under its name)")
+        aw.add_argument("--changed-ids", metavar="FILE", help="write the changed decision ids here, one a line, "
+                        "as they come (the diff then does not hold them: memory does not grow with the log)")
+        aw.add_argument("--no-ids", action="store_true", help="leave the changed decision ids out of the diff "
+                        "(they grow with the log; --changed-parquet streams them)")
+        aw.add_argument("--json", action="store_true", help="print the diff as JSON instead of the summary")
+        aw.add_argument("--fail-on-diff", action="store_true", help="exit 7 when any decision would change")
+        aw.set_defaults(func=cmd_audit_whatif)
+        ash = command(au, "show", "print logged decisions for a reviewer")
+        ash.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
+        ash.add_argument("--decision", metavar="ID", help="only this decision id (exit 2 if the log has none)")
+        ash.add_argument("--json", action="store_true", help="print JSON Lines: one log envelope per line")
+        ash.set_defaults(func=cmd_audit_show)
+        apr = command(au, "prune", "remove whole closed segments older than the retention period, "
+                      "recorded by a signed prune record (never the active segment)")
+        apr.add_argument("log", metavar="LOG", help="audit log (JSON Lines; its segments are found next to it)")
+        apr.add_argument("--policy", metavar="FILE", help="take the period from spec.audit.retention_days")
+        apr.add_argument("--retention-days", type=int, metavar="N", help="the retention period in days")
+        when = apr.add_mutually_exclusive_group()
+        when.add_argument("--before", metavar="DATE", help="prune segments whose records are all before this "
+                          "ISO 8601 date or time (instead of now minus the period)")
+        when.add_argument("--now", metavar="DATE", help="the date the period is counted back from (default: now)")
+        apr.add_argument("--dry-run", action="store_true", help="list what would be removed; change nothing")
+        apr.add_argument("--allow-short-retention", action="store_true",
+                         help="allow keeping less than six months (the EU AI Act's minimum, Art. 19/26(6))")
+        apr.add_argument("--unsigned", action="store_true",
+                         help="prune a log that is never signed (no CTXBUDGET_AUDIT_KEY): the prune record "
+                         "is then protected by the hash chain only")
+        apr.set_defaults(func=cmd_audit_prune)
+        aqy = command(au, "query", "find decisions across logs: which ones sent a source or document to "
+                      "the model, when, under which policy (exit 6 if a match fails its checks or a log is not intact)")
+        aqy.add_argument("logs", nargs="+", metavar="LOG", help="audit logs (JSON Lines)")
+        aqy.add_argument("--source-id", action="append", metavar="ID",
+                         help="items with this source id (shell glob; repeat for any of several)")
+        aqy.add_argument("--doc", action="append", metavar="DOC",
+                         help="items from this document (metadata doc_id or doc; shell glob)")
+        aqy.add_argument("--any-decision", action="store_true",
+                         help="with --source-id/--doc: match excluded items too (default: included only)")
+        aqy.add_argument("--since", metavar="WHEN", help="decisions at or after this ISO 8601 date or time (UTC "
+                         "unless an offset is given)")
+        aqy.add_argument("--until", metavar="WHEN", help="decisions at or before this ISO 8601 date (the whole "
+                         "day) or time")
+        aqy.add_argument("--policy", action="append", metavar="NAME", help="decisions under this policy name")
+        aqy.add_argument("--revision", action="append", metavar="REV", help="decisions under this policy revision")
+        aqy.add_argument("--status", action="append", choices=QUERY_STATUSES,
+                         help="decisions with this verdict (solver status, or infeasible)")
+        aqy.add_argument("--reason", action="append", metavar="CODE",
+                         help="items with this reason code (e.g. over_budget, pinned)")
+        aqy.add_argument("--request-id", action="append", metavar="ID",
+                         help="decisions made for this request id (shell glob; repeat for any of several)")
+        aqy.add_argument("--requested-by", action="append", metavar="WHO",
+                         help="decisions asked for by this caller (shell glob)")
+        aqy.add_argument("--json", action="store_true", help="print JSON Lines: one matching decision per line")
+        aqy.set_defaults(func=cmd_audit_query)
+        aex = command(au, "export", "write decisions (or their items) as a flat CSV or Parquet table "
+                      "for DuckDB or Spark, each row marked with its checks")
+        aex.add_argument("logs", nargs="+", metavar="LOG", help="audit logs (JSON Lines)")
+        aex.add_argument("--format", choices=["csv", "parquet"], default="csv",
+                         help="csv (default) or parquet (needs the export extra: pyarrow)")
+        aex.add_argument("--out", required=True, metavar="FILE", help="the file to write")
+        aex.add_argument("--items", action="store_true", help="one row per item of each decision instead of "
+                         "one per decision")
+        aex.set_defaults(func=cmd_audit_export)
+        arp = command(au, "report", "write one self-contained offline HTML report for a reviewer: verdicts, budgets, "
+                      "items and reasons, checks and signatures, an overview with filters (exit 6 if not intact)")
+        arp.add_argument("log", metavar="LOG", help="audit log (JSON Lines)")
+        arp.add_argument("--out", required=True, metavar="FILE", help="the HTML file to write")
+        arp.add_argument("--decision", metavar="ID", help="only this decision id (exit 2 if the log has none)")
+        arp.add_argument("--key", metavar="PUB",
+                         help="verifier key (.pub): mark each record signed or in the unsigned tail")
+        arp.add_argument("--log-name", metavar="NAME",
+                         help="the log's name in its checkpoints' origin (default: file name)")
+        arp.add_argument("--max-items", type=int, default=50, metavar="N",
+                         help="included and excluded items shown per decision, each (default 50; the rest are counted)")
+        arp.add_argument("--max-decisions", type=int, default=500, metavar="N",
+                         help="decisions with a detail card (default 500; all are counted and listed)")
+        arp.add_argument("--whatif", metavar="DIFF", help="add a what-if section: the diff `audit whatif --out` wrote")
+        arp.set_defaults(func=cmd_audit_report)
     return p
 
 
@@ -1059,7 +1089,7 @@ def _run(argv: Sequence[str] | None) -> int:
     args: argparse.Namespace | None = None
     try:
         try:
-            args = build_parser().parse_args(argv)
+            args = build_parser(command_of(argv)).parse_args(argv)
         except SystemExit as exc:  # --help and --version print and "exit"; usage errors raise
             return exc.code if isinstance(exc.code, int) else 0
         return int(args.func(args))

@@ -444,3 +444,25 @@ def test_allocate_imports_the_solver_without_pyarrow_which_still_imports_afterwa
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["0", "True", "False", "True"]
+
+
+def test_a_parser_of_one_command_parses_as_the_whole_parser() -> None:
+    """``main`` builds only the named command's options (``build_parser(command_of(argv))``);
+    every command line parses to the same namespace as with the whole parser."""
+    lines = [
+        ["pack", "--policy", "p.yaml", "--query", "q", "--index", "ix", "--json", "--top-k", "7"],
+        ["--errors", "json", "pack", "--policy", "p.yaml", "--query", "q", "docs"],
+        ["--errors=json", "index", "build", "docs", "--out", "ix", "--scorer", "hybrid"],
+        ["allocate", "--policy", "p.yaml", "--candidates", "c.jsonl", "--strategy", "greedy"],
+        ["policy", "validate", "a.yaml", "b.yaml"],
+        ["audit", "verify", "log.jsonl", "--json"],
+        ["audit", "query", "l1", "l2", "--status", "optimal", "--since", "2026-01-01"],
+        ["serve", "--policies", "dir", "--port", "9000"],
+    ]
+    for argv in lines:
+        name = cli.command_of(argv)
+        assert name == next(a for a in argv if not a.startswith("-") and a != "json"), argv
+        assert vars(cli.build_parser(name).parse_args(argv)) == vars(cli.build_parser().parse_args(argv)), argv
+    assert cli.command_of(["--errors", "json", "bogus"]) is None
+    assert cli.command_of(["--version"]) is None
+    assert set(cli.COMMANDS) == {n.split()[1] for n in dict(_parsers(cli.build_parser())) if n.count(" ") == 1}
