@@ -17,12 +17,13 @@ Pure: the decision id and the clock are injected (:func:`build` takes ``decision
 from __future__ import annotations
 
 import functools
+import os
 import platform
+import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import metadata as importlib_metadata
 from typing import Any
 
 from ..allocation import Allocation
@@ -37,8 +38,35 @@ from .request import CorpusFile, Request, provenance
 SCHEMA_VERSION = "1"
 
 
+def _dist_info_version(dist: str) -> str | None:
+    """The version in the name of the first ``<dist>-<version>.dist-info`` folder on
+    ``sys.path`` (the distribution importlib.metadata finds first), without importing
+    importlib.metadata (~25 ms of every ``pack``: email, zipfile, csv); ``None`` when
+    no entry holds one."""
+    prefix = dist.lower().replace("-", "_") + "-"
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:  # a zip file, a missing folder
+            continue
+        hits = [n for n in names if n.lower().startswith(prefix) and n.endswith(".dist-info")
+                and "-" not in n[len(prefix):-len(".dist-info")]]
+        eggs = [n for n in names if n.endswith(".egg-info") and n.lower().startswith(prefix[:-1])
+                and n[len(prefix) - 1:len(prefix)] in ("-", ".")]
+        if len(hits) == 1 and not eggs:
+            return hits[0][len(prefix):-len(".dist-info")]
+        if hits or eggs:  # two versions, or an egg: importlib.metadata chooses
+            return None
+    return None
+
+
 @functools.cache  # installed versions do not change under a running process (10 ms a record)
 def _version(dist: str) -> str | None:
+    found = _dist_info_version(dist)
+    if found is not None:
+        return found
+    from importlib import metadata as importlib_metadata
+
     try:
         return importlib_metadata.version(dist)
     except importlib_metadata.PackageNotFoundError:
