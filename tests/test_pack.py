@@ -276,3 +276,59 @@ def test_the_results_considered_grow_with_the_budget(policy: Policy, tmp_path: P
         assert code == 0
         rec = json.loads(log.read_text().splitlines()[-1])
         assert rec.get("record", rec)["retrieval"]["top_k"] == want
+
+
+# --------------------------------------------------------------------------- oversized results
+
+
+def _oversize_corpus(tmp_path: Path) -> Path:
+    corpus = tmp_path / "docs"
+    corpus.mkdir()
+    long = " ".join(["Refunds for the annual plan are handled by the billing team in every region."] * 40)
+    (corpus / "billing.md").write_text(f"# Billing\n\n## Refund policy\n\n{long}\n\n## Short answer\n\n"
+                                       "Annual plan refunds take five days.\n", encoding="utf-8")
+    return corpus
+
+
+def test_results_longer_than_the_budget_could_hold_are_not_offered(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A section far longer than the budget could only be excluded as too large (and its
+    tokens counted for nothing): its place among the top_k goes to the next result, and
+    the record says how many were set aside."""
+    from engine.retrieval.build import build_in_memory
+    from engine.retrieval.pack import OVERSIZE_CHARS_PER_TOKEN
+
+    corpus = _oversize_corpus(tmp_path)
+    log = tmp_path / "a.jsonl"
+    path = example_policy(tmp_path, **{"max_tokens: 600": "max_tokens: 120"})
+    code, out, err = run(capsys, "pack", "--policy", str(path), "--query", "annual plan refund", str(corpus),
+                         "--audit-log", str(log), "--top-k", "3")
+    assert code == 0 and "five days" in out
+    assert _record(log)["retrieval"]["oversized"] >= 1
+    assert run(capsys, "audit", "verify", str(log))[0] == 0
+    rec = pack(load_policy(path), "annual plan refund", [corpus], top_k=3).decided.record
+    jsonschema.validate(rec, AUDIT_SCHEMA)
+    offered = [i["source_id"] for i in rec["items"]]
+    nodes = build_in_memory([corpus]).index.nodes
+    assert offered and all(len(nodes[s].content) <= OVERSIZE_CHARS_PER_TOKEN * 120 for s in offered)
+    assert any(len(n.content) > OVERSIZE_CHARS_PER_TOKEN * 120 for n in nodes.values())
+    assert rec["retrieval"]["oversized"] >= 1 and rec["retrieval"]["results"] == 3
+    assert f"search result(s) longer than {OVERSIZE_CHARS_PER_TOKEN} characters per token" in err
+    # A budget that holds them offers them: no "oversized" in the record.
+    big = load_policy(example_policy(tmp_path, **{"max_tokens: 600": "max_tokens: 9000"}))
+    packed = pack(big, "annual plan refund", [corpus], top_k=3)
+    assert packed.retrieval is not None and packed.retrieval.oversized == 0
+    assert "oversized" not in packed.retrieval.record_part()
+
+
+def test_when_every_match_is_oversized_the_warning_says_so(tmp_path: Path) -> None:
+    corpus = tmp_path / "docs"
+    corpus.mkdir()
+    (corpus / "a.md").write_text("# Refunds\n\n" + "Annual plan refunds are paid back monthly. " * 30,
+                                 encoding="utf-8")
+    policy = load_policy(example_policy(tmp_path, **{"max_tokens: 600": "max_tokens: 2"}))
+    packed = pack(policy, "annual plan refunds", [corpus])
+    found = packed.retrieval
+    assert found is not None and found.results == 0 and found.oversized > 0 and found.included == 0
+    assert found.warning is not None and found.warning.startswith(
+        f"no retrieved context: the {found.oversized} best search result(s) are longer than the budget could hold")

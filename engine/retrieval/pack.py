@@ -11,7 +11,13 @@ turn the results into candidate rows (:mod:`engine.retrieval.convert`, the conve
 did not return, and decide under the policy. Token counts are left to the engine, which
 counts every item rendered with the policy's template. The hierarchy rule is on by
 default (``hierarchy.exclusive: true``), so a section and its own paragraphs are never
-both sent; a policy that turns it off gets a note saying so.
+both sent; a policy that turns it off gets a note saying so. A result whose text is far
+longer than the whole budget could hold (more than :data:`OVERSIZE_CHARS_PER_TOKEN`
+characters per budget token: a whole-document section under a 1,500-token budget) is not
+offered: it could only be excluded as too large, after its tokens were counted (on the
+Node.js API docs 17 of the 100 results of "How do I read a file line by line?", 0.6 MB of
+text); the next result takes its place, and the record's ``retrieval.oversized`` says how
+many were set aside.
 
 An empty or weak result is never silent: when no retrieved item is in the context (no
 node holds a term of the query, the best score is below the ``min_relevance`` that
@@ -25,7 +31,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +58,43 @@ TEXT_SUFFIXES = tuple(SUFFIX_FORMATS)
 #: results: Node.js set 22 -> 25 of 31, pip held-out set 29 -> 30 of 30), while small
 #: budgets keep the 50 they had (HotpotQA at 256 and 512 tokens unchanged).
 MIN_TOP_K, MAX_TOP_K, TOKENS_PER_RESULT = 50, 200, 15
+
+
+#: A search result whose text has more than this many characters per token of the whole
+#: budget is not offered to the decision (it could only be excluded as too large: a token
+#: of prose or code is about 4 characters): its place among the ``top_k`` goes to the next
+#: result that could fit, and its tokens are never counted. How many were set aside is
+#: in the record (``retrieval.oversized``).
+OVERSIZE_CHARS_PER_TOKEN = 8
+#: Results searched per result kept when some may be set aside as oversized.
+OVERSIZE_FETCH = 2
+
+
+def _limit(policy: Policy) -> int | None:
+    try:
+        return policy.budget.limit_tokens
+    except ValueError:
+        return None
+
+
+def _set_aside_oversized(searched: Searched, index: Any, top_k: int, limit: int | None) -> tuple[Searched, int]:
+    """The first ``top_k`` results whose text could fit the budget ``limit`` (see
+    :data:`OVERSIZE_CHARS_PER_TOKEN`), and how many ranked above the last of them were
+    set aside."""
+    if limit is None:
+        return searched, 0
+    most = OVERSIZE_CHARS_PER_TOKEN * limit
+    nodes = index.nodes
+    kept: list[Any] = []
+    aside = 0
+    for r in searched.results:
+        if len(kept) == top_k:
+            break
+        if len(nodes[r.node_id].content) > most:
+            aside += 1
+        else:
+            kept.append(r)
+    return replace(searched, results=kept), aside
 
 
 def default_top_k(policy: Policy) -> int:
@@ -89,13 +132,17 @@ class Retrieval:
     unknown_words: tuple[str, ...]
     warning: str | None
     threshold_path: str = "$.spec.min_relevance"
+    #: Results set aside, unoffered, as longer than the whole budget could hold
+    #: (:data:`OVERSIZE_CHARS_PER_TOKEN`).
+    oversized: int = 0
 
     def record_part(self) -> dict[str, Any]:
-        """The audit record's ``retrieval`` part (schemas/audit.schema.json)."""
+        """The audit record's ``retrieval`` part (schemas/audit.schema.json); ``oversized``
+        only when some result was set aside."""
         return {"scorer": self.scorer, "top_k": self.top_k, "matched": self.matched, "results": self.results,
                 "best_score": self.best_score, "best_source_id": self.best_source_id,
                 "threshold": self.threshold, "eligible": self.eligible, "included": self.included,
-                "warning": self.warning}
+                "warning": self.warning, **({"oversized": self.oversized} if self.oversized else {})}
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +174,7 @@ def _threshold(policy: Policy, level: str | None) -> tuple[float, str]:
 
 
 def assess(policy: Policy, searched: Searched, *, scorer: str, top_k: int,
-           included: int | None, unknown_words: Sequence[str] = ()) -> Retrieval:
+           included: int | None, unknown_words: Sequence[str] = (), oversized: int = 0) -> Retrieval:
     """:class:`Retrieval` of a search under ``policy``, with its warning: none when some
     retrieved item is in the context (``included`` > 0); ``included`` ``None`` (the
     decision was infeasible) warns only when nothing could have been sent."""
@@ -136,7 +183,11 @@ def assess(policy: Policy, searched: Searched, *, scorer: str, top_k: int,
     threshold, threshold_path = _threshold(policy, best.metadata.get("level") if best is not None else None)
     eligible = sum(1 for r in results if r.relevance_score >= _threshold(policy, r.metadata.get("level"))[0])
     warning = None
-    if best is None:
+    if best is None and oversized:
+        warning = (f"no retrieved context: the {oversized} best search result(s) are longer than the budget could "
+                   f"hold (more than {OVERSIZE_CHARS_PER_TOKEN} characters per token of it) and no shorter node "
+                   f"matched (min_relevance {threshold:g}); raise max_tokens, or ask for something more specific")
+    elif best is None:
         warning = ("no retrieved context: no indexed node holds any term of the query (best score 0, "
                    f"min_relevance {threshold:g}); ask with words the documents use")
     elif eligible == 0:
@@ -150,7 +201,7 @@ def assess(policy: Policy, searched: Searched, *, scorer: str, top_k: int,
     return Retrieval(scorer, top_k, searched.matched, len(results),
                      best.relevance_score if best is not None else 0.0,
                      best.node_id if best is not None else None, threshold, eligible, included,
-                     tuple(unknown_words), warning, threshold_path)
+                     tuple(unknown_words), warning, threshold_path, oversized)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +310,9 @@ def pack_indexed(policy: Policy, query: str, indexed: Indexed, search: SemanticS
         notes.append("hierarchy.exclusive is off in this policy: a section and its own "
                      "paragraphs may both be sent")
     index = indexed.index
-    searched = search.search_with_stats(query, top_k=top_k)
+    limit = _limit(policy)
+    searched = search.search_with_stats(query, top_k=top_k if limit is None else OVERSIZE_FETCH * top_k)
+    searched, oversized = _set_aside_oversized(searched, index, top_k, limit)
     results = searched.results
     rows, _ = search_rows(results, index)
     fetched = pinned_rows(policy.pinned, index, (r["source_id"] for r in rows))
@@ -267,6 +320,9 @@ def pack_indexed(policy: Policy, query: str, indexed: Indexed, search: SemanticS
         notes.append(f"{len(fetched)} pinned node(s) that search did not return were fetched from the "
                      f"index: {', '.join(r['source_id'] for r in fetched[:10])}"
                      + (" ..." if len(fetched) > 10 else ""))
+    if oversized:
+        notes.append(f"{oversized} search result(s) longer than {OVERSIZE_CHARS_PER_TOKEN} characters per token of "
+                     f"the budget were not offered (too large to fit); the next results took their places")
     retrieved = {r.node_id for r in results}
     words = search.analyzer.words(query)
     unknown = [w for t in searched.unknown_terms for w in words.get(t, [t])]
@@ -275,7 +331,7 @@ def pack_indexed(policy: Policy, query: str, indexed: Indexed, search: SemanticS
     def retrieval(alloc: Allocation | None) -> dict[str, Any]:
         included = None if alloc is None else sum(1 for d in alloc.included if d.source_id in retrieved)
         assessed.append(assess(policy, searched, scorer=search.scorer.value, top_k=top_k,
-                               included=included, unknown_words=unknown))
+                               included=included, unknown_words=unknown, oversized=oversized))
         return assessed[-1].record_part()
 
     decided = decide(rows + fetched, policy, audit_log=audit_log, query=query, request=request,
