@@ -107,8 +107,10 @@ def phases(index: Path, policy: Path, question: str) -> dict[str, tuple[float, f
     lap("import policy")
     loaded = load_policy(str(policy))
     lap("load policy")
-    from engine.retrieval.pack import default_top_k
-    results = searcher.search(question, top_k=default_top_k(loaded))
+    from engine.retrieval.pack import OVERSIZE_FETCH, _set_aside_oversized, default_top_k
+    top_k = default_top_k(loaded)
+    searched = searcher.search_with_stats(question, top_k=OVERSIZE_FETCH * top_k)
+    results = _set_aside_oversized(searched, built.index, top_k, loaded.budget.limit_tokens)[0].results
     lap("search")
     rows, _ = search_rows(results, built.index)
     lap("candidate rows")
