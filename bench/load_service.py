@@ -33,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -67,25 +68,121 @@ def free_port() -> int:
         return port
 
 
-async def level(url: str, body: dict[str, Any], requests: int, concurrency: int) -> dict[str, Any]:
+async def level(url: str, body: dict[str, Any], requests: int, concurrency: int,
+                client: str = "httpx") -> dict[str, Any]:
+    """``requests`` decisions from ``concurrency`` clients at once: throughput, latency
+    (client side: request sent to answer read) and the client's own CPU per decision
+    (this process; on a shared machine the client's CPU is taken from the server's)."""
+    if client == "raw":
+        return await _raw_level(url, body, requests, concurrency)
     latencies: list[float] = []
     ids: list[str] = []
     queue = iter(range(requests))
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=concurrency)) as client:
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=concurrency)) as client_:
         async def worker() -> None:
             for _ in queue:
                 t0 = time.perf_counter()
-                r = await client.post(url, json=body)
+                r = await client_.post(url, json=body)
                 latencies.append(time.perf_counter() - t0)
                 r.raise_for_status()
                 ids.append(r.json()["decision_id"])
+        c0 = time.process_time()
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
+        cpu = time.process_time() - c0
+    return _row(concurrency, requests, wall, cpu, latencies, ids)
+
+
+def _row(concurrency: int, requests: int, wall: float, cpu: float, latencies: list[float],
+         ids: list[str]) -> dict[str, Any]:
     latencies.sort()
     return {"concurrency": concurrency, "requests": requests, "decisions_per_s": requests / wall,
             "p50_ms": 1000 * statistics.median(latencies),
-            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], "ids": ids}
+            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+            "client_cpu_ms_per_decision": 1000 * cpu / requests, "ids": ids}
+
+
+async def _raw_level(url: str, body: dict[str, Any], requests: int, concurrency: int) -> dict[str, Any]:
+    """:func:`level` with a minimal HTTP/1.1 keep-alive client on asyncio streams (one
+    connection per client, the request's bytes built once): about a tenth of httpx's CPU
+    per request, so that on a machine whose cores the client shares with the server the
+    figures say more about the server. Any answer but 200 stops the run."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    payload = json.dumps(body).encode()
+    head = (f"POST {parts.path} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(payload)}\r\n\r\n").encode()
+    request = head + payload
+    latencies: list[float] = []
+    ids: list[str] = []
+    queue = iter(range(requests))
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            for _ in queue:
+                t0 = time.perf_counter()
+                writer.write(request)
+                status = await reader.readuntil(b"\r\n")
+                length = -1
+                while True:
+                    line = await reader.readuntil(b"\r\n")
+                    if line == b"\r\n":
+                        break
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                if length < 0:
+                    raise SystemExit("the service answered without a content-length")
+                answer = await reader.readexactly(length)
+                latencies.append(time.perf_counter() - t0)
+                if status.split(b" ", 2)[1] != b"200":
+                    raise SystemExit(f"the service answered {status!r}: {answer[:300]!r}")
+                ids.append(json.loads(answer)["decision_id"])
+        finally:
+            writer.close()
+
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - t0
+    return _row(concurrency, requests, wall, time.process_time() - c0, latencies, ids)
+
+
+def scrape(base: str) -> dict[str, dict[float, float]]:
+    """The ``ctxbudget_decision_seconds`` and ``ctxbudget_audit_append_seconds``
+    histograms' cumulative bucket counts (upper bound -> count, ``inf`` last), summed
+    over products, from one ``GET /metrics`` (one worker's registry)."""
+    out: dict[str, dict[float, float]] = {}
+    for line in httpx.get(base + "/metrics", timeout=10).text.splitlines():
+        for name in ("ctxbudget_decision_seconds", "ctxbudget_audit_append_seconds"):
+            if line.startswith(name + "_bucket{"):
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                bound = float("inf") if le == "+Inf" else float(le)
+                counts = out.setdefault(name, {})
+                counts[bound] = counts.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def quantile_ms(before: dict[float, float], after: dict[float, float], q: float) -> float | None:
+    """The ``q`` quantile (ms) of what was observed between two scrapes of one histogram,
+    interpolated linearly inside its bucket as Prometheus' ``histogram_quantile`` does."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0.0
+    if total <= 0:
+        return None
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound, count in zip(bounds, counts):
+        if count >= rank:
+            if bound == float("inf"):
+                return 1000 * lower
+            inside = count - below
+            return 1000 * (lower + (bound - lower) * ((rank - below) / inside if inside else 1.0))
+        lower, below = bound, count
+    return None
 
 
 def group_cpu_s(pgid: int) -> float:
@@ -279,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kills", type=int, default=0,
                     help="then kill -9 the server under load this many times and count acknowledged "
                     "vs logged decisions (default 0; the issue's check is 20)")
+    ap.add_argument("--client", choices=["raw", "httpx"], default="raw",
+                    help="raw: a minimal asyncio HTTP/1.1 client (default; little CPU taken from the "
+                    "server on a shared machine); httpx: httpx's async client")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = ap.parse_args(argv)
     levels = args.concurrency or [1, 8, 32]
@@ -297,11 +397,21 @@ def main(argv: list[str] | None = None) -> int:
             wait_ready(base, proc)
             body = {"candidates": candidates()}
             for name in policies:
-                asyncio.run(level(f"{base}/v1/decide/{name}", body, 10, 2))  # warm-up
+                asyncio.run(level(f"{base}/v1/decide/{name}", body, 10 * args.workers, 2, args.client))  # warm-up
                 for c in levels:
                     cpu = group_cpu_s(proc.pid)
-                    row = asyncio.run(level(f"{base}/v1/decide/{name}", body, args.requests, c))
+                    hist = scrape(base) if args.workers == 1 else None
+                    load0 = os.getloadavg()[0]
+                    row = asyncio.run(level(f"{base}/v1/decide/{name}", body, args.requests, c, args.client))
                     row["server_cpu_ms_per_decision"] = 1000 * (group_cpu_s(proc.pid) - cpu) / args.requests
+                    row["load_average"] = [load0, os.getloadavg()[0]]
+                    if hist is not None:  # one worker: its registry saw every request of the level
+                        after = scrape(base)
+                        for key, metric in (("server", "ctxbudget_decision_seconds"),
+                                            ("append", "ctxbudget_audit_append_seconds")):
+                            for q in (0.5, 0.99):
+                                row[f"{key}_p{round(q * 100)}_ms"] = quantile_ms(
+                                    hist.get(metric, {}), after.get(metric, {}), q)
                     rows.append({"policy": name, **row})
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -319,10 +429,19 @@ def main(argv: list[str] | None = None) -> int:
         load = " ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"{args.workers} worker(s), fsync on, 50 candidates per decision; "
               f"{os.cpu_count()} cores, load average {load}")
-        print(f"{'policy':<8} {'conc':>4} {'req':>5} {'dec/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms':>7}")
+        print(f"client {args.client}; p50/p99: client side; srv p50/p99: the server's decide path "
+              "(ctxbudget_decision_seconds, 1 worker only); cpu: ms per decision")
+        print(f"{'policy':<8} {'conc':>4} {'req':>5} {'dec/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+              f"{'srv p50':>8} {'srv p99':>8} {'srv cpu':>8} {'cli cpu':>8} {'load':>10}")
+
+        def ms(value: float | None) -> str:
+            return f"{value:>8.1f}" if value is not None else f"{'-':>8}"
         for r in rows:
             print(f"{r['policy']:<8} {r['concurrency']:>4} {r['requests']:>5} {r['decisions_per_s']:>8.1f} "
-                  f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['server_cpu_ms_per_decision']:>7.2f}")
+                  f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {ms(r.get('server_p50_ms'))} "
+                  f"{ms(r.get('server_p99_ms'))} {r['server_cpu_ms_per_decision']:>8.2f} "
+                  f"{r['client_cpu_ms_per_decision']:>8.2f} "
+                  f"{r['load_average'][0]:>4.1f}-{r['load_average'][1]:<4.1f}")
         print(f"acknowledged {len(acked)} decisions, {missing} missing from the audit log; verify "
               f"{'ok' if verified else 'FAILED'}")
         if kills:

@@ -137,7 +137,10 @@ def run(policy: str, requests: int, *, stages: bool = True, warmup: int = 30,
     tmp = Path(tempfile.mkdtemp(prefix="ctxbudget-service-cpu-"))
     (tmp / "policies").mkdir()
     (tmp / "policies" / f"{policy}.yaml").write_text(HEAD.format(name=policy) + POLICIES[policy])
-    app = create_app(Service(Settings(tmp / "policies", tmp / "audit.jsonl")))
+    # as `ctxbudget serve` runs it (its reload interval, where the tree has one)
+    more = {"reload_interval_s": 1.0} if "reload_interval_s" in getattr(Settings, "__dataclass_fields__", {}) \
+        else {}
+    app = create_app(Service(Settings(tmp / "policies", tmp / "audit.jsonl", **more)))
     from engine.service import run as service_run
 
     if hasattr(service_run, "tune_gc"):  # what `ctxbudget serve` does once the app is built

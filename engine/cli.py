@@ -737,7 +737,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     return serve(policies=args.policies, host=args.host, port=args.port, audit_log=args.audit_log,
                  tokens=args.tokens, max_body_bytes=args.max_body_bytes,
-                 max_candidates=args.max_candidates, announce=_err, workers=args.workers)
+                 max_candidates=args.max_candidates, announce=_err, workers=args.workers,
+                 reload_interval_s=args.reload_interval)
 
 
 def _report(exc: EngineError, args: argparse.Namespace | None) -> None:
@@ -905,6 +906,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         sv.add_argument("--workers", type=int, default=1, metavar="N",
                         help="worker processes on the one port, all writing the one audit log under its "
                         "lock (default 1; about one per core)")
+        sv.add_argument("--reload-interval", type=float, default=1.0, metavar="SECONDS",
+                        help="look at the policy folder for changed files at most this often (default 1; "
+                        "0: on every request)")
         sv.set_defaults(func=cmd_serve)
 
     if only in (None, "audit"):

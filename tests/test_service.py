@@ -273,6 +273,24 @@ def test_a_changed_policy_is_swapped_and_an_invalid_one_never_replaces_it(folder
     assert [r["policy"]["revision"] for r in records(tmp_path)] == ["r2", "r2", "r2", "r4"]
 
 
+def test_the_folder_is_looked_at_once_per_reload_interval(folder: Path, tmp_path: Path) -> None:
+    client, service = make(folder, tmp_path, reload_interval_s=60.0)
+    clock = [1000.0]
+    service.folder._clock = lambda: clock[0]  # a clock the test moves
+    service.folder._checked = clock[0]
+    bump(folder / "legal.yaml", policy_text("legal", revision="r2", max_tokens=400))
+    r = client.post("/v1/decide/legal", json={"candidates": ROWS})
+    assert r.json()["policy"]["revision"] == "r1"  # within the interval: the running revision decides
+    clock[0] += 61.0
+    r = client.post("/v1/decide/legal", json={"candidates": ROWS})
+    assert r.json()["policy"]["revision"] == "r2"
+    bump(folder / "legal.yaml", policy_text("legal", revision="r3", max_tokens=400))
+    assert client.get("/health").status_code == 200  # /health always looks
+    assert client.post("/v1/decide/legal", json={"candidates": ROWS}).json()["policy"]["revision"] == "r3"
+    # every record names the revision that decided it
+    assert [r["policy"]["revision"] for r in records(tmp_path)] == ["r1", "r2", "r3"]
+
+
 def test_health_says_when_the_log_is_not_usable(folder: Path, tmp_path: Path) -> None:
     client, _ = make(folder, tmp_path)
     log = tmp_path / "logs" / "audit.jsonl"

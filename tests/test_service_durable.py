@@ -92,6 +92,13 @@ def test_workers_must_be_at_least_one(folder: Path, tmp_path: Path, capsys: Any)
     assert "service.bad_workers" in capsys.readouterr().err
 
 
+def test_the_reload_interval_is_not_negative(folder: Path, tmp_path: Path, capsys: Any) -> None:
+    code = cli.main(["serve", "--policies", str(folder), "--audit-log", str(tmp_path / "a.jsonl"),
+                     "--reload-interval", "-1"])
+    assert code == 2
+    assert "service.bad_reload_interval" in capsys.readouterr().err
+
+
 def test_metrics_report_gaps_audit_append_latency_fallbacks_and_infeasible(folder: Path,
                                                                           tmp_path: Path) -> None:
     client = TestClient(create_app(Service(Settings(folder, tmp_path / "audit.jsonl"))))
@@ -184,3 +191,44 @@ def test_the_typescript_client_decides_and_is_refused_on_another_product(folder:
     assert out["policy"]["name"] == "help" and out["included"]
     stored = [e["record"] for e in AuditLog(log) if e["kind"] == "decision"]
     assert [r["decision_id"] for r in stored] == [out["decision_id"]]
+
+
+def test_the_histogram_quantile_of_a_level_interpolates_inside_its_bucket() -> None:
+    before = {0.01: 2.0, 0.025: 2.0, float("inf"): 2.0}
+    after = {0.01: 2.0, 0.025: 12.0, float("inf"): 12.0}  # 10 observations, all in (10, 25] ms
+    assert load_service.quantile_ms(before, after, 0.5) == pytest.approx(17.5)
+    assert load_service.quantile_ms(before, after, 0.99) == pytest.approx(24.85)
+    assert load_service.quantile_ms(after, after, 0.5) is None  # nothing observed in between
+    assert load_service.quantile_ms({}, {0.01: 0.0, float("inf"): 4.0}, 0.5) == pytest.approx(10.0)
+
+
+def test_the_raw_load_client_gets_answers_that_are_in_the_log(folder: Path, tmp_path: Path) -> None:
+    """bench/load_service.py's minimal HTTP client against a real server (uvicorn on a
+    loopback port, in a thread of this process): every answer it counts is a 200 whose
+    decision is in the log, and /metrics saw the requests."""
+    import asyncio
+    import time
+
+    import uvicorn
+
+    log = tmp_path / "audit.jsonl"
+    port = load_service.free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(Service(Settings(folder, log))), host="127.0.0.1",
+                                           port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.01)
+        base = f"http://127.0.0.1:{port}"
+        hist = load_service.scrape(base)
+        row = asyncio.run(load_service.level(f"{base}/v1/decide/help", {"candidates": ROWS}, 6, 2, "raw"))
+        after = load_service.scrape(base)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert row["requests"] == 6 and len(row["ids"]) == 6 and row["client_cpu_ms_per_decision"] > 0
+    logged = {e["record"]["decision_id"] for e in AuditLog(log) if e.get("kind") == "decision"}
+    assert set(row["ids"]) <= logged
+    assert "ctxbudget_decision_seconds" not in hist  # no decision yet: no series
+    assert load_service.quantile_ms({}, after["ctxbudget_decision_seconds"], 0.5) is not None

@@ -50,10 +50,13 @@ from .models import DecideRequest, Decision, ErrorBody, Health, PolicyInfo, Poli
 #: Server faults (5xx) are logged whole here; their answers name no server folder.
 _LOG = logging.getLogger("ctxbudget.serve")
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_CANDIDATES", "Service", "Settings", "create_app"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_CANDIDATES", "DEFAULT_RELOAD_INTERVAL_S", "Service",
+           "Settings", "create_app"]
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_CANDIDATES = 10_000
+#: How often (seconds) ``ctxbudget serve`` looks at the policy folder for changed files.
+DEFAULT_RELOAD_INTERVAL_S = 1.0
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -80,7 +83,10 @@ class _TimedLog(AuditLog):
 @dataclass(frozen=True, slots=True)
 class Settings:
     """``audit_log``: one log for every product (else each policy's ``audit.log``);
-    ``tokens``: None serves without authentication (bind to loopback only)."""
+    ``tokens``: None serves without authentication (bind to loopback only);
+    ``reload_interval_s``: the policy folder is looked at for changes at most this often
+    (0: on every request; ``ctxbudget serve`` uses :data:`DEFAULT_RELOAD_INTERVAL_S`;
+    ``/health`` always looks)."""
 
     policies: Path
     audit_log: Path | None = None
@@ -88,6 +94,7 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_candidates: int = DEFAULT_MAX_CANDIDATES
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    reload_interval_s: float = 0.0
 
 
 class Service:
@@ -105,7 +112,8 @@ class Service:
                                  f"{settings.audit_log}: {exc.strerror or exc}; fix the path or its "
                                  "permissions (no decision is made without its record)",
                                  location=Location(file=str(settings.audit_log))) from None
-        self.folder = PolicyFolder(settings.policies, check=self._check_policy)
+        self.folder = PolicyFolder(settings.policies, check=self._check_policy,
+                                   interval_s=settings.reload_interval_s)
         if settings.tokens is not None:
             unknown = sorted(settings.tokens.products - set(self.folder.bundle.products))
             if unknown:
@@ -158,9 +166,9 @@ class Service:
     def _publish(self, bundle: Bundle) -> None:
         self.metrics.policies({p: p not in bundle.problems for p in bundle.products})
 
-    def bundle(self) -> Bundle:
+    def bundle(self, *, force: bool = False) -> Bundle:
         before = self.folder.reloads
-        bundle = self.folder.refresh()
+        bundle = self.folder.refresh(force=force)
         if self.folder.reloads != before:
             self.metrics.reloads.inc()
             self._publish(bundle)
@@ -271,7 +279,7 @@ class Service:
                           effective=dict(p.to_dict()) if effective else None)
 
     def health(self) -> tuple[int, Health]:
-        bundle = self.bundle()
+        bundle = self.bundle(force=True)
         problems = [f"{product}: {self.problem(exc)}" for product, exc in sorted(bundle.problems.items())]
         for path in sorted({str(log.path) for log in self._logs.values()}):
             target = Path(path)

@@ -6,7 +6,9 @@ file of the folder ``extends`` is a base, not a product. Out: a :class:`Bundle`,
 immutable map product → :class:`Served` (the validated Policy, when it was loaded, the
 files it was built from) plus the problems of files whose latest text is not valid.
 
-:meth:`PolicyFolder.refresh` is cheap when nothing changed (one ``stat`` per file). When
+:meth:`PolicyFolder.refresh` is cheap when nothing changed (one ``stat`` per file), and
+with ``interval_s`` the folder is looked at no more than once per interval (a server
+answers hundreds of requests a second; a policy edit is seen within the interval). When
 a file changed, every product is loaded again and validated *before* it replaces the
 running one; a product whose new text is invalid (or claims the running revision with
 another digest) keeps its running policy, and the problem is reported (``/health``,
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -171,8 +174,11 @@ class PolicyFolder:
     changes. Thread-safe: one thread reloads, the others keep the current bundle."""
 
     def __init__(self, folder: str | os.PathLike[str], *, now: Callable[[], str] = _utc_now,
-                 check: Callable[[Policy], None] | None = None, strict: bool = True) -> None:
+                 check: Callable[[Policy], None] | None = None, strict: bool = True,
+                 interval_s: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.folder = Path(folder)
+        self.interval_s = interval_s
+        self._clock = clock
         self._now = now
         self._check = check
         self._lock = threading.Lock()
@@ -181,11 +187,20 @@ class PolicyFolder:
             first = next(iter(self.bundle.problems.values()))
             raise first
         self._seen = _fingerprint(self.folder, self.bundle)
+        self._checked = clock()
         self.reloads = 0
         self.refused = 0
 
-    def refresh(self) -> Bundle:
-        """The current bundle, reloaded first when a watched file changed."""
+    def refresh(self, *, force: bool = False) -> Bundle:
+        """The current bundle, reloaded first when a watched file changed. The files are
+        looked at when ``interval_s`` has passed since the last look (or ``force``);
+        otherwise the running bundle is returned as it is (each record still names the
+        revision that decided it: the one in the bundle returned)."""
+        if not force and self.interval_s > 0:
+            now = self._clock()
+            if now - self._checked < self.interval_s:
+                return self.bundle
+            self._checked = now
         try:
             seen = _fingerprint(self.folder, self.bundle)
         except OSError:

@@ -28,7 +28,7 @@ from typing import Any
 import uvicorn
 
 from ..errors import UsageError
-from .app import Service, Settings, create_app
+from .app import DEFAULT_RELOAD_INTERVAL_S, Service, Settings, create_app
 from .auth import Tokens
 
 __all__ = ["ENV_CONFIG", "GC_YOUNG_THRESHOLD", "serve", "tune_gc", "worker_app"]
@@ -58,7 +58,8 @@ def _settings(config: dict[str, Any]) -> Settings:
     return Settings(Path(config["policies"]),
                     Path(config["audit_log"]) if config.get("audit_log") else None,
                     Tokens.configured(config.get("tokens")), int(config["max_body_bytes"]),
-                    int(config["max_candidates"]))
+                    int(config["max_candidates"]),
+                    reload_interval_s=float(config.get("reload_interval_s", DEFAULT_RELOAD_INTERVAL_S)))
 
 
 def worker_app() -> Any:
@@ -74,17 +75,22 @@ def worker_app() -> Any:
 
 def serve(*, policies: str, host: str, port: int, audit_log: str | None, tokens: str | None,
           max_body_bytes: int, max_candidates: int, announce: Callable[[str], None],
-          workers: int = 1) -> int:
+          workers: int = 1, reload_interval_s: float = DEFAULT_RELOAD_INTERVAL_S) -> int:
     """Run until Ctrl-C or SIGTERM; 0 on a clean stop. Raises the engine's errors when
     the policies, the tokens or the audit logs are not usable (checked here, before any
-    worker starts)."""
+    worker starts). ``reload_interval_s``: how often the policy folder is looked at."""
     if workers < 1:
         raise UsageError("service.bad_workers", f"--workers {workers}: give 1 or more worker "
                          "processes (about one per core)", path="$.workers")
+    if not reload_interval_s >= 0:
+        raise UsageError("service.bad_reload_interval", f"--reload-interval {reload_interval_s}: give "
+                         "0 or more seconds (0: look at the policy folder on every request)",
+                         path="$.reload_interval")
     config = {"policies": os.path.abspath(policies),
               "audit_log": os.path.abspath(audit_log) if audit_log else None,
               "tokens": os.path.abspath(tokens) if tokens else None,
-              "max_body_bytes": max_body_bytes, "max_candidates": max_candidates}
+              "max_body_bytes": max_body_bytes, "max_candidates": max_candidates,
+              "reload_interval_s": reload_interval_s}
     service = Service(_settings(config))
     products = sorted(service.folder.bundle.products)
     auth = "bearer tokens" if service.settings.tokens is not None else "NO authentication (loopback only!)"
