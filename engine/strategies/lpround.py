@@ -172,22 +172,24 @@ def solve(problem: Problem, wall_s: float | None = None, *, hint: frozenset[int]
     duals = solver.dual_values().tolist()
     n_rules = len(problem.linear_rules)
     bound = _safe_bound(problem, sets, duals[:n_rules], duals[n_rules:])
-    chosen = _round(problem, sets, xs)
     frac = sum(1 for val in xs.values() if 1e-6 < val < WHOLE)
     support = frozenset(i for i, val in xs.items() if val > 1e-6)
     lp_value = float(solver.objective_value())
-    objective = 0 if chosen is None else sum(v[i] for i in chosen)
+    chosen: frozenset[int] | None = None
     info = None
     if master_params is not None:
+        # The decomposition first; the rounding only where it gives no answer (its
+        # columns and the hint's stand in for the rounded answer's).
         dw = _decomposition(problem, sets, duals[:n_rules], duals[n_rules:],
-                            [s for s in (chosen, hint) if s is not None], master_params,
+                            [] if hint is None else [hint], master_params,
                             None if wall_s is None else t_start + wall_s)
         if dw is not None:
-            info, dw_bound, dw_chosen = dw
+            info, dw_bound, chosen = dw
             bound = min(bound, dw_bound)
-            if dw_chosen is not None and (chosen is None or sum(v[i] for i in dw_chosen) > objective):
-                chosen, objective = dw_chosen, sum(v[i] for i in dw_chosen)
-                info["chosen"] = True
+            info["chosen"] = chosen is not None
+    if chosen is None:
+        chosen = _round(problem, sets, xs)
+    objective = 0 if chosen is None else sum(v[i] for i in chosen)
     return LpAnswer(bound, lp_value, chosen, objective, frac, support, info)
 
 
@@ -379,10 +381,13 @@ def decompose(problem: Problem, sets: list[list[int]]) -> Decomposition:
     # Rules that join fewest of the conflict groups first (a source's caps before a level
     # quota over every source), then the smaller; no group above a quarter of the items.
     largest = min(MAX_COMPONENT, max(MIN_LARGEST, len(active) // 4))
-    touches = {k: len({find(m) for m in rules[k].members}) for k in range(1, len(rules))}
-    for k in sorted(range(1, len(rules)), key=lambda k: (touches[k], len(rules[k].members), k)):
+    # A rule over more items than a group may hold spans groups whatever the order.
+    small = [k for k in range(1, len(rules)) if 0 < len(rules[k].members) <= largest]
+    spanning.extend(k for k in range(1, len(rules)) if not 0 < len(rules[k].members) <= largest)
+    touches = {k: len({find(m) for m in rules[k].members}) for k in small}
+    for k in sorted(small, key=lambda k: (touches[k], len(rules[k].members), k)):
         roots = {find(m) for m in rules[k].members}
-        if roots and sum(size[r] for r in roots) <= largest:
+        if sum(size[r] for r in roots) <= largest:
             union(rules[k].members)
             local.append(k)
         else:
