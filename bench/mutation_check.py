@@ -112,6 +112,14 @@ MUTANTS: list[Mutant] = [
            "    RuleKind.HIERARCHY: _add_chain,\n", "    RuleKind.HIERARCHY: lambda cm, rule, guarded: None,\n"),
     Mutant("compile-ignores-prefer-parent", "engine/compile.py",
            "    RuleKind.PREFER_PARENT: _linear,\n", "    RuleKind.PREFER_PARENT: lambda cm, rule, guarded: None,\n"),
+    # The decomposition of engine/strategies/lpround.py (its own tests: exactness of the
+    # tree DP, the bound against brute force, the master's answer against every rule).
+    Mutant("lpround-dp-ignores-sibling-caps", "engine/strategies/lpround.py",
+           "        elif u in caps:\n", "        elif False:\n", ("tests/test_lagrange.py",)),
+    Mutant("lpround-bound-drops-dualized-rhs", "engine/strategies/lpround.py",
+           "    parts = [const]\n", "    parts = [0.0]\n", ("tests/test_lagrange.py",)),
+    Mutant("lpround-master-ignores-spanning-caps", "engine/strategies/lpround.py",
+           "            model.add(expr <= r.upper - base)\n", "            pass\n", ("tests/test_lagrange.py",)),
     Mutant("verifier-counts-caller-always", "engine/verify.py",
            "    trust = b.counts is CountMode.CALLER\n", "    trust = True\n", VERIFY_TESTS),
     Mutant("reduce-forgets-blocks", "engine/problem.py",

@@ -86,7 +86,9 @@ def _lp_stats(lp: lpround.LpAnswer) -> dict[str, Any]:
     return {"method": "LP relaxation (GLOP), conflict pairs as cliques; bound from its duals",
             "bound": lp.bound, "lp_objective": lp.lp_objective,
             "rounded_objective": lp.objective if lp.chosen is not None else None,
-            "fractional": lp.fractional}
+            "fractional": lp.fractional,
+            **({"decomposition": {k: v for k, v in lp.decomposition.items() if k != "parameters"}}
+               if lp.decomposition is not None else {})}
 
 
 def _lp_only(problem: Problem, lp: lpround.LpAnswer, chosen: frozenset[int], spent: float) -> Selection:
@@ -101,6 +103,32 @@ def _lp_only(problem: Problem, lp: lpround.LpAnswer, chosen: frozenset[int], spe
                   "lp": _lp_stats(lp)}}
     reasons = _shared_reasons(problem, chosen, "part of the best selection found in the time limit")
     return Selection(BudgetStrategy.OPTIMAL, chosen, reasons, "feasible", obj, max(obj, lp.bound), stats=stats)
+
+
+def _decomposed(problem: Problem, lp: lpround.LpAnswer, chosen: frozenset[int], spent: float) -> Selection:
+    """The LP path's answer (the decomposition's master, or the rounding) with its bound,
+    when its gap is small enough that no CP-SAT search follows (``lpround.good_enough``)."""
+    obj = lp.objective
+    bound = max(obj, lp.bound)
+    proven = obj >= lp.bound
+    status = "optimal" if proven else "feasible"
+    dec = lp.decomposition or {}
+    stats: dict[str, Any] = {
+        "solver": "lp-decomposition", "status": status, "build_and_solve_s": spent,
+        "hint": "lp_rounding", "hint_objective": obj, "model_fingerprint": fingerprint(problem),
+        "parameters": dec.get("parameters"),
+        "proof": {"method": "Lagrangian decomposition by group: the LP relaxation's duals, each group solved "
+                            "exactly by the tree DP, column generation; the answer is the integer master's",
+                  "proven": proven, "bound": bound,
+                  "stopped_by": ("proof of optimality" if proven else
+                                 "wall-clock safety net (the decomposition's rounds): not reproducible run to run"
+                                 if dec.get("cut_by_wall_clock") else
+                                 "the decomposition's gap within lpround.GOOD_GAP (reproducible: a fixed "
+                                 "number of rounds and the master's deterministic limit)"),
+                  "lp": _lp_stats(lp)}}
+    why = "part of the optimal selection" if proven else "part of the best selection found in the time limit"
+    return Selection(BudgetStrategy.OPTIMAL, chosen, _shared_reasons(problem, chosen, why), status, obj, bound,
+                     stats=stats)
 
 
 def solve(problem: Problem, *, time_limit_s: float | None = None,
@@ -147,26 +175,39 @@ def solve(problem: Problem, *, time_limit_s: float | None = None,
         # Its build cannot be interrupted: on a machine too loaded to finish it in the time
         # left, the call keeps its limit and goes on without it (recorded: no ``proof.lp``).
         if left >= lpround.expected_s(problem):
-            lp = lpround.solve(problem, left)
+            master = cpsat_params.parameters(
+                problem.settings, deterministic_s=lpround.MASTER_SHARE * cpsat_params.deterministic_limit(limit),
+                wall_s=max(cpsat_params.MIN_LIMIT_S, left), log=False)
+            lp = lpround.solve(problem, left, hint=None if hint.unmet else hint.chosen, master_params=master)
+            if lp is not None and lp.decomposition is not None:
+                lp.decomposition["parameters"] = master
     lp_answer = lp.chosen if lp is not None and lp.objective > hint.objective else None
+    if lp is not None and lp_answer is not None and lpround.good_enough(lp, problem.settings.relative_gap):
+        # The decomposition's answer is within the gap the LP path aims at: CP-SAT's
+        # neighbourhood search would spend the rest of the limit for a few units.
+        return _decomposed(problem, lp, lp_answer, time.perf_counter() - t0)
     start = hint.chosen if lp_answer is None else lp_answer
     # With an LP answer, CP-SAT searches the LP's neighbourhood (RINS): the items the LP
     # takes no part of are left out of the model. CP-SAT closes this small model within
     # the limit, where on the whole model it never leaves the root; its bound is then the
     # neighbourhood's, so the answer's bound is the LP's (CP-SAT's own is not one).
-    cm = compile_problem(problem, only=None if lp is None or lp_answer is None else lp.neighbourhood())
-    for i, var in cm.take.items():
-        cm.model.add_hint(var, 1 if i in start else 0)
-    now = time.perf_counter()
-    remaining = limit - (now - t0)
-    if deadline is not None:
-        remaining = min(remaining, deadline - now)
-    if remaining <= 0 and lp is not None and lp_answer is not None:
-        # No time left for the search: the rounded LP answer, with the LP's proven bound.
-        return _lp_only(problem, lp, lp_answer, now - t0)
-    if remaining <= 0:
-        return Selection(BudgetStrategy.OPTIMAL, frozenset(), {}, "deadline", 0, None,
-                         stats={"solver": "cp-sat", "status": "deadline", "build_and_solve_s": now - t0})
+    for building in (False, True):  # the clock is read before the model is built, and after
+        if building:
+            cm = compile_problem(problem, only=None if lp is None or lp_answer is None else lp.neighbourhood())
+            for i, var in cm.take.items():
+                cm.model.add_hint(var, 1 if i in start else 0)
+        now = time.perf_counter()
+        remaining = limit - (now - t0)
+        if deadline is not None:
+            remaining = min(remaining, deadline - now)
+        if remaining <= 0 and lp is not None and lp_answer is not None:
+            # No time left for the search: the rounded LP answer, with the LP's proven bound.
+            return _lp_only(problem, lp, lp_answer, now - t0)
+        if remaining <= 0:
+            # No time left: building the model (a second or more at n = 10,000) would only
+            # delay the fallback.
+            return Selection(BudgetStrategy.OPTIMAL, frozenset(), {}, "deadline", 0, None,
+                             stats={"solver": "cp-sat", "status": "deadline", "build_and_solve_s": now - t0})
     # The deterministic limit comes from the limit alone; the clock only sets the net.
     params = cpsat_params.parameters(problem.settings, deterministic_s=cpsat_params.deterministic_limit(limit),
                                      wall_s=remaining, log=True)
