@@ -1,7 +1,7 @@
 """One shard replayed by this tree and by another (``--base``), alternately, in fresh
 processes: decisions per CPU second of each and their ratio (issue 17's A/B figure).
 
-    python bench/whatif_ab.py --log /tmp/whatif/decisions.jsonl --base ../main --lines 1000 --rounds 4
+    python bench/whatif_ab.py --log whatif/decisions.jsonl --base ../main --lines 1000 --rounds 4
 
 Each round runs, in turn, a child process per tree that replays the first ``--lines``
 lines of the log's first segment (a copy, with its policy archive) in one shard, inline,
