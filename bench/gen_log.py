@@ -1,6 +1,6 @@
 """Generate a synthetic, valid, signed audit log of many decisions (issue 17's scale test).
 
-    python bench/gen_log.py --out /tmp/whatif/decisions.jsonl --decisions 100000
+    python bench/gen_log.py --out whatif/decisions.jsonl --decisions 100000
 
 What it writes: decisions of the three shipped product policies (``policies/``: support
 52%, legal 30%, code 18%), each a real decision: candidates drawn per product at
@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
           f"solved in {solved_s:.1f} s; {appended / append_s if append_s > 0 else 0:,.0f} appends/s")
     print(f"export CTXBUDGET_AUDIT_SECRET={secret_path}\n"
           f"ctxbudget audit verify {out} --key {public}\n"
-          f"ctxbudget audit whatif {out} --policy policies/support-assistant.yaml --workers 2")
+          f"ctxbudget audit whatif {out} --policy examples/whatif/support-assistant.2026-12-01.1.yaml --workers 2")
     return 0
 
 

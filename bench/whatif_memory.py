@@ -1,9 +1,9 @@
 """Peak memory of a what-if worker and of ``audit verify``'s record checks against the
 length of the log (issue 17: memory bounded whatever the log's length).
 
-    python bench/gen_log.py --out /tmp/whatif/decisions.jsonl --decisions 100000
-    export CTXBUDGET_AUDIT_SECRET=/tmp/whatif-keys/audit.secret
-    python bench/whatif_memory.py --log /tmp/whatif/decisions.jsonl --lines 1000 4000 10000
+    python bench/gen_log.py --out whatif/decisions.jsonl --decisions 100000
+    export CTXBUDGET_AUDIT_SECRET=whatif-keys/audit.secret
+    python bench/whatif_memory.py --log whatif/decisions.jsonl --lines 1000 4000 10000
 
 For each slice (the first N lines of the log's first segment, copied with its policy
 archive: a valid log of its own) it runs, each in a fresh process, so that the peak RSS

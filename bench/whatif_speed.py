@@ -1,8 +1,8 @@
 """What-if throughput against workers, and peak memory per worker (issue 17).
 
-    python bench/gen_log.py --out /tmp/whatif/decisions.jsonl --decisions 100000
-    export CTXBUDGET_AUDIT_SECRET=/tmp/whatif-keys/audit.secret
-    python bench/whatif_speed.py --log /tmp/whatif/decisions.jsonl --lines 2000 4000
+    python bench/gen_log.py --out whatif/decisions.jsonl --decisions 100000
+    export CTXBUDGET_AUDIT_SECRET=whatif-keys/audit.secret
+    python bench/whatif_speed.py --log whatif/decisions.jsonl --lines 2000 4000
 
 For each slice (the first N lines of the log's first segment, copied with the log's
 policy archive: a valid log of its own), it runs ``whatif`` under a real change of the

@@ -81,6 +81,13 @@ def _digest_of_json(key: str) -> str:
     return digest(json.loads(key))
 
 
+#: The effective policies checked last, by the identity of their mapping: the records of a
+#: log whose policy comes from its archive share one mapping (verified against its
+#: name), so its digest is computed and its Policy loaded once, not once per record. The
+#: mapping itself is held, so an id is never mistaken for a later object's.
+_LOADED: dict[tuple[int, Any], tuple[Mapping[str, Any], str, Policy | EngineError]] = {}
+
+
 _ITEM_KEYS = (("source_id", str), ("decision", str), ("tokens", int))
 
 
@@ -161,16 +168,28 @@ class _Checker:
             return None
         effective = _get(pol, "effective", "$.policy", Mapping)
         claimed = _get(pol, "digest", "$.policy", str)
-        actual = _policy_digest(effective)
+        file = pol.get("file")
+        key = (id(effective), file) if file is None or type(file) is str else None
+        known = _LOADED.get(key) if key is not None else None
+        if known is not None and known[0] is effective:  # the same object again (the log's archive)
+            actual, policy = known[1], known[2]
+        else:
+            actual = _policy_digest(effective)
+            try:
+                policy = Policy.from_record(effective, file=file)
+            except EngineError as exc:
+                policy = exc
+            if key is not None:
+                if len(_LOADED) >= 16:
+                    _LOADED.clear()
+                _LOADED[key] = (effective, actual, policy)
         if actual != claimed:
             self.add("record.policy_digest", "$.policy.digest",
                      f"the effective policy hashes to {actual}, not to the recorded {claimed}: "
                      "the policy the decision claims to follow was changed after the fact")
-        try:
-            policy = Policy.from_record(effective, file=pol.get("file"))
-        except EngineError as exc:
+        if isinstance(policy, EngineError):
             self.add("record.policy_invalid", "$.policy.effective",
-                     f"the effective policy does not load: {exc.code}: {exc.message}")
+                     f"the effective policy does not load: {policy.code}: {policy.message}")
             return None
         tok = _get(self.rec, "tokenizer", "$", Mapping)
         name = _get(tok, "name", "$.tokenizer", str)

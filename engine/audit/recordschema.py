@@ -21,7 +21,7 @@ from jsonschema.exceptions import best_match
 
 from ..schema import load_schema
 
-_SIMPLE = {"type", "minLength", "minimum", "enum", "pattern", "description"}
+_SIMPLE = {"type", "minLength", "minimum", "maximum", "enum", "pattern", "description"}
 Row = Callable[[Any], bool]
 
 
@@ -50,8 +50,9 @@ def _value_check(schema: Mapping[str, Any]) -> Row | None:
         except TypeError:  # an unhashable member: compared one by one
             pairs = None
     pattern = re.compile(schema["pattern"]).search if "pattern" in schema else None
-    min_length, minimum = schema.get("minLength", 0), schema.get("minimum")
-    if kinds is not None and enum is None and pattern is None and not min_length and minimum is None:
+    min_length, minimum, maximum = schema.get("minLength", 0), schema.get("minimum"), schema.get("maximum")
+    if (kinds is not None and enum is None and pattern is None and not min_length and minimum is None
+            and maximum is None):
         return lambda value: type(value) in kinds  # the common case: a type only
 
     def check(value: Any) -> bool:
@@ -73,6 +74,8 @@ def _value_check(schema: Mapping[str, Any]) -> Row | None:
         elif kinds is None and isinstance(value, str):
             return False  # a str subclass: jsonschema's call
         if minimum is not None and (t is int or t is float) and value < minimum:
+            return False
+        if maximum is not None and (t is int or t is float) and value > maximum:
             return False
         return kinds is not None or t in (int, float, str, bool, dict, list, type(None))
 
@@ -118,11 +121,14 @@ def _compile(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> Row:
             return _compile(target, defs)
     rest = {k: v for k, v in schema.items() if k not in _COMPILED}
     if rest:
-        # Keywords are independent: the compiled ones here, the others (anyOf, $ref,
-        # allOf/if/then, dependentRequired, ...) by a validator of their own.
-        compiled, others = _compile({k: v for k, v in schema.items() if k in _COMPILED}, defs), \
-            Draft202012Validator({"$defs": defs, **rest}).is_valid
-        return lambda value: compiled(value) and others(value)
+        # Keywords are independent (``if``/``then``/``else`` go together): the compiled
+        # ones here, anyOf/allOf/const/dependentRequired/if-then-else compiled by
+        # :func:`_applicators`, the others (oneOf, $ref, ...) by a validator of their own.
+        compiled = _compile({k: v for k, v in schema.items() if k in _COMPILED}, defs)
+        tests, rest = _applicators(rest, defs)
+        if rest:
+            tests.append(Draft202012Validator({"$defs": defs, **rest}).is_valid)
+        return lambda value: compiled(value) and all(t(value) for t in tests)
     value_check = _value_check({k: v for k, v in schema.items() if k in _SIMPLE})
     assert value_check is not None  # only _SIMPLE keywords were passed
     if set(schema) <= _SIMPLE | {"title", "format", "$schema", "$id", "$defs"}:
@@ -161,6 +167,88 @@ def _compile(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> Row:
     return check
 
 
+_CONST_TYPES = (str, int, float, bool, type(None))
+
+
+def _const(want: Any) -> Row | None:
+    """``const`` of a string, number, boolean or null: True only for a value of the same
+    exact type that equals it (jsonschema accepts that too; anything else goes to
+    :func:`_decide`'s caller or is a conservative no)."""
+    if type(want) not in _CONST_TYPES:
+        return None
+    kind = type(want)
+    return lambda value: type(value) is kind and value == want
+
+
+def _decide(schema: Any) -> Callable[[Any], bool | None] | None:
+    """An *exact* verdict (True, False, or None: not sure) for the condition of an
+    ``if``: only ``{"properties": {key: {"const": c}}}`` (c a string, boolean or null),
+    the form the record schema uses; None (the schema) for any other condition."""
+    if not isinstance(schema, Mapping) or set(schema) != {"properties"}:
+        return None
+    props = schema["properties"]
+    if not isinstance(props, Mapping) or len(props) != 1:
+        return None
+    (key, sub), = props.items()
+    if not isinstance(sub, Mapping) or set(sub) != {"const"} or type(sub["const"]) not in (str, bool, type(None)):
+        return None
+    want = sub["const"]
+    plain = (str, int, float, bool, type(None), dict, list)
+
+    def decide(value: Any) -> bool | None:
+        if type(value) is not dict:
+            return None if isinstance(value, dict) else True  # properties apply to objects only
+        if key not in value:
+            return True
+        got = value[key]
+        if type(got) not in plain:
+            return None  # a subclass: jsonschema's call
+        if type(want) is str or want is None:
+            return type(got) is type(want) and got == want
+        return type(got) is bool and got is want  # jsonschema tells True from 1
+
+    return decide
+
+
+def _applicators(rest: Mapping[str, Any], defs: Mapping[str, Any]) -> tuple[list[Row], dict[str, Any]]:
+    """Conservative tests for the keywords of ``rest`` this module compiles — ``anyOf``
+    (some branch accepts), ``allOf`` (every one does), ``const``, ``dependentRequired``
+    and ``if``/``then``/``else`` with a condition :func:`_decide` decides — and the
+    keywords left for jsonschema."""
+    tests: list[Row] = []
+    left = dict(rest)
+    if isinstance(left.get("anyOf"), list) and left["anyOf"]:
+        branches = [_compile(b, defs) for b in left.pop("anyOf")]
+        tests.append(lambda value: any(b(value) for b in branches))
+    if isinstance(left.get("allOf"), list):
+        parts = [_compile(b, defs) for b in left.pop("allOf")]
+        tests.append(lambda value: all(b(value) for b in parts))
+    if "const" in left and (const := _const(left["const"])) is not None:
+        del left["const"]
+        tests.append(const)
+    deps = left.get("dependentRequired")
+    if isinstance(deps, Mapping) and all(isinstance(v, list) for v in deps.values()):
+        del left["dependentRequired"]
+        pairs = [(k, tuple(v)) for k, v in deps.items()]
+        tests.append(lambda value: not isinstance(value, dict) or all(
+            all(d in value for d in need) for k, need in pairs if k in value))
+    if "if" in left and (decide := _decide(left["if"])) is not None:
+        cond = {k: left.pop(k) for k in ("if", "then", "else") if k in left}
+        then = _compile(cond["then"], defs) if "then" in cond else None
+        other = _compile(cond["else"], defs) if "else" in cond else None
+        exact = Draft202012Validator({"$defs": defs, **cond}).is_valid
+
+        def conditional(value: Any) -> bool:
+            verdict = decide(value)
+            if verdict is None:
+                return exact(value)
+            branch = then if verdict else other
+            return branch is None or branch(value)
+
+        tests.append(conditional)
+    return tests, left
+
+
 _FLAT_ROW = {"type", "properties", "required", "additionalProperties", "description", "title"}
 
 
@@ -183,7 +271,7 @@ def _column_check(schema: Mapping[str, Any]) -> Row | None:
         except TypeError:
             return None
     pattern = re.compile(schema["pattern"]).search if "pattern" in schema else None
-    min_length, minimum = schema.get("minLength", 0), schema.get("minimum")
+    min_length, minimum, maximum = schema.get("minLength", 0), schema.get("minimum"), schema.get("maximum")
 
     def check(column: Any) -> bool:
         types = set(map(type, column))
@@ -201,6 +289,9 @@ def _column_check(schema: Mapping[str, Any]) -> Row | None:
                 return False
         if minimum is not None and types & {int, float}:
             if any(v < minimum for v in column if type(v) is int or type(v) is float):
+                return False
+        if maximum is not None and types & {int, float}:
+            if any(v > maximum for v in column if type(v) is int or type(v) is float):
                 return False
         return True
 

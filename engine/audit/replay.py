@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..allocate import allocate
-from ..allocation import Allocation
+from ..allocation import Allocation, Decisions
 from ..candbulk import bulk_candidates
 from ..candidates import from_mappings, make_candidate
 from ..canonical import sha256_hex
@@ -215,19 +215,23 @@ def _compare(record: Mapping[str, Any], alloc: Allocation, stored: bool, own: bo
     if repaired:
         notes.append(f"{len(repaired)} BPE repair(s) taken as recorded: content not stored, "
                      "the assembled text cannot be recounted")
-    after = {d.source_id: d for d in alloc.decisions}
+    decisions = alloc.decisions
+    # the new decisions as columns (no decision object is built but for its reason)
+    ids = decisions.source_ids if isinstance(decisions, Decisions) else [d.source_id for d in decisions]
+    toks = decisions.tokens if isinstance(decisions, Decisions) else [d.tokens for d in decisions]
+    at = {sid: k for k, sid in enumerate(ids)}  # the last of a repeated id, as a dict of decisions keeps
     before_in = [it["source_id"] for it in items if it["decision"] == "included"]
-    after_in = [d.source_id for d in alloc.included if d.source_id not in repaired]
-    changes = tuple((sid, it["reason"], after[sid].reason.code.value) for it in items
-                    if (sid := it["source_id"]) in after and sid not in repaired
-                    and it["reason"] != after[sid].reason.code.value)
+    after_in = [ids[i] for i in alloc.context_order if ids[i] not in repaired]
+    changes = tuple((sid, it["reason"], code) for it in items
+                    if (k := at.get(sid := it["source_id"])) is not None and sid not in repaired
+                    and it["reason"] != (code := decisions[k].reason.code.value))
     if set(before_in) != set(after_in):
         diffs.append(Difference("$.items[*].decision", sorted(before_in), sorted(after_in)))
     if changes:
         diffs.append(Difference("$.items[*].reason", {c[0]: c[1] for c in changes},
                                 {c[0]: c[2] for c in changes}))
-    moved = {it["source_id"]: (it["tokens"], after[it["source_id"]].tokens) for it in items
-             if it["source_id"] in after and it["tokens"] != after[it["source_id"]].tokens}
+    moved = {sid: (it["tokens"], toks[k]) for it in items
+             if (k := at.get(sid := it["source_id"])) is not None and it["tokens"] != toks[k]}
     if moved:
         diffs.append(Difference("$.items[*].tokens", {k: v[0] for k, v in moved.items()},
                                 {k: v[1] for k, v in moved.items()}))
@@ -239,12 +243,11 @@ def _compare(record: Mapping[str, Any], alloc: Allocation, stored: bool, own: bo
         diffs.append(Difference("$.solver.status", sv["status"], status))
     if st["used"] != alloc.strategy_used.value:
         diffs.append(Difference("$.strategy.used", st["used"], alloc.strategy_used.value))
-    order = [alloc.decisions[i].source_id for i in alloc.context_order]
-    order = [s for s in order if s not in repaired]
+    order = after_in  # the context order, the repaired items left out
     if list(record["context"]["order"]) != order:
         diffs.append(Difference("$.context.order", list(record["context"]["order"]), order))
     sep = alloc.accounting.separator_tokens
-    kept = [after[s].tokens for s in after_in]
+    kept = [toks[at[s]] for s in after_in]
     budgeted = (sum(kept) + sep * (len(kept) - 1)) if kept else 0
     if record["budget"]["budgeted_tokens"] != budgeted:
         diffs.append(Difference("$.budget.budgeted_tokens", record["budget"]["budgeted_tokens"], budgeted))
