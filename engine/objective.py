@@ -37,6 +37,11 @@ the budget, can still pass its score down to its sentences or sum them up):
 5b. ``document_decay`` g: within each document and level, the r-th item (active ones
    first, then by step 5's weight, ties in relevance order) is worth ``g ** (r - 1)`` of
    it — diminishing returns, so the context spreads over documents;
+5c. ``position_decay`` h and ``lead_weight`` L: within each document and level (the
+   items with that ``metadata.doc_id``, every one of them, whatever ``document_scope``),
+   the item at 0-based position r in input order (the document's reading order when the
+   candidates come in it) is worth ``h ** r`` of it, and the first one ``1 + L`` times
+   it — a document states what it is about first;
 6. ``coverage``: an item with child candidates is worth the sum of its children's
    values (recursively down to the leaves) instead of its own;
 7. scaled: ``round(RELEVANCE_SCALE * w / max w over active items)``;
@@ -244,6 +249,16 @@ def _document_decay(g: float, w: list[float], documents: Sequence[tuple[list[int
             w[i] *= g ** r
 
 
+def _position_weights(objective: Objective, w: list[float], documents: Sequence[tuple[list[int], list[int]]]) -> None:
+    """Step 5c, in place: the item at 0-based position r of its group (``members`` are in
+    input order) is worth ``position_decay ** r`` of its weight, the first ``1 +
+    lead_weight`` times it."""
+    h, lead = objective.position_decay, 1.0 + objective.lead_weight
+    for members, _ in documents:
+        for r, i in enumerate(members):
+            w[i] *= (h ** r) * (lead if r == 0 else 1.0)
+
+
 def objective_values(objective: Objective, cands: Sequence[Candidate], active: Sequence[int],
                      order: Sequence[int], by_id: Mapping[str, Candidate]) -> tuple[int, ...]:
     """The value of each candidate, ``RELEVANCE_SCALE`` for the best active one, 0 for
@@ -282,7 +297,9 @@ def objective_values(objective: Objective, cands: Sequence[Candidate], active: S
             if p is not None:
                 cal[i] = (1.0 - a) * cal[i] + a * cal[p]
 
-    if objective.uses_documents and any("doc_id" in m for m in map(_META, cands) if m):
+    has_docs = (objective.uses_documents or objective.uses_positions) and \
+        any("doc_id" in m for m in map(_META, cands) if m)
+    if objective.uses_documents and has_docs:
         # The true parent links (``parent`` holds them whenever a link step is on).
         links = parent if (objective.inherit > 0 or objective.coverage) else parents(cands, by_id)
         documents = _documents(cands, active, _in_hierarchy(links)
@@ -314,6 +331,9 @@ def objective_values(objective: Objective, cands: Sequence[Candidate], active: S
 
     if objective.document_decay < 1 and documents:  # 5b. diminishing returns per document
         _document_decay(objective.document_decay, w, documents, order)
+
+    if objective.uses_positions and has_docs:  # 5c. the opening of a document first
+        _position_weights(objective, w, _documents(cands, active))
 
     if objective.coverage and linked:
         has_kids = [False] * n

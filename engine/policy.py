@@ -380,6 +380,17 @@ class Objective:
     #: ``c ** (1 - x) * z ** x`` with z the item's ``calibrate: zscore`` value (so the
     #: distance to the best counts in standard deviations too); 0 = off (the base).
     zscore_weight: float = 0.0
+    #: Issue 11, reading order: the item at 0-based position r of its document
+    #: (``metadata.doc_id``, one level, input order) is worth ``position_decay ** r`` of its
+    #: value; 1 = off (the base).
+    position_decay: float = 1.0
+    #: The first item of each document is worth ``1 + lead_weight`` times its value; 0 = off.
+    lead_weight: float = 0.0
+
+    @property
+    def uses_positions(self) -> bool:
+        """Whether a reading-order step is on (its keys are spelled out only then)."""
+        return self.position_decay < 1 or self.lead_weight > 0
 
     @property
     def uses_documents(self) -> bool:
@@ -403,6 +414,8 @@ class Objective:
                        document_decay=self.document_decay, document_scope=self.document_scope.value)
         if self.zscore_weight > 0:  # spelled out only when on: other policies keep their digests
             out["zscore_weight"] = self.zscore_weight
+        if self.uses_positions:  # likewise
+            out.update(position_decay=self.position_decay, lead_weight=self.lead_weight)
         return out
 
     def weight(self, score: float, rank: int) -> float:
@@ -678,6 +691,8 @@ def _objective(obj: Mapping[str, Any]) -> Objective:
         float(obj.get("document_decay", base.document_decay)),
         DocumentScope(obj.get("document_scope", base.document_scope.value)),
         float(obj.get("zscore_weight", base.zscore_weight)),
+        float(obj.get("position_decay", base.position_decay)),
+        float(obj.get("lead_weight", base.lead_weight)),
     )
 
 

@@ -638,6 +638,10 @@ def _expected_values(f: _Facts) -> list[int]:
             ranked = sorted(members, key=lambda i: (not takeable[i], -w[i], -scores[i], i))
             for r, i in enumerate(ranked):
                 w[i] *= obj.document_decay ** r
+    if obj.position_decay < 1 or obj.lead_weight > 0:  # reading order: every document item, in input order
+        for members in _doc_groups(cands).values():
+            for r, i in enumerate(members):
+                w[i] *= (obj.position_decay ** r) * ((1.0 + obj.lead_weight) if r == 0 else 1.0)
     if obj.coverage and linked:
         kids: dict[int, list[int]] = {}
         for i, p in enumerate(up):
