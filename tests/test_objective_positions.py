@@ -1,6 +1,6 @@
 """engine/objective.py, issue 11: the reading-order steps (``position_decay``,
 ``lead_weight``): values by hand, positions by ``metadata.doc_id`` and level in input
-order, the policy keys (spelled out only when used), their errors, the optimiser's
+order (siblings, else by document), the policy keys (spelled out only when used), their errors, the optimiser's
 choice, and the verifier's own recomputation."""
 
 from __future__ import annotations
@@ -74,12 +74,17 @@ def test_positions_count_every_item_of_the_document_and_level() -> None:
     assert values(obj, rows, active=[0, 2]) == [S, 0, 400_000]
 
 
-def test_positions_ignore_the_document_scope() -> None:
-    # s0, s1 are the paragraph's children: document_scope flat leaves them out of the
-    # document prior and decay, not out of the reading order.
-    rows = [row("p", 1.0, "A", level="PARAGRAPH"), row("s0", 0.5, "A", parent="p"), row("s1", 1.0, "A", parent="p")]
-    obj = dataclasses.replace(FLAT, position_decay=0.5, document_scope=DocumentScope.FLAT, document_prior=0.5)
-    assert values(obj, rows) == [S, S // 2, S // 2]
+def test_in_a_hierarchy_positions_are_among_siblings_whatever_the_scope() -> None:
+    # s0, s1 are the paragraph's children (siblings: s1 is second); s2 has no parent
+    # candidate, so it is the first of document A's parentless sentences.
+    rows = [row("p", 1.0, "A", level="PARAGRAPH"), row("s0", 0.5, "A", parent="p"), row("s1", 1.0, "A", parent="p"),
+            row("s2", 0.8, "A")]
+    every = dataclasses.replace(FLAT, position_decay=0.5)
+    assert values(every, rows) == [S, S // 2, S // 2, 800_000]
+    assert values(dataclasses.replace(every, document_scope=DocumentScope.FLAT), rows) == values(every, rows)
+    # siblings need no doc_id
+    bare = [{**r, "metadata": {}} for r in rows]
+    assert values(every, bare) == [S, S // 2, S // 2, 800_000]
 
 
 def test_without_doc_ids_the_reading_order_steps_change_nothing() -> None:
