@@ -342,6 +342,8 @@ class Variant:
     doc_decay: float = 1.0          # objective.document_decay
     doc_scope: str = "all"          # objective.document_scope: all | flat (items outside the hierarchy)
     zmix: float = 0.0               # objective.zscore_weight: c ** (1 - x) * zscore ** x
+    pos: float = 1.0                # objective.position_decay: h ** (position in the document)
+    lead: float = 0.0               # objective.lead_weight: the document's first item x (1 + L)
 
     @property
     def cache_text(self) -> str:
@@ -357,6 +359,8 @@ class Variant:
             head += "+flat" if self.doc_scope == "flat" else ""
         if self.zmix:
             head += f"+zmix({self.zmix!r})"
+        if self.pos < 1 or self.lead:
+            head += f"+pos({self.pos!r}, {self.lead!r})"
         return head
 
     @property
@@ -383,6 +387,10 @@ class Variant:
             parts.append(f"dec{self.doc_decay:g}")
         if (self.doc_prior or self.doc_decay < 1) and self.doc_scope == "flat":
             parts.append("flat")
+        if self.pos < 1:
+            parts.append(f"pos{self.pos:g}")
+        if self.lead:
+            parts.append(f"lead{self.lead:g}")
         return "obj-" + "-".join(parts)
 
     @property
@@ -404,6 +412,10 @@ class Variant:
             bits.append(f"document decay {self.doc_decay:g}")
         if (self.doc_prior or self.doc_decay < 1) and self.doc_scope == "flat":
             bits.append("outside the hierarchy only")
+        if self.pos < 1:
+            bits.append(f"position decay {self.pos:g}")
+        if self.lead:
+            bits.append(f"lead weight {self.lead:g}")
         return "optimal + hierarchy, " + ", ".join(bits)
 
 
@@ -422,7 +434,8 @@ def engine_objective(v: Variant) -> Objective:
                      calibrate_within=CalibrationGroup(v.within), inherit=v.inherit, coverage=v.coverage,
                      level_weights=tuple(sorted(v.level_weights)), fill=v.fill, document_prior=v.doc_prior,
                      document_score=DocumentScore(v.doc_score), document_decay=v.doc_decay,
-                     document_scope=DocumentScope(v.doc_scope), zscore_weight=v.zmix)
+                     document_scope=DocumentScope(v.doc_scope), zscore_weight=v.zmix, position_decay=v.pos,
+                     lead_weight=v.lead)
 
 
 @dataclass(frozen=True, slots=True)
@@ -588,6 +601,20 @@ ZMIX_VARIANTS = tuple(Variant("max", "level", "power", e, inherit=0.15, coverage
             doc_scope="flat", zmix=x)
     for x in (0.2, 0.3, 0.4) for e in (4.0, 5.0) for b, g in ((0.4, 0.5), (0.3, 0.6))
     if (x, e, b, g) != (0.3, 4.0, 0.4, 0.5))
+#: Stage 10 (issue 11, the short sentences cells; this session): reading order inside a
+#: document (``position_decay``, ``lead_weight``: 59 % of the gold facts open their
+#: paragraph, and a document generally states what it is about first) on stage 9's leader.
+_Z9 = dict(calibrate="max", within="level", transform="power", exponent=5.0, inherit=0.15, coverage=True,
+           fill=True, doc_prior=0.4, doc_decay=0.5, doc_scope="flat", zmix=0.2)
+POS_VARIANTS = tuple(Variant(**_Z9, pos=h, lead=L)  # type: ignore[arg-type]
+                     for h in (1.0, 0.8, 0.7, 0.6, 0.5) for L in (0.0, 1.0, 2.0, 3.0) if (h, L) != (1.0, 0.0)) + tuple(
+    # stage 10b: past the grid's edge (its lexical leader: decay 0.5, lead 1)
+    Variant(**_Z9, pos=h, lead=L)  # type: ignore[arg-type]
+    for h, L in ((0.4, 0.0), (0.4, 1.0), (0.3, 1.0), (0.5, 0.5)))
+#: The stage-10 shortlist run under every scorer (the lexical tune split's leaders).
+POS_FINAL = tuple(Variant(**_Z9, pos=h, lead=L).key  # type: ignore[arg-type]
+                  for h, L in ((1.0, 0.0), (0.5, 1.0), (0.5, 0.0), (0.6, 3.0), (0.5, 2.0), (0.6, 2.0), (0.7, 2.0),
+                               (0.4, 0.0), (0.4, 1.0), (0.3, 1.0), (0.5, 0.5)))
 STUDY_VARIANTS = tuple(_study())
 STUDY2_VARIANTS = tuple(_study2())
 STUDY3_VARIANTS = tuple(_study3())
@@ -595,31 +622,39 @@ VARIANT_METHODS = tuple(variant_method(v) for v in dict.fromkeys((*SWEEP_VARIANT
                                                                     *STUDY2_VARIANTS, *STUDY3_VARIANTS,
                                                                     *FILL_VARIANTS, *DOC_VARIANTS,
                                                                     *DOC2_VARIANTS, *ZSCORE_VARIANTS,
-                                                                    *ZMIX_VARIANTS)))
+                                                                    *ZMIX_VARIANTS, *POS_VARIANTS)))
 METHODS: dict[str, Method] = {m.key: m for m in (*BASELINE_METHODS, *VARIANT_METHODS)}
 #: The protocol's choice on the tune split, shipped as ``engine.policy.DEFAULT_OBJECTIVE``.
-SHIPPED = "obj-max-p6-inh0.15-cov-fill-doc0.3-dec0.7-flat"
-#: The default before the document steps (shipped from the first issue-11 session on).
-PREVIOUS_SHIPPED = "obj-max-p6-inh0.15-cov-fill"
-#: The finalists: the leaders of the lexical stages, run under every scorer (the default run).
-FINAL_KEYS = ("obj-minmax-p6-inh0.2-cov", "obj-max-p6-inh0.15-cov", "obj-minmax-p6-inh0.15-cov",
-              "obj-max-p6-inh0.2-cov", "obj-minmax-all-p4-inh0.2-cov", "obj-minmax-p4-inh0.2-cov",
-              "obj-max-all-p6", "obj-max-p4-inh0.2-cov", "obj-max-all-p4-inh0.2-cov", "obj-max-all-p6-inh0.3",
-              "obj-max-all-p3-inh0.3-cov", "obj-max-all-p4", "obj-minmax-p6-inh0.3-cov", "obj-minmax-p6-inh0.5-cov",
-              "obj-max-p6-inh0.3-cov", "obj-minmax-p4-inh0.3-cov", "obj-max-p6-inh0.15-cov-fill",
-              "obj-max-p6-inh0.2-cov-fill", "obj-max-p6-inh0.15-cov-fill-doc0.3-dec0.7",
-              "obj-max-p6-inh0.2-cov-fill-doc0.3-dec0.7", "obj-max-p6-inh0.15-cov-fill-doc0.3-dec0.7-flat")
+SHIPPED = "obj-max-z0.2-p5-inh0.15-cov-fill-doc0.4-dec0.5-flat-pos0.5-lead1"
+#: The default shipped before it (the document steps, second issue-11 study):
+#: ``engine.policy.PREVIOUS_DEFAULT_OBJECTIVE``.
+PREVIOUS_SHIPPED = "obj-max-p6-inh0.15-cov-fill-doc0.3-dec0.7-flat"
+#: The finalists of the study before (every stage's lexical leaders, run under every scorer).
+FINAL_S5_KEYS = ("obj-minmax-p6-inh0.2-cov", "obj-max-p6-inh0.15-cov", "obj-minmax-p6-inh0.15-cov",
+                 "obj-max-p6-inh0.2-cov", "obj-minmax-all-p4-inh0.2-cov", "obj-minmax-p4-inh0.2-cov",
+                 "obj-max-all-p6", "obj-max-p4-inh0.2-cov", "obj-max-all-p4-inh0.2-cov", "obj-max-all-p6-inh0.3",
+                 "obj-max-all-p3-inh0.3-cov", "obj-max-all-p4", "obj-minmax-p6-inh0.3-cov", "obj-minmax-p6-inh0.5-cov",
+                 "obj-max-p6-inh0.3-cov", "obj-minmax-p4-inh0.3-cov", "obj-max-p6-inh0.15-cov-fill",
+                 "obj-max-p6-inh0.2-cov-fill", "obj-max-p6-inh0.15-cov-fill-doc0.3-dec0.7",
+                 "obj-max-p6-inh0.2-cov-fill-doc0.3-dec0.7", "obj-max-p6-inh0.15-cov-fill-doc0.3-dec0.7-flat")
+#: The finalists (the default run): the previous default and stage 10's shortlist, run
+#: under every scorer.
+FINAL_KEYS = (PREVIOUS_SHIPPED, *POS_FINAL)
 METHOD_GROUPS = {
     "baselines": BASELINE_KEYS,
     "final": (*BASELINE_KEYS, *FINAL_KEYS),
+    "final-s5": (*BASELINE_KEYS, *FINAL_S5_KEYS),
     "core": (*BASELINE_KEYS, *(v.key for v in CORE_VARIANTS)),
     "sweep": (*BASELINE_KEYS, *(v.key for v in SWEEP_VARIANTS)),
     "study": (*BASELINE_KEYS, *(v.key for v in STUDY_VARIANTS)),
     "study2": (*BASELINE_KEYS, *(v.key for v in STUDY2_VARIANTS)),
     "study3": (*BASELINE_KEYS, *(v.key for v in STUDY3_VARIANTS)),
-    "docs": (*BASELINE_KEYS, PREVIOUS_SHIPPED, *(v.key for v in (*DOC_VARIANTS, *DOC2_VARIANTS))),
-    "zscore": (*BASELINE_KEYS, SHIPPED, *(v.key for v in ZSCORE_VARIANTS)),
-    "zmix": (*BASELINE_KEYS, SHIPPED, *(v.key for v in ZMIX_VARIANTS)),
+    "docs": (*BASELINE_KEYS, "obj-max-p6-inh0.15-cov-fill", *(v.key for v in (*DOC_VARIANTS, *DOC2_VARIANTS))),
+    "zscore": (*BASELINE_KEYS, PREVIOUS_SHIPPED, *(v.key for v in ZSCORE_VARIANTS)),
+    "zmix": (*BASELINE_KEYS, PREVIOUS_SHIPPED, *(v.key for v in ZMIX_VARIANTS)),
+    "pos": (*BASELINE_KEYS, PREVIOUS_SHIPPED, "obj-max-z0.2-p5-inh0.15-cov-fill-doc0.4-dec0.5-flat",
+            *(v.key for v in POS_VARIANTS)),
+    "pos-final": (*BASELINE_KEYS, PREVIOUS_SHIPPED, *POS_FINAL),
 }
 
 
@@ -979,6 +1014,18 @@ def report(cells: Mapping[str, Mapping[str, Mapping[str, tuple[float, int]]]], m
     avg = [mean([mean(recalls(cells, default, (s, sh, b), rep)) - mean(recalls(cells, CURRENT_DEFAULT, (s, sh, b), rep))
                  for s in scorers for sh in shapes]) for b in budgets]
     out += ["| mean over conditions | " + " | ".join(f"{x:+.3f}" for x in avg) + " |", ""]
+    if PREVIOUS_SHIPPED in cells and PREVIOUS_SHIPPED != default:
+        out += [f"## Gain over the previous shipped default (report split, chosen minus `{PREVIOUS_SHIPPED}`)", "",
+                "| scorer, shape | " + " | ".join(map(str, budgets)) + " |", "|---|" + "---:|" * len(budgets)]
+        for s in scorers:
+            for sh in shapes:
+                row = [_fmt_paired(paired(recalls(cells, default, (s, sh, b), rep),
+                                          recalls(cells, PREVIOUS_SHIPPED, (s, sh, b), rep))) for b in budgets]
+                out.append(f"| {s}, {sh} | " + " | ".join(row) + " |")
+        avg = [mean([mean(recalls(cells, default, (s, sh, b), rep))
+                     - mean(recalls(cells, PREVIOUS_SHIPPED, (s, sh, b), rep)) for s in scorers for sh in shapes])
+               for b in budgets]
+        out += ["| mean over conditions | " + " | ".join(f"{x:+.3f}" for x in avg) + " |", ""]
     dw = done_when(cells, default, conds, rep)
     wc = worst_case(cells, default, [METHODS[k] for k in BASELINE_KEYS if k != default], conds, rep)
     out += ["## Done when (report split)", "",
@@ -1056,7 +1103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scorers", type=_csv(SCORERS, "scorer"), default=SCORERS)
     parser.add_argument("--shapes", type=_csv(SHAPES, "shape"), default=SHAPES)
     parser.add_argument("--methods", type=_methods, default=METHOD_GROUPS["final"],
-                        help="groups (final [default], baselines, core, sweep, study, study2, study3, docs, zscore, zmix) or method keys; "
+                        help="groups (final [default], final-s5, baselines, core, sweep, study, study2, study3, docs, zscore, zmix, pos, pos-final) or method keys; "
                              "baselines always run")
     parser.add_argument("--default", dest="default", default=None,
                         help="report this method as the default instead of the tune split's choice")

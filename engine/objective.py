@@ -37,6 +37,13 @@ the budget, can still pass its score down to its sentences or sum them up):
 5b. ``document_decay`` g: within each document and level, the r-th item (active ones
    first, then by step 5's weight, ties in relevance order) is worth ``g ** (r - 1)`` of
    it — diminishing returns, so the context spreads over documents;
+5c. ``position_decay`` h and ``lead_weight`` L (reading order): the item at 0-based
+   position r of its group in input order (the reading order when the candidates come in
+   it) is worth ``h ** r`` of it, the first one ``1 + L`` times it — a text states what
+   it is about first. An item's group is its siblings (the items with the same parent
+   candidate) or, for an item without a parent candidate, the items without one that
+   share its ``metadata.doc_id`` and level (none: no group, unchanged), whatever
+   ``document_scope``;
 6. ``coverage``: an item with child candidates is worth the sum of its children's
    values (recursively down to the leaves) instead of its own;
 7. scaled: ``round(RELEVANCE_SCALE * w / max w over active items)``;
@@ -176,7 +183,7 @@ def calibrated(how: Calibration, raw: Sequence[float], groups: Sequence[Sequence
             hi, sd = max(raw[i] for i in base), zscore_spread([raw[i] for i in base])
             for i in members:
                 x = raw[i]
-                out[i] = (1.0 if x >= hi else 0.0) if sd == 0.0 else min(math.exp((x - hi) / sd), 1.0)
+                out[i] = 1.0 if x >= hi else (0.0 if sd == 0.0 else math.exp((x - hi) / sd))  # no overflow above the best
         else:
             pop = sorted(raw[i] for i in base)
             n = len(pop)
@@ -242,6 +249,29 @@ def _document_decay(g: float, w: list[float], documents: Sequence[tuple[list[int
         ranked = sorted(members, key=lambda i: (i not in is_on, -w[i], place.get(i, len(place) + i)))
         for r, i in enumerate(ranked):
             w[i] *= g ** r
+
+
+def _reading_groups(cands: Sequence[Candidate], parent: Sequence[int | None]) -> list[list[int]]:
+    """Step 5c's groups, each in input order: the children of each parent candidate, and
+    the items without a parent candidate by (``metadata.doc_id``, level); items with
+    neither are in none."""
+    groups: dict[tuple[str, ...] | int, list[int]] = {}
+    for i, c in enumerate(cands):
+        p = parent[i]
+        if p is not None:
+            groups.setdefault(p, []).append(i)
+        elif (doc := c.doc_id) is not None:
+            groups.setdefault((doc, c.level), []).append(i)
+    return list(groups.values())
+
+
+def _position_weights(objective: Objective, w: list[float], groups: Sequence[Sequence[int]]) -> None:
+    """Step 5c, in place: the item at 0-based position r of its group (in input order) is
+    worth ``position_decay ** r`` of its weight, the first ``1 + lead_weight`` times it."""
+    h, lead = objective.position_decay, 1.0 + objective.lead_weight
+    for members in groups:
+        for r, i in enumerate(members):
+            w[i] *= (h ** r) * (lead if r == 0 else 1.0)
 
 
 def objective_values(objective: Objective, cands: Sequence[Candidate], active: Sequence[int],
@@ -314,6 +344,10 @@ def objective_values(objective: Objective, cands: Sequence[Candidate], active: S
 
     if objective.document_decay < 1 and documents:  # 5b. diminishing returns per document
         _document_decay(objective.document_decay, w, documents, order)
+
+    if objective.uses_positions:  # 5c. the opening of a text first
+        _position_weights(objective, w, _reading_groups(cands, parent if (objective.inherit > 0 or objective.coverage)
+                                                        else parents(cands, by_id)))
 
     if objective.coverage and linked:
         has_kids = [False] * n

@@ -537,10 +537,12 @@ def _unit_scores(how: Calibration, raw: Sequence[float], members: Sequence[int],
         best, centre = max(scores), math.fsum(scores) / len(scores)
         spread = math.sqrt(math.fsum((x - centre) * (x - centre) for x in scores) / len(scores))
         for i in members:
-            if spread == 0.0:
-                unit[i] = 1.0 if raw[i] >= best else 0.0
+            if raw[i] >= best:  # an item above the basis's best (not takeable): 1, exp would overflow
+                unit[i] = 1.0
+            elif spread == 0.0:
+                unit[i] = 0.0
             else:
-                unit[i] = min(1.0, math.exp((raw[i] - best) / spread))
+                unit[i] = math.exp((raw[i] - best) / spread)
     else:
         n = len(basis)
         ranked = sorted(basis, key=lambda i: -raw[i])
@@ -638,6 +640,17 @@ def _expected_values(f: _Facts) -> list[int]:
             ranked = sorted(members, key=lambda i: (not takeable[i], -w[i], -scores[i], i))
             for r, i in enumerate(ranked):
                 w[i] *= obj.document_decay ** r
+    if obj.position_decay < 1 or obj.lead_weight > 0:  # reading order: r-th among siblings, else in its document
+        near = up if linked else _parent_links(f)[0]
+        rows: dict[Any, list[int]] = {}
+        for i, c in enumerate(cands):
+            if near[i] is not None:
+                rows.setdefault(("parent", near[i]), []).append(i)
+            elif c.metadata and isinstance(c.metadata.get("doc_id"), str):
+                rows.setdefault(("doc", c.metadata["doc_id"], c.level), []).append(i)
+        for members in rows.values():
+            for r, i in enumerate(members):
+                w[i] *= (obj.position_decay ** r) * ((1.0 + obj.lead_weight) if r == 0 else 1.0)
     if obj.coverage and linked:
         kids: dict[int, list[int]] = {}
         for i, p in enumerate(up):

@@ -151,7 +151,12 @@ def _rules_problem() -> Problem:
     a block, where the rounded LP beats the heuristics (checked below)."""
     instances = load_bench("instances", as_name="bench_instances_lp")
     inst = instances.all_rules(300, "mixed")
-    return reduce(inst.policy, to_candidates(inst.items))
+    # The objective is pinned to the one this instance was picked under (the default until
+    # issue 11's reading-order study): under today's default the heuristics happen to win
+    # on it, and the tests below are about the LP step, not the objective.
+    from engine.policy import PREVIOUS_DEFAULT_OBJECTIVE
+
+    return reduce(inst.policy.replace(objective=PREVIOUS_DEFAULT_OBJECTIVE), to_candidates(inst.items))
 
 
 def test_cpsat_searches_the_lp_neighbourhood(monkeypatch: pytest.MonkeyPatch) -> None:

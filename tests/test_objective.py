@@ -284,7 +284,10 @@ def test_the_keys_are_read_and_spelled_out_in_the_effective_policy() -> None:
         "transform": "power", "exponent": DEFAULT_OBJECTIVE.exponent, "k": 60, "calibrate": "max",
         "calibrate_within": "level", "inherit": DEFAULT_OBJECTIVE.inherit, "coverage": True, "level_weights": {},
         "fill": True, "document_prior": DEFAULT_OBJECTIVE.document_prior, "document_score": "mean",
-        "document_decay": DEFAULT_OBJECTIVE.document_decay, "document_scope": "flat"}
+        "document_decay": DEFAULT_OBJECTIVE.document_decay, "document_scope": "flat",
+        # issue 11's third study: the z-score blend and the reading-order steps are on by default
+        "zscore_weight": DEFAULT_OBJECTIVE.zscore_weight, "position_decay": DEFAULT_OBJECTIVE.position_decay,
+        "lead_weight": DEFAULT_OBJECTIVE.lead_weight}
     assert Policy.default(100, objective=pol.objective).objective == pol.objective
 
 

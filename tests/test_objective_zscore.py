@@ -189,3 +189,18 @@ def test_the_verifier_recomputes_the_zscore_blend(monkeypatch: pytest.MonkeyPatc
     found = [(v.code, v.items, v.message) for v in verify(pol, cands, alloc)]
     want = round(S * (1 / 3) ** 0.5 * math.exp(-2.0 / math.sqrt(0.75)) ** 0.5)
     assert ("objective.value", ("b",), f"'b' is valued 333333; the objective gives it {want}") in found
+
+
+def test_an_item_far_above_the_takeable_best_is_worth_1_not_an_overflow() -> None:
+    """A score far above the takeable items' best (the item itself over the budget): its
+    z-score is capped at 1 instead of exp overflowing (found by the CLI fuzz test once the
+    default objective blended in z-scores), in the engine and in the verifier."""
+    rows = [row("h", 1_000_000.0, size=900), row("a", 1.0), row("b", 0.9)]
+    got = values(Z, rows, active=[1, 2])
+    assert got[0] == 0 and got[1] == S and 0 < got[2] < S
+    pol = policy(objective={"transform": "identity", "calibrate": "zscore", "calibrate_within": "all"},
+                 budget={"max_tokens": 100, "separator": "|"})
+    cands = to_candidates(rows)
+    alloc = allocate(cands, pol, check=False)
+    assert sorted(d.source_id for d in alloc.included) == ["a", "b"]
+    assert verify(pol, cands, alloc) == ()

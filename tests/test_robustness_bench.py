@@ -195,14 +195,16 @@ def test_fast_path_selects_what_the_engine_selects_with_the_document_steps(tiny:
 
 
 def test_the_shipped_choice_is_the_engine_default() -> None:
-    from engine.policy import DEFAULT_OBJECTIVE, Policy
+    from engine.policy import DEFAULT_OBJECTIVE, PREVIOUS_DEFAULT_OBJECTIVE, Policy
 
-    assert rb.SHIPPED in rb.FINAL_KEYS
+    assert rb.SHIPPED in rb.FINAL_KEYS and rb.PREVIOUS_SHIPPED in rb.FINAL_KEYS
     assert rb.engine_objective(rb.METHODS[rb.SHIPPED].variant) == DEFAULT_OBJECTIVE == Policy.default(100).objective
-    # The default before the document steps is that objective without them.
+    # The default before the reading-order and z-score steps (this session: issue 11's
+    # third study) is the one the document steps study shipped.
     prev = rb.engine_objective(rb.METHODS[rb.PREVIOUS_SHIPPED].variant)
-    assert prev == dataclasses.replace(DEFAULT_OBJECTIVE, document_prior=0.0, document_decay=1.0,
-                                       document_scope=rb.DocumentScope.ALL)
+    assert prev == PREVIOUS_DEFAULT_OBJECTIVE
+    assert dataclasses.replace(DEFAULT_OBJECTIVE, position_decay=1.0, lead_weight=0.0) == rb.engine_objective(
+        rb.METHODS["obj-max-z0.2-p5-inh0.15-cov-fill-doc0.4-dec0.5-flat"].variant)
     # The previous default, as the protocol runs it, is the base objective.
     assert rb.engine_objective(rb.METHODS[rb.CURRENT_DEFAULT].variant) == rb.Objective()
 
