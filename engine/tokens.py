@@ -126,8 +126,17 @@ class _CachedCounter:
         the caller already has them, so nothing is hashed twice. Cached texts are looked
         up; the others are counted in one batch (:meth:`_raw_count_many`) and cached."""
         keys = hashes if hashes is not None else [content_sha256(t) for t in texts]
-        get = self._cache.get
-        found = [get(key) for key in keys]
+        found = list(map(self._cache.get, keys))
+        missing = found.count(None)
+        if not missing:  # every text cached
+            self.hits += len(found)
+            return found  # type: ignore[return-value]  # no None in it
+        if missing == len(found) and len(set(keys)) == len(keys):
+            # Nothing cached, no text twice (a cold batch): count them all, in order.
+            counts = self._raw_count_many(texts)
+            self.misses += len(counts)
+            self._put_many(dict(zip(keys, counts)))
+            return counts
         first: dict[str, int] = {}  # one count per distinct text: a batch may repeat a chunk
         for k, value in enumerate(found):
             if value is None:
@@ -135,8 +144,6 @@ class _CachedCounter:
         # As if counted one by one: a repeat of a text counted earlier in the batch is a hit.
         self.misses += len(first)
         self.hits += len(found) - len(first)
-        if not first:
-            return found  # type: ignore[return-value]  # no None in it
         values = dict(zip(first, self._raw_count_many([texts[k] for k in first.values()])))
         self._put_many(values)
         return [values[key] if value is None else value for key, value in zip(keys, found)]
@@ -170,13 +177,25 @@ class TiktokenCounter(_CachedCounter):
         one task per text, whose overhead outweighs the encoding of a ~60-token chunk.)"""
         workers = min(COUNT_WORKERS, len(texts))
         if workers < 2 or sum(map(len, texts)) < PARALLEL_MIN_CHARS:
-            return [self._raw_count(t) for t in texts]
+            return self._count_loop(texts)
         step = -(-len(texts) // workers)
         slices = [texts[i:i + step] for i in range(0, len(texts), step)]
-        raw = self._raw_count
         with ThreadPoolExecutor(workers, thread_name_prefix="ctxbudget-count") as pool:
-            parts = list(pool.map(lambda part: [raw(t) for t in part], slices))
+            parts = list(pool.map(self._count_loop, slices))
         return [n for part in parts for n in part]
+
+    def _count_loop(self, texts: Sequence[str]) -> list[int]:
+        """:meth:`_raw_count` of each text: one C-level loop over the Rust encoder when no
+        text is large and every text encodes to UTF-8 (what tiktoken's ``encode_ordinary``
+        wrapper calls), else text by text."""
+        core = getattr(self.encoding, "_core_bpe", None)
+        encode = getattr(core, "encode_ordinary", None)
+        if encode is None or not texts or max(map(len, texts)) > LARGE_TEXT_CHARS:
+            return [self._raw_count(t) for t in texts]
+        try:
+            return list(map(len, map(encode, texts)))
+        except UnicodeEncodeError:  # a lone surrogate: the wrapper's own handling
+            return [self._raw_count(t) for t in texts]
 
     def encode(self, text: str) -> list[int]:
         return list(self.encoding.encode_ordinary(text))

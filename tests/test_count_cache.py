@@ -38,3 +38,23 @@ def test_batch_fills_the_cache_like_one_by_one(monkeypatch: pytest.MonkeyPatch, 
     assert len(batch._cache) == min(bound, len(set(warm + texts)))
     if bound < len(texts):  # the bound was reached: the oldest went first
         assert list(batch._cache) == [tokens.content_sha256(t) for t in texts[-bound:]]
+
+
+@pytest.mark.parametrize("warm", [[], ["b", "x"], ["a", "b", "c", "dd"]])
+def test_batch_paths_count_and_tally_as_one_by_one(warm: list[str]) -> None:
+    """A cold batch, a warm one and a mixed one (repeats) give the counts,
+    the cache entries and the hit/miss tally of counting each text with count()."""
+    texts = ["a", "b", "c", "dd", "a longer text, with punctuation!"]
+    for batch_texts in (texts, texts + texts[:2], texts[::-1]):
+        one, batch = _fresh(), _fresh()
+        for counter in (one, batch):
+            for t in warm:
+                counter.count(t)
+        want = [one.count(t) for t in batch_texts]
+        assert batch.count_many(batch_texts) == want
+        assert batch.cache_stats == one.cache_stats
+        assert list(batch._cache.items()) == list(one._cache.items())
+    assert _fresh().count_many([]) == []
+    # The encoder's loop leaves a text with a lone surrogate to tiktoken's own wrapper.
+    odd = ["ok", "dd\ud800"]
+    assert _fresh()._raw_count_many(odd) == [len(_fresh().encoding.encode_ordinary(t)) for t in odd]
