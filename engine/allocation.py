@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import Any, overload
 
 from .candidates import Candidate
@@ -198,7 +199,7 @@ class Allocation:
 
 
 def _order(problem: Problem, chosen: set[int]) -> list[int]:
-    rel = [i for i in problem.order if i in chosen]
+    rel = list(compress(problem.order, map(chosen.__contains__, problem.order)))
     if problem.ordering is Ordering.PINNED_FIRST:
         # Pins in the order of the policy's list (one pin's items by relevance), then the rest.
         position = {p.index: p.position for p in problem.pins}
@@ -220,7 +221,10 @@ def _order(problem: Problem, chosen: set[int]) -> list[int]:
 
 
 def assemble(problem: Problem, order: list[int]) -> str:
-    return problem.separator.join(render(problem.template, problem.candidates[i]) for i in order)
+    cands = problem.candidates
+    if problem.template == "{content}":  # what render gives for this template
+        return problem.separator.join([cands[i].content for i in order])
+    return problem.separator.join([render(problem.template, cands[i]) for i in order])
 
 
 def _why_not(problem: Problem, chosen: frozenset[int]) -> Callable[[int], Reason]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
-from hashlib import sha256
 from types import MappingProxyType
 from typing import Any
 
@@ -55,21 +54,24 @@ def bulk_candidates(source_ids: Sequence[Any], contents: Sequence[Any], scores: 
     counts = _token_counts(tokens)
     if values is None or counts is None:
         return None
-    try:
-        digests = [sha256(text.encode("utf-8")).hexdigest() for text in contents]
-    except UnicodeEncodeError:  # a lone surrogate: the per-item validator names it
-        return None
+    if not all(map(str.isascii, contents)):
+        try:
+            for text in contents:
+                text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: the per-item validator names it
+            return None
     metas = _metadata(metadata, source_ids, parent_ids, locations)
     if metas is None:
         return None
     frozen, parents = metas
     locs: Sequence[Location | None] = locations if locations is not None else [None] * n
-    return _assemble(range(n), source_ids, contents, values, counts, levels, frozen, parents, digests, locs)
+    # The content digests are left to Candidate.sha256 (computed when first read).
+    return _assemble(range(n), source_ids, contents, values, counts, levels, frozen, parents, [None] * n, locs)
 
 
 #: ``Candidate``'s fields in order (a test checks this against the dataclass).
 FIELDS = ("index", "source_id", "content", "relevance_score", "token_count", "level", "metadata",
-          "parent_id", "sha256", "location")
+          "parent_id", "_sha256", "location")
 _SETTERS = tuple(getattr(Candidate, name).__set__ for name in FIELDS)  # the slots' own setters
 
 

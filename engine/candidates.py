@@ -21,14 +21,14 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Dict
 
 from .canonical import plain_scalar
 from .errors import CandidateError, Location
-from .tokens import content_sha256
+from .tokens import KEY_TEXT_CHARS, content_sha256
 
 DEFAULT_LEVEL = "PARAGRAPH"
 #: Largest token count accepted for one item (far beyond any context window).
@@ -61,7 +61,10 @@ class Candidate:
 
     ``index`` is its position in the input (ties are broken by it, as the seed's stable
     sort does); ``token_count`` is ``None`` when the caller gave none and it must be
-    counted; ``sha256`` is the content digest used for caching and the audit record.
+    counted; ``sha256`` is the content digest the audit record stores (and the count
+    cache's key of a long content), computed when first read: ``_sha256`` holds it
+    (``None`` until then; it takes no part in equality). Copying a candidate with other
+    content (``dataclasses.replace``) must pass ``_sha256=None``.
     """
 
     index: int
@@ -72,8 +75,23 @@ class Candidate:
     level: str
     metadata: Mapping[str, Any]
     parent_id: str | None
-    sha256: str
+    _sha256: str | None = field(default=None, compare=False, repr=False)
     location: Location | None = None
+
+    @property
+    def sha256(self) -> str:
+        """Hex SHA-256 of the content's UTF-8 bytes (computed once, on first use)."""
+        digest = self._sha256
+        if digest is None:
+            digest = content_sha256(self.content)
+            object.__setattr__(self, "_sha256", digest)
+        return digest
+
+    @property
+    def count_key(self) -> str:
+        """The count cache's key of the content (:func:`engine.tokens.count_key`)."""
+        text = self.content
+        return text if len(text) < KEY_TEXT_CHARS else self.sha256
 
     @property
     def doc_id(self) -> str | None:
@@ -260,11 +278,7 @@ def make_candidate(
             index, "content", location,
         )
     _check_text(source_id, "source_id", index, source_id, location)
-    try:
-        sha = content_sha256(content)
-    except UnicodeEncodeError:
-        _check_text(content, "content", index, source_id, location)
-        raise
+    _check_text(content, "content", index, source_id, location)  # the digest is made when first read
     score = _check_score(relevance_score, index, source_id, location)
     tokens = _check_tokens(token_count, index, source_id, location)
     if hasattr(level, "name") and not isinstance(level, str):  # an IndexLevel-like Enum
@@ -316,7 +330,6 @@ def make_candidate(
         level=level,
         metadata=MappingProxyType(dict(metadata)),
         parent_id=parent_id,
-        sha256=sha,
         location=location,
     )
 

@@ -111,7 +111,7 @@ def policy_tokenizer(policy: Policy) -> Counter:
 def _rendered(counter: Counter, template: str, cands: Sequence[Candidate]) -> list[int]:
     """Exact counts of the items as rendered (the plain template reuses content hashes)."""
     if template == "{content}":
-        return counter.count_many([c.content for c in cands], hashes=[c.sha256 for c in cands])
+        return counter.count_many([c.content for c in cands], keys=[c.count_key for c in cands])
     return counter.count_many([render(template, c) for c in cands])
 
 
@@ -155,7 +155,7 @@ def count_tokens(policy: Policy, cands: Sequence[Candidate], counter: Counter) -
     if plain:
         ours = rendered if len(given) == len(cands) else [rendered[k] for k in given]
     else:
-        ours = counter.count_many([cands[k].content for k in given], hashes=[cands[k].sha256 for k in given])
+        ours = counter.count_many([cands[k].content for k in given], keys=[cands[k].count_key for k in given])
     # Each item weighs the larger of our rendered count and the caller's.
     theirs = _caller_totals(counter, template, cands, given)
     if len(given) == len(cands):

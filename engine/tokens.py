@@ -21,7 +21,9 @@ the exact number of tokens the model will see for a text.
   than one byte, so this is a proven upper bound: it can waste budget but never overshoot
   it. It is used only when a policy names it; nothing ever falls back to it silently.
 
-Counts are cached by content SHA-256 (the same digest the audit record stores), and
+Counts are cached by :func:`count_key`: a text shorter than ``KEY_TEXT_CHARS`` characters
+keys itself (hashing it costs more than the lookup), a longer one its content SHA-256 (the
+same digest the audit record stores; a 64-hex-digit key never equals a shorter text), and
 ``count_many`` counts the uncached texts of a large batch in contiguous slices on
 ``COUNT_WORKERS`` threads (tiktoken's Rust encoder releases the GIL while it encodes);
 the counts are those of one-by-one counting, in input order.
@@ -68,14 +70,28 @@ class Tokenizer(Protocol):
 
 
 def content_sha256(text: str) -> str:
-    """Hex SHA-256 of the UTF-8 bytes of ``text``: the cache key and the audit's digest."""
+    """Hex SHA-256 of the UTF-8 bytes of ``text``: the audit's digest (and the count
+    cache's key of a long text, :func:`count_key`)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+#: Texts shorter than this key the count cache themselves (64: a hex SHA-256's length).
+KEY_TEXT_CHARS = 64
+
+
+def count_key(text: str, digest: str | None = None) -> str:
+    """The count cache's key of ``text``: the text itself when it is shorter than
+    ``KEY_TEXT_CHARS`` characters, else its content SHA-256 (``digest``, when the caller
+    has it). The two kinds never collide: a digest is 64 characters long."""
+    if len(text) < KEY_TEXT_CHARS:
+        return text
+    return digest if digest is not None else content_sha256(text)
 
 
 class _CachedCounter:
     """Shared caching logic; subclasses provide ``_raw_count``.
 
-    The cache maps content SHA-256 to a count, bounded to ``CACHE_ENTRIES`` (the oldest
+    The cache maps :func:`count_key` to a count, bounded to ``CACHE_ENTRIES`` (the oldest
     entries go first). Reads are plain dict lookups (atomic under the GIL); writes take
     a lock so eviction stays consistent across threads."""
 
@@ -106,8 +122,8 @@ class _CachedCounter:
                 del cache[next(iter(cache))]
 
     def count(self, text: str) -> int:
-        """Tokens in ``text`` (cached by content hash)."""
-        key = content_sha256(text)
+        """Tokens in ``text`` (cached by :func:`count_key`)."""
+        key = count_key(text)
         value = self._cache.get(key)
         if value is not None:
             self.hits += 1
@@ -121,13 +137,26 @@ class _CachedCounter:
         """Counts of ``texts``, none cached (subclasses may count them in parallel)."""
         return [self._raw_count(t) for t in texts]
 
-    def count_many(self, texts: Sequence[str], hashes: Sequence[str] | None = None) -> list[int]:
-        """Token counts of many texts in one call; pass ``hashes`` (content SHA-256) when
-        the caller already has them, so nothing is hashed twice. Cached texts are looked
-        up; the others are counted in one batch (:meth:`_raw_count_many`) and cached."""
-        keys = hashes if hashes is not None else [content_sha256(t) for t in texts]
-        get = self._cache.get
-        found = [get(key) for key in keys]
+    def count_many(self, texts: Sequence[str], hashes: Sequence[str] | None = None, *,
+                   keys: Sequence[str] | None = None) -> list[int]:
+        """Token counts of many texts in one call. ``keys``: their :func:`count_key`, or
+        ``hashes``: their content SHA-256, when the caller already has them, so nothing
+        is hashed twice. Cached texts are looked up; the others are counted in one batch
+        (:meth:`_raw_count_many`) and cached."""
+        if keys is None:
+            keys = ([count_key(t) for t in texts] if hashes is None
+                    else [t if len(t) < KEY_TEXT_CHARS else h for t, h in zip(texts, hashes)])
+        found = list(map(self._cache.get, keys))
+        missing = found.count(None)
+        if not missing:  # every text cached
+            self.hits += len(found)
+            return found  # type: ignore[return-value]  # no None in it
+        if missing == len(found) and len(set(keys)) == len(keys):
+            # Nothing cached, no text twice (a cold batch): count them all, in order.
+            counts = self._raw_count_many(texts)
+            self.misses += len(counts)
+            self._put_many(dict(zip(keys, counts)))
+            return counts
         first: dict[str, int] = {}  # one count per distinct text: a batch may repeat a chunk
         for k, value in enumerate(found):
             if value is None:
@@ -135,8 +164,6 @@ class _CachedCounter:
         # As if counted one by one: a repeat of a text counted earlier in the batch is a hit.
         self.misses += len(first)
         self.hits += len(found) - len(first)
-        if not first:
-            return found  # type: ignore[return-value]  # no None in it
         values = dict(zip(first, self._raw_count_many([texts[k] for k in first.values()])))
         self._put_many(values)
         return [values[key] if value is None else value for key, value in zip(keys, found)]
@@ -170,13 +197,25 @@ class TiktokenCounter(_CachedCounter):
         one task per text, whose overhead outweighs the encoding of a ~60-token chunk.)"""
         workers = min(COUNT_WORKERS, len(texts))
         if workers < 2 or sum(map(len, texts)) < PARALLEL_MIN_CHARS:
-            return [self._raw_count(t) for t in texts]
+            return self._count_loop(texts)
         step = -(-len(texts) // workers)
         slices = [texts[i:i + step] for i in range(0, len(texts), step)]
-        raw = self._raw_count
         with ThreadPoolExecutor(workers, thread_name_prefix="ctxbudget-count") as pool:
-            parts = list(pool.map(lambda part: [raw(t) for t in part], slices))
+            parts = list(pool.map(self._count_loop, slices))
         return [n for part in parts for n in part]
+
+    def _count_loop(self, texts: Sequence[str]) -> list[int]:
+        """:meth:`_raw_count` of each text: one C-level loop over the Rust encoder when no
+        text is large and every text encodes to UTF-8 (what tiktoken's ``encode_ordinary``
+        wrapper calls), else text by text."""
+        core = getattr(self.encoding, "_core_bpe", None)
+        encode = getattr(core, "encode_ordinary", None)
+        if encode is None or not texts or max(map(len, texts)) > LARGE_TEXT_CHARS:
+            return [self._raw_count(t) for t in texts]
+        try:
+            return list(map(len, map(encode, texts)))
+        except UnicodeEncodeError:  # a lone surrogate: the wrapper's own handling
+            return [self._raw_count(t) for t in texts]
 
     def encode(self, text: str) -> list[int]:
         return list(self.encoding.encode_ordinary(text))

@@ -103,10 +103,10 @@ def _item_tokens(policy: Policy, cands: Sequence[Candidate], tok: Tokenizer) -> 
     need = [i for i, t in enumerate(counts) if t is None] if trust else []
     mine = [cands[i] for i in need] if trust else cands
     if b.template == "{content}" and isinstance(tok, (TiktokenCounter, HfCounter, Utf8BytesCounter)):
-        # The rendered text is the content: its digest (made from the content when the
-        # candidate was made, an input fact, not the engine's) keys the count cache, so
-        # each content is hashed once per call.
-        counted = tok.count_many([c.content for c in mine], hashes=[c.sha256 for c in mine])
+        # The rendered text is the content: its cache key (the content, or its digest
+        # made from the content once per candidate, an input fact, not the engine's)
+        # keys the count cache, so each content is hashed at most once per call.
+        counted = tok.count_many([c.content for c in mine], keys=[c.count_key for c in mine])
     else:
         counted = _count_distinct(tok, render_all(b.template, [(c.source_id, c.content, c.level) for c in mine]))
     if trust:  # ours only where the caller gave no count

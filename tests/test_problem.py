@@ -31,9 +31,10 @@ class SpyCounter:
         self.seen.append(text)
         return self.inner.count(text)
 
-    def count_many(self, texts: Sequence[str], hashes: Sequence[str] | None = None) -> list[int]:
+    def count_many(self, texts: Sequence[str], hashes: Sequence[str] | None = None, *,
+                   keys: Sequence[str] | None = None) -> list[int]:
         self.seen += list(texts)
-        return self.inner.count_many(texts, hashes=hashes)
+        return self.inner.count_many(texts, hashes=hashes, keys=keys)
 
 
 def test_the_budget_rule_is_a_named_field_not_rules_zero() -> None:

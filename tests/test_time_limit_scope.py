@@ -27,11 +27,12 @@ class SlowCounter(TiktokenCounter):
         super().__init__(real.name, real.encoding)
         self.slept = False
 
-    def count_many(self, texts: Sequence[str], hashes: Sequence[str] | None = None) -> list[int]:
+    def count_many(self, texts: Sequence[str], hashes: Sequence[str] | None = None, *,
+                   keys: Sequence[str] | None = None) -> list[int]:
         if not self.slept:
             self.slept = True
             time.sleep(SLEEP_S)
-        return super().count_many(texts, hashes)
+        return super().count_many(texts, hashes, keys=keys)
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import hashlib
 import json
 import shutil
@@ -87,15 +89,15 @@ def test_threaded_batch_counts_equal_one_by_one_counts(monkeypatch: pytest.Monke
     monkeypatch.setattr(tokens_mod, "PARALLEL_MIN_CHARS", 1_000)
     threads: set[str] = set()
     tok = tokens_mod.TiktokenCounter("cl100k_base", reference)
-    raw = tok._raw_count
+    loop = tok._count_loop  # what each slice runs
 
-    def spy(text: str) -> int:
+    def spy(part: Sequence[str]) -> list[int]:
         import threading
 
         threads.add(threading.current_thread().name)
-        return raw(text)
+        return loop(part)
 
-    monkeypatch.setattr(tok, "_raw_count", spy)
+    monkeypatch.setattr(tok, "_count_loop", spy)
     texts = [f"chunk {k}: <|endoftext|> naïve café 日本語 " * (k % 7 + 1) for k in range(301)]
     texts += texts[:20]  # repeats inside one batch
     assert tok.count_many(texts) == [len(reference.encode_ordinary(t)) for t in texts]

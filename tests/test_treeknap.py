@@ -76,3 +76,47 @@ def test_other_rules_leave_the_problem_to_cpsat() -> None:
     pol = policy(300).replace(min_relevance=0.0, pinned=())
     problem = reduce(pol.replace(hierarchy=Hierarchy(exclusive=True, prefer_parent_ratio=0.5)), to_candidates(items))
     assert not treeknap.applies(problem)  # prefer-parent adds linear rules
+
+
+def _roots_dp_dense(root_opts: list[list[treeknap.Option]], cap: int) -> tuple[list[int], int]:
+    """The roots' DP over every capacity (the implementation the banded one replaced)."""
+    import numpy as np
+
+    best = np.zeros(cap + 1, dtype=np.int64)
+    picks = []
+    grid = np.arange(cap + 1)
+    pad = np.empty(2 * (cap + 1), dtype=np.int64)
+    pad[:cap + 1] = -(2 ** 62)
+    for opts in root_opts:
+        wp = np.array([o[:2] for o in opts], dtype=np.int64)
+        pad[cap + 1:] = best
+        cand = pad[(cap + 1 - wp[:, :1]) + grid]
+        cand += wp[:, 1:]
+        pick = cand.argmax(axis=0)
+        best = cand[pick, grid]
+        picks.append((pick, opts))
+    chosen: list[int] = []
+    x = cap
+    for pick, opts in reversed(picks):
+        k = int(pick[x])
+        if k > 0:
+            chosen.extend(opts[k][2])
+            x -= opts[k][0]
+    return chosen, int(best[cap])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_banded_roots_dp_picks_what_the_dense_one_picks(seed: int) -> None:
+    rng = random.Random(seed)
+    item = 0
+    for _ in range(300):
+        cap = rng.randint(0, 400)
+        roots = []
+        for _r in range(rng.randint(0, 12)):
+            opts: list[treeknap.Option] = [(0, 0, ())]
+            for _o in range(rng.randint(1, 6)):
+                # Coarse profits: ties between options and between roots are common.
+                opts.append((rng.randint(0, min(cap, 150)), rng.randint(0, 6) * 10, (item,)))
+                item += 1
+            roots.append(opts)
+        assert treeknap.roots_dp(roots, cap) == _roots_dp_dense(roots, cap)

@@ -60,7 +60,9 @@ def applies(problem: Problem) -> bool:
     return not problem.constraints and not problem.chains and not problem.pins
 
 
-def _dp_select(cc: np.ndarray, ww: np.ndarray, cap: int) -> np.ndarray:
+def _dp_select_full(cc: np.ndarray, ww: np.ndarray, cap: int) -> np.ndarray:
+    """The dense 0/1 knapsack DP over every capacity 0..cap (the reference the banded
+    :func:`_dp_select` equals; used when its preconditions do not hold)."""
     n = len(cc)
     best = np.zeros(cap + 1, dtype=np.int64)
     keep = np.zeros((n, cap + 1), dtype=bool)
@@ -79,6 +81,54 @@ def _dp_select(cc: np.ndarray, ww: np.ndarray, cap: int) -> np.ndarray:
         if keep[i, c]:
             x[i] = True
             c -= int(ww[i])
+    return x
+
+
+def _dp_select(cc: np.ndarray, ww: np.ndarray, cap: int) -> np.ndarray:
+    """The choice :func:`_dp_select_full` makes, computed on the band of capacities that
+    can matter (the same cells, the same comparisons, the same tie-break).
+
+    With every profit and weight positive, item ``i``'s row is needed only for the
+    capacities the backtrack from ``cap`` can reach, ``>= cap - (weight after i)``, and
+    below ``P_i`` (the weight of items ``0..i``): at or above it every item so far fits,
+    the best is their total and taking ``i`` is strictly better, which the backtrack
+    reads off ``hi[i]`` instead of a row of ``True``."""
+    n = len(cc)
+    w_list, c_list = ww.tolist(), cc.tolist()
+    fit = [w if w <= cap else 0 for w in w_list]
+    if n == 0 or min(w_list) <= 0 or min(c_list) <= 0 or sum(fit) <= cap:
+        return _dp_select_full(cc, ww, cap)
+    after = [0] * (n + 1)  # weight of the fitting items after i
+    for i in range(n - 1, -1, -1):
+        after[i] = after[i + 1] + fit[i]
+    best = np.zeros(cap + 1, dtype=np.int64)
+    keep = np.zeros((n, cap + 1), dtype=bool)
+    buf = np.empty(cap + 1, dtype=np.int64)
+    his = [cap] * n  # above his[i] item i is taken (a skipped item: never)
+    top = 0  # best[c] for c > top equals best[top] (every item so far fits there)
+    add, greater, maximum = np.add, np.greater, np.maximum
+    for i in range(n):
+        wi, ci = w_list[i], c_list[i]
+        if wi > cap:
+            continue
+        hi = min(cap, top + wi)
+        if hi > top:
+            best[top + 1:hi + 1] = best[top]
+        lo = max(wi, cap - after[i + 1])
+        if lo <= hi:
+            m = hi + 1 - lo
+            b = buf[:m]
+            add(best[lo - wi:hi + 1 - wi], ci, out=b)
+            greater(b, best[lo:hi + 1], out=keep[i, lo:hi + 1])
+            maximum(best[lo:hi + 1], b, out=best[lo:hi + 1])
+        his[i] = hi
+        top = hi
+    x = np.zeros(n, dtype=bool)
+    c = cap
+    for i in range(n - 1, -1, -1):
+        if c > his[i] or keep[i, c]:
+            x[i] = True
+            c -= w_list[i]
     return x
 
 

@@ -95,6 +95,53 @@ def _undominated(opts: list[Option]) -> list[Option]:
     return out
 
 
+def roots_dp(root_opts: list[list[Option]], cap: int) -> tuple[list[int], int]:
+    """The multiple-choice knapsack over the roots (one option each; option 0 of each is
+    its "nothing", ``(0, 0, ())``): the items of the choice the dense DP over every
+    capacity 0..cap picks (the first maximum of each root's options at the capacity the
+    backtrack reaches) and its profit, ``best[cap]``."""
+    heaviest = [max(o[0] for o in opts) for opts in root_opts]
+    after = [0] * (len(root_opts) + 1)  # the heaviest options of the roots after this one
+    for k in range(len(root_opts) - 1, -1, -1):
+        after[k] = min(cap, after[k + 1] + heaviest[k])
+    best = np.zeros(cap + 1, dtype=np.int64)
+    picks: list[tuple[np.ndarray, int, int, list[Option]]] = []
+    grid = np.arange(cap + 1)
+    # best[x - w] read through a copy padded in front with a value far below any profit
+    # (every real one is >= 0 and options earn < 2**61), so x < w is never the argmax.
+    low = np.int64(-(2 ** 62))
+    pad = np.empty(2 * (cap + 1), dtype=np.int64)
+    pad[:cap + 1] = low
+    # Only a band of capacities is computed (the same cells as over all of them): the
+    # backtrack from ``cap`` reaches root k at ``x >= cap - after[k + 1]``; at or above
+    # ``top`` (the heaviest options so far, summed) every choice so far fits, so best is
+    # flat there and the pick is the one at ``top``.
+    top = 0
+    for k, opts in enumerate(root_opts):
+        hi = min(cap, top + heaviest[k])
+        if hi > top:
+            best[top + 1:hi + 1] = best[top]
+        lo = min(hi, max(0, cap - after[k + 1]))
+        wp = np.array([o[:2] for o in opts], dtype=np.int64)
+        pad[cap + 1:] = best
+        cand = pad[(cap + 1 - wp[:, :1]) + grid[lo:hi + 1]]
+        cand += wp[:, 1:]
+        pick = cand.argmax(axis=0)
+        best[lo:hi + 1] = cand[pick, grid[:hi + 1 - lo]]
+        picks.append((pick, lo, hi, opts))
+        top = hi
+    if top < cap:
+        best[top + 1:] = best[top]
+    chosen: list[int] = []
+    x = cap
+    for pick, lo, hi, opts in reversed(picks):
+        k = int(pick[min(x, hi) - lo])
+        if k > 0:
+            chosen.extend(opts[k][2])
+            x -= opts[k][0]
+    return chosen, int(best[cap])
+
+
 def solve(problem: Problem) -> Selection | None:
     """The proven optimum, or None when the structure or its size does not fit the DP."""
     t0 = time.perf_counter()
@@ -141,37 +188,14 @@ def solve(problem: Problem) -> Selection | None:
     # capacity; best[x] is the most profit within weight x.
     if len(roots) * (cap + 1) > MAX_CELLS:
         return None
-    best = np.zeros(cap + 1, dtype=np.int64)
-    picks: list[tuple[np.ndarray, list[Option]]] = []
-    grid = np.arange(cap + 1)
-    # best[x - w] read through a copy padded in front with a value far below any profit
-    # (every real one is >= 0 and options earn < 2**61), so x < w is never the argmax.
-    low = np.int64(-(2 ** 62))
-    pad = np.empty(2 * (cap + 1), dtype=np.int64)
-    pad[:cap + 1] = low
-    for r in roots:
-        # Row 0 is the root's "nothing" (best itself): the first maximum, so an option is
-        # picked only where it earns strictly more than leaving the root out.
-        opts = [(0, 0, ())] + [o for o in options[r] if o[0] > 0 or o[1] > 0]
-        if len(opts) == 1:
-            continue
-        wp = np.array([o[:2] for o in opts], dtype=np.int64)
-        pad[cap + 1:] = best
-        cand = pad[(cap + 1 - wp[:, :1]) + grid]
-        cand += wp[:, 1:]
-        pick = cand.argmax(axis=0)
-        best = cand[pick, grid]
-        picks.append((pick, opts))
-    chosen: list[int] = []
-    x = cap
-    for pick, opts in reversed(picks):
-        k = int(pick[x])
-        if k > 0:
-            chosen.extend(opts[k][2])
-            x -= opts[k][0]
+    # Row 0 of each root is its "nothing" (best itself): the first maximum, so an option
+    # is picked only where it earns strictly more than leaving the root out.
+    root_opts = [opts for r in roots
+                 if len(opts := [(0, 0, ())] + [o for o in options[r] if o[0] > 0 or o[1] > 0]) > 1]
+    chosen, top_profit = roots_dp(root_opts, cap)
     picked = frozenset(chosen)
     obj = sum(values[i] for i in picked)
-    if int(best[cap]) != sum(values[i] * T - weights[i] for i in picked):
+    if top_profit != sum(values[i] * T - weights[i] for i in picked):
         raise AssertionError("treeknap: the rebuilt choice does not earn the DP's optimum")
     stats: dict[str, Any] = {
         "solver": "tree-knapsack",
