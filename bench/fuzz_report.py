@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/fuzz_report.py                 # default sizes (a few minutes)
     .venv/bin/python bench/fuzz_report.py --scale 0.2     # quicker
-    .venv/bin/python bench/fuzz_report.py --save /tmp/fuzz-failures --slow
+    .venv/bin/python bench/fuzz_report.py --save fuzz-failures --slow
 
 Prints one table (family, inputs tried, inputs that broke the rule, outcomes) and then
 every kind of failure with up to two example inputs. ``--save DIR`` copies the first

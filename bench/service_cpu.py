@@ -2,10 +2,10 @@
 
     .venv/bin/python -m bench.service_cpu                     # budget and rules, 5 x 200 each
     .venv/bin/python -m bench.service_cpu --policy budget --rounds 10 --json
-    .venv/bin/python -m bench.service_cpu --base /tmp/main-tree      # A/B: that tree, then this one
+    .venv/bin/python -m bench.service_cpu --base ../main-tree      # A/B: that tree, then this one
 
 ``--base TREE`` measures the engine of another checkout (e.g. ``git archive main | tar -x
--C /tmp/main-tree``) against this one in one run: each round runs one subprocess per
+-C ../main-tree``) against this one in one run: each round runs one subprocess per
 tree, alternately, and the least round of each is shown with their ratio (the load on
 the cores changes during a run; alternating gives both trees the same share of it).
 

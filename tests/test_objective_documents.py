@@ -187,12 +187,14 @@ def test_engine_and_verifier_agree_with_documents(data: st.DataObject) -> None:
             for i in range(n)]
     objective = {"transform": data.draw(st.sampled_from(["identity", "power", "reciprocal_rank"])),
                  "exponent": data.draw(st.sampled_from([2.0, 6.0])),
-                 "calibrate": data.draw(st.sampled_from(["max", "minmax", "rank"])),
+                 "calibrate": data.draw(st.sampled_from(["max", "minmax", "rank", "zscore"])),
                  "calibrate_within": data.draw(st.sampled_from(["level", "all"])),
                  "document_prior": data.draw(st.sampled_from([0.0, 0.3, 1.0])),
                  "document_score": data.draw(st.sampled_from(["mean", "max"])),
                  "document_decay": data.draw(st.sampled_from([1.0, 0.5, 0.1])),
                  "document_scope": data.draw(st.sampled_from(["all", "flat"])),
+                 "position_decay": data.draw(st.sampled_from([1.0, 0.7, 0.2])),
+                 "lead_weight": data.draw(st.sampled_from([0.0, 1.0, 3.0])),
                  "inherit": data.draw(st.sampled_from([0.0, 0.3])),
                  "fill": data.draw(st.booleans())}
     pol = policy(objective=objective, min_relevance=data.draw(st.sampled_from([0.0, 0.2])),
