@@ -21,6 +21,7 @@ instances carry caller ``token_count``s (over and under ours) under ``budget.cou
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from engine.allocate import to_candidates
 from engine.candidates import Candidate
 from engine.errors import PolicyError, VerificationError
 from engine.policy import BudgetStrategy, Policy
-from engine.problem import RELEVANCE_SCALE, reduce
+from engine.problem import RELEVANCE_SCALE, Problem, reduce
 from engine.verify import Verifier
 
 LEVELS = ("SECTION", "PARAGRAPH", "SENTENCE")
@@ -246,3 +247,26 @@ def compare(kind: str, seed: int) -> Outcome:
         return Outcome(kind, seed, n, True, False, f"weight {sum(weight[i] for i in got)} < oracle "
                        f"{sum(weight[i] for i in top)}")
     return Outcome(kind, seed, n, True, True)
+
+
+def problem_feasible(p: Problem, chosen: frozenset[int]) -> bool:
+    """At the Problem level (tests of the LP and decomposition steps): every pin, at most
+    one item of each chain, every linear rule."""
+    if not p.pinned <= chosen:
+        return False
+    if any(sum(1 for m in c.members if m in chosen) > 1 for c in p.chains):
+        return False
+    return all(r.holds(chosen) for r in p.linear_rules)
+
+
+def problem_optimum(p: Problem) -> int | None:
+    """The best total of ``p.values`` over every subset of the active items that
+    :func:`problem_feasible` keeps; None when none is."""
+    best = None
+    for k in range(len(p.active) + 1):
+        for combo in itertools.combinations(p.active, k):
+            s = frozenset(combo)
+            if problem_feasible(p, s):
+                val = sum(p.values[i] for i in s)
+                best = val if best is None or val > best else best
+    return best

@@ -26,24 +26,8 @@ from engine.problem import Problem, reduce
 from engine.strategies import cpsat, lpround
 
 
-def _feasible(p: Problem, chosen: frozenset[int]) -> bool:
-    if not p.pinned <= chosen:
-        return False
-    if any(sum(1 for m in c.members if m in chosen) > 1 for c in p.chains):
-        return False
-    return all(r.holds(chosen) for r in p.linear_rules)
-
-
-def _optimum(p: Problem) -> int | None:
-    best = None
-    act = p.active
-    for k in range(len(act) + 1):
-        for combo in itertools.combinations(act, k):
-            s = frozenset(combo)
-            if _feasible(p, s):
-                val = sum(p.values[i] for i in s)
-                best = val if best is None or val > best else best
-    return best
+_feasible = bf.problem_feasible
+_optimum = bf.problem_optimum
 
 
 def _problems(per_kind: int = 4) -> list[tuple[str, int, Problem]]:

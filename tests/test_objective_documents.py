@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,36 +13,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import objectivecases as cases
+from objectivecases import FLAT, row, values
+from objectivecases import policy
 from engine import allocate
 from engine.allocate import to_candidates
 from engine.errors import PolicyError
-from engine.objective import RELEVANCE_SCALE, objective_values
-from engine.policy import Calibration, CalibrationGroup, DocumentScope, DocumentScore, Objective, Policy, Transform
+from engine.objective import RELEVANCE_SCALE
+from engine.policy import Calibration, DocumentScope, DocumentScore, Objective, Policy, Transform
 from engine.verify import verify
 
 S = RELEVANCE_SCALE
-#: Identity transform, each score over the best of all: values are the blended scores.
-FLAT = Objective(Transform.IDENTITY, calibrate=Calibration.MAX, calibrate_within=CalibrationGroup.ALL)
-
-
-def policy(**spec: Any) -> Policy:
-    body = {"budget": {"max_tokens": 1000, "separator": "|"}, "tokenizer": "approx:utf8_bytes", **spec}
-    return Policy.from_mapping({"apiVersion": "ctxbudget/v1", "kind": "BudgetPolicy",
-                                "metadata": {"name": "documents", "revision": "1"}, "spec": body})
-
-
-def row(sid: str, rel: float, doc: str | None, size: int = 10, level: str = "SENTENCE",
-        parent: str | None = None) -> dict[str, Any]:
-    meta = {"doc_id": doc} if doc is not None else {}
-    return {"source_id": sid, "content": sid[0] * size, "relevance_score": rel, "level": level, "metadata": meta,
-            "parent_id": parent}
-
-
-def values(objective: Objective, rows: list[dict[str, Any]], active: Sequence[int] | None = None) -> list[int]:
-    cands = to_candidates(rows)
-    order = sorted(range(len(cands)), key=lambda i: (-cands[i].relevance_score, i))
-    act = list(range(len(cands))) if active is None else list(active)
-    return list(objective_values(objective, cands, act, order, {c.source_id: c for c in cands}))
 
 
 # Document A: 1.0 and 0.2 (mean 0.6); document B: 0.5 alone; "z" carries no doc_id.
