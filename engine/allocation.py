@@ -84,6 +84,12 @@ class Decisions(Sequence[ItemDecision]):
     def __len__(self) -> int:
         return len(self._items)
 
+    def reason_of(self, i: int) -> Reason:
+        """Decision ``i``'s reason (``self[i].reason``) without building the decision
+        (whose content digest a caller comparing reasons does not need)."""
+        d = self._items[i]
+        return d.reason if d is not None else self._reason(i)
+
     def _item(self, i: int) -> ItemDecision:
         d = self._items[i]
         if d is None:

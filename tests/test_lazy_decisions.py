@@ -81,3 +81,17 @@ def test_decisions_read_like_the_tuple_they_stand_for() -> None:
     # An allocation with decisions replaced by a plain tuple compares equal to the original.
     assert dataclasses.replace(a, decisions=eager) == a
     assert repr(d) == repr(eager)
+
+
+def test_reason_of_is_the_decisions_reason_without_building_it() -> None:
+    """``Decisions.reason_of(i)`` (what replay compares) is ``decisions[i].reason``, before
+    and after the decision is built, and asking for it builds no ItemDecision."""
+    items = _items(seed=11)
+    a = allocate(items, _policy(items))
+    fresh = allocate(items, _policy(items)).decisions
+    assert isinstance(a.decisions, Decisions) and isinstance(fresh, Decisions)
+    reasons = [a.decisions.reason_of(i) for i in range(len(items))]
+    assert all(d is None for d in a.decisions._items)  # nothing built by reason_of
+    assert reasons == [fresh[i].reason for i in range(len(items))]
+    assert [a.decisions.reason_of(i) for i in range(len(items))] == [d.reason for d in a.decisions]
+    assert {r.code for r in reasons} >= {ReasonCode.OVER_BUDGET}

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from engine.audit.lineformat import GENESIS_HASH, EnvelopeKind, nesting_exceeds, parse_envelope, scan_line, seal
-from engine.audit.verify import _fast_scan, _nests_within, _orjson_scan, scan_parse
+from engine.audit.lineformat import GENESIS_HASH, EnvelopeKind, nesting_exceeds, nests_within, parse_envelope, scan_line, seal
+from engine.audit.verify import _fast_scan, _orjson_scan, scan_parse
 from engine.canonical import sha256_hex
 from engine.errors import AuditError
 
@@ -156,4 +156,4 @@ def test_orjson_route_takes_canonical_lines_and_rewrites_small_exponents() -> No
 def test_nesting_from_the_bytes_is_the_values_nesting(value: Any) -> None:
     body = json.dumps(value, separators=(",", ":")).encode()
     for limit in range(0, 9):
-        assert _nests_within(body, limit) is (not nesting_exceeds(value, limit))
+        assert nests_within(body, limit) is (not nesting_exceeds(value, limit))

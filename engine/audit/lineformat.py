@@ -131,9 +131,30 @@ def nesting_exceeds(value: Any, limit: int = MAX_DEPTH) -> bool:
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
-def _too_deep(raw: bytes, value: Any) -> bool:
-    # A line with at most MAX_DEPTH brackets cannot nest deeper: skip the walk.
-    return raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and nesting_exceeds(value)
+_BRACKETS = bytes.maketrans(b"[{]}", b"(())")
+_NOT_STRUCTURE = bytes(set(range(256)) - set(b'[]{}"'))
+
+
+def nests_within(body: bytes, limit: int) -> bool:
+    """Whether valid JSON ``body`` nests at most ``limit`` levels (``{}`` is 1), as
+    :func:`nesting_exceeds` of its value says, from the bytes:
+    escapes out, then brackets and quotes only, strings out, one kind of bracket, and one
+    level of empty pairs removed per round (``bytes.replace`` is one left-to-right pass:
+    a pair it uncovers waits for the next round)."""
+    s = body.replace(b"\\\\", b"").replace(b'\\"', b"").translate(_BRACKETS, _NOT_STRUCTURE)
+    s = b"".join(s.split(b'"')[::2])  # every quote left delimits a string: the odd parts are strings
+    for _ in range(limit):
+        if not s:
+            return True
+        s = s.replace(b"()", b"")
+    return not s
+
+
+
+def _too_deep(raw: bytes) -> bool:
+    # A line with at most MAX_DEPTH brackets cannot nest deeper; else the bytes tell
+    # (``raw`` parsed as JSON: :func:`nests_within` says what the walk of its value would).
+    return raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and not nests_within(raw, MAX_DEPTH)
 
 
 _TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels (no audit record nests that deep)"
@@ -156,7 +177,7 @@ def parse_envelope(raw: bytes) -> tuple[dict[str, Any] | None, str]:
         msg = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) \
             else str(exc)
         return None, f"not JSON: {msg}"
-    if _too_deep(raw, value):
+    if _too_deep(raw):
         return None, f"not JSON we can read: {_TOO_DEEP}"
     if not isinstance(value, dict) or not isinstance(value.get("record"), dict):
         return None, "not an audit envelope (no 'record' object)"
@@ -304,7 +325,7 @@ def scan_line(raw: bytes, line: int, *, terminated: bool = True) -> LineEntry:
             else str(exc)
         return LineEntry(line, LineStatus.BAD_JSON, f"not JSON: {msg}",
                          records_spanned=spanned)
-    if _too_deep(raw, value):
+    if _too_deep(raw):
         return LineEntry(line, LineStatus.MALFORMED, f"JSON {_TOO_DEEP}",
                          records_spanned=spanned)
     if not isinstance(value, dict) or not isinstance(value.get("hash"), str):

@@ -220,11 +220,12 @@ def _compare(record: Mapping[str, Any], alloc: Allocation, stored: bool, own: bo
     ids = decisions.source_ids if isinstance(decisions, Decisions) else [d.source_id for d in decisions]
     toks = decisions.tokens if isinstance(decisions, Decisions) else [d.tokens for d in decisions]
     at = {sid: k for k, sid in enumerate(ids)}  # the last of a repeated id, as a dict of decisions keeps
+    reason_of = decisions.reason_of if isinstance(decisions, Decisions) else (lambda k: decisions[k].reason)
     before_in = [it["source_id"] for it in items if it["decision"] == "included"]
     after_in = [ids[i] for i in alloc.context_order if ids[i] not in repaired]
     changes = tuple((sid, it["reason"], code) for it in items
                     if (k := at.get(sid := it["source_id"])) is not None and sid not in repaired
-                    and it["reason"] != (code := decisions[k].reason.code.value))
+                    and it["reason"] != (code := reason_of(k).code.value))
     if set(before_in) != set(after_in):
         diffs.append(Difference("$.items[*].decision", sorted(before_in), sorted(after_in)))
     if changes:

@@ -33,6 +33,7 @@ from .lineformat import (
     GENESIS_HASH,
     HASH_RE,
     MAX_DEPTH,
+    nests_within,
     EnvelopeKind,
     LineEntry,
     LineStatus,
@@ -456,25 +457,6 @@ _INTEGRAL_FLOAT = re.compile(rb"\.0[,\]}]")
 _EXPONENT_TAIL = re.compile(rb"e[-+][0-9]+(?=[,\]}])")  # orjson always writes the sign
 _NUMBER_CHARS = frozenset(b"0123456789.-")
 _PAST_SURROGATES = re.compile(rb"[\xee-\xf4]")
-_BRACKETS = bytes.maketrans(b"[{]}", b"(())")
-_NOT_STRUCTURE = bytes(set(range(256)) - set(b'[]{}"'))
-
-
-def _nests_within(body: bytes, limit: int) -> bool:
-    """Whether valid JSON ``body`` nests at most ``limit`` levels (``{}`` is 1), as
-    :func:`~engine.audit.lineformat.nesting_exceeds` of its value says, from the bytes:
-    escapes out, then brackets and quotes only, strings out, one kind of bracket, and one
-    level of empty pairs removed per round (``bytes.replace`` is one left-to-right pass:
-    a pair it uncovers waits for the next round)."""
-    s = body.replace(b"\\\\", b"").replace(b'\\"', b"").translate(_BRACKETS, _NOT_STRUCTURE)
-    s = b"".join(s.split(b'"')[::2])  # every quote left delimits a string: the odd parts are strings
-    for _ in range(limit):
-        if not s:
-            return True
-        s = s.replace(b"()", b"")
-    return not s
-
-
 def _es6_exponents(out: bytes) -> bytes | None:
     """orjson's bytes with each exponent float where a value stands written as RFC 8785
     (ECMAScript) writes it. Text that looks like one inside a string is rewritten too;
@@ -525,7 +507,7 @@ def _orjson_scan(body: bytes) -> dict[str, Any] | None:
     except (TypeError, ValueError):  # orjson's errors are ValueError / TypeError
         return None
     again = _es6_exponents(written) if b"e-" in written or b"e+" in written else written
-    if again is None or again != body or type(value) is not dict or not _nests_within(body, MAX_DEPTH):
+    if again is None or again != body or type(value) is not dict or not nests_within(body, MAX_DEPTH):
         return None
     return value
 
