@@ -60,7 +60,7 @@ class Decisions(Sequence[ItemDecision]):
     tuple of decisions it stands for: indexing, slicing (a tuple), iteration, ``len``,
     ``==`` with any sequence of decisions."""
 
-    __slots__ = ("candidates", "tokens", "values", "included", "_reason", "_items", "_ids")
+    __slots__ = ("candidates", "tokens", "values", "included", "_reason", "_reasons", "_items", "_ids")
 
     def __init__(self, candidates: Sequence[Candidate], tokens: Sequence[int], values: Sequence[int],
                  included: Sequence[bool], reason: Callable[[int], Reason]) -> None:
@@ -72,6 +72,7 @@ class Decisions(Sequence[ItemDecision]):
         self.included = included
         self._reason = reason
         self._items: list[ItemDecision | None] = [None] * len(candidates)
+        self._reasons: dict[int, Reason] = {}  # reasons asked for before their decision
         self._ids: list[str] | None = None
 
     @property
@@ -88,14 +89,20 @@ class Decisions(Sequence[ItemDecision]):
         """Decision ``i``'s reason (``self[i].reason``) without building the decision
         (whose content digest a caller comparing reasons does not need)."""
         d = self._items[i]
-        return d.reason if d is not None else self._reason(i)
+        if d is not None:
+            return d.reason
+        r = self._reasons.get(i)
+        if r is None:
+            r = self._reasons[i] = self._reason(i)
+        return r
 
     def _item(self, i: int) -> ItemDecision:
         d = self._items[i]
         if d is None:
             c = self.candidates[i]
+            r = self._reasons.pop(i, None)
             d = self._items[i] = ItemDecision(i, c.source_id, c.level, self.tokens[i], c.relevance_score,
-                                              self.values[i], c.sha256, self._reason(i))
+                                              self.values[i], c.sha256, self._reason(i) if r is None else r)
         return d
 
     @overload
