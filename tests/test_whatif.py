@@ -7,6 +7,7 @@ Parquet and the report section."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 import tracemalloc
@@ -150,7 +151,10 @@ def test_identical_inline_on_a_pool_of_two_and_on_dask(logged: tuple[Path, Path]
     dask = whatif([log], policy, workers=2, dask="local", dask_processes=False, shard_bytes=6000)
     assert one.run is not None and two.run is not None and dask.run is not None
     assert (one.run.engine, two.run.engine, dask.run.engine) == ("inline", "pool", "dask")
-    assert len(two.run.peak_rss_kib) == 2  # two worker processes, each reported
+    # each worker process that ran a shard is reported, none of them this process (a
+    # pool of two may hand all three shards to the first worker on a busy machine)
+    assert 1 <= len(two.run.peak_rss_kib) <= 2 and all(v > 0 for v in two.run.peak_rss_kib.values())
+    assert not any(k.endswith(f"/{os.getpid()}") for k in two.run.peak_rss_kib)
     assert one.run.shards != dask.run.shards
     for other in (two, dask):
         a, b = one.to_dict(run=False), other.to_dict(run=False)
