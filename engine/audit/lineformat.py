@@ -150,7 +150,6 @@ def nests_within(body: bytes, limit: int) -> bool:
     return not s
 
 
-
 def _too_deep(raw: bytes) -> bool:
     # A line with at most MAX_DEPTH brackets cannot nest deeper; else the bytes tell
     # (``raw`` parsed as JSON: :func:`nests_within` says what the walk of its value would).

@@ -33,12 +33,12 @@ from .lineformat import (
     GENESIS_HASH,
     HASH_RE,
     MAX_DEPTH,
-    nests_within,
     EnvelopeKind,
     LineEntry,
     LineStatus,
     _reject_constant,
     _shape_problem,
+    nests_within,
     parse_envelope,
     scan_line,
 )
